@@ -1,0 +1,196 @@
+"""Engine events and their fan-out to subscribers with bounded buffers.
+
+Publishing never blocks: each subscriber has its own buffer; when it is full, events for
+that subscriber are dropped and counted, and the subscriber next receives one ``lagged``
+event saying how many it missed. A slow consumer never slows the engine.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import attrs
+import trio
+
+from trickle.engine.model import Execution, Job
+
+
+class EventKind(enum.StrEnum):
+    JOB_CREATED = "job_created"
+    JOB_UPDATED = "job_updated"
+    JOB_DELETED = "job_deleted"
+    JOB_TOGGLED = "job_toggled"
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_OUTPUT = "execution_output"  # a chunk of output as the run prints it
+    EXECUTION_FINISHED = "execution_finished"
+    FIRE_SKIPPED = "fire_skipped"
+    FIRE_MISSED = "fire_missed"
+    MEMBER_JOINED = "member_joined"
+    MEMBER_FAILED = "member_failed"
+    MEMBER_LEFT = "member_left"
+    LEADER_CHANGED = "leader_changed"
+    PAUSED = "paused"
+    UNPAUSED = "unpaused"
+    LAGGED = "lagged"  # only to one subscriber: ``data["dropped"]`` events were dropped
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """One thing that happened. ``seq`` increases by one per published event (per engine)."""
+
+    kind: EventKind
+    at: datetime
+    seq: int = 0
+    job_name: str = ""
+    job: Job | None = None
+    execution: Execution | None = None
+    chunk: str = ""  # execution_output: the text printed
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+
+class Subscription:
+    """An async iterator of events matching the filters. Use as an async context manager
+    (or call ``close``) so the hub forgets it."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        *,
+        kinds: frozenset[EventKind] | None,
+        jobs: frozenset[str] | None,
+        maxsize: int,
+    ) -> None:
+        self._hub = hub
+        self.kinds = kinds
+        self.jobs = jobs
+        self._maxsize = maxsize
+        self._queue: deque[Event] = deque()
+        self._dropped = 0
+        self._closed = False
+        self._wakeup = trio.Event()
+
+    def matches(self, event: Event) -> bool:
+        if self.kinds is not None and event.kind not in self.kinds:
+            return False
+        if self.jobs is not None and event.job_name not in self.jobs:
+            return False
+        return True
+
+    def _offer(self, event: Event) -> None:
+        if len(self._queue) >= self._maxsize:
+            self._dropped += 1
+        else:
+            self._queue.append(event)
+        self._wakeup.set()
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped for this subscriber and not yet reported by a ``lagged`` event."""
+        return self._dropped
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._hub._remove(self)
+            self._wakeup.set()
+
+    async def receive(self) -> Event:
+        """The next event; raises ``trio.EndOfChannel`` once closed and drained."""
+        while True:
+            if self._dropped:
+                dropped, self._dropped = self._dropped, 0
+                return Event(
+                    kind=EventKind.LAGGED,
+                    at=self._queue[0].at if self._queue else self._hub.last_at,
+                    seq=self._hub.seq,
+                    data={"dropped": dropped},
+                )
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                raise trio.EndOfChannel
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.receive()
+            except trio.EndOfChannel:
+                return
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventHub:
+    """Fans events out to subscribers. ``publish`` is synchronous and never blocks."""
+
+    def __init__(self, *, default_maxsize: int = 1000) -> None:
+        self._subs: list[Subscription] = []
+        self._default_maxsize = default_maxsize
+        self.seq = 0
+        self.last_at: datetime | None = None
+        self.published = 0
+        self.dropped = 0
+
+    def subscribe(
+        self,
+        *,
+        kinds: Iterable[EventKind | str] | None = None,
+        jobs: Iterable[str] | None = None,
+        maxsize: int | None = None,
+    ) -> Subscription:
+        sub = Subscription(
+            self,
+            kinds=frozenset(EventKind(k) for k in kinds) if kinds is not None else None,
+            jobs=frozenset(jobs) if jobs is not None else None,
+            maxsize=maxsize or self._default_maxsize or math.inf,  # type: ignore[arg-type]
+        )
+        self._subs.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        try:
+            self._subs.remove(sub)
+        except ValueError:
+            pass
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def publish(self, event: Event) -> Event:
+        self.seq += 1
+        event = attrs.evolve(event, seq=self.seq)
+        self.last_at = event.at
+        self.published += 1
+        for sub in self._subs:
+            if sub.matches(event):
+                before = sub.dropped
+                sub._offer(event)
+                if sub.dropped > before:
+                    self.dropped += 1
+        return event
+
+    def close_all(self) -> None:
+        """End every subscription (they drain what they hold, then stop)."""
+        for sub in list(self._subs):
+            sub.close()

@@ -1,0 +1,121 @@
+"""The executor and processor contracts, and the output buffer every executor writes to.
+
+An executor runs one attempt of a job on this node. It must never block the event loop: a
+process is awaited, a socket is async, anything blocking goes through ``trio.to_thread``.
+
+Contract of ``Executor.execute``:
+  * writes the run's output to ``ctx.output`` as it is produced (chunks reach the live feed);
+  * returns an ``ExecutorResult``; it does not raise for a failure of the *job* (a non-zero
+    exit, an HTTP 500, a timeout): those are ``success=False`` with the reason in ``error``;
+  * on cancellation it stops the work it started (kills the process group) and re-raises.
+
+``Executor.validate(config)`` checks an ``executor_config`` when a job is stored and raises
+``ValidationError(field="executor_config.<key>")``: bad jobs are refused at create time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+import attrs
+
+from trickle.engine.model import Execution, Job
+
+DEFAULT_OUTPUT_LIMIT = 256_000  # bytes of output kept per execution (the last ones), as Dkron
+
+
+class OutputBuffer:
+    """Keeps the last ``limit`` bytes written; forwards every chunk to ``on_chunk``.
+
+    ``on_chunk`` must not block (it is called synchronously from ``write``).
+    """
+
+    def __init__(
+        self,
+        limit: int = DEFAULT_OUTPUT_LIMIT,
+        *,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._on_chunk = on_chunk
+        self.total_bytes = 0
+
+    def write(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if not data:
+            return
+        self.total_bytes += len(data)
+        self._buf += data
+        if len(self._buf) > self._limit:
+            del self._buf[: len(self._buf) - self._limit]
+        if self._on_chunk is not None:
+            self._on_chunk(data)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total_bytes > len(self._buf)
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buf)
+
+    def text(self) -> str:
+        """The kept tail as text; a multi-byte character cut at the start is dropped."""
+        return self._buf.decode("utf-8", errors="replace") if not self.truncated else bytes(
+            self._buf
+        ).decode("utf-8", errors="ignore")
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionContext:
+    """What an executor gets: the job as of the fire, the execution record, its output."""
+
+    job: Job
+    execution: Execution
+    output: OutputBuffer
+
+    @property
+    def config(self) -> Mapping[str, str]:
+        return self.job.executor_config
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorResult:
+    success: bool
+    exit_code: int | None = None  # process exit code (shell) or HTTP status (http)
+    error: str = ""  # why it failed, appended to the output
+
+
+class Executor(Protocol):
+    name: str
+
+    def validate(self, config: Mapping[str, str]) -> None: ...
+
+    async def execute(self, ctx: ExecutionContext) -> ExecutorResult: ...
+
+
+# A registered Python executor: an async callable taking the context. Returning None or True
+# is success, False is failure, an ExecutorResult is taken as is; raising is a failure whose
+# message is appended to the output.
+PythonExecutorFn = Callable[[ExecutionContext], Awaitable["ExecutorResult | bool | None"]]
+
+
+@attrs.frozen(kw_only=True)
+class ProcessorContext:
+    """What a processor gets: the finished execution (output included) and its config."""
+
+    job: Job
+    execution: Execution
+    config: Mapping[str, str]  # the job's processors[<name>], plus "reporting_node"
+
+
+# A processor returns the output to store (Dkron: the placeholder when forward is false).
+class Processor(Protocol):
+    name: str
+
+    async def process(self, ctx: ProcessorContext) -> str: ...
+
+
+PythonProcessorFn = Callable[[ProcessorContext], Awaitable[str | None]]

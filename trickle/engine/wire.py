@@ -1,0 +1,104 @@
+"""Binary encoding of commands, jobs and executions (msgpack), versioned and strict.
+
+Used by the command log and the store. Every encoded value is a map with a type tag ``t``
+and a format version ``v``; decoding rejects unknown tags and versions with ``WireError``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import cattrs
+import msgpack
+
+from trickle.engine.commands import COMMAND_TYPES, Command
+from trickle.engine.model import Execution, Job
+
+WIRE_VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # a command larger than this is refused
+
+T = TypeVar("T")
+
+
+class WireError(ValueError):
+    """A payload that cannot be decoded: malformed, unknown type or version."""
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+# datetimes travel as integer microseconds since the epoch: exact, unlike a float
+_converter.register_unstructure_hook(datetime, lambda d: (d - _EPOCH) // _MICRO)
+_converter.register_structure_hook(datetime, lambda v, _: _EPOCH + v * _MICRO)
+
+_BY_NAME: dict[str, type] = {cls.__name__: cls for cls in (*COMMAND_TYPES, Job, Execution)}
+
+
+def _pack(obj: Any) -> bytes:
+    tag = type(obj).__name__
+    if tag not in _BY_NAME:
+        raise TypeError(f"cannot encode {type(obj)!r}")
+    return msgpack.packb(
+        {"t": tag, "v": WIRE_VERSION, "d": _converter.unstructure(obj)}, use_bin_type=True
+    )
+
+
+def _unpack(data: bytes) -> Any:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload of {len(data)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise WireError(f"malformed payload: {exc}") from exc
+    if not isinstance(raw, dict) or raw.get("v") != WIRE_VERSION:
+        raise WireError(f"unsupported payload version: {raw.get('v') if isinstance(raw, dict) else None!r}")
+    cls = _BY_NAME.get(raw.get("t", ""))
+    if cls is None:
+        raise WireError(f"unknown payload type: {raw.get('t')!r}")
+    try:
+        return _converter.structure(raw["d"], cls)
+    except Exception as exc:
+        raise WireError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+def encode_command(command: Command) -> bytes:
+    return _pack(command)
+
+
+def decode_command(data: bytes) -> Command:
+    obj = _unpack(data)
+    if not isinstance(obj, COMMAND_TYPES):
+        raise WireError(f"not a command: {type(obj).__name__}")
+    return obj  # type: ignore[no-any-return]
+
+
+def encode_job(job: Job) -> bytes:
+    return _pack(job)
+
+
+def decode_job(data: bytes) -> Job:
+    obj = _unpack(data)
+    if not isinstance(obj, Job):
+        raise WireError(f"not a job: {type(obj).__name__}")
+    return obj
+
+
+def encode_execution(execution: Execution) -> bytes:
+    return _pack(execution)
+
+
+def decode_execution(data: bytes) -> Execution:
+    obj = _unpack(data)
+    if not isinstance(obj, Execution):
+        raise WireError(f"not an execution: {type(obj).__name__}")
+    return obj
+
+
+def to_plain(obj: Any) -> Any:
+    """attrs value -> plain dicts/lists (for snapshots of state machine metadata)."""
+    return _converter.unstructure(obj)
+
+
+def from_plain(data: Any, cls: type[T]) -> T:
+    return _converter.structure(data, cls)

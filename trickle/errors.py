@@ -1,0 +1,105 @@
+"""The exception tree of trickle; every error knows the HTTP status the API answers with.
+
+    TrickleError (500)
+    ├── ValidationError (400)          bad input; ``field`` names what is wrong
+    │   └── ScheduleError (400)        a schedule that does not parse
+    ├── NotFound (404)
+    │   ├── JobNotFound
+    │   ├── ParentNotFound             "specified parent job not found"
+    │   └── ExecutionNotFound
+    ├── Conflict (409)
+    │   ├── JobHasDependents           delete a parent before its children
+    │   ├── ConcurrencyForbidden       a forbid job is already running
+    │   └── JobDisabled                a disabled job cannot be run
+    ├── PayloadTooLarge (413)
+    ├── SubmissionsPaused (503)
+    └── EngineClosed (503)             the engine is not running
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TrickleError(Exception):
+    """Root of trickle's errors."""
+
+    http_status: ClassVar[int] = 500
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ValidationError(TrickleError, ValueError):
+    """Input that cannot be accepted. ``field`` is the offending field ('' if none)."""
+
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ScheduleError(ValidationError):
+    """A schedule expression that does not parse; the message says why."""
+
+
+class NotFound(TrickleError, LookupError):
+    http_status = 404
+
+
+class JobNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job not found: {name}")
+        self.name = name
+
+
+class ParentNotFound(NotFound):
+    def __init__(self, parent: str) -> None:
+        super().__init__("specified parent job not found")
+        self.parent = parent
+
+
+class ExecutionNotFound(NotFound):
+    def __init__(self, job: str, execution_id: str) -> None:
+        super().__init__(f"execution not found: {job}/{execution_id}")
+
+
+class Conflict(TrickleError):
+    http_status = 409
+
+
+class JobHasDependents(Conflict):
+    def __init__(self, name: str, dependents: list[str]) -> None:
+        super().__init__(
+            f"job {name} has dependent jobs {', '.join(dependents)}: delete children first"
+        )
+
+
+class ConcurrencyForbidden(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name} has concurrency forbid and is already running")
+
+
+class JobDisabled(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name} is disabled")
+
+
+class PayloadTooLarge(TrickleError):
+    http_status = 413
+
+
+class SubmissionsPaused(TrickleError):
+    http_status = 503
+
+    def __init__(self) -> None:
+        super().__init__("New job submissions are currently paused")
+
+
+class EngineClosed(TrickleError):
+    http_status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the engine is not running")
