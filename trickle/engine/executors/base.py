@@ -15,6 +15,7 @@ Contract of ``Executor.execute``:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -119,3 +120,68 @@ class Processor(Protocol):
 
 
 PythonProcessorFn = Callable[[ProcessorContext], Awaitable[str | None]]
+
+
+# --- helpers shared by executors and processors (config values are strings, as in Dkron) ---
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_go_bool(value: str, *, default: bool = False) -> bool:
+    """Go's ``strconv.ParseBool`` (``1 t T TRUE true True`` / ``0 f F FALSE false False``).
+
+    '' (or only spaces) gives ``default``. Anything else raises ``ValueError``.
+    """
+    text = value.strip()
+    if not text:
+        return default
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise ValueError(f"invalid boolean {value!r}: use true or false")
+
+
+_CODE_ITEM = re.compile(r"([0-9]{1,9})(?:\s*-\s*([0-9]{1,9}))?")
+
+
+@attrs.frozen
+class CodeSet:
+    """A set of integer codes written as ``"0,1,10-20"``: single codes and inclusive ranges.
+
+    ``text`` keeps the spelling the user wrote (for messages).
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str = ""
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, int) and any(lo <= code <= hi for lo, hi in self.ranges)
+
+
+def parse_codes(text: str, *, what: str = "code") -> CodeSet:
+    """Parse a comma list of codes and ranges (``"0"``, ``"200,206"``, ``"0,1,10-20"``).
+
+    Spaces around items are ignored, empty items (a trailing comma) too. A range is
+    ``lo-hi`` with ``lo <= hi``. Codes are non-negative integers (at most 9 digits). Raises ``ValueError``
+    naming the bad item; an empty list is an error too (callers treat '' as "not set").
+    """
+    ranges: list[tuple[int, int]] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        match = _CODE_ITEM.fullmatch(item)
+        if match is None:
+            raise ValueError(
+                f"invalid {what} {item!r} in {text!r}: use numbers and ranges like 0,1,10-20"
+            )
+        lo = int(match[1])
+        hi = int(match[2]) if match[2] is not None else lo
+        if lo > hi:
+            raise ValueError(f"invalid {what} range {item!r} in {text!r}: start is above end")
+        ranges.append((lo, hi))
+    if not ranges:
+        raise ValueError(f"no {what}s in {text!r}")
+    return CodeSet(tuple(ranges), text.strip())
