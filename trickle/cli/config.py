@@ -1,0 +1,447 @@
+"""Settings of ``trickle serve``: flags, ``TRICKLE_*`` environment, TOML file, defaults.
+
+Pure code: no I/O except reading the config file named by the caller. Precedence, per
+setting, is flags > environment > config file > defaults (as Dkron). A map setting (``tags``,
+``executor-limits``) is taken whole from the first source that sets it; sources are not
+merged, so ``--tag a=1`` replaces the file's ``[tags]`` table, as Dkron's ``--tag`` does.
+
+Every error is a ``ConfigError`` whose message names the setting and where the bad value
+came from (the flag, the environment variable, or the key and the file).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from trickle.engine.config import DEFAULT_DATA_DIR, DEFAULT_HISTORY_LIMIT, EngineConfig
+from trickle.engine.executors.base import DEFAULT_OUTPUT_LIMIT
+from trickle.errors import ValidationError
+
+DEFAULT_HTTP_ADDR = ":8080"
+DEFAULT_LOG_LEVEL = "info"
+DEFAULT_ADDRESS = "http://127.0.0.1:8080"  # where the client commands look for a server
+ENV_PREFIX = "TRICKLE_"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+DURABILITIES = ("full", "normal", "off")
+ALL_INTERFACES = "0.0.0.0"
+# Tags the node sets itself (EngineConfig.node_tags); a user value would be overwritten.
+RESERVED_TAGS = {
+    "server": "--server",
+    "dkron_server": "--server",
+    "region": "--region",
+    "dc": "--datacenter",
+    "role": None,
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be accepted; the message names the setting and its source."""
+
+
+@attrs.frozen(kw_only=True)
+class ServeSettings:
+    """Everything ``trickle serve`` needs, resolved from all sources.
+
+    engine: the Engine's configuration. http_host/http_port: where the API listens
+    (port 0 = any free port). log_level: one of ``LOG_LEVELS``.
+    sources: for every setting name, where its value came from (``"default"``,
+    ``"flag --data-dir"``, ``"environment TRICKLE_DATA_DIR"``, ``"config file /x.toml"``).
+    """
+
+    engine: EngineConfig
+    http_host: str
+    http_port: int
+    log_level: str
+    sources: Mapping[str, str]
+
+
+# --- parsers of single values (each raises ConfigError naming `where`) ---------------------
+
+
+def parse_tag(text: str, *, where: str = "--tag") -> tuple[str, str]:
+    """Parse ``key=value`` (the value may be empty and may contain ``=``)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ConfigError(f"{where}: malformed tag {text!r}: expected key=value")
+    if not key:
+        raise ConfigError(f"{where}: malformed tag {text!r}: the key is empty")
+    if any(c.isspace() for c in key):
+        raise ConfigError(f"{where}: malformed tag {text!r}: the key contains whitespace")
+    _check_tag_key(key, where=where)
+    return key, value.strip()
+
+
+def _check_tag_key(key: str, *, where: str) -> None:
+    if key in RESERVED_TAGS:
+        hint = RESERVED_TAGS[key]
+        extra = f"; use {hint}" if hint else ""
+        raise ConfigError(f"{where}: tag {key!r} is reserved, trickle sets it itself{extra}")
+
+
+def parse_tags(items: Iterable[str], *, where: str = "--tag") -> dict[str, str]:
+    """Parse repeated ``key=value`` items into a dict (a later duplicate key wins)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, value = parse_tag(item, where=where)
+        tags[key] = value
+    return tags
+
+
+def parse_tag_list(text: str, *, where: str) -> dict[str, str]:
+    """Parse the environment form ``k=v,k2=v2`` (empty items are ignored)."""
+    return parse_tags((p for p in text.split(",") if p.strip()), where=where)
+
+
+def parse_http_addr(text: str, *, where: str = "--http-addr") -> tuple[str, int]:
+    """Parse ``host:port`` into (host, port). ``:port`` means all interfaces (0.0.0.0);
+    ``[::1]:8080`` is an IPv6 host; port 0 asks for any free port."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":") or not host:
+            raise ConfigError(f"{where}: bad address {text!r}: expected [ipv6]:port")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise ConfigError(
+                f"{where}: bad address {text!r}: expected host:port or :port (e.g. :8080)"
+            )
+        if ":" in host:
+            raise ConfigError(f"{where}: bad address {text!r}: write IPv6 hosts as [host]:port")
+        host = host or ALL_INTERFACES
+    if not port_text.isdigit():
+        raise ConfigError(f"{where}: bad port in {text!r}: expected a number from 0 to 65535")
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(f"{where}: bad port in {text!r}: expected a number from 0 to 65535")
+    return host, port
+
+
+def parse_executor_limit(text: str, *, where: str = "--executor-limit") -> tuple[str, int]:
+    """Parse ``executor=N`` (N >= 0, 0 = unlimited)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ConfigError(f"{where}: malformed limit {text!r}: expected executor=N, e.g. shell=4")
+    return name, _nonnegative_int(value.strip(), where=f"{where} {name}")
+
+
+def parse_executor_limits(items: Iterable[str], *, where: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in items:
+        name, limit = parse_executor_limit(item, where=where)
+        limits[name] = limit
+    return limits
+
+
+def parse_bool(text: str, *, where: str) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {text!r}")
+
+
+def _int(text: str, *, where: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{where}: expected an integer, got {text!r}") from None
+
+
+def _nonnegative_int(text: str, *, where: str) -> int:
+    value = _int(text, where=where)
+    if value < 0:
+        raise ConfigError(f"{where}: must be 0 or more, got {value}")
+    return value
+
+
+def _positive_int(text: str, *, where: str) -> int:
+    value = _int(text, where=where)
+    if value < 1:
+        raise ConfigError(f"{where}: must be at least 1, got {value}")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
+    def parse(text: str, *, where: str) -> str:
+        lowered = text.strip().lower()
+        if lowered == "warning" and "warn" in choices:
+            lowered = "warn"
+        if lowered not in choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {text!r}")
+        return lowered
+
+    return parse
+
+
+def _nonempty(text: str, *, where: str) -> str:
+    if not text.strip():
+        raise ConfigError(f"{where}: cannot be empty")
+    return text.strip()
+
+
+# --- the settings table ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Setting:
+    """One setting: its name (the flag's name), the TOML kind, its text parser, its default.
+
+    kind: "str", "int", "bool", "tags" or "limits" (what a TOML value must be).
+    parse: ``(text, *, where) -> value``; the value is final (``http-addr`` gives
+        ``(host, port)``, choices are lower-cased), so every source yields the same types.
+    """
+
+    name: str
+    kind: str
+    parse: Callable[..., Any]
+    default: Any
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def flag(self) -> str:
+        return _FLAG_NAMES.get(self.name, f"--{self.name}")
+
+
+_FLAG_NAMES = {"tags": "--tag", "executor-limits": "--executor-limit"}
+_FILE_ALIASES = {"tag": "tags", "executor-limit": "executor-limits"}
+
+
+def _executor_limit_list(text: str, *, where: str) -> dict[str, int]:
+    return parse_executor_limits((p for p in text.split(",") if p.strip()), where=where)
+
+
+SETTINGS: dict[str, _Setting] = {
+    s.name: s
+    for s in (
+        _Setting("server", "bool", parse_bool, False),
+        _Setting("data-dir", "str", _nonempty, str(DEFAULT_DATA_DIR)),
+        _Setting("http-addr", "str", parse_http_addr, parse_http_addr(DEFAULT_HTTP_ADDR)),
+        _Setting("node-name", "str", _nonempty, None),  # None: the host name
+        _Setting("tags", "tags", parse_tag_list, {}),
+        _Setting("region", "str", _nonempty, "global"),
+        _Setting("datacenter", "str", _nonempty, "dc1"),
+        _Setting("log-level", "str", _choice(LOG_LEVELS), DEFAULT_LOG_LEVEL),
+        _Setting("max-concurrent", "int", _nonnegative_int, 0),
+        _Setting("executor-limits", "limits", _executor_limit_list, {}),
+        _Setting("history-limit", "int", _positive_int, DEFAULT_HISTORY_LIMIT),
+        _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
+        _Setting("durability", "str", _choice(DURABILITIES), "normal"),
+    )
+}
+CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not given
+
+
+# --- the sources -----------------------------------------------------------------------------
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """Settings given as ``TRICKLE_*`` variables: name -> (value, source). Empty = unset.
+
+    Maps are written ``k=v,k2=v2`` (``TRICKLE_TAGS``, ``TRICKLE_EXECUTOR_LIMITS``)."""
+    found: dict[str, tuple[Any, str]] = {}
+    for setting in SETTINGS.values():
+        text = environ.get(setting.env)
+        if text is None or not text.strip():
+            continue
+        found[setting.name] = (setting.parse(text, where=setting.env), f"environment {setting.env}")
+    return found
+
+
+def load_config_file(path: str | Path) -> dict[str, tuple[Any, str]]:
+    """Read a TOML config file: name -> (value, source).
+
+    Keys are the flag names (``data-dir``, ``http-addr``, ``server = true``, a ``[tags]``
+    table, an ``[executor-limits]`` table). Raises ``ConfigError`` naming the file (and the
+    key) for a missing or unreadable file, bad TOML, an unknown key or a wrong type.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    found: dict[str, tuple[Any, str]] = {}
+    for key, value in data.items():
+        setting = SETTINGS.get(_FILE_ALIASES.get(key, key))
+        if setting is None:
+            known = ", ".join(sorted(SETTINGS))
+            raise ConfigError(f"{key} in {path}: unknown setting {key!r} (known: {known})")
+        found[setting.name] = (_file_value(setting, key, value, path), f"config file {path}")
+    return found
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             dict: "a table", list: "an array"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _file_value(setting: _Setting, key: str, value: Any, path: Path) -> Any:
+    where = f"{key} in {path}"
+    if setting.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {_type_name(value)}")
+        return value
+    if setting.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {_type_name(value)}")
+        return setting.parse(str(value), where=where)
+    if setting.kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {_type_name(value)}")
+        return setting.parse(value, where=where)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {_type_name(value)}")
+    if setting.kind == "tags":
+        tags: dict[str, str] = {}
+        for tag, item in value.items():
+            item_where = f"{key}.{tag} in {path}"
+            if not isinstance(item, str):
+                raise ConfigError(f"{item_where}: expected a string, got {_type_name(item)}")
+            tag_key, tag_value = parse_tag(f"{tag}={item}", where=item_where)
+            tags[tag_key] = tag_value
+        return tags
+    limits: dict[str, int] = {}
+    for executor, item in value.items():
+        item_where = f"{key}.{executor} in {path}"
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(f"{item_where}: expected an integer, got {_type_name(item)}")
+        limits[executor] = _nonnegative_int(str(item), where=item_where)
+    return limits
+
+
+def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Settings given as flags: name -> (value, source).
+
+    ``None`` (or an empty sequence for a repeatable flag) means "not given". Repeatable
+    flags come as sequences of text (``tags``: ``["k=v"]``, ``executor-limits``:
+    ``["shell=4"]``); other values as click gives them (text, int or bool). The key
+    ``config`` (the config file) is skipped.
+    """
+    found: dict[str, tuple[Any, str]] = {}
+    for name, value in flags.items():
+        if name == "config":
+            continue
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is None or (setting.kind in ("tags", "limits") and not value):
+            continue
+        where = setting.flag
+        if setting.kind == "tags":
+            parsed: Any = parse_tags(value, where=where)
+        elif setting.kind == "limits":
+            parsed = parse_executor_limits(value, where=where)
+        elif setting.kind == "bool":
+            parsed = bool(value)
+        else:
+            parsed = setting.parse(str(value), where=where)
+        found[name] = (parsed, f"flag {where}")
+    return found
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServeSettings:
+    """Merge flags > environment > config file > defaults into ``ServeSettings``.
+
+    ``flags`` uses the setting names (``"data-dir"``, ``"tags"``, ...) plus ``"config"``,
+    the config file path; ``TRICKLE_CONFIG`` names the file when the flag is absent.
+    Raises ``ConfigError``.
+    """
+    flags = dict(flags or {})
+    environ = environ or {}
+    config_path = flags.get("config") or (environ.get(CONFIG_ENV) or "").strip() or None
+    # Parse every layer fully, so that a bad value is reported even where a higher layer
+    # overrides it: a broken config file should not lurk until the flag is dropped.
+    layers = [
+        from_flags(flags),
+        from_environment(environ),
+        load_config_file(config_path) if config_path else {},
+    ]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS.values():
+        for layer in layers:
+            if setting.name in layer:
+                values[setting.name], sources[setting.name] = layer[setting.name]
+                break
+        else:
+            values[setting.name], sources[setting.name] = setting.default, "default"
+    host, port = values["http-addr"]
+    engine_kwargs: dict[str, Any] = {
+        "data_dir": Path(values["data-dir"]).expanduser(),
+        "server": values["server"],
+        "tags": values["tags"],
+        "region": values["region"],
+        "datacenter": values["datacenter"],
+        "history_limit": values["history-limit"],
+        "output_limit": values["output-limit"],
+        "max_concurrent": values["max-concurrent"],
+        "executor_limits": values["executor-limits"],
+        "durability": values["durability"],
+    }
+    if values["node-name"] is not None:
+        engine_kwargs["node_name"] = values["node-name"]
+    try:
+        engine = EngineConfig(**engine_kwargs)
+    except ValidationError as exc:
+        name = exc.field.replace("_", "-")
+        where = _where(name, sources) if name in sources else "configuration"
+        raise ConfigError(f"{where}: {exc.message}") from None
+    return ServeSettings(
+        engine=engine,
+        http_host=host,
+        http_port=port,
+        log_level=values["log-level"],
+        sources=sources,
+    )
+
+
+def _where(name: str, sources: Mapping[str, str]) -> str:
+    source = sources[name]
+    if source.startswith("flag "):
+        return source[5:]
+    if source.startswith("environment "):
+        return source[12:]
+    if source.startswith("config file "):
+        return f"{name} in {source[12:]}"
+    return name
+
+
+def normalise_address(address: str) -> str:
+    """The base URL of a server for the client commands: adds ``http://`` when no scheme
+    is given and drops a trailing slash. Raises ``ConfigError`` for an empty address."""
+    address = address.strip()
+    if not address:
+        raise ConfigError("--address: cannot be empty")
+    if "://" not in address:
+        address = "http://" + address
+    scheme = address.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"--address: unsupported scheme {scheme!r} in {address!r}")
+    return address.rstrip("/")
