@@ -1,21 +1,88 @@
 """The Engine: one trickle node embedded in a Trio program.
 
-CONTRACT (the implementation is being written; signatures are the public API).
+Data flow of one scheduled run: the scheduler sleeps until the planner's earliest fire,
+takes what is due, proposes ``RunStarted`` commands (batched) through the command log, and
+only once they are committed hands the runs to the runner. The runner executes, streams
+output as events, runs processors and proposes ``RunFinished``. The state machine applies
+every command; the engine reacts to what it applied (events, the plan, retries, children).
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import socket
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 import attrs
 import trio
 
+from trickle._version import __version__
+from trickle.engine import commands as c
+from trickle.engine.clock import Clock, SystemClock
 from trickle.engine.config import EngineConfig
-from trickle.engine.events import EventKind, Subscription
+from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
-from trickle.engine.model import BusyExecution, DayStats, Execution, Job, Member
+from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
+from trickle.engine.log import LocalLog, decode_meta
+from trickle.engine.metrics import EngineMetrics
+from trickle.engine.model import (
+    BusyExecution,
+    Concurrency,
+    DayStats,
+    Execution,
+    Job,
+    Member,
+    Trigger,
+    execution_id,
+    group_id,
+)
+from trickle.engine.planner import Planner
+from trickle.engine.runner import Runner
+from trickle.engine.schedule import parse_schedule, upcoming
+from trickle.engine.store import Store
+from trickle.engine.targets import describe_tags, select_targets
+from trickle.engine.validate import validate_job
+from trickle.errors import (
+    ConcurrencyForbidden,
+    EngineClosed,
+    ExecutionNotFound,
+    JobDisabled,
+    JobNotFound,
+    NotFound,
+    SubmissionsPaused,
+    TrickleError,
+    ValidationError,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_FIRES_PER_BATCH = 5000  # due fires proposed in one batch
+MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
+GOSSIP_PORT = 8946  # Dkron's serf port, reported in members until gossip lands
+_MICRO = timedelta(microseconds=1)
+JOB_SORTS = {
+    "id": "name",
+    "name": "name",
+    "displayname": "displayname",
+    "schedule": "schedule",
+    "success_count": "success_count",
+    "error_count": "error_count",
+    "last_success": "last_success",
+    "last_error": "last_error",
+    "next": "next",
+}
+JOB_STATUSES = {"success", "failed", "partially_failed", "untriggered"}
+EXECUTION_SORTS = {"id": "started_at", "started_at": "started_at", "finished_at": "finished_at",
+                   "attempt": "attempt"}
+
+
+class NoTargetNodes(NotFound):
+    def __init__(self, name: str, tags: Mapping[str, str]) -> None:
+        super().__init__(f"no target nodes found to run job {name} (tags {describe_tags(tags)})")
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +108,8 @@ class JobQuery:
 
 @attrs.frozen(kw_only=True)
 class EngineStatistics:
+    """A snapshot of the engine's counters (trio's ``statistics()`` style)."""
+
     jobs: int
     running_executions: int
     queued_executions: int
@@ -67,101 +136,780 @@ class Engine:
     A call that raises has changed nothing.
     """
 
-    def __init__(self, config: EngineConfig | None = None, *, clock: Any = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        from trickle.engine.executors.registry import ExecutorRegistry
+        from trickle.engine.processors import ProcessorRegistry
+
         self.config = config or EngineConfig()
         self.node_name = self.config.node_name
+        self.clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._executors = ExecutorRegistry()
+        self._processors = ProcessorRegistry()
+        self._hub = EventHub(default_maxsize=self.config.subscriber_buffer)
+        self._metrics = EngineMetrics()
+        self._fsm = StateMachine()
+        self._planner = Planner()
+        self._store: Store | None = None
+        self._log: LocalLog | None = None
+        self._runner: Runner | None = None
+        self._nursery: trio.Nursery | None = None
+        self._wake_scope: trio.CancelScope | None = None
+        self._wake_at: datetime | None = None
+        self._paused = False
+        self._open = False
+        self._last_start = datetime(1970, 1, 1, tzinfo=UTC)
+        self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
+        self._retries_waiting: set[tuple[int, str, int]] = set()
+        self._cm_nursery: Any = None
+        self._read_limiter = trio.CapacityLimiter(4)
 
-    async def run(self, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
-        """Open the store, recover, start scheduling; ``task_status.started(self)``."""
-        raise NotImplementedError
+    # -- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        self._cm_nursery = trio.open_nursery()
+        nursery = await self._cm_nursery.__aenter__()
+        try:
+            await nursery.start(self.run)
+        except BaseException as exc:
+            await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
 
-    # jobs
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None or self._cm_nursery is not None
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        return await self._cm_nursery.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open the store, recover, start scheduling; ``task_status.started(self)``.
+
+        Runs until cancelled. Executions still running when it is cancelled are killed;
+        the next start records them as failed.
+        """
+        if self._open:
+            raise RuntimeError("this engine is already running")
+        cfg = self.config
+        store = await trio.to_thread.run_sync(
+            lambda: Store(cfg.data_dir, durability=cfg.durability,
+                          history_limit=cfg.history_limit)
+        )
+        self._store = store
+        try:
+            loaded = await trio.to_thread.run_sync(store.load)
+            self._fsm.restore(
+                applied_index=loaded.applied_index,
+                jobs=loaded.jobs,
+                running=loaded.running,
+                meta=decode_meta(loaded.fsm_meta),
+            )
+            self._log = LocalLog(store, self._fsm, on_applied=self._on_applied)
+            replayed = await self._log.recover()
+            if replayed:
+                logger.info("replayed %d logged commands", replayed)
+            self._runner = Runner(
+                node_name=self.node_name,
+                executors=self._executors,
+                processors=self._processors,
+                clock=self.clock,
+                output_limit=cfg.output_limit,
+                max_concurrent=cfg.max_concurrent,
+                executor_limits=cfg.executor_limits,
+                on_output=self._on_output,
+                on_start=self._on_run_start,
+                report=self._report,
+            )
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._log.run)
+                await nursery.start(self._runner.run)
+                self._open = True
+                self._metrics.is_leader.set(1)
+                await self._abandon_orphans()
+                for retry in self._fsm.pending_retries():
+                    self._spawn_retry(retry)
+                await self._plan_all_and_catch_up()
+                nursery.start_soon(self._schedule_loop, name="trickle scheduler")
+                logger.info(
+                    "engine %s ready: %d jobs, data in %s", self.node_name, len(self._fsm.jobs),
+                    cfg.data_dir or "memory",
+                )
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._open = False
+            self._nursery = None
+            self._metrics.is_leader.set(0)
+            self._hub.close_all()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(store.close)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise EngineClosed()
+
+    async def _propose(self, commands: list[c.Command]) -> list[Applied]:
+        self._check_open()
+        assert self._log is not None
+        return await self._log.propose(commands)
+
+    async def _propose_one(self, command: c.Command) -> Any:
+        [applied] = await self._propose([command])
+        if applied.error is not None:
+            raise applied.error
+        return applied.result
+
+    # -- jobs ------------------------------------------------------------------------------
     async def put_job(self, job: Job) -> tuple[Job, bool]:
-        """Create or fully replace ``job``; returns (stored job, created?)."""
-        raise NotImplementedError
+        """Create or fully replace ``job``; returns (stored job, created?).
+
+        Dkron's full-replace semantics: fields not given return to their defaults, while
+        the counters, ``status``, ``last_*``, ``next`` (same schedule) and
+        ``dependent_jobs`` are kept. Refused while paused (``SubmissionsPaused``).
+        """
+        self._check_open()
+        if self._paused:
+            raise SubmissionsPaused()
+        now = self.clock.now()
+        validate_job(job, executors=self._executors, processors=self._processors, now=now)
+        result: tuple[Job, bool] = await self._propose_one(c.PutJob(job=job, now=now))
+        return result
 
     def get_job(self, name: str) -> Job:
-        raise NotImplementedError
+        job = self._fsm.jobs.get(name)
+        if job is None:
+            raise JobNotFound(name)
+        return job
 
     def list_jobs(self, query: JobQuery | None = None) -> tuple[list[Job], int]:
         """One page of jobs and the count after filtering, before slicing."""
-        raise NotImplementedError
+        q = query or JobQuery()
+        sort = JOB_SORTS.get(q.sort)
+        if sort is None:
+            raise ValidationError(
+                f"unknown sort {q.sort!r}; use one of {', '.join(sorted(JOB_SORTS))}",
+                field="_sort",
+            )
+        order = q.order.lower()
+        if order not in ("asc", "desc"):
+            raise ValidationError("order must be ASC or DESC", field="_order")
+        if q.status is not None and q.status not in JOB_STATUSES:
+            raise ValidationError(
+                f"unknown status {q.status!r}; use one of {', '.join(sorted(JOB_STATUSES))}",
+                field="status",
+            )
+        if q.start < 0 or (q.end is not None and q.end < 0):
+            raise ValidationError("_start and _end cannot be negative", field="_start")
+        jobs: Iterable[Job] = self._fsm.jobs.values()
+        if q.q:
+            needle = q.q
+            jobs = [j for j in jobs if needle in j.name or needle in j.displayname]
+        if q.status is not None:
+            want = "" if q.status == "untriggered" else q.status
+            jobs = [j for j in jobs if j.status == want]
+        if q.disabled is not None:
+            jobs = [j for j in jobs if j.disabled == q.disabled]
+        if q.metadata:
+            md = dict(q.metadata)
+            jobs = [j for j in jobs if all(j.metadata.get(k) == v for k, v in md.items())]
+        items = list(jobs)
+        if sort == "name":
+            items.sort(key=lambda j: j.name, reverse=order == "desc")
+        else:
+            items.sort(key=lambda j: j.name)
+            items.sort(key=lambda j: _sort_key(getattr(j, sort)), reverse=order == "desc")
+        total = len(items)
+        end = total if q.end is None else min(q.end, total)
+        return items[q.start:end] if q.start < end else [], total
 
     async def delete_job(self, name: str) -> Job:
-        raise NotImplementedError
+        """Delete a job and its history. ``JobHasDependents`` (409) if it has children."""
+        job: Job = await self._propose_one(c.DeleteJob(name=name, now=self.clock.now()))
+        return job
 
     async def toggle_job(self, name: str) -> Job:
-        raise NotImplementedError
+        """Flip ``disabled``. Enabling plans from now: fires while disabled are not missed."""
+        job: Job = await self._propose_one(c.ToggleJob(name=name, now=self.clock.now()))
+        return job
 
     async def run_job(self, name: str) -> Job:
-        """Run now (manual). ``JobDisabled`` / ``ConcurrencyForbidden`` (409) refuse it."""
-        raise NotImplementedError
+        """Run now, on the job's target nodes (manual trigger); returns once dispatched.
+
+        Refused with ``JobDisabled`` (409) for a disabled job, ``ConcurrencyForbidden``
+        (409) for a forbid job already running, ``NoTargetNodes`` (404) if no node matches.
+        """
+        self._check_open()
+        job = self.get_job(name)
+        if job.disabled:
+            raise JobDisabled(name)
+        if job.concurrency == Concurrency.FORBID and self._fsm.running_of(name):
+            raise ConcurrencyForbidden(name)
+        targets = self._targets(job)
+        if not targets:
+            raise NoTargetNodes(name, job.tags)
+        now = self.clock.now()
+        gid = group_id(now)
+        runs = [self._new_execution(job, gid, m.name, 1, Trigger.MANUAL, None) for m in targets]
+        results = await self._propose([c.RunStarted(execution=ex) for ex in runs])
+        for ex, applied in zip(runs, results, strict=True):
+            if applied.error is not None:
+                raise applied.error
+            self._dispatch(job, ex)
+        return self.get_job(name)
 
     async def restore(self, jobs: list[Job]) -> list[str]:
-        """Create or replace many jobs, parents first; one message per job."""
-        raise NotImplementedError
+        """Create or replace many jobs, parents first (Dkron's ``/v1/restore``).
 
-    # executions
+        Every job is validated first; if one is invalid, nothing is stored and the
+        ``ValidationError`` names it. Returns one message per job, in the order applied.
+        """
+        self._check_open()
+        now = self.clock.now()
+        names = {j.name for j in jobs}
+        if len(names) != len(jobs):
+            raise ValidationError("the restore file names a job more than once", field="file")
+        for job in jobs:
+            try:
+                validate_job(job, executors=self._executors, processors=self._processors, now=now)
+            except ValidationError as exc:
+                raise ValidationError(f"job {job.name}: {exc.message}", field=exc.field) from None
+            if job.parent_job and job.parent_job not in names and job.parent_job not in self._fsm.jobs:
+                raise ValidationError(
+                    f"job {job.name}: parent job {job.parent_job} is neither in the file "
+                    "nor stored",
+                    field="parent_job",
+                )
+        ordered = _parents_first(jobs)
+        results = await self._propose([c.PutJob(job=j, now=now) for j in ordered])
+        messages = []
+        for job, applied in zip(ordered, results, strict=True):
+            if applied.error is not None:
+                messages.append(f"fail create {job.name}: {applied.error.message}")
+            else:
+                _, created = applied.result
+                messages.append(f"success {'create' if created else 'update'} {job.name}")
+        return messages
+
+    # -- executions ------------------------------------------------------------------------
     async def list_executions(
-        self, job_name: str, *, sort: str = "started_at", order: str = "desc",
-        start: int = 0, end: int | None = None,
+        self,
+        job_name: str,
+        *,
+        sort: str = "started_at",
+        order: str = "desc",
+        start: int = 0,
+        end: int | None = None,
     ) -> tuple[list[Execution], int]:
-        raise NotImplementedError
+        """One page of a job's history (newest first by default) and its total size."""
+        self._check_open()
+        self.get_job(job_name)
+        column = EXECUTION_SORTS.get(sort)
+        if column is None:
+            raise ValidationError(
+                f"unknown sort {sort!r}; use one of {', '.join(sorted(EXECUTION_SORTS))}",
+                field="_sort",
+            )
+        if order.lower() not in ("asc", "desc"):
+            raise ValidationError("order must be ASC or DESC", field="_order")
+        if start < 0 or (end is not None and end < 0):
+            raise ValidationError("_start and _end cannot be negative", field="_start")
+        assert self._store is not None
+        store = self._store
+        return await trio.to_thread.run_sync(
+            lambda: store.list_executions(
+                job_name, sort=column, order=order.lower(), start=start, end=end
+            ),
+            limiter=self._read_limiter,
+        )
 
     async def get_execution(self, job_name: str, execution_id: str) -> Execution:
-        raise NotImplementedError
+        self._check_open()
+        self.get_job(job_name)
+        assert self._store is not None
+        found = await trio.to_thread.run_sync(
+            self._store.get_execution, job_name, execution_id, limiter=self._read_limiter
+        )
+        if found is None:
+            raise ExecutionNotFound(job_name, execution_id)
+        return found
 
     async def delete_executions(self, job_name: str) -> Job:
-        raise NotImplementedError
+        """Delete a job's history and reset its counters; running executions stay."""
+        job: Job = await self._propose_one(c.DeleteExecutions(job_name=job_name))
+        return job
 
     def busy(self) -> list[BusyExecution]:
-        raise NotImplementedError
+        """Executions this node runs or queues, oldest first."""
+        if self._runner is None:
+            return []
+        return self._runner.busy()
 
     async def stats(self, days: int = 30) -> list[DayStats]:
-        raise NotImplementedError
+        """Executions finished per UTC day over the last ``days`` days, oldest first."""
+        self._check_open()
+        days = max(1, min(days, 365))
+        today = self.clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+        first = today - timedelta(days=days - 1)
+        assert self._store is not None
+        return await trio.to_thread.run_sync(
+            self._store.daily_stats, first, today, limiter=self._read_limiter
+        )
 
-    # events, extension, control
+    # -- events, extension, control ----------------------------------------------------------
     def subscribe(
-        self, *, kinds: Iterable[EventKind | str] | None = None,
-        jobs: Iterable[str] | None = None, maxsize: int | None = None,
+        self,
+        *,
+        kinds: Iterable[EventKind | str] | None = None,
+        jobs: Iterable[str] | None = None,
+        maxsize: int | None = None,
     ) -> Subscription:
-        raise NotImplementedError
+        """Events as they happen, filtered by kind and job name (None: all).
+
+        Each subscription buffers up to ``maxsize`` events (the config's default); past
+        that its events are dropped and it receives one ``lagged`` event with the count.
+        """
+        sub = self._hub.subscribe(kinds=kinds, jobs=jobs, maxsize=maxsize)
+        self._metrics.subscribers.set(self._hub.subscriber_count)
+        return sub
 
     def register_executor(self, name: str, fn: PythonExecutorFn) -> None:
-        raise NotImplementedError
+        """Make ``async def fn(ctx)`` available as executor ``name``."""
+        self._executors.register_python(name, fn)
 
     def register_processor(self, name: str, fn: PythonProcessorFn) -> None:
-        raise NotImplementedError
+        """Make ``async def fn(ctx) -> str | None`` available as processor ``name``."""
+        self._processors.register_python(name, fn)
 
     def executor_names(self) -> list[str]:
-        raise NotImplementedError
+        return list(self._executors.names())
 
-    def pause(self) -> None: ...
+    def processor_names(self) -> list[str]:
+        return list(self._processors.names())
 
-    def unpause(self) -> None: ...
+    def pause(self) -> None:
+        """Refuse new and updated jobs (503) until ``unpause``; scheduling goes on."""
+        if not self._paused:
+            self._paused = True
+            self._metrics.paused.set(1)
+            self._publish(Event(kind=EventKind.PAUSED, at=self.clock.now()))
+
+    def unpause(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._metrics.paused.set(0)
+            self._publish(Event(kind=EventKind.UNPAUSED, at=self.clock.now()))
 
     @property
     def paused(self) -> bool:
-        raise NotImplementedError
+        return self._paused
 
     def members(self) -> list[Member]:
-        raise NotImplementedError
+        """The cluster's members: on one node, this node."""
+        return [self._self_member()]
 
     def leader(self) -> Member | None:
-        raise NotImplementedError
+        return self._self_member() if self._open else None
 
     def is_leader(self) -> bool:
-        raise NotImplementedError
+        return self._open
 
-    def next_fires(self, schedule: str, *, timezone: str = "", job_name: str = "",
-                   count: int = 5) -> list[datetime]:
+    def next_fires(
+        self, schedule: str, *, timezone: str = "", job_name: str = "", count: int = 5
+    ) -> list[datetime]:
         """The next ``count`` fires of a schedule from now (``ScheduleError`` if bad)."""
-        raise NotImplementedError
+        now = self.clock.now()
+        parsed = parse_schedule(schedule, timezone=timezone, job_name=job_name, anchor=now)
+        return upcoming(parsed, now, max(0, min(count, 100)))
 
     def statistics(self) -> EngineStatistics:
-        raise NotImplementedError
+        runner = self._runner
+        return EngineStatistics(
+            jobs=len(self._fsm.jobs),
+            running_executions=runner.running_count if runner else 0,
+            queued_executions=runner.queued_count if runner else 0,
+            commands_applied=self._log.commands_applied if self._log else 0,
+            fires_total=self._counts["fires"],
+            fires_skipped=self._counts["skipped"],
+            fires_missed=self._counts["missed"],
+            executions_succeeded=self._counts["succeeded"],
+            executions_failed=self._counts["failed"],
+            subscribers=self._hub.subscriber_count,
+            events_published=self._hub.published,
+            events_dropped=self._hub.dropped,
+            paused=self._paused,
+            is_leader=self.is_leader(),
+        )
 
     @property
     def metrics_registry(self) -> Any:
         """The prometheus ``CollectorRegistry`` of this engine (one per engine)."""
-        raise NotImplementedError
+        runner = self._runner
+        m = self._metrics
+        m.jobs.set(len(self._fsm.jobs))
+        m.running.set(runner.running_count if runner else 0)
+        m.queued.set(runner.queued_count if runner else 0)
+        m.subscribers.set(self._hub.subscriber_count)
+        m.events_dropped.set(self._hub.dropped)
+        return m.registry
+
+    # -- internals: members and targets ----------------------------------------------------------
+    def _self_member(self) -> Member:
+        try:
+            addr = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            addr = "127.0.0.1"
+        return Member(name=self.node_name, addr=addr, port=GOSSIP_PORT,
+                      tags=self.config.node_tags, status="alive")
+
+    def _targets(self, job: Job) -> list[Member]:
+        return select_targets(job.tags, self.members(), region=self.config.region, rng=self._rng)
+
+    def _new_execution(
+        self,
+        job: Job,
+        gid: int,
+        node: str,
+        attempt: int,
+        trigger: Trigger,
+        scheduled_at: datetime | None,
+    ) -> Execution:
+        now = self.clock.now()
+        if now <= self._last_start:  # ids are <start nanos>-<node>: keep them unique
+            now = self._last_start + _MICRO
+        self._last_start = now
+        return Execution(
+            id=execution_id(now, node),
+            job_name=job.name,
+            node_name=node,
+            group=gid,
+            started_at=now,
+            attempt=attempt,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+        )
+
+    def _dispatch(self, job: Job, execution: Execution) -> None:
+        assert self._runner is not None
+        self._runner.submit(job, execution)
+
+    # -- internals: reacting to applied commands ---------------------------------------------------
+    def _publish(self, event: Event) -> None:
+        self._hub.publish(event)
+
+    def _on_applied(self, pairs: list[tuple[c.Command, Applied]], replay: bool) -> None:
+        m = self._metrics
+        m.commands.inc(len(pairs))
+        m.log_batches.inc()
+        for _command, applied in pairs:
+            for effect in applied.effects:
+                if isinstance(effect, c.JobSaved):
+                    self._plan(effect.job)
+                elif isinstance(effect, c.JobRemoved):
+                    self._planner.remove(effect.name)
+            if replay:
+                continue
+            for event in applied.events:
+                if event.kind == EventKind.EXECUTION_FINISHED and event.execution is not None:
+                    ex = event.execution
+                    if ex.success:
+                        self._counts["succeeded"] += 1
+                        m.succeeded.labels(job_name=ex.job_name).inc()
+                    else:
+                        self._counts["failed"] += 1
+                        m.failed.labels(job_name=ex.job_name).inc()
+                self._publish(event)
+            for reaction in applied.reactions:
+                self._react(reaction)
+
+    def _plan(self, job: Job) -> None:
+        if job.disabled or job.parent_job or not job.schedule or job.next is None:
+            self._planner.remove(job.name)
+            return
+        self._planner.set(job.name, job.next)
+        if self._wake_scope is not None and (self._wake_at is None or job.next < self._wake_at):
+            self._wake_scope.cancel()
+
+    def _react(self, reaction: Reaction) -> None:
+        if self._nursery is None:
+            return
+        if isinstance(reaction, RetryDue):
+            self._spawn_retry(reaction)
+        elif isinstance(reaction, DependentsDue):
+            self._nursery.start_soon(self._run_dependents, reaction)
+
+    def _spawn_retry(self, retry: RetryDue) -> None:
+        key = (retry.group, retry.node_name, retry.attempt)
+        if self._nursery is None or key in self._retries_waiting:
+            return
+        self._retries_waiting.add(key)
+        self._nursery.start_soon(self._retry, retry)
+
+    async def _retry(self, retry: RetryDue) -> None:
+        key = (retry.group, retry.node_name, retry.attempt)
+        try:
+            await self.clock.sleep_until(retry.at)
+            job = self._fsm.jobs.get(retry.job_name)
+            if job is None:
+                return
+            ex = self._new_execution(
+                job, retry.group, retry.node_name, retry.attempt, Trigger.RETRY,
+                retry.scheduled_at,
+            )
+            [applied] = await self._propose([c.RunStarted(execution=ex)])
+            if applied.error is None:
+                self._dispatch(job, ex)
+            else:
+                logger.warning("retry of %s refused: %s", job.name, applied.error.message)
+        except EngineClosed:
+            pass
+        finally:
+            self._retries_waiting.discard(key)
+
+    async def _run_dependents(self, due: DependentsDue) -> None:
+        commands: list[c.Command] = []
+        runs: list[tuple[Job, Execution]] = []
+        now = self.clock.now()
+        for name in due.children:
+            child = self._fsm.jobs.get(name)
+            if child is None:
+                continue
+            reason = self._skip_reason(child, now)
+            if reason:
+                self._note_skip(child.name, now, reason)
+                continue
+            gid = group_id(self.clock.now())
+            for member in self._targets(child):
+                ex = self._new_execution(child, gid, member.name, 1, Trigger.DEPENDENT, None)
+                commands.append(c.RunStarted(execution=ex))
+                runs.append((child, ex))
+        try:
+            results = await self._propose(commands)
+        except EngineClosed:
+            return
+        for (child, ex), applied in zip(runs, results, strict=True):
+            if applied.error is None:
+                self._dispatch(child, ex)
+
+    def _note_skip(self, name: str, at: datetime, reason: str) -> None:
+        self._counts["skipped"] += 1
+        self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
+        self._publish(Event(kind=EventKind.FIRE_SKIPPED, at=at, job_name=name,
+                            data={"scheduled_at": at.isoformat(), "reason": reason}))
+        logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
+
+    # -- internals: runner callbacks ------------------------------------------------------------
+    def _on_output(self, execution: Execution, chunk: str) -> None:
+        self._publish(
+            Event(kind=EventKind.EXECUTION_OUTPUT, at=self.clock.now(),
+                  job_name=execution.job_name, execution=execution, chunk=chunk)
+        )
+
+    def _on_run_start(self, execution: Execution, at: datetime) -> None:
+        if execution.scheduled_at is not None and execution.trigger in (
+            Trigger.SCHEDULE, Trigger.CATCHUP
+        ):
+            late = (at - execution.scheduled_at).total_seconds()
+            if execution.trigger == Trigger.SCHEDULE:
+                self._metrics.lateness.observe(max(0.0, late))
+
+    async def _report(self, finished: c.RunFinished) -> None:
+        [applied] = await self._propose([finished])
+        if applied.error is not None:
+            logger.warning("result of %s refused: %s", finished.execution_id,
+                           applied.error.message)
+
+    # -- internals: scheduling ----------------------------------------------------------------
+    def _skip_reason(self, job: Job, at: datetime) -> str:
+        if job.disabled:
+            return "disabled"
+        if job.starts_at is not None and at < job.starts_at:
+            return f"before starts_at {job.starts_at.isoformat()}"
+        if job.expires_at is not None and at > job.expires_at:
+            return f"expired at {job.expires_at.isoformat()}"
+        if job.concurrency == Concurrency.FORBID and self._fsm.running_of(job.name):
+            return "forbid: the previous run is still active"
+        if not self._targets(job):
+            return f"no target nodes: no alive member matches tags {describe_tags(job.tags)}"
+        return ""
+
+    async def _abandon_orphans(self) -> None:
+        """Executions this node ran when it stopped are failed, never left running."""
+        assert self._runner is not None
+        orphans = [
+            (ex.job_name, ex.id)
+            for ex in self._fsm.running.values()
+            if ex.node_name == self.node_name and not self._runner.is_active(ex.id)
+        ]
+        if not orphans:
+            return
+        logger.warning("marking %d executions interrupted by a restart as failed", len(orphans))
+        await self._propose([
+            c.AbandonExecutions(
+                execution_ids=tuple(orphans),
+                finished_at=self.clock.now(),
+                reason=f"node {self.node_name} stopped while the execution was running",
+            )
+        ])
+
+    async def _plan_all_and_catch_up(self) -> None:
+        """Plan every job; fires that fell while no scheduler ran are run once, late, if
+        still inside the job's catch-up window, and recorded as missed otherwise."""
+        now = self.clock.now()
+        commands: list[c.Command] = []
+        catchups: list[tuple[str, datetime]] = []
+        for job in list(self._fsm.jobs.values()):
+            if job.disabled or job.parent_job or not job.schedule:
+                continue
+            if job.next is None:  # exhausted or expired: nothing to plan
+                continue
+            if job.next > now:
+                self._plan(job)
+                continue
+            missed = []
+            fire: datetime | None = job.next
+            while fire is not None and fire <= now and len(missed) < MAX_MISSED_SCAN:
+                missed.append(fire)
+                fire = self._fsm.next_fire(job, fire)
+            window_start = now - timedelta(seconds=job.catchup_window)
+            late = [f for f in missed if f >= window_start] if job.catchup_window > 0 else []
+            nxt = self._fsm.next_fire(job, now)
+            lost = missed[: len(missed) - 1] if late else missed
+            if lost:
+                more = "+" if len(missed) >= MAX_MISSED_SCAN else ""
+                reason = (
+                    f"no scheduler was running{more}; "
+                    + (f"one catch-up run covers the latest at {late[-1].isoformat()}"
+                       if late else
+                       f"outside the catch-up window of {int(job.catchup_window)}s")
+                )
+                commands.append(
+                    c.FiresMissed(
+                        job_name=job.name,
+                        execution_id=self._new_execution(job, 0, self.node_name, 1,
+                                                         Trigger.SCHEDULE, None).id,
+                        first=lost[0],
+                        last=lost[-1],
+                        count=len(lost),
+                        next=nxt if not late else job.next,
+                        recorded_at=now,
+                        node_name=self.node_name,
+                        reason=reason,
+                    )
+                )
+                self._counts["missed"] += len(lost)
+                self._metrics.fires_missed.inc(len(lost))
+            if late:
+                catchups.append((job.name, late[-1]))
+        if commands:
+            await self._propose(commands)
+        if catchups:
+            self._metrics.catchup_runs.inc(len(catchups))
+            await self._fire([(name, at) for name, at in catchups], catchup=True)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            wake = self._planner.next_wakeup()
+            self._wake_at = wake
+            with trio.CancelScope() as scope:
+                self._wake_scope = scope
+                if wake is None:
+                    await trio.sleep_forever()
+                else:
+                    await self.clock.sleep_until(wake)
+            self._wake_scope = None
+            due = self._planner.due(self.clock.now(), limit=MAX_FIRES_PER_BATCH)
+            if due:
+                await self._fire(due)
+
+    async def _fire(self, due: list[tuple[str, datetime]], *, catchup: bool = False) -> None:
+        """Launch due fires: one batch of commands, dispatched once committed."""
+        now = self.clock.now()
+        commands: list[c.Command] = []
+        runs: list[tuple[Job, Execution]] = []
+        for name, at in due:
+            job = self._fsm.jobs.get(name)
+            if job is None:
+                continue
+            nxt = self._fsm.next_fire(job, max(at, now) if catchup else at)
+            coalesced = 0
+            while nxt is not None and nxt <= now and coalesced < MAX_MISSED_SCAN:
+                coalesced += 1  # the scheduler fell a whole period behind: do not burst
+                nxt = self._fsm.next_fire(job, nxt)
+            reason = self._skip_reason(job, at)
+            if reason:
+                commands.append(c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt,
+                                               reason=reason))
+                self._counts["skipped"] += 1
+                self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
+                logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
+                continue
+            if coalesced:
+                logger.warning("job %s: %d fires coalesced (scheduler behind)", name, coalesced)
+            gid = group_id(self.clock.now())
+            trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
+            targets = self._targets(job)
+            for i, member in enumerate(targets):
+                ex = self._new_execution(job, gid, member.name, 1, trigger, at)
+                commands.append(c.RunStarted(execution=ex, next=nxt, advance_next=i == 0))
+                runs.append((job, ex))
+            self._counts["fires"] += 1
+            self._metrics.fires.inc()
+        if not commands:
+            return
+        try:
+            results = await self._propose(commands)
+        except EngineClosed:
+            return
+        it = iter(runs)
+        for command, applied in zip(commands, results, strict=True):
+            if not isinstance(command, c.RunStarted):
+                continue
+            job, ex = next(it)
+            if applied.error is None:
+                self._dispatch(job, ex)
+            elif isinstance(applied.error, TrickleError):
+                logger.info("job %s: run refused: %s", job.name, applied.error.message)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, 0)
+    return (1, value)
+
+
+def _parents_first(jobs: list[Job]) -> list[Job]:
+    by_name = {j.name: j for j in jobs}
+    ordered: list[Job] = []
+    seen: set[str] = set()
+
+    def visit(job: Job, stack: tuple[str, ...]) -> None:
+        if job.name in seen:
+            return
+        if job.name in stack:
+            raise ValidationError(f"parent cycle through {job.name}", field="parent_job")
+        parent = by_name.get(job.parent_job)
+        if parent is not None:
+            visit(parent, (*stack, job.name))
+        seen.add(job.name)
+        ordered.append(job)
+
+    for job in jobs:
+        visit(job, ())
+    return ordered
+
+
+__all__ = ["Engine", "EngineStatistics", "JobQuery", "NoTargetNodes", "__version__"]

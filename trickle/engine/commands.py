@@ -25,6 +25,7 @@ class PutJob:
 @attrs.frozen(kw_only=True)
 class DeleteJob:
     name: str
+    now: datetime
 
 
 @attrs.frozen(kw_only=True)

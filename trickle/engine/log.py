@@ -1,0 +1,150 @@
+"""The single-node command log: propose -> commit (durable append) -> apply -> persist.
+
+``LocalLog.propose`` is the seam the Raft issue replaces with a replicated log: a caller
+hands commands over and gets each one's ``Applied`` once it is committed, applied by the
+state machine and its effects are stored. Concurrent proposals are batched: one append and
+one state transaction for everything pending, so many fires cost one fsync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import msgpack
+import trio
+
+from trickle.engine.commands import Command
+from trickle.engine.fsm import Applied, StateMachine
+from trickle.engine.store import Store
+from trickle.engine.wire import decode_command, encode_command
+from trickle.errors import EngineClosed
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 5000  # commands applied in one store transaction
+COMPACT_EVERY = 10_000  # commands; the log keeps the newest KEEP_COMMANDS after compaction
+KEEP_COMMANDS = 1000
+
+AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
+
+
+class _Proposal:
+    __slots__ = ("commands", "done", "results", "error")
+
+    def __init__(self, commands: Sequence[Command]) -> None:
+        self.commands = list(commands)
+        self.done = trio.Event()
+        self.results: list[Applied] = []
+        self.error: BaseException | None = None
+
+
+class LocalLog:
+    """Commands persisted in the store on this node, applied in order by ``fsm``.
+
+    ``on_applied(pairs, replay)`` is called synchronously after each batch is durable
+    (``replay`` is true while recovering at start).
+    """
+
+    def __init__(self, store: Store, fsm: StateMachine, *, on_applied: AppliedCallback) -> None:
+        self._store = store
+        self._fsm = fsm
+        self._on_applied = on_applied
+        self._pending: list[_Proposal] = []
+        self._wakeup = trio.Event()
+        self._closed = True
+        self._last_compacted = 0
+        self.batches = 0
+        self.commands_applied = 0
+
+    async def recover(self) -> int:
+        """Apply logged commands that the stored state does not hold yet; returns how many."""
+        entries = await trio.to_thread.run_sync(self._store.read_commands, self._fsm.applied_index)
+        pairs = []
+        for index, payload in entries:
+            command = decode_command(payload)
+            pairs.append((command, self._fsm.apply(index, command)))
+        if pairs:
+            await self._persist(pairs, replay=True)
+        self._last_compacted = self._fsm.applied_index
+        return len(pairs)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._closed = False
+        task_status.started()
+        try:
+            while True:
+                if not self._pending:
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                batch, size = [], 0
+                while self._pending and size < MAX_BATCH:
+                    proposal = self._pending.pop(0)
+                    batch.append(proposal)
+                    size += len(proposal.commands)
+                with trio.CancelScope(shield=True):
+                    await self._commit(batch)
+        finally:
+            self._closed = True
+            for proposal in self._pending:
+                proposal.error = EngineClosed()
+                proposal.done.set()
+            self._pending.clear()
+
+    async def propose(self, commands: Sequence[Command]) -> list[Applied]:
+        """Commit and apply ``commands`` in order; returns one ``Applied`` per command."""
+        if self._closed:
+            raise EngineClosed()
+        if not commands:
+            return []
+        proposal = _Proposal(commands)
+        self._pending.append(proposal)
+        self._wakeup.set()
+        await proposal.done.wait()
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal.results
+
+    async def _commit(self, batch: list[_Proposal]) -> None:
+        first = self._fsm.applied_index + 1
+        commands = [cmd for p in batch for cmd in p.commands]
+        try:
+            entries = [(first + i, encode_command(cmd)) for i, cmd in enumerate(commands)]
+            await trio.to_thread.run_sync(self._store.append_commands, entries)
+        except Exception as exc:  # not committed: nothing applied, the proposers learn why
+            logger.exception("appending %d commands to the log failed", len(commands))
+            for p in batch:
+                p.error = exc
+                p.done.set()
+            return
+        pairs = [(cmd, self._fsm.apply(first + i, cmd)) for i, cmd in enumerate(commands)]
+        # Committed and applied in memory: a failure to store the effects is fatal (the log
+        # still holds the commands, and the next start replays them).
+        await self._persist(pairs, replay=False)
+        it = iter(pairs)
+        for p in batch:
+            p.results = [next(it)[1] for _ in p.commands]
+            p.done.set()
+
+    async def _persist(self, pairs: list[tuple[Command, Applied]], *, replay: bool) -> None:
+        effects = [e for _, applied in pairs for e in applied.effects]
+        meta = msgpack.packb(self._fsm.export_meta(), use_bin_type=True)
+        index = self._fsm.applied_index
+        compact = index - self._last_compacted >= COMPACT_EVERY
+        await trio.to_thread.run_sync(self._apply_and_compact, effects, index, meta, compact)
+        if compact:
+            self._last_compacted = index
+        self.batches += 1
+        self.commands_applied += len(pairs)
+        self._on_applied(pairs, replay)
+
+    def _apply_and_compact(self, effects: list, index: int, meta: bytes, compact: bool) -> None:
+        self._store.apply(effects, applied_index=index, fsm_meta=meta)
+        if compact:
+            self._store.compact_commands(index - KEEP_COMMANDS)
+
+
+def decode_meta(raw: bytes | None) -> dict | None:
+    if not raw:
+        return None
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # type: ignore[no-any-return]

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one engine, in a registry of its own (two engines never clash)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class EngineMetrics:
+    """Dkron's execution counters under their Dkron names, plus trickle's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.succeeded = Counter(
+            "dkron_job_executions_succeeded", "Executions that succeeded (Dkron name).",
+            ["job_name"], registry=r,
+        )
+        self.failed = Counter(
+            "dkron_job_executions_failed", "Executions that failed (Dkron name).",
+            ["job_name"], registry=r,
+        )
+        self.fires = Counter("trickle_fires", "Scheduled fires launched.", registry=r)
+        self.fires_skipped = Counter(
+            "trickle_fires_skipped", "Scheduled fires not run, by reason.", ["reason"], registry=r
+        )
+        self.fires_missed = Counter(
+            "trickle_fires_missed",
+            "Fires that fell while no scheduler ran, outside the catch-up window.", registry=r,
+        )
+        self.catchup_runs = Counter(
+            "trickle_catchup_runs", "Missed fires run late inside the catch-up window.",
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "trickle_fire_lateness_seconds",
+            "Executor start time minus scheduled fire time, for scheduled runs.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=r,
+        )
+        self.commands = Counter(
+            "trickle_commands_applied", "Commands applied by the state machine.", registry=r
+        )
+        self.log_batches = Counter(
+            "trickle_log_batches", "Command log batches (one store transaction each).",
+            registry=r,
+        )
+        self.jobs = Gauge("trickle_jobs", "Jobs stored.", registry=r)
+        self.running = Gauge("trickle_executions_running", "Executions running on this node.",
+                             registry=r)
+        self.queued = Gauge("trickle_executions_queued",
+                            "Executions waiting for a concurrency slot on this node.", registry=r)
+        self.subscribers = Gauge("trickle_event_subscribers", "Event subscribers.", registry=r)
+        self.events_dropped = Gauge(
+            "trickle_events_dropped", "Events dropped for slow subscribers (cumulative).",
+            registry=r,
+        )
+        self.is_leader = Gauge("trickle_is_leader", "1 when this node is the leader.", registry=r)
+        self.paused = Gauge("trickle_paused", "1 while new job submissions are paused.",
+                            registry=r)

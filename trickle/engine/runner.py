@@ -1,0 +1,181 @@
+"""The runner: executes dispatched runs on this node, within its concurrency limits.
+
+A submitted run waits in a FIFO queue until both the node-wide limit and its executor's
+limit have room (runs are never dropped), then its executor runs, its output streams to
+``on_output`` chunk by chunk, its processors run, and the result is handed to ``report``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import datetime
+
+import attrs
+import trio
+
+from trickle.engine.clock import Clock
+from trickle.engine.commands import RunFinished
+from trickle.engine.executors.base import ExecutionContext, ExecutorResult, OutputBuffer
+from trickle.engine.model import BusyExecution, Execution, Job
+from trickle.errors import TrickleError
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class _Active:
+    job: Job
+    execution: Execution
+    output: OutputBuffer
+    queued: bool = True
+    started_running: datetime | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        executors: object,
+        processors: object,
+        clock: Clock,
+        output_limit: int,
+        max_concurrent: int,
+        executor_limits: dict[str, int],
+        on_output: Callable[[Execution, str], None],
+        on_start: Callable[[Execution, datetime], None],
+        report: Callable[[RunFinished], Awaitable[None]],
+    ) -> None:
+        self._node_name = node_name
+        self._executors = executors
+        self._processors = processors
+        self._clock = clock
+        self._output_limit = output_limit
+        self._overall = trio.CapacityLimiter(max_concurrent) if max_concurrent > 0 else None
+        self._limits = dict(executor_limits)
+        self._limiters: dict[str, trio.CapacityLimiter] = {}
+        self._on_output = on_output
+        self._on_start = on_start
+        self._report = report
+        self._active: dict[str, _Active] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def submit(self, job: Job, execution: Execution) -> None:
+        """Queue ``execution`` of ``job`` (the job as of the fire). Never blocks."""
+        if self._nursery is None:
+            raise RuntimeError("the runner is not running")
+        active = _Active(job=job, execution=execution, output=OutputBuffer(self._output_limit))
+        self._active[execution.id] = active
+        self._nursery.start_soon(self._run_one, active, name=f"run {execution.id}")
+
+    def busy(self) -> list[BusyExecution]:
+        return [
+            BusyExecution(execution=a.execution, queued=a.queued, output_tail=_tail(a.output))
+            for a in sorted(self._active.values(), key=lambda a: a.execution.started_at)
+        ]
+
+    @property
+    def running_count(self) -> int:
+        return sum(1 for a in self._active.values() if not a.queued)
+
+    @property
+    def queued_count(self) -> int:
+        return sum(1 for a in self._active.values() if a.queued)
+
+    def is_active(self, execution_id: str) -> bool:
+        return execution_id in self._active
+
+    def _limiter(self, executor: str) -> trio.CapacityLimiter | None:
+        limit = self._limits.get(executor, 0)
+        if limit <= 0:
+            return None
+        limiter = self._limiters.get(executor)
+        if limiter is None:
+            limiter = self._limiters[executor] = trio.CapacityLimiter(limit)
+        return limiter
+
+    async def _run_one(self, active: _Active) -> None:
+        ex, job = active.execution, active.job
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def on_chunk(data: bytes) -> None:
+            text = decoder.decode(data)
+            if text:
+                self._on_output(ex, text)
+
+        active.output = OutputBuffer(self._output_limit, on_chunk=on_chunk)
+        try:
+            async with AsyncExitStack() as stack:
+                for limiter in (self._limiter(job.executor), self._overall):
+                    if limiter is not None:
+                        await stack.enter_async_context(limiter)
+                active.queued = False
+                active.started_running = self._clock.now()
+                self._on_start(ex, active.started_running)
+                result = await self._execute(active)
+            output = active.output.text()
+            if result.error:
+                output += ("\n" if output and not output.endswith("\n") else "") + result.error
+            final = attrs.evolve(ex, output=output, success=result.success,
+                                 exit_code=result.exit_code, finished_at=self._clock.now())
+            output = await self._process(job, final)
+            await self._report(
+                RunFinished(
+                    job_name=ex.job_name,
+                    execution_id=ex.id,
+                    finished_at=final.finished_at or self._clock.now(),
+                    success=result.success,
+                    output=output,
+                    exit_code=result.exit_code,
+                )
+            )
+        except TrickleError as exc:  # the engine closed under us: the next start cleans up
+            logger.warning("could not report execution %s: %s", ex.id, exc)
+        finally:
+            self._active.pop(ex.id, None)
+
+    async def _execute(self, active: _Active) -> ExecutorResult:
+        ctx = ExecutionContext(job=active.job, execution=active.execution, output=active.output)
+        try:
+            executor = self._executors.get(active.job.executor)  # type: ignore[attr-defined]
+            result = await executor.execute(ctx)
+        except TrickleError as exc:
+            return ExecutorResult(success=False, error=f"trickle: {exc.message}")
+        except Exception as exc:  # an executor bug must not take the node down
+            logger.exception("executor %s crashed on %s", active.job.executor, active.execution.id)
+            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            return ExecutorResult(success=False, error=f"trickle: executor crashed: {tb}")
+        if not isinstance(result, ExecutorResult):
+            return ExecutorResult(success=False, error="trickle: executor returned no result")
+        return result
+
+    async def _process(self, job: Job, execution: Execution) -> str:
+        if not job.processors:
+            return execution.output
+        from trickle.engine.processors import run_processors
+
+        try:
+            return await run_processors(
+                self._processors, job, execution, node_name=self._node_name
+            )
+        except Exception:
+            logger.exception("processors of %s failed on %s", job.name, execution.id)
+            return execution.output
+
+
+def _tail(buffer: OutputBuffer, size: int = 4096) -> str:
+    data = buffer.getvalue()[-size:]
+    return data.decode("utf-8", errors="ignore")
