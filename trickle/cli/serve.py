@@ -1,0 +1,302 @@
+"""``trickle serve``: run one node (Engine + HTTP API) until SIGTERM or Ctrl-C.
+
+Once the API listens, one JSON line goes to stdout, so that scripts and tests can wait for it
+and learn the bound port (``--http-addr 127.0.0.1:0`` picks a free one)::
+
+    {"event": "ready", "node": "node1", "http": "http://127.0.0.1:8080",
+     "http_addresses": ["http://0.0.0.0:8080"], "data_dir": "/abs/trickle.data",
+     "version": "0.1.0", "pid": 4242}
+
+``http`` is a URL a local client can use (0.0.0.0 is shown as 127.0.0.1); ``http_addresses``
+are the bound addresses as the server reports them. Logs go to stderr.
+
+Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
+taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import click
+import trio
+from click.core import ParameterSource
+
+from trickle._version import __version__
+from trickle.cli.config import (
+    DURABILITIES,
+    LOG_LEVELS,
+    ConfigError,
+    ServeSettings,
+    resolve,
+)
+
+logger = logging.getLogger("trickle.cli.serve")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR}
+AGENT_MESSAGE = (
+    "trickle serve without --server would start an agent, and agents need the cluster "
+    "feature, which this version of trickle does not have yet. Start a server with "
+    "'trickle serve --server' (or TRICKLE_SERVER=true, or 'server = true' in the config file)."
+)
+
+# click parameter name -> setting name of trickle.cli.config
+_FLAG_SETTINGS = {
+    "server": "server", "data_dir": "data-dir", "http_addr": "http-addr",
+    "node_name": "node-name", "tags": "tags", "region": "region", "datacenter": "datacenter",
+    "log_level": "log-level", "max_concurrent": "max-concurrent",
+    "executor_limits": "executor-limits", "history_limit": "history-limit",
+    "output_limit": "output-limit", "durability": "durability",
+}
+
+
+class StartupError(Exception):
+    """The node could not start; the message says why (shown as ``error: ...``, exit 1)."""
+
+
+@click.command("serve")
+@click.option("--server", is_flag=True,
+              help="Run a server: it schedules jobs, keeps state and serves the HTTP API.  "
+                   "[env: TRICKLE_SERVER]")
+@click.option("--config", "config", metavar="FILE",
+              help="TOML config file; keys are the flag names.  [env: TRICKLE_CONFIG]")
+@click.option("--data-dir", metavar="DIR",
+              help="Where the node keeps its state.  [default: ./trickle.data; "
+                   "env: TRICKLE_DATA_DIR]")
+@click.option("--http-addr", metavar="HOST:PORT",
+              help="Address of the HTTP API; ':8080' listens on all interfaces, port 0 picks "
+                   "a free port.  [default: :8080; env: TRICKLE_HTTP_ADDR]")
+@click.option("--node-name", metavar="NAME",
+              help="This node's name, unique in a cluster.  [default: the host name; "
+                   "env: TRICKLE_NODE_NAME]")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="A tag of this node, matched by jobs' tags (repeatable; replaces the "
+                   "config file's tags).  [env: TRICKLE_TAGS=k=v,k2=v2]")
+@click.option("--region", metavar="NAME",
+              help="Region of this node.  [default: global; env: TRICKLE_REGION]")
+@click.option("--datacenter", metavar="NAME",
+              help="Datacenter of this node.  [default: dc1; env: TRICKLE_DATACENTER]")
+@click.option("--log-level", metavar="[" + "|".join(LOG_LEVELS) + "]",
+              help="Logging threshold (logs go to stderr).  [default: info; "
+                   "env: TRICKLE_LOG_LEVEL]")
+@click.option("--max-concurrent", metavar="N",
+              help="Executions running at once on this node; more wait in a queue "
+                   "(0: unlimited).  [default: 0; env: TRICKLE_MAX_CONCURRENT]")
+@click.option("--executor-limit", "executor_limits", multiple=True, metavar="EXECUTOR=N",
+              help="Executions running at once per executor, e.g. shell=4 (repeatable).  "
+                   "[env: TRICKLE_EXECUTOR_LIMITS=shell=4,http=8]")
+@click.option("--history-limit", metavar="N",
+              help="Executions kept per job.  [default: 100; env: TRICKLE_HISTORY_LIMIT]")
+@click.option("--output-limit", metavar="BYTES",
+              help="Bytes of output kept per execution (the last ones).  [default: 256000; "
+                   "env: TRICKLE_OUTPUT_LIMIT]")
+@click.option("--durability", metavar="[" + "|".join(DURABILITIES) + "]",
+              help="SQLite synchronous mode: full survives power loss, normal may lose the "
+                   "last commits on power loss.  [default: normal; env: TRICKLE_DURABILITY]")
+@click.pass_context
+def serve(ctx: click.Context, **params: Any) -> None:
+    """Run a trickle node until SIGTERM or Ctrl-C.
+
+    Settings come from flags, then TRICKLE_* environment variables, then the config file,
+    then the defaults. When the HTTP API listens, one JSON line {"event": "ready", ...}
+    is printed on stdout.
+    """
+    flags: dict[str, Any] = {"config": params["config"]}
+    for param, setting in _FLAG_SETTINGS.items():
+        given = ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None)
+        flags[setting] = params[param] if given else None
+    try:
+        settings = resolve(flags, os.environ)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc), ctx=ctx) from None
+    if not settings.engine.server:
+        click.echo(f"error: {AGENT_MESSAGE}", err=True)
+        ctx.exit(2)
+    configure_logging(settings.log_level)
+    ctx.exit(run(settings))
+
+
+def configure_logging(level: str, *, stream: IO[str] | None = None) -> None:
+    """stdlib logging to stderr in a readable one-line format, at ``level``."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+
+
+def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
+    """Run the node in ``trio.run`` until a stop signal; return the exit code."""
+    settings = attrs.evolve(
+        settings,
+        engine=attrs.evolve(settings.engine, data_dir=_absolute(settings.engine.data_dir)),
+    )
+    try:
+        check_data_dir(settings.engine.data_dir)
+        return trio.run(partial(serve_node, settings, stdout=stdout or sys.stdout))
+    except StartupError as exc:
+        logger.debug("startup failed", exc_info=True)
+        click.echo(f"error: {exc}", err=True)
+        return 1
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().absolute()
+
+
+def check_data_dir(path: Path | None) -> None:
+    """Create ``path`` if missing and prove it writable; ``StartupError`` if not."""
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".trickle-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise StartupError(f"data dir {path} exists and is not a directory") from None
+    except OSError as exc:
+        raise StartupError(
+            f"data dir {path} is not writable: {exc.strerror or exc}"
+        ) from None
+
+
+async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
+    """Start the Engine and the HTTP API, print the ready line, wait for a stop signal.
+
+    Returns 0 after a graceful stop; raises ``StartupError`` when a part cannot start or
+    stops on its own."""
+    from trickle.engine._engine import Engine
+    from trickle.http.app import serve_http
+
+    engine = Engine(settings.engine)
+    stop = _Stop()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_watch_signals, stop, nursery.cancel_scope)
+            logger.info("starting node %s (data in %s)", settings.engine.node_name,
+                        settings.engine.data_dir)
+            await nursery.start(partial(_supervised, "the engine", engine.run, stop))
+            where = _format_hostport(settings.http_host, settings.http_port)
+            urls = await nursery.start(partial(
+                _supervised, f"the HTTP API on {where}",
+                partial(serve_http, engine, host=settings.http_host, port=settings.http_port),
+                stop,
+            ))
+            line = ready_line(settings, urls)
+            stdout.write(json.dumps(line) + "\n")
+            stdout.flush()
+            logger.info("ready: node %s, API at %s", line["node"], line["http"])
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise StartupError(_explain(exc, settings)) from exc
+    logger.info("stopped (%s)", stop.reason or "all tasks ended")
+    return 0
+
+
+@attrs.define
+class _Stop:
+    """Why the node is stopping (``None`` while running)."""
+
+    reason: str | None = None
+
+
+async def _watch_signals(stop: _Stop, scope: trio.CancelScope, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        task_status.started()
+        async for signum in signals:
+            stop.reason = f"received {signal.Signals(signum).name}"
+            logger.info("%s, stopping", stop.reason)
+            scope.cancel()
+            return
+
+
+async def _supervised(what: str, fn: Callable[..., Awaitable[Any]], stop: _Stop, *,
+                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a long-running part; if it returns by itself, that is a failure of the node."""
+    await fn(task_status=task_status)
+    if stop.reason is None:
+        raise StartupError(f"{what} stopped unexpectedly")
+
+
+def ready_line(settings: ServeSettings, urls: Any) -> dict[str, Any]:
+    """The JSON object printed once the API listens (see the module docstring)."""
+    bound = [str(u) for u in (urls or [])]
+    if bound:
+        http = connectable_url(bound[0])
+    else:  # a server that did not report its addresses: say what was asked for
+        http = connectable_url(f"http://{_format_hostport(settings.http_host, settings.http_port)}")
+    data_dir = settings.engine.data_dir
+    return {
+        "event": "ready",
+        "node": settings.engine.node_name,
+        "http": http,
+        "http_addresses": bound,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "version": __version__,
+        "pid": os.getpid(),
+    }
+
+
+def connectable_url(url: str) -> str:
+    """A bound URL a local client can connect to: 0.0.0.0 -> 127.0.0.1, [::] -> [::1]."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    replacement = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host)
+    if replacement is None:
+        return url
+    netloc = _format_hostport(replacement, parts.port) if parts.port is not None else replacement
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _format_hostport(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _explain(exc: BaseException, settings: ServeSettings) -> str:
+    """One line saying why the node could not start or stopped."""
+    from trickle.errors import TrickleError
+
+    where = _format_hostport(settings.http_host, settings.http_port)
+    for leaf in _leaves(exc):
+        if isinstance(leaf, OSError) and leaf.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
+                                                        errno.EACCES):
+            reason = {errno.EADDRINUSE: "the address is already in use",
+                      errno.EADDRNOTAVAIL: "the address is not available on this host",
+                      errno.EACCES: "permission denied"}[leaf.errno]
+            return f"cannot listen on {where}: {reason}"
+        if isinstance(leaf, OSError) and isinstance(leaf.strerror, str) and leaf.filename:
+            return f"{leaf.filename}: {leaf.strerror}"
+    for leaf in _leaves(exc):
+        if isinstance(leaf, StartupError):
+            return str(leaf)
+        if isinstance(leaf, TrickleError):
+            return f"the engine failed: {leaf.message}"
+    leaf = _leaves(exc)[0]
+    logger.error("node failed", exc_info=exc)
+    return f"the node failed: {type(leaf).__name__}: {leaf}"
