@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -59,6 +59,7 @@ from trickle.errors import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FIRES_PER_BATCH = 5000  # due fires proposed in one batch
 MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
@@ -209,14 +210,16 @@ class Engine:
         )
         self._store = store
         try:
-            loaded = await trio.to_thread.run_sync(store.load)
+            loaded = await self._db(store.load)
             self._fsm.restore(
                 applied_index=loaded.applied_index,
                 jobs=loaded.jobs,
                 running=loaded.running,
                 meta=decode_meta(loaded.fsm_meta),
             )
-            self._log = LocalLog(store, self._fsm, on_applied=self._on_applied)
+            self._log = LocalLog(
+                store, self._fsm, on_applied=self._on_applied, inline=cfg.data_dir is None
+            )
             replayed = await self._log.recover()
             if replayed:
                 logger.info("replayed %d logged commands", replayed)
@@ -256,6 +259,14 @@ class Engine:
             self._hub.close_all()
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store read: in a worker thread, or inline for the in-memory store (short
+        calls; keeps tests on a MockClock deterministic)."""
+        if self.config.data_dir is None:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
 
     def _check_open(self) -> None:
         if not self._open:
@@ -428,20 +439,17 @@ class Engine:
             raise ValidationError("_start and _end cannot be negative", field="_start")
         assert self._store is not None
         store = self._store
-        return await trio.to_thread.run_sync(
+        return await self._db(
             lambda: store.list_executions(
                 job_name, sort=column, order=order.lower(), start=start, end=end
-            ),
-            limiter=self._read_limiter,
+            )
         )
 
     async def get_execution(self, job_name: str, execution_id: str) -> Execution:
         self._check_open()
         self.get_job(job_name)
         assert self._store is not None
-        found = await trio.to_thread.run_sync(
-            self._store.get_execution, job_name, execution_id, limiter=self._read_limiter
-        )
+        found = await self._db(self._store.get_execution, job_name, execution_id)
         if found is None:
             raise ExecutionNotFound(job_name, execution_id)
         return found
@@ -465,9 +473,7 @@ class Engine:
                                                          microsecond=0)
         first = today - timedelta(days=days - 1)
         assert self._store is not None
-        return await trio.to_thread.run_sync(
-            self._store.daily_stats, first, today, limiter=self._read_limiter
-        )
+        return await self._db(self._store.daily_stats, first, today)
 
     # -- events, extension, control ----------------------------------------------------------
     def subscribe(

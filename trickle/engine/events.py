@@ -82,16 +82,30 @@ class Subscription:
             return False
         return True
 
-    def _offer(self, event: Event) -> None:
-        if len(self._queue) >= self._maxsize:
-            self._dropped += 1
+    def _offer(self, event: Event) -> bool:
+        """Queue ``event``; when full, count it in a ``lagged`` marker at the end of the
+        queue instead (so the lag is reported in order). Returns False if dropped."""
+        queue = self._queue
+        if len(queue) < self._maxsize:
+            queue.append(event)
+            self._wakeup.set()
+            return True
+        last = queue[-1] if queue else None
+        if last is not None and last.kind == EventKind.LAGGED:
+            queue[-1] = attrs.evolve(
+                last, seq=event.seq, data={"dropped": last.data["dropped"] + 1}
+            )
         else:
-            self._queue.append(event)
+            queue.append(
+                Event(kind=EventKind.LAGGED, at=event.at, seq=event.seq, data={"dropped": 1})
+            )
+        self._dropped += 1
         self._wakeup.set()
+        return False
 
     @property
     def dropped(self) -> int:
-        """Events dropped for this subscriber and not yet reported by a ``lagged`` event."""
+        """Events dropped for this subscriber so far."""
         return self._dropped
 
     def close(self) -> None:
@@ -101,22 +115,23 @@ class Subscription:
             self._wakeup.set()
 
     async def receive(self) -> Event:
-        """The next event; raises ``trio.EndOfChannel`` once closed and drained."""
+        """The next event; raises ``trio.EndOfChannel`` once closed and drained.
+
+        After a drop, a ``lagged`` event with ``data["dropped"]`` stands where the dropped
+        events would have been."""
         while True:
-            if self._dropped:
-                dropped, self._dropped = self._dropped, 0
-                return Event(
-                    kind=EventKind.LAGGED,
-                    at=self._queue[0].at if self._queue else self._hub.last_at,
-                    seq=self._hub.seq,
-                    data={"dropped": dropped},
-                )
             if self._queue:
                 return self._queue.popleft()
             if self._closed:
                 raise trio.EndOfChannel
             self._wakeup = trio.Event()
             await self._wakeup.wait()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -183,11 +198,8 @@ class EventHub:
         self.last_at = event.at
         self.published += 1
         for sub in self._subs:
-            if sub.matches(event):
-                before = sub.dropped
-                sub._offer(event)
-                if sub.dropped > before:
-                    self.dropped += 1
+            if sub.matches(event) and not sub._offer(event):
+                self.dropped += 1
         return event
 
     def close_all(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgpack
 import trio
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 5000  # commands applied in one store transaction
 COMPACT_EVERY = 10_000  # commands; the log keeps the newest KEEP_COMMANDS after compaction
 KEEP_COMMANDS = 1000
+
+T = TypeVar("T")
 
 AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
 
@@ -46,8 +49,16 @@ class LocalLog:
     (``replay`` is true while recovering at start).
     """
 
-    def __init__(self, store: Store, fsm: StateMachine, *, on_applied: AppliedCallback) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fsm: StateMachine,
+        *,
+        on_applied: AppliedCallback,
+        inline: bool = False,
+    ) -> None:
         self._store = store
+        self._inline = inline  # an in-memory store is called on the Trio thread
         self._fsm = fsm
         self._on_applied = on_applied
         self._pending: list[_Proposal] = []
@@ -59,7 +70,7 @@ class LocalLog:
 
     async def recover(self) -> int:
         """Apply logged commands that the stored state does not hold yet; returns how many."""
-        entries = await trio.to_thread.run_sync(self._store.read_commands, self._fsm.applied_index)
+        entries = await self._call(self._store.read_commands, self._fsm.applied_index)
         pairs = []
         for index, payload in entries:
             command = decode_command(payload)
@@ -110,7 +121,7 @@ class LocalLog:
         commands = [cmd for p in batch for cmd in p.commands]
         try:
             entries = [(first + i, encode_command(cmd)) for i, cmd in enumerate(commands)]
-            await trio.to_thread.run_sync(self._store.append_commands, entries)
+            await self._call(self._store.append_commands, entries)
         except Exception as exc:  # not committed: nothing applied, the proposers learn why
             logger.exception("appending %d commands to the log failed", len(commands))
             for p in batch:
@@ -131,12 +142,20 @@ class LocalLog:
         meta = msgpack.packb(self._fsm.export_meta(), use_bin_type=True)
         index = self._fsm.applied_index
         compact = index - self._last_compacted >= COMPACT_EVERY
-        await trio.to_thread.run_sync(self._apply_and_compact, effects, index, meta, compact)
+        await self._call(self._apply_and_compact, effects, index, meta, compact)
         if compact:
             self._last_compacted = index
         self.batches += 1
         self.commands_applied += len(pairs)
         self._on_applied(pairs, replay)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in a worker thread (file store) or inline (in-memory store,
+        whose calls are short; this keeps tests on a MockClock deterministic)."""
+        if self._inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
 
     def _apply_and_compact(self, effects: list, index: int, meta: bytes, compact: bool) -> None:
         self._store.apply(effects, applied_index=index, fsm_meta=meta)

@@ -1,0 +1,177 @@
+"""The Engine's scheduler on trio's MockClock: virtual months in real seconds."""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from trickle import Engine, EngineConfig, EventKind, ExecutionContext, Job
+from trickle.engine.clock import TrioClock
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+
+
+def make_engine(start: datetime, **config) -> Engine:
+    config.setdefault("history_limit", 1000)
+    engine = Engine(
+        EngineConfig(data_dir=None, node_name="node1", **config), clock=TrioClock(start)
+    )
+    return engine
+
+
+async def noop(ctx: ExecutionContext) -> None:
+    ctx.output.write(f"fired {ctx.execution.scheduled_at}\n")
+
+
+async def collect_starts(engine: Engine, until: datetime) -> list:
+    starts = []
+    with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
+        while True:
+            with trio.move_on_at(trio.current_time()
+                                 + (until - engine.clock.now()).total_seconds()):
+                event = await sub.receive()
+                starts.append(event.execution)
+                continue
+            return starts
+
+
+async def test_berlin_0230_job_fires_once_a_day_through_both_dst_changes(autojump_clock):
+    """`0 30 2 * * *` Europe/Berlin from March to November: one run per local day, the
+    spring-forward day at 03:00 CEST, the fall-back day once, at the first 02:30."""
+    start = datetime(2026, 3, 20, tzinfo=UTC)
+    until = datetime(2026, 11, 5, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="nightly", schedule="0 30 2 * * *",
+                                 timezone="Europe/Berlin", executor="noop"))
+        starts = await collect_starts(engine, until)
+    local = [ex.scheduled_at.astimezone(BERLIN) for ex in starts]
+    per_day = Counter(t.date() for t in local)
+    days = (until - start).days
+    assert len(per_day) == days
+    assert set(per_day.values()) == {1}
+    spring = [t for t in local if t.date().isoformat() == "2026-03-29"]
+    assert [(t.hour, t.minute) for t in spring] == [(3, 0)]
+    fall = [t for t in local if t.date().isoformat() == "2026-10-25"]
+    assert len(fall) == 1 and fall[0].fold == 0 and (fall[0].hour, fall[0].minute) == (2, 30)
+    assert fall[0].utcoffset() == timedelta(hours=2)
+    others = [t for t in local if t.date().isoformat() not in ("2026-03-29",)]
+    assert {(t.hour, t.minute) for t in others} == {(2, 30)}
+
+
+async def test_every_job_keeps_its_phase_and_never_fires_early(autojump_clock):
+    start = datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="tick", schedule="@every 10s", executor="noop"))
+        starts = await collect_starts(engine, start + timedelta(minutes=5, seconds=5))
+    assert len(starts) == 30
+    for ex in starts:
+        assert ex.started_at >= ex.scheduled_at
+        assert (ex.scheduled_at - start).total_seconds() % 10 == 0
+
+
+async def test_run_finishes_and_counts_on_the_job(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="tick", schedule="@every 1m", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            for _ in range(3):
+                await sub.receive()
+        job = engine.get_job("tick")
+        assert job.success_count == 3 and job.status == "success"
+        page, total = await engine.list_executions("tick")
+        assert total == 3 and page[0].started_at > page[-1].started_at
+        assert page[0].output.startswith("fired ")
+
+
+async def test_failed_run_is_retried_after_retry_interval(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    attempts = []
+
+    async def flaky(ctx: ExecutionContext) -> bool:
+        attempts.append((ctx.execution.attempt, engine.clock.now()))
+        return ctx.execution.attempt >= 3
+
+    engine = make_engine(start)
+    async with engine:
+        engine.register_executor("flaky", flaky)
+        await engine.put_job(Job(name="f", schedule="@manually", executor="flaky",
+                                 retries=5, retry_interval=30.0))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            await engine.run_job("f")
+            finished = [(await sub.receive()).execution for _ in range(3)]
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    assert (attempts[1][1] - attempts[0][1]).total_seconds() >= 30
+    assert [e.success for e in finished] == [False, False, True]
+    assert len({e.group for e in finished}) == 1
+    assert engine.get_job("f").status == "success"
+
+
+async def test_child_runs_after_parent_succeeds(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="parent", schedule="@manually", executor="noop"))
+        await engine.put_job(Job(name="child", parent_job="parent", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            await engine.run_job("parent")
+            first = (await sub.receive()).execution
+            second = (await sub.receive()).execution
+    assert (first.job_name, second.job_name) == ("parent", "child")
+    assert second.trigger == "dependent"
+
+
+async def test_forbid_skips_fire_while_previous_run_is_active(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def slow(ctx: ExecutionContext) -> None:
+        await trio.sleep(25)
+
+    async with make_engine(start) as engine:
+        engine.register_executor("slow", slow)
+        await engine.put_job(Job(name="s", schedule="@every 10s", executor="slow",
+                                 concurrency="forbid"))
+        with engine.subscribe(kinds=[EventKind.FIRE_SKIPPED, EventKind.EXECUTION_STARTED]) as sub:
+            kinds = [(await sub.receive()).kind for _ in range(4)]
+    assert kinds == [EventKind.EXECUTION_STARTED, EventKind.FIRE_SKIPPED,
+                     EventKind.FIRE_SKIPPED, EventKind.EXECUTION_STARTED]
+
+
+async def test_manual_run_respects_forbid_regression(autojump_clock):
+    from trickle import ConcurrencyForbidden
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    gate = trio.Event()
+
+    async def blocked(ctx: ExecutionContext) -> None:
+        await gate.wait()
+
+    async with make_engine(start) as engine:
+        engine.register_executor("blocked", blocked)
+        await engine.put_job(Job(name="b", schedule="@manually", executor="blocked",
+                                 concurrency="forbid"))
+        await engine.run_job("b")
+        with pytest.raises(ConcurrencyForbidden):
+            await engine.run_job("b")
+        gate.set()
+
+
+async def test_slow_subscriber_gets_a_lag_event_and_never_blocks_the_engine(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        slow = engine.subscribe(maxsize=5)
+        await engine.put_job(Job(name="tick", schedule="@every 1s", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as fast:
+            for _ in range(20):
+                await fast.receive()
+        received = [await slow.receive() for _ in range(6)]
+        assert received[5].kind == EventKind.LAGGED
+        assert received[5].data["dropped"] > 0
+        slow.close()
