@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
+import trio.testing
 
 from trickle import Engine, EngineConfig, EventKind, ExecutionContext, Job
 from trickle.engine.clock import TrioClock
@@ -175,3 +176,52 @@ async def test_slow_subscriber_gets_a_lag_event_and_never_blocks_the_engine(auto
         assert received[5].kind == EventKind.LAGGED
         assert received[5].data["dropped"] > 0
         slow.close()
+
+
+async def test_runs_beyond_the_node_limit_wait_in_the_queue_and_are_never_dropped(
+    autojump_clock,
+):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    gates = {name: trio.Event() for name in ("a", "b", "c")}
+
+    async def gated(ctx: ExecutionContext) -> None:
+        await gates[ctx.job.name].wait()
+
+    async with make_engine(start, max_concurrent=1, executor_limits={"gated": 1}) as engine:
+        engine.register_executor("gated", gated)
+        for name in gates:
+            await engine.put_job(Job(name=name, schedule="@manually", executor="gated"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            for name in gates:
+                await engine.run_job(name)
+            await trio.testing.wait_all_tasks_blocked()
+            busy = {b.execution.job_name: b.queued for b in engine.busy()}
+            assert busy == {"a": False, "b": True, "c": True}
+            assert engine.statistics().queued_executions == 2
+            finished = []
+            for name in gates:
+                gates[name].set()
+                finished.append((await sub.receive()).execution.job_name)
+    assert finished == ["a", "b", "c"]
+
+
+async def test_unknown_executor_is_refused_at_create_listing_the_known_ones(autojump_clock):
+    from trickle import ValidationError
+
+    async with make_engine(datetime(2026, 1, 1, tzinfo=UTC)) as engine:
+        with pytest.raises(ValidationError) as info:
+            await engine.put_job(Job(name="x", schedule="@daily", executor="nope"))
+        assert info.value.field == "executor"
+        assert "http" in info.value.message and "shell" in info.value.message
+        assert engine.list_jobs()[1] == 0
+
+
+async def test_expired_job_stops_firing_and_is_kept(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="e", schedule="@every 10s", executor="noop",
+                                 expires_at=start + timedelta(seconds=35)))
+        starts = await collect_starts(engine, start + timedelta(minutes=2))
+        assert len(starts) == 3
+        assert engine.get_job("e").next is None
