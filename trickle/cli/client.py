@@ -27,6 +27,7 @@ from trickle.cli.config import DEFAULT_ADDRESS, ConfigError, normalise_address
 
 DEFAULT_TIMEOUT = 30.0  # seconds to wait for the server's answer
 ADDRESS_ENV = "TRICKLE_ADDRESS"
+CREATED_HEADER = "X-Trickle-Created"  # "true"/"false" on a job put, when the server sends it
 JOB_STATUSES = ("success", "failed", "partially_failed", "untriggered")
 JOB_SORTS = ("name", "displayname", "schedule", "success_count", "error_count",
              "last_success", "last_error", "next")
@@ -273,12 +274,18 @@ def jobs_put(address: str, timeout: float, as_json: bool, run_on_create: bool,
                 continue
             stored = client.decode(response)
             name = stored.get("name", label) if isinstance(stored, dict) else label
-            verb = "created" if response.status_code == 201 else "updated"
-            click.echo(f"{verb} job {name}")
+            click.echo(f"{_put_verb(response)} job {name}")
     if as_json and bodies:
         click.echo(bodies[0] if len(items) == 1 else "[" + ",".join(bodies) + "]")
     if failures:
         raise click.exceptions.Exit(1)
+
+
+def _put_verb(response: httpx.Response) -> str:
+    """created/updated when the server says which (``X-Trickle-Created``); Dkron answers
+    201 to both, so otherwise just "saved"."""
+    created = response.headers.get(CREATED_HEADER, "").lower()
+    return {"true": "created", "false": "updated"}.get(created, "saved")
 
 
 @jobs.command("delete")

@@ -21,8 +21,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -126,19 +129,26 @@ def serve(ctx: click.Context, **params: Any) -> None:
     if not settings.engine.server:
         click.echo(f"error: {AGENT_MESSAGE}", err=True)
         ctx.exit(2)
-    configure_logging(settings.log_level)
-    ctx.exit(run(settings))
+    with logging_to_stderr(settings.log_level):
+        code = run(settings)
+    ctx.exit(code)
 
 
-def configure_logging(level: str, *, stream: IO[str] | None = None) -> None:
-    """stdlib logging to stderr in a readable one-line format, at ``level``."""
+@contextmanager
+def logging_to_stderr(level: str, *, stream: IO[str] | None = None) -> Iterator[None]:
+    """Log to stderr (or ``stream``) in a readable one-line format at ``level``, for the
+    duration of the block; the root logger is restored afterwards."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    previous = root.level
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
 
 
 def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
@@ -148,6 +158,7 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
         engine=attrs.evolve(settings.engine, data_dir=_absolute(settings.engine.data_dir)),
     )
     try:
+        check_http_addr(settings.http_host, settings.http_port)
         check_data_dir(settings.engine.data_dir)
         return trio.run(partial(serve_node, settings, stdout=stdout or sys.stdout))
     except StartupError as exc:
@@ -158,6 +169,32 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
 
 def _absolute(path: Path | None) -> Path | None:
     return None if path is None else path.expanduser().absolute()
+
+
+_BIND_ERRORS = {
+    errno.EADDRINUSE: "the address is already in use",
+    errno.EADDRNOTAVAIL: "the address is not available on this host",
+    errno.EACCES: "permission denied",
+}
+
+
+def check_http_addr(host: str, port: int) -> None:
+    """Fail fast, before the engine opens its store, when ``host:port`` cannot be bound
+    (``StartupError``). Port 0 always can. The HTTP server binds for real later; a port
+    taken in between is still reported, as the server's own bind error."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    where = _format_hostport(host, port)
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
+    except OSError as exc:
+        reason = _BIND_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
+        raise StartupError(f"cannot listen on {where}: {reason}") from None
 
 
 def check_data_dir(path: Path | None) -> None:
@@ -180,8 +217,10 @@ def check_data_dir(path: Path | None) -> None:
 async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     """Start the Engine and the HTTP API, print the ready line, wait for a stop signal.
 
-    Returns 0 after a graceful stop; raises ``StartupError`` when a part cannot start or
-    stops on its own."""
+    On SIGTERM/SIGINT the API stops taking requests and lets those in flight finish (for at
+    most ``HTTP_STOP_TIMEOUT`` seconds), then the engine is cancelled. Returns 0 after a
+    graceful stop; raises ``StartupError`` when a part cannot start or stops on its own.
+    """
     from trickle.engine._engine import Engine
     from trickle.http.app import serve_http
 
@@ -189,16 +228,18 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     stop = _Stop()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(_watch_signals, stop, nursery.cancel_scope)
+            stop.scope = nursery.cancel_scope
+            await nursery.start(_watch_signals, stop, nursery)
             logger.info("starting node %s (data in %s)", settings.engine.node_name,
                         settings.engine.data_dir)
             await nursery.start(partial(_supervised, "the engine", engine.run, stop))
             where = _format_hostport(settings.http_host, settings.http_port)
+            http = partial(serve_http, engine, host=settings.http_host,
+                           port=settings.http_port, shutdown_trigger=stop.http_stop.wait)
             urls = await nursery.start(partial(
-                _supervised, f"the HTTP API on {where}",
-                partial(serve_http, engine, host=settings.http_host, port=settings.http_port),
-                stop,
+                _supervised, f"the HTTP API on {where}", http, stop, done=stop.http_done,
             ))
+            stop.http_running = True
             line = ready_line(settings, urls)
             stdout.write(json.dumps(line) + "\n")
             stdout.flush()
@@ -211,28 +252,64 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     return 0
 
 
-@attrs.define
+HTTP_STOP_TIMEOUT = 5.0  # seconds the API gets to finish requests in flight at a stop
+
+
+@attrs.define(eq=False)
 class _Stop:
-    """Why the node is stopping (``None`` while running)."""
+    """The node's stop: why (``None`` while running), and the HTTP API's graceful end."""
 
     reason: str | None = None
+    scope: trio.CancelScope | None = None
+    http_running: bool = False
+    http_stop: trio.Event = attrs.field(factory=trio.Event)
+    http_done: trio.Event = attrs.field(factory=trio.Event)
+
+    async def stop(self, reason: str) -> None:
+        """Stop the API gracefully (if it runs; bounded by ``HTTP_STOP_TIMEOUT``), then
+        cancel everything."""
+        self.reason = reason
+        logger.info("%s, stopping", reason)
+        self.http_stop.set()
+        if self.http_running:
+            with trio.move_on_after(HTTP_STOP_TIMEOUT):
+                await self.http_done.wait()
+        self.cancel()
+
+    def cancel(self) -> None:
+        assert self.scope is not None
+        self.scope.cancel()
 
 
-async def _watch_signals(stop: _Stop, scope: trio.CancelScope, *,
+async def _watch_signals(stop: _Stop, nursery: trio.Nursery, *,
                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The first SIGTERM/SIGINT stops the node gracefully; a second one stops it at once.
+
+    Signals reach only the main thread: elsewhere (tests, embedding) the node stops when
+    its caller cancels it."""
+    if threading.current_thread() is not threading.main_thread():
+        task_status.started()
+        return
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
         async for signum in signals:
-            stop.reason = f"received {signal.Signals(signum).name}"
-            logger.info("%s, stopping", stop.reason)
-            scope.cancel()
-            return
+            name = signal.Signals(signum).name
+            if stop.reason is None:
+                nursery.start_soon(stop.stop, f"received {name}")
+            else:
+                logger.warning("received %s again, stopping now", name)
+                stop.cancel()
 
 
 async def _supervised(what: str, fn: Callable[..., Awaitable[Any]], stop: _Stop, *,
+                      done: trio.Event | None = None,
                       task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
     """Run a long-running part; if it returns by itself, that is a failure of the node."""
-    await fn(task_status=task_status)
+    try:
+        await fn(task_status=task_status)
+    finally:
+        if done is not None:
+            done.set()
     if stop.reason is None:
         raise StartupError(f"{what} stopped unexpectedly")
 
@@ -284,12 +361,8 @@ def _explain(exc: BaseException, settings: ServeSettings) -> str:
 
     where = _format_hostport(settings.http_host, settings.http_port)
     for leaf in _leaves(exc):
-        if isinstance(leaf, OSError) and leaf.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
-                                                        errno.EACCES):
-            reason = {errno.EADDRINUSE: "the address is already in use",
-                      errno.EADDRNOTAVAIL: "the address is not available on this host",
-                      errno.EACCES: "permission denied"}[leaf.errno]
-            return f"cannot listen on {where}: {reason}"
+        if isinstance(leaf, OSError) and leaf.errno in _BIND_ERRORS and not leaf.filename:
+            return f"cannot listen on {where}: {_BIND_ERRORS[leaf.errno]}"
         if isinstance(leaf, OSError) and isinstance(leaf.strerror, str) and leaf.filename:
             return f"{leaf.filename}: {leaf.strerror}"
     for leaf in _leaves(exc):
