@@ -271,6 +271,35 @@ def _ssl_context(plan: _Plan) -> ssl.SSLContext:
     return context
 
 
+def describe_error(exc: BaseException) -> str:
+    """An exception and its causes as one line: the innermost reasons are what a user needs
+    (``all attempts to connect to h:1 failed: Connection refused``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(parts) < 6:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BaseExceptionGroup):
+            pending[:0] = list(current.exceptions)
+        else:
+            if isinstance(current, ssl.SSLCertVerificationError):
+                text = f"certificate verify failed: {current.verify_message}"
+            elif isinstance(current, OSError) and current.strerror:
+                text = current.strerror
+            else:
+                text = str(current)
+            if text and not any(text in part for part in parts):
+                parts.append(text)
+        # follow the context even when suppressed: httpcore hides the OS error that way
+        cause = current.__cause__ or current.__context__
+        if cause is not None:
+            pending.append(cause)
+    return ": ".join(parts) or type(exc).__name__
+
+
 def _debug_config(config: Mapping[str, str], plan: _Plan) -> str:
     shown: dict[str, object] = {}
     for key, value in sorted(config.items()):
@@ -335,8 +364,8 @@ class HttpExecutor:
                             ctx.output.write(chunk)
                             if match_body is not None and len(match_body) < MAX_MATCH_BODY:
                                 match_body += chunk[: MAX_MATCH_BODY - len(match_body)]
-            except httpx.HTTPError as exc:
-                detail = str(exc) or type(exc).__name__
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                detail = describe_error(exc)
                 return ExecutorResult(
                     success=False,
                     exit_code=status,
