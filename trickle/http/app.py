@@ -31,7 +31,6 @@ from werkzeug.exceptions import HTTPException
 from trickle._version import __version__
 from trickle.engine._engine import Engine, JobQuery
 from trickle.errors import (
-    EngineClosed,
     JobNotFound,
     ScheduleError,
     SubmissionsPaused,
@@ -217,13 +216,7 @@ class _Api:
     # -- node ---------------------------------------------------------------------------
 
     async def health(self) -> Response:
-        try:
-            leader = self.engine.is_leader()
-        except EngineClosed as exc:
-            return _json(
-                {"status": "unhealthy", "leader": False, "issues": [exc.message]}, 503
-            )
-        return _json({"status": "healthy", "leader": leader})
+        return _json({"status": "healthy", "leader": self.engine.is_leader()})
 
     async def metrics(self) -> Response:
         body = generate_latest(self.engine.metrics_registry)
@@ -436,7 +429,7 @@ class _Api:
     async def restore(self) -> Response:
         """A multipart upload (field ``file``) or a raw JSON body: the array
         ``GET /v1/jobs`` returns. Answers a JSON string encoding the messages (Dkron)."""
-        if request.mimetype == "multipart/form-data":
+        if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
             length = request.content_length
             limit = request.max_content_length
             if length is not None and limit is not None and length > limit:

@@ -142,8 +142,7 @@ def _paths() -> dict[str, Any]:
     return {
         "/health": {"get": _op(
             "Health of this node", "node", operation_id="health",
-            responses={"200": _ok("Healthy", _ref("health")),
-                       "503": _ok("Unhealthy (the engine is not running)", _ref("health"))},
+            responses={"200": _ok("Healthy", _ref("health"))},
         )},
         "/metrics": {"get": {
             "summary": "Prometheus metrics of this node", "tags": ["node"],
@@ -473,9 +472,8 @@ def _components() -> dict[str, Any]:
             "health": {
                 "type": "object",
                 "properties": {
-                    "status": {"type": "string", "enum": ["healthy", "unhealthy"]},
+                    "status": {"type": "string", "const": "healthy"},
                     "leader": {"type": "boolean"},
-                    "issues": {"type": "array", "items": {"type": "string"}},
                 },
             },
             "pause": {"type": "object", "properties": {"paused": {"type": "boolean"}}},
