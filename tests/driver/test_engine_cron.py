@@ -225,3 +225,38 @@ async def test_expired_job_stops_firing_and_is_kept(autojump_clock):
         starts = await collect_starts(engine, start + timedelta(minutes=2))
         assert len(starts) == 3
         assert engine.get_job("e").next is None
+
+
+async def test_drain_stops_launching_and_waits_for_running_executions(autojump_clock):
+    from trickle import EngineClosed
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    finished = []
+
+    async def work(ctx: ExecutionContext) -> None:
+        await trio.sleep(20)
+        finished.append(ctx.execution.id)
+
+    async with make_engine(start) as engine:
+        engine.register_executor("work", work)
+        await engine.put_job(Job(name="w", schedule="@every 10s", executor="work"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
+            await sub.receive()
+        assert await engine.drain(timeout=60)
+        assert len(finished) == 1 and engine.busy() == []
+        with pytest.raises(EngineClosed):
+            await engine.run_job("w")
+        await trio.sleep(60)
+        assert len(finished) == 1
+
+
+async def test_drain_gives_up_after_the_timeout(autojump_clock):
+    async def hang(ctx: ExecutionContext) -> None:
+        await trio.sleep_forever()
+
+    async with make_engine(datetime(2026, 1, 1, tzinfo=UTC)) as engine:
+        engine.register_executor("hang", hang)
+        await engine.put_job(Job(name="h", schedule="@manually", executor="hang"))
+        await engine.run_job("h")
+        assert not await engine.drain(timeout=5)
+        assert len(engine.busy()) == 1

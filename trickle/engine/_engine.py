@@ -165,6 +165,10 @@ class Engine:
         self._wake_at: datetime | None = None
         self._paused = False
         self._open = False
+        self._draining = False
+        self._sched_scope: trio.CancelScope | None = None
+        self._launching = 0
+        self._launch_idle = trio.Event()
         self._last_start = datetime(1970, 1, 1, tzinfo=UTC)
         self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
         self._retries_waiting: set[tuple[int, str, int]] = set()
@@ -245,6 +249,7 @@ class Engine:
                 for retry in self._fsm.pending_retries():
                     self._spawn_retry(retry)
                 await self._plan_all_and_catch_up()
+                self._sched_scope = trio.CancelScope()
                 nursery.start_soon(self._schedule_loop, name="trickle scheduler")
                 logger.info(
                     "engine %s ready: %d jobs, data in %s", self.node_name, len(self._fsm.jobs),
@@ -270,6 +275,32 @@ class Engine:
 
     def _check_open(self) -> None:
         if not self._open:
+            raise EngineClosed()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop launching runs (fires, retries, children, manual runs) and wait up to
+        ``timeout`` seconds for this node's running and queued executions to finish.
+
+        Returns True if the node is idle. Reads and job writes keep working; cancel the
+        engine afterwards to stop it. Executions still running when it is cancelled are
+        recorded as failed at the next start.
+        """
+        self._draining = True
+        if self._sched_scope is not None:
+            self._sched_scope.cancel()
+        if self._runner is None:
+            return True
+        with trio.move_on_after(timeout):
+            while self._launching:
+                self._launch_idle = trio.Event()
+                await self._launch_idle.wait()
+            await self._runner.wait_idle()
+            return True
+        return False
+
+    def _check_launch(self) -> None:
+        self._check_open()
+        if self._draining:
             raise EngineClosed()
 
     async def _propose(self, commands: list[c.Command]) -> list[Applied]:
@@ -360,9 +391,10 @@ class Engine:
         """Run now, on the job's target nodes (manual trigger); returns once dispatched.
 
         Refused with ``JobDisabled`` (409) for a disabled job, ``ConcurrencyForbidden``
-        (409) for a forbid job already running, ``NoTargetNodes`` (404) if no node matches.
+        (409) for a forbid job already running, ``NoTargetNodes`` (404) if no node matches,
+        ``EngineClosed`` (503) while draining.
         """
-        self._check_open()
+        self._check_launch()
         job = self.get_job(name)
         if job.disabled:
             raise JobDisabled(name)
@@ -374,7 +406,7 @@ class Engine:
         now = self.clock.now()
         gid = group_id(now)
         runs = [self._new_execution(job, gid, m.name, 1, Trigger.MANUAL, None) for m in targets]
-        results = await self._propose([c.RunStarted(execution=ex) for ex in runs])
+        results = await self._launch([c.RunStarted(execution=ex) for ex in runs])
         for ex, applied in zip(runs, results, strict=True):
             if applied.error is not None:
                 raise applied.error
@@ -609,8 +641,21 @@ class Engine:
         )
 
     def _dispatch(self, job: Job, execution: Execution) -> None:
+        """Hand a committed run to the runner: once its intent is in the log, it runs."""
         assert self._runner is not None
         self._runner.submit(job, execution)
+
+    async def _launch(self, commands: list[c.Command]) -> list[Applied]:
+        """Propose run intents; shielded, so that a run committed is also dispatched (the
+        caller dispatches right after), and ``drain`` waits for launches in flight."""
+        self._launching += 1
+        try:
+            with trio.CancelScope(shield=True):
+                return await self._propose(commands)
+        finally:
+            self._launching -= 1
+            if self._launching == 0:
+                self._launch_idle.set()
 
     # -- internals: reacting to applied commands ---------------------------------------------------
     def _publish(self, event: Event) -> None:
@@ -669,13 +714,13 @@ class Engine:
         try:
             await self.clock.sleep_until(retry.at)
             job = self._fsm.jobs.get(retry.job_name)
-            if job is None:
+            if job is None or self._draining:
                 return
             ex = self._new_execution(
                 job, retry.group, retry.node_name, retry.attempt, Trigger.RETRY,
                 retry.scheduled_at,
             )
-            [applied] = await self._propose([c.RunStarted(execution=ex)])
+            [applied] = await self._launch([c.RunStarted(execution=ex)])
             if applied.error is None:
                 self._dispatch(job, ex)
             else:
@@ -686,6 +731,8 @@ class Engine:
             self._retries_waiting.discard(key)
 
     async def _run_dependents(self, due: DependentsDue) -> None:
+        if self._draining:
+            return
         commands: list[c.Command] = []
         runs: list[tuple[Job, Execution]] = []
         now = self.clock.now()
@@ -703,7 +750,7 @@ class Engine:
                 commands.append(c.RunStarted(execution=ex))
                 runs.append((child, ex))
         try:
-            results = await self._propose(commands)
+            results = await self._launch(commands)
         except EngineClosed:
             return
         for (child, ex), applied in zip(runs, results, strict=True):
@@ -827,6 +874,11 @@ class Engine:
             await self._fire([(name, at) for name, at in catchups], catchup=True)
 
     async def _schedule_loop(self) -> None:
+        assert self._sched_scope is not None
+        with self._sched_scope:
+            await self._schedule_forever()
+
+    async def _schedule_forever(self) -> None:
         while True:
             wake = self._planner.next_wakeup()
             self._wake_at = wake
@@ -877,7 +929,7 @@ class Engine:
         if not commands:
             return
         try:
-            results = await self._propose(commands)
+            results = await self._launch(commands)
         except EngineClosed:
             return
         it = iter(runs)

@@ -63,6 +63,8 @@ class Runner:
         self._report = report
         self._active: dict[str, _Active] = {}
         self._nursery: trio.Nursery | None = None
+        self._idle = trio.Event()
+        self._idle.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -79,6 +81,8 @@ class Runner:
             raise RuntimeError("the runner is not running")
         active = _Active(job=job, execution=execution, output=OutputBuffer(self._output_limit))
         self._active[execution.id] = active
+        if self._idle.is_set():
+            self._idle = trio.Event()
         self._nursery.start_soon(self._run_one, active, name=f"run {execution.id}")
 
     def busy(self) -> list[BusyExecution]:
@@ -146,6 +150,12 @@ class Runner:
             logger.warning("could not report execution %s: %s", ex.id, exc)
         finally:
             self._active.pop(ex.id, None)
+            if not self._active:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no execution is running or queued on this node."""
+        await self._idle.wait()
 
     async def _execute(self, active: _Active) -> ExecutorResult:
         ctx = ExecutionContext(job=active.job, execution=active.execution, output=active.output)
