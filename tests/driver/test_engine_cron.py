@@ -242,7 +242,7 @@ async def test_drain_stops_launching_and_waits_for_running_executions(autojump_c
         await engine.put_job(Job(name="w", schedule="@every 10s", executor="work"))
         with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
             await sub.receive()
-        assert await engine.drain(timeout=60)
+        assert await engine.drain(grace=60)
         assert len(finished) == 1 and engine.busy() == []
         with pytest.raises(EngineClosed):
             await engine.run_job("w")
@@ -258,5 +258,5 @@ async def test_drain_gives_up_after_the_timeout(autojump_clock):
         engine.register_executor("hang", hang)
         await engine.put_job(Job(name="h", schedule="@manually", executor="hang"))
         await engine.run_job("h")
-        assert not await engine.drain(timeout=5)
+        assert not await engine.drain(grace=5)
         assert len(engine.busy()) == 1

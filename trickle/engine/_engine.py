@@ -277,9 +277,9 @@ class Engine:
         if not self._open:
             raise EngineClosed()
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, grace: float) -> bool:
         """Stop launching runs (fires, retries, children, manual runs) and wait up to
-        ``timeout`` seconds for this node's running and queued executions to finish.
+        ``grace`` seconds for this node's running and queued executions to finish.
 
         Returns True if the node is idle. Reads and job writes keep working; cancel the
         engine afterwards to stop it. Executions still running when it is cancelled are
@@ -290,7 +290,7 @@ class Engine:
             self._sched_scope.cancel()
         if self._runner is None:
             return True
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(grace):
             while self._launching:
                 self._launch_idle = trio.Event()
                 await self._launch_idle.wait()
