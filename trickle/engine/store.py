@@ -1,19 +1,299 @@
 """The SQLAlchemy store: command log, applied state (jobs, executions, daily stats).
 
-CONTRACT (implementation to be written). Every method is synchronous and is called from a
-worker thread (``trio.to_thread.run_sync``) by the engine; writes are serialized by the
-engine (one writer at a time), reads may run concurrently with a write.
+Every method is synchronous and is meant to be called from a worker thread
+(``trio.to_thread.run_sync``, never abandoned on cancellation while it writes). Writes are
+serialized (a lock here, ``BEGIN IMMEDIATE`` in SQLite); in file mode reads run on their own
+connections and never wait for the writer (WAL). The SQL tables are defined in this module
+and nowhere else.
+
+Exceptions::
+
+    TrickleError
+    └── StoreError                 the store cannot do what was asked (closed, in use, gap)
+        └── StoreVersionError      the database was written by another schema version
+
+Bad arguments (an unknown sort, a negative slice index, a naive datetime) raise
+``ValueError``; an object that is not an Effect raises ``TypeError``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import IO, Any
 
 import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.pool import StaticPool
 
-from trickle.engine.commands import Effect
-from trickle.engine.model import DayStats, Execution, Job
+from trickle.engine.commands import (
+    Effect,
+    ExecutionSaved,
+    ExecutionsRemoved,
+    JobRemoved,
+    JobSaved,
+    StatsAdded,
+)
+from trickle.engine.model import DayStats, Execution, ExecutionId, Job
+from trickle.engine.wire import decode_job, encode_job
+from trickle.errors import TrickleError
+
+try:  # advisory lock on the data dir; POSIX only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1  # bump with a migration whenever a table changes
+DB_FILENAME = "trickle.db"
+LOCK_FILENAME = "trickle.db.lock"
+BUSY_TIMEOUT_MS = 10_000  # how long a connection waits for another one's lock
+CACHE_SIZE_KIB = 32_768  # page cache per connection
+WAL_AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL between checkpoints: fewer fsyncs
+WAL_SIZE_LIMIT = 64 * 2**20  # bytes the WAL file is truncated to after a checkpoint
+READ_POOL_SIZE = 8  # read connections kept open (file mode)
+READ_POOL_OVERFLOW = 32  # extra read connections opened under load, then closed
+DURABILITY_LEVELS = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
+SORTS = ("started_at", "finished_at", "attempt")
+ORDERS = ("asc", "desc")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+class StoreError(TrickleError):
+    """The store cannot do what was asked: it is closed, in use, or the log has a gap."""
+
+
+class StoreVersionError(StoreError):
+    """The database was written with a schema version this code does not read."""
+
+
+# -- tables ------------------------------------------------------------------------------
+# Times are INTEGER microseconds since the Unix epoch (UTC): exact, compact, sortable.
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
+
+commands_table = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # wire.encode_job
+)
+
+executions_table = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True),  # the rowid
+    sa.Column("job_name", sa.Text, nullable=False),
+    sa.Column("id", sa.Text, nullable=False),
+    sa.Column("node_name", sa.Text, nullable=False),
+    sa.Column("group", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Integer, nullable=False),
+    sa.Column("finished_at", sa.Integer, nullable=True),  # NULL while running
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("scheduled_at", sa.Integer, nullable=True),
+    sa.Column("output", sa.Text, nullable=False),  # last: pruning never reads its pages
+    sa.UniqueConstraint("job_name", "id", name="uq_executions_job_id"),
+)
+# One job's history in each listing order: a page costs the page, not the history.
+sa.Index(
+    "ix_executions_started",
+    executions_table.c.job_name,
+    executions_table.c.started_at,
+    executions_table.c.id,
+)
+sa.Index(
+    "ix_executions_finished",
+    executions_table.c.job_name,
+    executions_table.c.finished_at,
+    executions_table.c.id,
+)
+sa.Index(
+    "ix_executions_attempt",
+    executions_table.c.job_name,
+    executions_table.c.attempt,
+    executions_table.c.id,
+)
+# Running executions across all jobs (load at start), without scanning the history.
+sa.Index(
+    "ix_executions_running",
+    executions_table.c.started_at,
+    executions_table.c.id,
+    sqlite_where=executions_table.c.finished_at.is_(None),
+)
+
+stats_table = sa.Table(
+    "stats",
+    metadata,
+    sa.Column("day", sa.Text, primary_key=True),  # YYYY-MM-DD, UTC
+    sa.Column("success_count", sa.Integer, nullable=False),
+    sa.Column("failed_count", sa.Integer, nullable=False),
+)
+
+_META_SCHEMA_VERSION = "schema_version"
+_META_APPLIED_INDEX = "applied_index"
+_META_FSM = "fsm_meta"
+_META_LOG_START = "log_compacted_index"  # entries up to here were compacted away
+
+_X = executions_table.c
+_EXECUTION_COLUMNS = (
+    _X.id,
+    _X.job_name,
+    _X.node_name,
+    _X.group,
+    _X.attempt,
+    _X.started_at,
+    _X.finished_at,
+    _X.success,
+    _X.status,
+    _X.exit_code,
+    _X.trigger,
+    _X.scheduled_at,
+    _X.output,
+)
+
+
+# -- value conversion --------------------------------------------------------------------
+
+
+def _to_us(value: datetime) -> int:
+    try:
+        return (value - _EPOCH) // _MICRO
+    except TypeError:
+        raise ValueError(f"naive datetime {value!r}: times must be timezone-aware") from None
+
+
+def _opt_to_us(value: datetime | None) -> int | None:
+    return None if value is None else _to_us(value)
+
+
+def _from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _opt_from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _utc_day(value: datetime) -> date:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: times must be timezone-aware")
+    return value.astimezone(UTC).date()
+
+
+def _int_bytes(value: int) -> bytes:
+    return str(value).encode("ascii")
+
+
+def _execution_row(e: Execution) -> tuple[Any, ...]:
+    """The values of ``_UPSERT_EXECUTION_SQL``, in ``_EXECUTION_COLUMNS`` order."""
+    return (
+        e.id,
+        e.job_name,
+        e.node_name,
+        e.group,
+        e.attempt,
+        _to_us(e.started_at),
+        _opt_to_us(e.finished_at),
+        e.success,
+        e.status.value,
+        e.exit_code,
+        e.trigger.value,
+        _opt_to_us(e.scheduled_at),
+        e.output,
+    )
+
+
+def _execution_from_row(r: Sequence[Any]) -> Execution:
+    return Execution(
+        id=ExecutionId(r[0]),
+        job_name=r[1],
+        node_name=r[2],
+        group=r[3],
+        attempt=r[4],
+        started_at=_from_us(r[5]),
+        finished_at=_opt_from_us(r[6]),
+        success=bool(r[7]),
+        status=r[8],
+        exit_code=r[9],
+        trigger=r[10],
+        scheduled_at=_opt_from_us(r[11]),
+        output=r[12],
+    )
+
+
+# -- statements (built once; SQLAlchemy caches their compiled form) ------------------------
+
+_upsert_job = sqlite_insert(jobs_table).on_conflict_do_update(
+    index_elements=[jobs_table.c.name],
+    set_={"payload": sqlite_insert(jobs_table).excluded.payload},
+)
+_delete_job = jobs_table.delete().where(jobs_table.c.name == sa.bindparam("job"))
+_delete_job_executions = executions_table.delete().where(_X.job_name == sa.bindparam("job"))
+
+# The hot path (apply of executions) runs these on the DBAPI cursor with executemany:
+# SQLAlchemy's per-statement overhead would cost more than SQLite's work.
+_EXEC_NAMES = ", ".join(f'"{c.name}"' for c in _EXECUTION_COLUMNS)
+_UPSERT_EXECUTION_SQL = (
+    f"INSERT INTO executions ({_EXEC_NAMES})"
+    f" VALUES ({', '.join('?' for _ in _EXECUTION_COLUMNS)})"
+    " ON CONFLICT (job_name, id) DO UPDATE SET "
+    + ", ".join(
+        f'"{c.name}" = excluded."{c.name}"'
+        for c in _EXECUTION_COLUMNS
+        if c.name not in ("job_name", "id")
+    )
+)
+# Count on ix_executions_finished alone (covering): cheap, no table row is read.
+_COUNT_FINISHED_SQL = (
+    "SELECT count(*) FROM executions WHERE job_name = ? AND finished_at IS NOT NULL"
+)
+# The oldest n finished records of a job (walks ix_executions_started from the old end).
+_PRUNE_OLDEST_SQL = (
+    "DELETE FROM executions WHERE seq IN (SELECT seq FROM executions"
+    " WHERE job_name = ? AND finished_at IS NOT NULL ORDER BY started_at, id LIMIT ?)"
+)
+
+_ins_stats = sqlite_insert(stats_table)
+_add_stats = _ins_stats.on_conflict_do_update(
+    index_elements=[stats_table.c.day],
+    set_={
+        "success_count": stats_table.c.success_count + _ins_stats.excluded.success_count,
+        "failed_count": stats_table.c.failed_count + _ins_stats.excluded.failed_count,
+    },
+)
+
+_ins_meta = sqlite_insert(meta_table)
+_put_meta = _ins_meta.on_conflict_do_update(
+    index_elements=[meta_table.c.key], set_={"value": _ins_meta.excluded.value}
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -29,39 +309,421 @@ class LoadedState:
 class Store:
     """SQLite (file, WAL) through a sync SQLAlchemy engine.
 
-    ``path`` None: an in-memory database (StaticPool), for tests and throwaway engines.
+    ``path``: the data directory (created if missing); the database is
+    ``<path>/trickle.db``. One Store at a time may open a data directory: a second one,
+    in this process or another, gets ``StoreError``. ``path`` None: an in-memory database
+    (StaticPool, one connection shared by all threads behind a lock), for tests and
+    throwaway engines.
     ``durability``: "full" | "normal" | "off" -> PRAGMA synchronous.
-    ``history_limit``: finished execution records kept per job; older ones are pruned
-    when a record is saved. Running records are never pruned.
+    ``history_limit``: finished execution records kept per job; older ones (by
+    started_at, then id) are pruned when a record is saved. Running records are never
+    pruned.
+
+    Raises ``StoreVersionError`` at open if the database has another schema version, and
+    ``StoreError`` if it is not a trickle database or the directory is in use.
     """
 
     def __init__(
         self, path: Path | None, *, durability: str = "normal", history_limit: int = 100
     ) -> None:
-        raise NotImplementedError
+        if durability not in DURABILITY_LEVELS:
+            raise ValueError(
+                f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {durability!r}"
+            )
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, not {history_limit}")
+        self._path = None if path is None else Path(path)
+        self._durability = durability
+        self._history_limit = history_limit
+        self._closed = False
+        self._write_lock = threading.Lock()
+        # in-memory mode: every operation, read or write, holds this lock
+        self._memory_lock: threading.Lock | None = None
+        self._lock_file: IO[bytes] | None = None
+        # per job: an upper bound of its finished records (None/absent: unknown)
+        self._finished_bound: dict[str, int] = {}
+        self._applied_index = 0
 
-    def close(self) -> None: ...
+        if self._path is None:
+            self._memory_lock = threading.Lock()
+            self._writer = sa.create_engine(
+                "sqlite://",
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+            )
+            self._setup_engine(self._writer, write=True, memory=True)
+            self._reader = self._writer
+        else:
+            self._open_dir(self._path)
+            url = f"sqlite:///{self._path / DB_FILENAME}"
+            try:
+                self._writer = sa.create_engine(url, pool_size=1, max_overflow=0)
+                self._setup_engine(self._writer, write=True, memory=False)
+                self._reader = sa.create_engine(
+                    url, pool_size=READ_POOL_SIZE, max_overflow=READ_POOL_OVERFLOW
+                )
+                self._setup_engine(self._reader, write=False, memory=False)
+            except BaseException:
+                self._release_dir()
+                raise
+        try:
+            self._init_schema()
+        except BaseException:
+            self._dispose()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The data directory, or None for an in-memory store."""
+        return self._path
+
+    @property
+    def database_file(self) -> Path | None:
+        return None if self._path is None else self._path / DB_FILENAME
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the database file and release it. Idempotent."""
+        if self._closed:
+            return
+        with self._write_lock, self._memory_guard():
+            self._closed = True
+            try:
+                if self._path is not None:
+                    self._reader.dispose()
+                    raw = self._writer.raw_connection()  # outside any transaction
+                    try:
+                        cur = raw.cursor()
+                        cur.execute("PRAGMA optimize")
+                        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        cur.close()
+                    finally:
+                        raw.close()
+            except sqlite3.Error:  # a reader still holds a snapshot: the WAL stays
+                logger.warning("store close: WAL checkpoint failed", exc_info=True)
+            finally:
+                self._dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open_dir(self, path: Path) -> None:
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"data dir {path} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover - Windows
+            return
+        lock_file = open(path / LOCK_FILENAME, "ab")  # held until close
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise StoreError(
+                f"data dir {path} is in use by another trickle store (lock {LOCK_FILENAME})"
+            ) from None
+        self._lock_file = lock_file
+
+    def _release_dir(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file = None
+
+    def _dispose(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+        self._release_dir()
+
+    def _setup_engine(self, engine: sa.Engine, *, write: bool, memory: bool) -> None:
+        synchronous = DURABILITY_LEVELS[self._durability]
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see "begin")
+            cur = dbapi_conn.cursor()
+            try:
+                if not memory:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+                cur.execute(f"PRAGMA synchronous={synchronous}")
+                cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                cur.execute(f"PRAGMA cache_size=-{CACHE_SIZE_KIB}")
+                cur.execute("PRAGMA temp_store=MEMORY")
+                if not write:
+                    cur.execute("PRAGMA query_only=ON")
+            finally:
+                cur.close()
+
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            # IMMEDIATE takes the writer lock up front, so a transaction never reads a
+            # value another writer then changes (lost update). Reads take a plain
+            # (deferred) BEGIN: a consistent snapshot without the writer lock.
+            conn.exec_driver_sql(begin)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._write_lock, self._memory_guard():
+            self._check_open()
+            with self._writer.begin() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._memory_guard():
+            self._check_open()
+            with self._reader.begin() as conn:
+                yield conn
+
+    def _memory_guard(self) -> contextlib.AbstractContextManager[Any]:
+        return self._memory_lock if self._memory_lock is not None else contextlib.nullcontext()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            tables = {
+                row[0]
+                for row in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if not tables:
+                metadata.create_all(conn)
+                conn.execute(
+                    _put_meta,
+                    [{"key": _META_SCHEMA_VERSION, "value": _int_bytes(SCHEMA_VERSION)}],
+                )
+            else:
+                where = self._path / DB_FILENAME if self._path is not None else "memory"
+                if "meta" not in tables:
+                    raise StoreError(f"{where} is not a trickle database (no meta table)")
+                raw = self._get_meta(conn, _META_SCHEMA_VERSION)
+                if raw is None:
+                    raise StoreError(f"{where} is not a trickle database (no schema_version)")
+                try:
+                    version = int(raw)
+                except ValueError:
+                    raise StoreError(f"{where} has a malformed schema_version {raw!r}") from None
+                if version > SCHEMA_VERSION:
+                    raise StoreVersionError(
+                        f"{where} has schema version {version}, written by a newer trickle;"
+                        f" this one reads version {SCHEMA_VERSION}: upgrade trickle"
+                    )
+                if version < SCHEMA_VERSION:
+                    raise StoreVersionError(
+                        f"{where} has schema version {version} and there is no migration"
+                        f" to version {SCHEMA_VERSION}"
+                    )
+                missing = set(metadata.tables) - tables
+                if missing:
+                    raise StoreError(f"{where} is missing tables: {', '.join(sorted(missing))}")
+            raw_index = self._get_meta(conn, _META_APPLIED_INDEX)
+            self._applied_index = 0 if raw_index is None else int(raw_index)
+
+    @staticmethod
+    def _get_meta(conn: sa.Connection, key: str) -> bytes | None:
+        value = conn.execute(
+            sa.select(meta_table.c.value).where(meta_table.c.key == key)
+        ).scalar_one_or_none()
+        return None if value is None else bytes(value)
 
     # -- command log ---------------------------------------------------------------------
     def append_commands(self, entries: list[tuple[int, bytes]]) -> None:
-        """Durably append (index, payload) entries in one transaction."""
+        """Durably append (index, payload) entries in one transaction.
+
+        Indexes must continue the log without a gap: the first is
+        ``last_command_index() + 1`` and each next one is one more. Raises ``StoreError``
+        otherwise (nothing is written).
+        """
+        if not entries:
+            return
+        with self._write() as conn:
+            expected = self._last_index(conn) + 1
+            for index, payload in entries:
+                if index != expected:
+                    raise StoreError(
+                        f"command index {index} does not continue the log (expected {expected})"
+                    )
+                if not isinstance(payload, bytes | bytearray | memoryview):
+                    raise TypeError(f"command {index} payload must be bytes, not {type(payload)}")
+                expected += 1
+            conn.execute(
+                commands_table.insert(),
+                [{"idx": index, "payload": bytes(payload)} for index, payload in entries],
+            )
 
     def read_commands(self, after_index: int) -> list[tuple[int, bytes]]:
-        """Entries with index > after_index, in order."""
-        raise NotImplementedError
+        """Entries with index > after_index, in order.
+
+        Raises ``StoreError`` if entries after ``after_index`` were compacted away (the
+        caller would otherwise miss them silently).
+        """
+        with self._read() as conn:
+            start = self._log_start(conn)
+            if after_index < start:
+                raise StoreError(
+                    f"commands up to {start} were compacted; cannot read after {after_index}"
+                )
+            rows = conn.execute(
+                sa.select(commands_table.c.idx, commands_table.c.payload)
+                .where(commands_table.c.idx > after_index)
+                .order_by(commands_table.c.idx)
+            )
+            return [(idx, bytes(payload)) for idx, payload in rows]
 
     def last_command_index(self) -> int:
-        raise NotImplementedError
+        """Index of the last log entry ever appended (0: none), compacted ones included."""
+        with self._read() as conn:
+            return self._last_index(conn)
 
     def compact_commands(self, upto_index: int) -> None:
         """Forget log entries with index <= upto_index (their effects are stored)."""
+        with self._write() as conn:
+            if upto_index <= self._log_start(conn):
+                return
+            conn.execute(commands_table.delete().where(commands_table.c.idx <= upto_index))
+            conn.execute(_put_meta, [{"key": _META_LOG_START, "value": _int_bytes(upto_index)}])
+
+    def _log_start(self, conn: sa.Connection) -> int:
+        raw = self._get_meta(conn, _META_LOG_START)
+        return 0 if raw is None else int(raw)
+
+    def _last_index(self, conn: sa.Connection) -> int:
+        last = conn.execute(sa.select(sa.func.max(commands_table.c.idx))).scalar()
+        return max(last or 0, self._log_start(conn))
 
     # -- applied state ---------------------------------------------------------------------
     def apply(self, effects: list[Effect], *, applied_index: int, fsm_meta: bytes) -> None:
-        """Persist effects in order, with applied_index and fsm_meta, in one transaction."""
+        """Persist effects in order, with applied_index and fsm_meta, in one transaction.
+
+        All or nothing: if any effect fails (``ValueError`` for a naive datetime,
+        ``TypeError`` for an object that is not an Effect, a database error), nothing of
+        the call is stored and applied_index stays where it was. ``applied_index`` may not
+        go backwards (``ValueError``).
+        """
+        bounds: dict[str, int] = {}  # this transaction's view of _finished_bound
+        with self._write() as conn:
+            if applied_index < self._applied_index:
+                raise ValueError(
+                    f"applied_index {applied_index} is behind the stored {self._applied_index}"
+                )
+            i, n = 0, len(effects)
+            while i < n:
+                kind = type(effects[i])
+                j = i + 1
+                while j < n and type(effects[j]) is kind:
+                    j += 1
+                run = effects[i:j]
+                if kind is ExecutionSaved:
+                    self._save_executions(conn, run, bounds)  # type: ignore[arg-type]
+                elif kind is JobSaved:
+                    conn.execute(
+                        _upsert_job,
+                        [{"name": e.job.name, "payload": encode_job(e.job)} for e in run],  # type: ignore[union-attr]
+                    )
+                elif kind is JobRemoved:
+                    names = [{"job": e.name} for e in run]  # type: ignore[union-attr]
+                    conn.execute(_delete_job_executions, names)
+                    conn.execute(_delete_job, names)
+                    bounds.update((e.name, 0) for e in run)  # type: ignore[union-attr]
+                elif kind is ExecutionsRemoved:
+                    names = [{"job": e.job_name} for e in run]  # type: ignore[union-attr]
+                    conn.execute(_delete_job_executions, names)
+                    bounds.update((e.job_name, 0) for e in run)  # type: ignore[union-attr]
+                elif kind is StatsAdded:
+                    conn.execute(
+                        _add_stats,
+                        [
+                            {
+                                "day": _utc_day(e.day).isoformat(),  # type: ignore[union-attr]
+                                "success_count": e.success,  # type: ignore[union-attr]
+                                "failed_count": e.failed,  # type: ignore[union-attr]
+                            }
+                            for e in run
+                        ],
+                    )
+                else:
+                    raise TypeError(f"not a store effect: {effects[i]!r}")
+                i = j
+            conn.execute(
+                _put_meta,
+                [
+                    {"key": _META_APPLIED_INDEX, "value": _int_bytes(applied_index)},
+                    {"key": _META_FSM, "value": bytes(fsm_meta)},
+                ],
+            )
+        # committed: publish what this transaction learned
+        self._applied_index = applied_index
+        for job, bound in bounds.items():
+            if bound:
+                self._finished_bound[job] = bound
+            else:
+                self._finished_bound.pop(job, None)
+
+    def _save_executions(
+        self, conn: sa.Connection, run: list[ExecutionSaved], bounds: dict[str, int]
+    ) -> None:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(_UPSERT_EXECUTION_SQL, [_execution_row(e.execution) for e in run])
+            finished = Counter(
+                e.execution.job_name for e in run if e.execution.finished_at is not None
+            )
+            limit = self._history_limit
+            prune: list[tuple[str, int]] = []
+            for job, saved in finished.items():
+                bound = bounds.get(job, self._finished_bound.get(job))
+                # bound: an upper bound of the job's finished records (a re-saved finished
+                # record counts twice); count exactly only when it passes the limit
+                if bound is None or bound + saved > limit:
+                    count = cursor.execute(_COUNT_FINISHED_SQL, (job,)).fetchone()[0]
+                    if count > limit:
+                        prune.append((job, count - limit))
+                        count = limit
+                    bounds[job] = count
+                else:
+                    bounds[job] = bound + saved
+            if prune:
+                cursor.executemany(_PRUNE_OLDEST_SQL, prune)
+        finally:
+            cursor.close()
 
     def load(self) -> LoadedState:
-        raise NotImplementedError
+        """The applied state: applied_index, every job (by name), the running executions
+        (oldest first) and fsm_meta (None if never stored)."""
+        with self._read() as conn:
+            raw_index = self._get_meta(conn, _META_APPLIED_INDEX)
+            fsm_meta = self._get_meta(conn, _META_FSM)
+            jobs = [
+                decode_job(payload)
+                for (payload,) in conn.execute(
+                    sa.select(jobs_table.c.payload).order_by(jobs_table.c.name)
+                )
+            ]
+            running = [
+                _execution_from_row(row)
+                for row in conn.execute(
+                    sa.select(*_EXECUTION_COLUMNS)
+                    .where(_X.finished_at.is_(None))
+                    .order_by(_X.started_at, _X.id)
+                )
+            ]
+        return LoadedState(
+            applied_index=0 if raw_index is None else int(raw_index),
+            jobs=jobs,
+            running=running,
+            fsm_meta=fsm_meta,
+        )
 
     # -- reads -----------------------------------------------------------------------------
     def list_executions(
@@ -74,12 +736,72 @@ class Store:
         end: int | None = None,
     ) -> tuple[list[Execution], int]:
         """One page of a job's history and the job's total count. Costs the page, not the
-        history. ``sort``: started_at | finished_at | attempt (ties broken by id)."""
-        raise NotImplementedError
+        history. ``sort``: started_at | finished_at | attempt (ties broken by id);
+        ``order``: asc | desc (running records have no finished_at: they sort first in
+        asc, last in desc). The page is ``[start:end)`` of the sorted history (``end`` None:
+        to the end). Raises ``ValueError`` for an unknown sort or order or a negative index.
+        """
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}: expected one of {', '.join(SORTS)}")
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}: expected asc or desc")
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError(f"negative slice index: start={start}, end={end}")
+        key = executions_table.c[sort]
+        direction = sa.desc if order == "desc" else sa.asc
+        query = (
+            sa.select(*_EXECUTION_COLUMNS)
+            .where(_X.job_name == job_name)
+            .order_by(direction(key), direction(_X.id))
+        )
+        with self._read() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(executions_table)
+                .where(_X.job_name == job_name)
+            ).scalar_one()
+            if end is not None and end <= start:
+                return [], total
+            query = query.limit(-1 if end is None else end - start).offset(start)
+            page = [_execution_from_row(row) for row in conn.execute(query)]
+        return page, total
 
     def get_execution(self, job_name: str, execution_id: str) -> Execution | None:
-        raise NotImplementedError
+        """The execution with this id in this job's history, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(*_EXECUTION_COLUMNS).where(_X.job_name == job_name, _X.id == execution_id)
+            ).first()
+        return None if row is None else _execution_from_row(row)
 
     def daily_stats(self, first: datetime, last: datetime) -> list[DayStats]:
-        """One entry per UTC day from first to last inclusive, zero-filled, oldest first."""
-        raise NotImplementedError
+        """One entry per UTC day from first to last inclusive, zero-filled, oldest first.
+
+        Raises ``ValueError`` if last is before first or either is naive.
+        """
+        first_day, last_day = _utc_day(first), _utc_day(last)
+        if last_day < first_day:
+            raise ValueError(f"daily_stats: last ({last}) is before first ({first})")
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    stats_table.c.day, stats_table.c.success_count, stats_table.c.failed_count
+                ).where(
+                    stats_table.c.day >= first_day.isoformat(),
+                    stats_table.c.day <= last_day.isoformat(),
+                )
+            )
+            found = {day: (ok, failed) for day, ok, failed in rows}
+        out = []
+        day = first_day
+        while day <= last_day:
+            ok, failed = found.get(day.isoformat(), (0, 0))
+            out.append(
+                DayStats(
+                    date=datetime(day.year, day.month, day.day, tzinfo=UTC),
+                    success_count=ok,
+                    failed_count=failed,
+                )
+            )
+            day += timedelta(days=1)
+        return out
