@@ -1,0 +1,610 @@
+"""Scheduler benchmark: trickle's Engine against APScheduler 3, same jobs, same run.
+
+    python benchmarks/scheduler.py --jobs 10000 --every 10 --duration 30 [--mix]
+        [--warmup S] [--systems trickle,apscheduler] [--apscheduler-mode asyncio|background]
+
+Prints ONE JSON object ``{"trickle": {...}, "apscheduler": {...}}``. Each system runs in
+its own subprocess (``--worker trickle|apscheduler``, which prints that system's object),
+one after the other, so RSS and CPU are per system and they do not share the 2 cores.
+
+The jobs. ``--jobs N`` jobs, all firing once every ``--every S`` seconds with a no-op Python
+callable; job ``i`` has the phase ``i mod S``: it fires at the wall-clock seconds ``t`` with
+``t mod S == i mod S``, so the load is spread evenly, ``N / S`` fires due at each whole
+second (10,000 jobs every 10 s: 1,000 fires/s, in bursts of 1,000 at each second). Both
+schedulers get the same phases:
+
+* trickle: ``@every Ss`` fires at ``anchor + k*S`` where the anchor is the second the job
+  was stored, so the worker stores the jobs of phase ``p`` during a wall-clock second
+  ``t`` with ``t mod S == p`` (registration is paced over ``S`` seconds when ``S <= 60``;
+  above that the jobs are stored at once, which is the memory/registration benchmark:
+  ``--jobs 100000 --every 3600``). Each stored job's anchor is checked and misplaced ones
+  are counted (``anchors_misplaced``).
+* APScheduler: ``IntervalTrigger(seconds=S, start_date=<a second with that phase>)``.
+
+``--mix`` (mixed schedules): of every 5 phase groups, 3 use ``@every Ss`` and 2 use
+Dkron's 6-field cron (seconds first) at the same rate and phase, one of the two in the
+timezone Europe/Berlin (trickle's job ``timezone``; APScheduler's ``CronTrigger(timezone=)``):
+``p/S * * * * *`` when S < 60 divides 60, ``s m/M * * * *`` when S = 60*M and M divides 60,
+``s m h/H * * *`` when S = 3600*H and H divides 24 (``--mix`` refuses other ``--every``).
+APScheduler gets the equivalent ``CronTrigger`` fields.
+
+What is measured, after registration and ``--warmup`` seconds (default ``min(S, 10)``), over
+``--duration`` seconds: the fires whose scheduled time falls in that window.
+
+* ``lateness_ms_*``: wall clock read first thing in the job's callable minus the fire's
+  scheduled time (trickle: ``ctx.execution.scheduled_at``; APScheduler: the
+  ``scheduled_run_time`` of the job's ``EVENT_JOB_EXECUTED``, paired with the time the
+  callable recorded for that job; runs of one job never overlap). Nearest-rank percentiles.
+* ``fires``, ``fires_expected`` (from each job's first planned fire and S), ``fires_missing``
+  (expected fires not seen by the end of the drain, ``max(5, S)`` s after the window),
+  ``fires_per_s = fires / duration``.
+* ``rss_mb`` (at the end of the window), ``rss_setup_mb`` (after registration),
+  ``rss_peak_mb``; ``cpu_s`` (user+system, all threads, during the window), ``cpu_pct``;
+  ``setup_s`` (wall time to register everything, pacing included), ``register_s`` (time
+  spent registering, pacing excluded), ``cpu_setup_s``.
+
+trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
+the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
+runs with its in-memory job store, ``coalesce=False``, a large ``misfire_grace_time``,
+``max_instances`` 100, its scheduler in UTC; ``asyncio`` mode (default: a native coroutine
+job run directly on the event loop by ``AsyncIOExecutor``, its cheapest path for no-op jobs)
+or ``background`` (``BackgroundScheduler`` with its default thread pool of 10).
+
+Not a test: nothing is asserted. Each run stops by itself, and removes its temp dirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SYSTEMS = ("trickle", "apscheduler")
+MAX_PACED_EVERY = 60  # seconds; registration of @every jobs is paced up to this period
+REGISTER_CONCURRENCY = 500  # concurrent put_job calls in the trickle worker
+PACE_SLACK = 0.02  # seconds after a second boundary before registering its jobs
+BERLIN = "Europe/Berlin"
+
+
+# -- the job plan, shared by both workers ------------------------------------------------
+
+
+@attrs.frozen
+class JobSpec:
+    """One benchmark job: ``kind`` is 'every' or 'cron'; it fires when
+    ``t mod every == phase`` (t in whole Unix seconds)."""
+
+    index: int
+    name: str
+    kind: str
+    phase: int
+    every: int
+    timezone: str = ""
+
+    def cron_fields(self) -> tuple[str, str, str]:
+        """(second, minute, hour) fields of the equivalent cron expression."""
+        s, p = self.every, self.phase
+        if s < 60:
+            return f"{p}/{s}", "*", "*"
+        if s < 3600:
+            return str(p % 60), f"{p // 60}/{s // 60}", "*"
+        return str(p % 60), str((p // 60) % 60), f"{p // 3600}/{s // 3600}"
+
+    def trickle_schedule(self) -> str:
+        if self.kind == "every":
+            return f"@every {self.every}s"
+        sec, minute, hour = self.cron_fields()
+        return f"{sec} {minute} {hour} * * *"
+
+
+def check_mixable(every: int) -> None:
+    ok = (every < 60 and 60 % every == 0) or (
+        every % 60 == 0 and every < 3600 and 60 % (every // 60) == 0
+    ) or (every % 3600 == 0 and 24 % (every // 3600) == 0)
+    if not ok:
+        raise SystemExit(
+            f"--mix needs an --every that a cron step can express (a divisor of 60 seconds, "
+            f"of 60 minutes or of 24 hours); got {every}"
+        )
+
+
+def plan_jobs(n: int, every: int, mix: bool) -> list[JobSpec]:
+    """The N jobs, phases ``i mod every``; with ``mix``, phase groups alternate
+    every, every, every, cron UTC, cron Berlin."""
+    specs = []
+    for i in range(n):
+        kind, tz = "every", ""
+        if mix:
+            group = (i // every) % 5
+            if group == 3:
+                kind = "cron"
+            elif group == 4:
+                kind, tz = "cron", BERLIN
+        specs.append(JobSpec(index=i, name=f"bench-{i:06d}", kind=kind, phase=i % every,
+                             every=every, timezone=tz))
+    return specs
+
+
+def expected_fires(first_fires: list[float], every: int, start: float, end: float) -> int:
+    """Fires of period ``every`` from each first fire that fall in [start, end)."""
+    total = 0
+    for first in first_fires:
+        if first >= end:
+            continue
+        k0 = 0 if first >= start else math.ceil((start - first) / every)
+        k1 = math.ceil((end - first) / every)  # first k with first + k*every >= end
+        total += max(0, k1 - k0)
+    return total
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def lateness_summary(late_s: list[float]) -> dict[str, float | None]:
+    values = sorted(x * 1000.0 for x in late_s)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    return {
+        "lateness_ms_p50": r(percentile(values, 0.50)),
+        "lateness_ms_p90": r(percentile(values, 0.90)),
+        "lateness_ms_p99": r(percentile(values, 0.99)),
+        "lateness_ms_p999": r(percentile(values, 0.999)),
+        "lateness_ms_max": r(values[-1] if values else None),
+        "lateness_ms_mean": r(sum(values) / len(values) if values else None),
+    }
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _cpu_s() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Window:
+    """The measurement window and the drain after it, on the wall clock."""
+
+    def __init__(self, warmup: float, duration: float, every: int) -> None:
+        self.start = time.time() + warmup
+        self.end = self.start + duration
+        self.drain_until = self.end + max(5.0, float(every))
+        self.duration = duration
+
+
+def summarize(
+    *,
+    records: list[tuple[float, float]],
+    window: Window,
+    first_fires: list[float],
+    every: int,
+    cpu_window: float,
+    rss_end: float,
+) -> dict[str, Any]:
+    """The figures of one worker from ``(scheduled, called)`` wall-clock pairs."""
+    late = [called - sched for sched, called in records if window.start <= sched < window.end]
+    expected = expected_fires(first_fires, every, window.start, window.end)
+    out: dict[str, Any] = {
+        "fires": len(late),
+        "fires_expected": expected,
+        "fires_missing": max(0, expected - len(late)),
+        "fires_per_s": round(len(late) / window.duration, 2),
+    }
+    out.update(lateness_summary(late))
+    out.update({
+        "rss_mb": rss_end,
+        "rss_peak_mb": _peak_rss_mb(),
+        "cpu_s": round(cpu_window, 2),
+        "cpu_pct": round(100.0 * cpu_window / window.duration, 1),
+    })
+    return out
+
+
+# -- the trickle worker --------------------------------------------------------------------
+
+
+def run_trickle_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import trio
+
+    own_dir = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        own_dir = tempfile.mkdtemp(prefix="trickle-bench-")
+        data_dir = own_dir
+    try:
+        return trio.run(_trickle_main, args, Path(data_dir) / "data")
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    import trio
+
+    from trickle import Engine, EngineConfig, ExecutionContext, Job
+    from trickle._version import __version__
+
+    every: int = args.every
+    specs = plan_jobs(args.jobs, every, args.mix)
+    records: list[tuple[Any, float]] = []
+    append = records.append
+    clock = time.time
+
+    async def noop(ctx: ExecutionContext) -> None:
+        append((ctx.execution.scheduled_at, clock()))
+
+    def job_of(spec: JobSpec) -> Job:
+        return Job(name=spec.name, schedule=spec.trickle_schedule(), timezone=spec.timezone,
+                   executor="noop")
+
+    config = EngineConfig(data_dir=data_dir, node_name="bench")
+    cpu0 = _cpu_s()
+    t_open = time.time()
+    async with Engine(config) as engine:
+        engine.register_executor("noop", noop)
+        open_s = time.time() - t_open
+        busy = 0.0
+
+        async def register(batch: list[JobSpec]) -> None:
+            nonlocal busy
+            t0 = time.perf_counter()
+            it = iter(batch)
+
+            async def worker() -> None:
+                for spec in it:
+                    await engine.put_job(job_of(spec))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(REGISTER_CONCURRENCY, len(batch))):
+                    nursery.start_soon(worker)
+            busy += time.perf_counter() - t0
+
+        t_setup = time.time()
+        paced = every <= MAX_PACED_EVERY
+        everies = [s for s in specs if s.kind == "every"]
+        await register([s for s in specs if s.kind != "every"] + ([] if paced else everies))
+        if paced and everies:
+            by_phase: dict[int, list[JobSpec]] = {}
+            for spec in everies:
+                by_phase.setdefault(spec.phase, []).append(spec)
+            while by_phase:
+                second = math.floor(time.time()) + 1
+                await trio.sleep(max(0.0, second + PACE_SLACK - time.time()))
+                phase = second % every
+                batch = by_phase.pop(phase, None)
+                if batch:
+                    await register(batch)
+        setup_s = time.time() - t_setup
+        cpu_setup = _cpu_s() - cpu0
+        misplaced = 0
+        first_fires = []
+        for spec in specs:
+            job = engine.get_job(spec.name)
+            assert job.next is not None
+            first = job.next.timestamp()
+            first_fires.append(first)
+            if int(first) % every != spec.phase:
+                misplaced += 1
+        rss_setup = _rss_mb()
+        _log(f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
+             f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced")
+
+        window = Window(args.warmup, args.duration, every)
+        await trio.sleep(max(0.0, window.start - time.time()))
+        cpu_start = _cpu_s()
+        await trio.sleep(max(0.0, window.end - time.time()))
+        cpu_window = _cpu_s() - cpu_start
+        rss_end = _rss_mb()
+        expected = expected_fires(first_fires, every, window.start, window.end)
+        while time.time() < window.drain_until:
+            seen = sum(1 for s, _ in records if window.start <= s.timestamp() < window.end)
+            if seen >= expected:
+                break
+            await trio.sleep(0.2)
+        stats = engine.statistics()
+        pairs = [(s.timestamp(), called) for s, called in records]
+
+    db_bytes = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+    out = {
+        "system": "trickle",
+        "version": __version__,
+        "jobs": len(specs),
+        "every_s": every,
+        "mix": args.mix,
+        "schedules": _kinds(specs),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "engine_open_s": round(open_s, 3),
+        "setup_s": round(setup_s, 2),
+        "register_s": round(busy, 2),
+        "jobs_registered_per_s": round(len(specs) / busy, 1) if busy else None,
+        "cpu_setup_s": round(cpu_setup, 2),
+        "rss_setup_mb": rss_setup,
+        "anchors_misplaced": misplaced,
+    }
+    out.update(summarize(records=pairs, window=window, first_fires=first_fires, every=every,
+                         cpu_window=cpu_window, rss_end=rss_end))
+    out.update({
+        "store": "sqlite",
+        "durability": config.durability,
+        "history_limit": config.history_limit,
+        "store_mb": round(db_bytes / 2**20, 1),
+        "engine_fires_total": stats.fires_total,
+        "engine_fires_skipped": stats.fires_skipped,
+        "engine_fires_missed": stats.fires_missed,
+        "engine_commands_applied": stats.commands_applied,
+        "engine_events_dropped": stats.events_dropped,
+    })
+    return out
+
+
+def _kinds(specs: list[JobSpec]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for s in specs:
+        key = s.kind if s.kind == "every" else f"cron{'_' + s.timezone if s.timezone else ''}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
+
+
+# -- the APScheduler worker ----------------------------------------------------------------
+
+
+def _aps_trigger(spec: JobSpec, base: int) -> Any:
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if spec.kind == "every":
+        # the first second >= base with this phase
+        start = base + ((spec.phase - base) % spec.every)
+        return IntervalTrigger(seconds=spec.every,
+                               start_date=datetime.fromtimestamp(start, tz=UTC), timezone=UTC)
+    sec, minute, hour = spec.cron_fields()
+    return CronTrigger(second=sec, minute=minute, hour=hour,
+                       timezone=spec.timezone or "UTC")
+
+
+def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import apscheduler
+    from apscheduler.events import EVENT_JOB_EXECUTED
+
+    every: int = args.every
+    specs = plan_jobs(args.jobs, every, args.mix)
+    n = len(specs)
+    called = [0.0] * n
+    records: list[tuple[float, float]] = []
+    append = records.append
+    clock = time.time
+    job_defaults = {"coalesce": False, "misfire_grace_time": 3600, "max_instances": 100}
+
+    def on_executed(event: Any) -> None:
+        append((event.scheduled_run_time.timestamp(), called[int(event.job_id)]))
+
+    result: dict[str, Any] = {}
+
+    def measure(scheduler: Any, setup_s: float, cpu_setup: float, sleep: Any) -> None:
+        first_fires = [job.next_run_time.timestamp() for job in scheduler.get_jobs()]
+        rss_setup = _rss_mb()
+        _log(f"apscheduler: {n} jobs added in {setup_s:.1f}s, rss {rss_setup} MB")
+        window = Window(args.warmup, args.duration, every)
+        sleep(window.start - time.time())
+        cpu_start = _cpu_s()
+        sleep(window.end - time.time())
+        cpu_window = _cpu_s() - cpu_start
+        rss_end = _rss_mb()
+        expected = expected_fires(first_fires, every, window.start, window.end)
+        while time.time() < window.drain_until:
+            seen = sum(1 for s, _ in list(records) if window.start <= s < window.end)
+            if seen >= expected:
+                break
+            sleep(0.2)
+        result.update({
+            "system": "apscheduler",
+            "version": apscheduler.__version__,
+            "mode": args.apscheduler_mode,
+            "jobs": n,
+            "every_s": every,
+            "mix": args.mix,
+            "schedules": _kinds(specs),
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "setup_s": round(setup_s, 2),
+            "register_s": round(setup_s, 2),
+            "jobs_registered_per_s": round(n / setup_s, 1) if setup_s else None,
+            "cpu_setup_s": round(cpu_setup, 2),
+            "rss_setup_mb": rss_setup,
+        })
+        result.update(summarize(records=list(records), window=window, first_fires=first_fires,
+                                every=every, cpu_window=cpu_window, rss_end=rss_end))
+
+    def add_all(scheduler: Any, func: Any) -> None:
+        base = math.floor(time.time()) + 1
+        for spec in specs:
+            scheduler.add_job(func, _aps_trigger(spec, base), args=(spec.index,),
+                              id=str(spec.index), name=spec.name)
+
+    if args.apscheduler_mode == "asyncio":
+        import asyncio
+
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        async def job(i: int) -> None:
+            called[i] = clock()
+
+        async def main() -> None:
+            cpu0 = _cpu_s()
+            t0 = time.time()
+            scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=job_defaults)
+            scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+            add_all(scheduler, job)
+            scheduler.start()
+            setup_s = time.time() - t0
+            loop = asyncio.get_running_loop()
+            # the measuring thread sleeps; the event loop runs the scheduler meanwhile
+            await loop.run_in_executor(
+                None, measure, scheduler, setup_s, _cpu_s() - cpu0,
+                lambda s: time.sleep(max(0.0, s)),
+            )
+            scheduler.shutdown(wait=False)
+
+        asyncio.run(main())
+    else:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        def sync_job(i: int) -> None:
+            called[i] = clock()
+
+        cpu0 = _cpu_s()
+        t0 = time.time()
+        scheduler = BackgroundScheduler(timezone=UTC, job_defaults=job_defaults)
+        scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+        add_all(scheduler, sync_job)
+        scheduler.start()
+        measure(scheduler, time.time() - t0, _cpu_s() - cpu0,
+                lambda s: time.sleep(max(0.0, s)))
+        scheduler.shutdown(wait=False)
+    return result
+
+
+# -- the parent ----------------------------------------------------------------------------
+
+
+def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Run one system's worker in a subprocess and return its JSON object."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", system,
+        "--jobs", str(args.jobs), "--every", str(args.every),
+        "--duration", str(args.duration), "--warmup", str(args.warmup),
+        "--apscheduler-mode", args.apscheduler_mode,
+    ]
+    if args.mix:
+        cmd.append("--mix")
+    if system == "trickle":
+        data = tmp / "trickle"
+        data.mkdir()
+        cmd += ["--data-dir", str(data)]
+    pacing = args.every if args.every <= MAX_PACED_EVERY else 0
+    # generous: registration of 100k jobs, pacing, warm-up, window, drain
+    timeout = 300 + args.jobs / 500 + pacing + args.warmup + args.duration + max(5, args.every)
+    _log(f"running {system} worker")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise SystemExit(f"the {system} worker failed with exit code {proc.returncode}")
+    lines = [line for line in out.splitlines() if line.strip()]
+    if not lines:
+        raise SystemExit(f"the {system} worker printed nothing")
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="trickle vs APScheduler 3: fires/s, trigger lateness, RSS, CPU "
+                    "(see the module docstring)."
+    )
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs on the node")
+    parser.add_argument("--every", type=int, default=10,
+                        help="seconds between two fires of each job")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of the measurement window")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds between registration and the window (default "
+                             "min(every, 10))")
+    parser.add_argument("--mix", action="store_true",
+                        help="mixed schedules: 3/5 @every, 1/5 cron UTC, 1/5 cron Berlin")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma-separated systems to run (default both)")
+    parser.add_argument("--apscheduler-mode", choices=("asyncio", "background"),
+                        default="asyncio")
+    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.every < 1:
+        parser.error("--every must be at least 1 second")
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.warmup is None:
+        args.warmup = float(min(args.every, 10))
+    if args.warmup < 0:
+        parser.error("--warmup cannot be negative")
+    if args.mix:
+        check_mixable(args.every)
+
+    if args.worker == "trickle":
+        result = run_trickle_worker(args)
+    elif args.worker == "apscheduler":
+        result = run_apscheduler_worker(args)
+    else:
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        unknown = sorted(set(systems) - set(SYSTEMS))
+        if unknown or not systems:
+            parser.error(f"--systems: unknown {unknown}; use {', '.join(SYSTEMS)}")
+        result = {}
+        with tempfile.TemporaryDirectory(prefix="trickle-bench-") as tmp:
+            for system in systems:
+                result[system] = run_worker(system, args, Path(tmp))
+        tr, aps = result.get("trickle"), result.get("apscheduler")
+        if tr and aps:
+            tr["vs_apscheduler"] = {
+                key: _ratio(tr.get(key), aps.get(key))
+                for key in ("lateness_ms_p50", "lateness_ms_p99", "lateness_ms_p999",
+                            "rss_mb", "cpu_s", "setup_s")
+            }
+        for r in result.values():
+            r["host"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    print(json.dumps(result, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()
