@@ -232,11 +232,17 @@ def test_child_runs_when_parents_final_attempt_succeeded():
                   trigger=Trigger.RETRY)
     applied = d.finish(ex2, success=True)
     assert d.fsm.jobs["parent"].status == JobStatus.SUCCESS
-    assert [r for r in applied.reactions if isinstance(r, DependentsDue)] == [
-        DependentsDue(parent="parent", children=("child",), at=ex2.started_at
-                      + timedelta(seconds=1))
-    ]
+    due = DependentsDue(parent="parent", children=("child",),
+                        at=ex2.started_at + timedelta(seconds=1), group=ex1.group)
+    assert [r for r in applied.reactions if isinstance(r, DependentsDue)] == [due]
     assert d.fsm.pending_retries() == []
+    assert d.fsm.pending_dependents() == [due]
+    copy = StateMachine()
+    copy.restore(applied_index=d.index, jobs=d.fsm.jobs.values(), running=[],
+                 meta=d.fsm.export_meta())
+    assert copy.pending_dependents() == [due]
+    d.apply(c.DependentsLaunched(group=ex1.group))
+    assert d.fsm.pending_dependents() == []
 
 
 def test_group_status_on_several_nodes_is_partially_failed_when_mixed():

@@ -248,6 +248,8 @@ class Engine:
                 await self._abandon_orphans()
                 for retry in self._fsm.pending_retries():
                     self._spawn_retry(retry)
+                for due in self._fsm.pending_dependents():
+                    nursery.start_soon(self._run_dependents, due)
                 await self._plan_all_and_catch_up()
                 self._sched_scope = trio.CancelScope()
                 nursery.start_soon(self._schedule_loop, name="trickle scheduler")
@@ -749,11 +751,12 @@ class Engine:
                 ex = self._new_execution(child, gid, member.name, 1, Trigger.DEPENDENT, None)
                 commands.append(c.RunStarted(execution=ex))
                 runs.append((child, ex))
+        commands.append(c.DependentsLaunched(group=due.group))
         try:
             results = await self._launch(commands)
         except EngineClosed:
             return
-        for (child, ex), applied in zip(runs, results, strict=True):
+        for (child, ex), applied in zip(runs, results[: len(runs)], strict=True):
             if applied.error is None:
                 self._dispatch(child, ex)
 

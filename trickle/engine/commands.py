@@ -89,6 +89,14 @@ class FiresMissed:
 
 
 @attrs.frozen(kw_only=True)
+class DependentsLaunched:
+    """The children due after parent group ``group`` succeeded have been launched (or
+    skipped); proposed in the same batch as their ``RunStarted``s."""
+
+    group: int
+
+
+@attrs.frozen(kw_only=True)
 class DeleteExecutions:
     """Delete a job's whole history and reset its counters (Dkron v4.1)."""
 
@@ -112,6 +120,7 @@ Command = (
     | RunFinished
     | FiresSkipped
     | FiresMissed
+    | DependentsLaunched
     | DeleteExecutions
     | AbandonExecutions
 )
@@ -124,6 +133,7 @@ COMMAND_TYPES: tuple[type, ...] = (
     RunFinished,
     FiresSkipped,
     FiresMissed,
+    DependentsLaunched,
     DeleteExecutions,
     AbandonExecutions,
 )

@@ -67,6 +67,7 @@ class DependentsDue:
     parent: str
     children: tuple[str, ...]
     at: datetime
+    group: int = 0  # the parent's group; ``DependentsLaunched(group)`` settles it
 
 
 Reaction = RetryDue | DependentsDue
@@ -120,6 +121,7 @@ class StateMachine:
         self._running_by_job: dict[str, set[ExecutionId]] = {}
         self._groups: dict[int, _Group] = {}
         self._schedules: dict[str, Schedule] = {}
+        self._pending_children: dict[int, DependentsDue] = {}
         self.applied_index = 0
 
     # -- restore -------------------------------------------------------------------------
@@ -151,6 +153,12 @@ class StateMachine:
                     state=n["state"], attempt=n["attempt"], retry_at=_dt(n.get("retry_at"))
                 )
             self._groups[int(gid)] = group
+        self._pending_children = {}
+        for gid, raw in (meta or {}).get("children", {}).items():
+            due = DependentsDue(parent=raw["parent"], children=tuple(raw["children"]),
+                                at=_dt(raw["at"]) or datetime(1970, 1, 1, tzinfo=UTC),
+                                group=int(gid))
+            self._pending_children[int(gid)] = due
 
     def export_meta(self) -> dict[str, Any]:
         """The part of the state the store does not hold in tables (open groups)."""
@@ -166,7 +174,11 @@ class StateMachine:
                     },
                 }
                 for gid, g in self._groups.items()
-            }
+            },
+            "children": {
+                str(gid): {"parent": d.parent, "children": list(d.children), "at": _ts(d.at)}
+                for gid, d in self._pending_children.items()
+            },
         }
 
     # -- queries (pure, used by the engine and the planner) --------------------------------
@@ -219,6 +231,10 @@ class StateMachine:
                         )
                     )
         return out
+
+    def pending_dependents(self) -> list[DependentsDue]:
+        """Children due but not launched yet (after a restart the engine launches them)."""
+        return list(self._pending_children.values())
 
     def dependents_of(self, name: str) -> tuple[str, ...]:
         return tuple(sorted(j.name for j in self.jobs.values() if j.parent_job == name))
@@ -471,9 +487,10 @@ class StateMachine:
             if status == JobStatus.SUCCESS:
                 deps = self.dependents_of(job.name)
                 if deps:
-                    reactions.append(
-                        DependentsDue(parent=job.name, children=deps, at=finished_at)
-                    )
+                    due = DependentsDue(parent=job.name, children=deps, at=finished_at,
+                                        group=ex.group)
+                    self._pending_children[ex.group] = due
+                    reactions.append(due)
                 elif job.ephemeral:
                     # An ephemeral job is deleted after its first fully successful run.
                     self.jobs.pop(job.name, None)
@@ -548,6 +565,10 @@ class StateMachine:
             ],
         )
 
+    def _dependents_launched(self, cmd: c.DependentsLaunched) -> Applied:
+        self._pending_children.pop(cmd.group, None)
+        return Applied()
+
     def _delete_executions(self, cmd: c.DeleteExecutions) -> Applied:
         job = self.jobs.get(cmd.job_name)
         if job is None:
@@ -600,6 +621,7 @@ _HANDLERS: dict[type, Any] = {
     c.RunFinished: StateMachine._run_finished,
     c.FiresSkipped: StateMachine._fires_skipped,
     c.FiresMissed: StateMachine._fires_missed,
+    c.DependentsLaunched: StateMachine._dependents_launched,
     c.DeleteExecutions: StateMachine._delete_executions,
     c.AbandonExecutions: StateMachine._abandon,
 }
