@@ -296,3 +296,28 @@ async def test_delete_removes_the_job(server: Server) -> None:
     result = await server.invoke("jobs", "delete", "gone")
     assert (result.exit_code, result.stdout) == (0, "deleted job gone\n")
     assert (await server.get("/v1/jobs/gone")).status_code == 404
+
+
+async def test_list_json_output_can_be_put_back(server: Server, tmp_path: Path) -> None:
+    await put(server, shell_job("alpha", "true"), shell_job("beta", "true"))
+    await run_and_wait(server, "alpha")
+    backup = tmp_path / "backup.json"
+    backup.write_text((await server.invoke("jobs", "list", "--json")).stdout, encoding="utf-8")
+    await server.invoke("jobs", "delete", "beta")
+    restored = await server.invoke("jobs", "put", str(backup))
+    assert restored.exit_code == 0, restored.output
+    names = [job["name"] for job in (await server.get("/v1/jobs")).json()]
+    assert names == ["alpha", "beta"]
+    assert (await server.get("/v1/jobs/alpha")).json()["success_count"] == 1
+
+
+async def test_put_with_run_runs_the_job_once_stored(server: Server) -> None:
+    async with server.engine.subscribe(
+        kinds=[EventKind.EXECUTION_FINISHED], jobs=["now"]
+    ) as events:
+        result = await server.invoke("jobs", "put", "--run", "-",
+                                     input=json.dumps(shell_job("now", "echo ran")))
+        assert result.exit_code == 0, result.output
+        with trio.fail_after(WAIT):
+            event = await events.receive()
+    assert event.execution is not None and event.execution.success

@@ -1,0 +1,252 @@
+"""`trickle serve --server` as a real process: ready line, Dkron's getting-started job, an
+http job against a local server, graceful stop on SIGTERM/SIGINT, restart on the same data.
+
+Every process is started through `node()`, which kills it if the test did not stop it.
+Waiting is on the ready line, on awaited events, or on polling the API with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_JOB = ROOT / "examples" / "job.json"
+START_TIMEOUT = 60  # seconds for a node to print its ready line
+RUN_TIMEOUT = 60  # seconds for scheduled runs to be recorded
+STOP_TIMEOUT = 15  # seconds for a graceful stop
+POLL = 0.1  # seconds between two looks at the API while waiting for a deadline
+
+GETTING_STARTED_JOB = {
+    "name": "job1",
+    "schedule": "@every 2s",
+    "tags": {"dkron_server": "true:1"},
+    "executor": "shell",
+    "executor_config": {"command": "date"},
+}
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without TRICKLE_* settings, so that only the test's flags count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRICKLE_")}
+
+
+@attrs.define
+class Node:
+    process: trio.Process
+    ready: dict[str, Any]
+    stderr_path: Path
+
+    @property
+    def address(self) -> str:
+        return str(self.ready["http"])
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        with trio.fail_after(STOP_TIMEOUT):
+            return await self.process.wait()
+
+
+async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str]) -> bytes:
+    buffer = bytearray()
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            raise AssertionError(f"trickle serve ended before its ready line:\n{describe()}")
+        buffer += chunk
+    return bytes(buffer.split(b"\n", 1)[0])
+
+
+@asynccontextmanager
+async def node(data_dir: Path, *args: str, name: str = "e2e") -> AsyncIterator[Node]:
+    """A `trickle serve --server` process on a free port, once it printed its ready line."""
+    stderr_path = data_dir.parent / f"{data_dir.name}-{name}.stderr.log"
+    command = [sys.executable, "-m", "trickle", "serve", "--server", "--http-addr",
+               "127.0.0.1:0", "--data-dir", str(data_dir), "--node-name", name, *args]
+    with stderr_path.open("ab") as stderr:
+        process = await trio.lowlevel.open_process(
+            command, stdout=subprocess.PIPE, stderr=stderr, env=clean_env(), cwd=ROOT
+        )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(START_TIMEOUT):
+            line = await read_line(
+                process.stdout, lambda: stderr_path.read_text(errors="replace")
+            )
+        yield Node(process, json.loads(line), stderr_path)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+async def trickle(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a client command as a process (`python -m trickle ARGS`)."""
+    return await trio.run_process(
+        [sys.executable, "-m", "trickle", *args], stdin=input, capture_stdout=True,
+        capture_stderr=True, check=False, env=clean_env(), cwd=ROOT,
+    )
+
+
+async def wait_for_executions(address: str, job: str, count: int) -> list[dict[str, Any]]:
+    """Poll the API until ``count`` finished executions of ``job`` are recorded."""
+    async with httpx.AsyncClient(base_url=address) as client:
+        with trio.fail_after(RUN_TIMEOUT):
+            while True:
+                response = await client.get(f"/v1/jobs/{job}/executions")
+                response.raise_for_status()
+                finished = [e for e in response.json()
+                            if e.get("finished_at") and not e["finished_at"].startswith("0001")]
+                if len(finished) >= count:
+                    return finished
+                await trio.sleep(POLL)
+
+
+async def test_ready_line_reports_the_bound_port(tmp_path: Path) -> None:
+    async with node(tmp_path / "data") as n:
+        assert n.ready["event"] == "ready"
+        assert n.ready["node"] == "e2e"
+        assert n.ready["data_dir"] == str(tmp_path / "data")
+        assert n.ready["http"].startswith("http://127.0.0.1:")
+        assert not n.ready["http"].endswith(":0")
+        assert n.ready["pid"] == n.process.pid
+        async with httpx.AsyncClient(base_url=n.address) as client:
+            assert (await client.get("/health")).status_code == 200
+            agent = (await client.get("/v1")).json()
+        assert agent["tags"]["dkron_server"] == "true"
+        assert await n.stop() == 0
+
+
+async def test_getting_started_job_runs_on_schedule(tmp_path: Path) -> None:
+    async with node(tmp_path / "data") as n:
+        async with httpx.AsyncClient(base_url=n.address) as client:
+            created = await client.post("/v1/jobs", json=GETTING_STARTED_JOB)
+        assert created.status_code == 201, created.text
+        executions = await wait_for_executions(n.address, "job1", 2)
+        for execution in executions:
+            assert execution["success"] is True, execution
+            assert execution["node_name"] == "e2e"
+            assert execution["output"].strip()  # what `date` printed
+        table = await trickle("executions", "job1", "--address", n.address)
+        assert table.returncode == 0, table.stderr
+        assert b"success" in table.stdout
+        assert await n.stop() == 0
+
+
+async def test_example_job_file_is_accepted_by_the_cli(tmp_path: Path) -> None:
+    async with node(tmp_path / "data") as n:
+        put = await trickle("jobs", "put", str(EXAMPLE_JOB), "--address", n.address)
+        assert put.returncode == 0, put.stderr
+        listed = await trickle("jobs", "list", "--json", "--address", n.address)
+        jobs = json.loads(listed.stdout)
+        assert [job["name"] for job in jobs] == ["job1"]
+        assert jobs[0]["schedule"] == "@every 10s"
+
+
+async def test_http_job_calls_a_local_server(tmp_path: Path, nursery: trio.Nursery) -> None:
+    hits: list[bytes] = []
+    hit = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        request = bytearray()
+        while b"\r\n\r\n" not in request:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            request += chunk
+        hits.append(bytes(request))
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\npong\n"
+        )
+        await stream.aclose()
+        hit.set()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    job = {
+        "name": "ping",
+        "schedule": "@every 2s",
+        "tags": {"dkron_server": "true:1"},
+        "executor": "http",
+        "executor_config": {"method": "GET", "url": f"http://127.0.0.1:{port}/hook",
+                            "expectCode": "200", "expectBody": "pong", "timeout": "10"},
+    }
+    async with node(tmp_path / "data") as n:
+        async with httpx.AsyncClient(base_url=n.address) as client:
+            created = await client.post("/v1/jobs", json=job)
+        assert created.status_code == 201, created.text
+        with trio.fail_after(RUN_TIMEOUT):
+            await hit.wait()
+        assert hits[0].startswith(b"GET /hook HTTP/1.1\r\n")
+        executions = await wait_for_executions(n.address, "ping", 1)
+        assert executions[0]["success"] is True, executions[0]
+        assert await n.stop() == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_stop_signal_exits_zero_and_frees_the_port(tmp_path: Path, signum: int) -> None:
+    async with node(tmp_path / "data") as n:
+        assert await n.stop(signum) == 0
+        assert f"received {signal.Signals(signum).name}" in n.stderr()
+        port = n.address.rsplit(":", 1)[1]
+    async with node(tmp_path / "data", "--http-addr", f"127.0.0.1:{port}", name="again") as m:
+        assert m.address == n.address  # the port was released
+        assert await m.stop() == 0
+
+
+async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with node(data) as n:
+        body = json.dumps({**GETTING_STARTED_JOB, "schedule": "@every 1h"}).encode()
+        put = await trickle("jobs", "put", "-", "--address", n.address, input=body)
+        assert put.returncode == 0, put.stderr
+        run = await trickle("jobs", "run", "job1", "--address", n.address)
+        assert run.returncode == 0, run.stderr
+        before = await wait_for_executions(n.address, "job1", 1)
+        assert await n.stop() == 0
+    async with node(data) as n:
+        got = await trickle("jobs", "get", "job1", "--json", "--address", n.address)
+        assert got.returncode == 0, got.stderr
+        job = json.loads(got.stdout)
+        assert job["schedule"] == "@every 1h"
+        assert job["success_count"] >= 1
+        after = await wait_for_executions(n.address, "job1", 1)
+        assert before[0]["id"] in {e["id"] for e in after}
+        assert await n.stop() == 0
+
+
+async def test_second_node_on_a_taken_port_exits_1(tmp_path: Path) -> None:
+    async with node(tmp_path / "one") as n:
+        addr = n.address.removeprefix("http://")
+        result = await trio.run_process(
+            [sys.executable, "-m", "trickle", "serve", "--server", "--http-addr", addr,
+             "--data-dir", str(tmp_path / "two")],
+            capture_stdout=True, capture_stderr=True, check=False, env=clean_env(),
+        )
+        assert result.returncode == 1
+        assert result.stdout == b""
+        assert f"cannot listen on {addr}: the address is already in use".encode() in (
+            result.stderr
+        )
+        assert await n.stop() == 0
