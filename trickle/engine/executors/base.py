@@ -63,10 +63,15 @@ class OutputBuffer:
         return bytes(self._buf)
 
     def text(self) -> str:
-        """The kept tail as text; a multi-byte character cut at the start is dropped."""
-        return self._buf.decode("utf-8", errors="replace") if not self.truncated else bytes(
-            self._buf
-        ).decode("utf-8", errors="ignore")
+        """The kept tail as text. When the head was cut, a multi-byte character split at
+        the start is dropped; any other invalid byte becomes U+FFFD."""
+        data = bytes(self._buf)
+        if self.truncated:
+            start = 0
+            while start < min(3, len(data)) and (data[start] & 0xC0) == 0x80:
+                start += 1  # UTF-8 continuation bytes of a character cut off
+            data = data[start:]
+        return data.decode("utf-8", errors="replace")
 
 
 @attrs.frozen(kw_only=True)
