@@ -169,7 +169,7 @@ def parse_iso8601_duration(text: str) -> float:
     upper = text.strip().upper()
     match = _ISO_RE.fullmatch(upper)
     parts = match.groupdict() if match else {}
-    present = [key for key, value in parts.items() if value is not None]
+    present = [key for key in _ISO_UNITS if parts.get(key) is not None]
     if (
         not match
         or not present
