@@ -265,7 +265,7 @@ def reference_fires(spec: Spec, zone: ZoneInfo, start: datetime, end: datetime) 
     return sorted(t for t in out if start < t <= end)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     spec=cron_specs(few_seconds=True),
     change=st.sampled_from(CHANGES),
