@@ -765,3 +765,33 @@ async def test_serve_http_stops_gracefully_on_its_shutdown_trigger(tmp_path: Pat
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(base_url=url) as client:
             await client.get("/health")
+
+
+async def test_over_http_an_oversized_body_is_answered_413_at_once(
+    served: tuple[str, Engine],
+) -> None:
+    # The client announces 8 MiB and stops after a few bytes: the answer must not wait for
+    # the rest, and must tell the client not to reuse the connection.
+    url, _ = served
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {8 * MAX_JOB_BODY}\r\n\r\n".encode() + b'{"name": "big", '
+        )
+        answer = b""
+        with trio.fail_after(WAIT):
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some()
+            head, body = answer.split(b"\r\n\r\n", 1)
+            headers = dict(
+                line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:]
+            )
+            while len(body) < int(headers[b"content-length"]):
+                body += await stream.receive_some()
+    assert head.startswith(b"HTTP/1.1 413")
+    assert headers[b"connection"] == b"close"
+    assert str(MAX_JOB_BODY).encode() in body
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/v1/jobs/big")).status_code == 404

@@ -98,6 +98,7 @@ class _Request(TrioRequest):
         limit = MAX_RESTORE_BODY if path.rstrip("/") == "/v1/restore" else MAX_JOB_BODY
         kwargs["max_content_length"] = limit
         super().__init__(method, scheme, path, *args, **kwargs)
+        self.max_content_length = limit
 
 
 def _sentence(text: str) -> str:
@@ -128,6 +129,10 @@ def _problem_response(status: int, text: str, field: str = "") -> Response:
         response = Response(text, status=status, content_type=TEXT_CONTENT_TYPE)
     if field:
         response.headers[ERROR_FIELD_HEADER] = field
+    if status == 413:
+        # The rest of the body is never read: close the connection rather than leave the
+        # client writing into a stalled one (the next request on it would hang).
+        response.headers["Connection"] = "close"
     return response
 
 
