@@ -285,7 +285,7 @@ class CronSchedule(Schedule):
     # Every instant after an unambiguous wall time w has a wall time > w, so a forward
     # search on wall time finds fires in order; only a repeated (fall-back) span needs care.
 
-    def _next_in_zone(self, a: float) -> float | None:
+    def _next_in_zone(self, a: float) -> int | None:
         zone = self._zone
         local = datetime.fromtimestamp(a, zone)
         off = _seconds(local.utcoffset())
@@ -317,7 +317,7 @@ class CronSchedule(Schedule):
                 return w - off1
         return self._scan(end - 1)
 
-    def _scan(self, wall: float) -> float | None:
+    def _scan(self, wall: float) -> int | None:
         """The first fire at a wall time after ``wall`` (which is not in a repeated span)."""
         zone = self._zone
         core = self._core
