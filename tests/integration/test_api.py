@@ -447,6 +447,11 @@ async def test_pause_blocks_create_and_update_only(api: Api) -> None:
         status, body, _ = await api.text(method, path, json=job)
         assert status == 503 and "paused" in body, method
     assert (await api.client.post("/v1/jobs/existing/toggle")).status_code == 200
+    assert (await api.client.post("/v1/jobs/existing/toggle")).status_code == 200
+    await api.run_and_wait("existing")
+    r = await api.client.post("/v1/restore", files=_upload(json.dumps([job]).encode()))
+    assert r.status_code == 200  # restore is not a submission (Dkron)
+    assert (await api.client.delete("/v1/jobs/existing")).status_code == 200
     r = await api.client.post("/v1/unpause")
     assert await r.get_json() == {"paused": False}
     await api.create("after")
