@@ -61,8 +61,9 @@ class Node:
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         self.process.send_signal(signum)
-        with trio.fail_after(STOP_TIMEOUT):
+        with trio.move_on_after(STOP_TIMEOUT):
             return await self.process.wait()
+        raise AssertionError(f"no exit {STOP_TIMEOUT}s after the signal:\n{self.stderr()}")
 
 
 async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str]) -> bytes:
@@ -76,14 +77,20 @@ async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str])
 
 
 @asynccontextmanager
-async def node(data_dir: Path, *args: str, name: str = "e2e") -> AsyncIterator[Node]:
-    """A `trickle serve --server` process on a free port, once it printed its ready line."""
+async def node(data_dir: Path, *args: str, name: str | None = "e2e",
+               env: dict[str, str] | None = None) -> AsyncIterator[Node]:
+    """A `trickle serve --server` process on a free port, once it printed its ready line.
+
+    ``name=None`` leaves the node name to the environment or the config file."""
     stderr_path = data_dir.parent / f"{data_dir.name}-{name}.stderr.log"
     command = [sys.executable, "-m", "trickle", "serve", "--server", "--http-addr",
-               "127.0.0.1:0", "--data-dir", str(data_dir), "--node-name", name, *args]
+               "127.0.0.1:0", "--data-dir", str(data_dir), *args]
+    if name is not None:
+        command += ["--node-name", name]
     with stderr_path.open("ab") as stderr:
         process = await trio.lowlevel.open_process(
-            command, stdout=subprocess.PIPE, stderr=stderr, env=clean_env(), cwd=ROOT
+            command, stdout=subprocess.PIPE, stderr=stderr, env={**clean_env(), **(env or {})},
+            cwd=ROOT,
         )
     try:
         assert process.stdout is not None
@@ -135,7 +142,7 @@ async def test_ready_line_reports_the_bound_port(tmp_path: Path) -> None:
             assert (await client.get("/health")).status_code == 200
             agent = (await client.get("/v1")).json()
         assert agent["tags"]["dkron_server"] == "true"
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
 
 
 async def test_getting_started_job_runs_on_schedule(tmp_path: Path) -> None:
@@ -151,7 +158,7 @@ async def test_getting_started_job_runs_on_schedule(tmp_path: Path) -> None:
         table = await trickle("executions", "job1", "--address", n.address)
         assert table.returncode == 0, table.stderr
         assert b"success" in table.stdout
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
 
 
 async def test_example_job_file_is_accepted_by_the_cli(tmp_path: Path) -> None:
@@ -201,18 +208,18 @@ async def test_http_job_calls_a_local_server(tmp_path: Path, nursery: trio.Nurse
         assert hits[0].startswith(b"GET /hook HTTP/1.1\r\n")
         executions = await wait_for_executions(n.address, "ping", 1)
         assert executions[0]["success"] is True, executions[0]
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_stop_signal_exits_zero_and_frees_the_port(tmp_path: Path, signum: int) -> None:
     async with node(tmp_path / "data") as n:
-        assert await n.stop(signum) == 0
+        assert await n.stop(signum) == 0, n.stderr()
         assert f"received {signal.Signals(signum).name}" in n.stderr()
         port = n.address.rsplit(":", 1)[1]
     async with node(tmp_path / "data", "--http-addr", f"127.0.0.1:{port}", name="again") as m:
         assert m.address == n.address  # the port was released
-        assert await m.stop() == 0
+        assert await m.stop() == 0, m.stderr()
 
 
 async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Path) -> None:
@@ -224,7 +231,7 @@ async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Pat
         run = await trickle("jobs", "run", "job1", "--address", n.address)
         assert run.returncode == 0, run.stderr
         before = await wait_for_executions(n.address, "job1", 1)
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
     async with node(data) as n:
         got = await trickle("jobs", "get", "job1", "--json", "--address", n.address)
         assert got.returncode == 0, got.stderr
@@ -233,7 +240,7 @@ async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Pat
         assert job["success_count"] >= 1
         after = await wait_for_executions(n.address, "job1", 1)
         assert before[0]["id"] in {e["id"] for e in after}
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
 
 
 async def test_second_node_on_a_taken_port_exits_1(tmp_path: Path) -> None:
@@ -249,4 +256,23 @@ async def test_second_node_on_a_taken_port_exits_1(tmp_path: Path) -> None:
         assert f"cannot listen on {addr}: the address is already in use".encode() in (
             result.stderr
         )
-        assert await n.stop() == 0
+        assert await n.stop() == 0, n.stderr()
+
+
+async def test_config_file_and_environment_reach_the_node(tmp_path: Path) -> None:
+    config = tmp_path / "trickle.toml"
+    config.write_text(
+        'node-name = "from-file"\nregion = "file-region"\nlog-level = "debug"\n'
+        '[tags]\nrack = "r1"\n',
+        encoding="utf-8",
+    )
+    environment = {"TRICKLE_NODE_NAME": "from-env", "TRICKLE_LOG_LEVEL": "warn"}
+    async with node(tmp_path / "data", "--config", str(config), name=None,
+                    env=environment) as n:
+        assert n.ready["node"] == "from-env"  # environment > file
+        async with httpx.AsyncClient(base_url=n.address) as client:
+            tags = (await client.get("/v1")).json()["tags"]
+        assert tags["rack"] == "r1"
+        assert tags["region"] == "file-region"
+        assert await n.stop() == 0, n.stderr()
+        assert " INFO " not in n.stderr()  # warn, from the environment, beat the file's debug

@@ -161,6 +161,9 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
         check_http_addr(settings.http_host, settings.http_port)
         check_data_dir(settings.engine.data_dir)
         return trio.run(partial(serve_node, settings, stdout=stdout or sys.stdout))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        logger.info("interrupted while starting")
+        return 0
     except StartupError as exc:
         logger.debug("startup failed", exc_info=True)
         click.echo(f"error: {exc}", err=True)
