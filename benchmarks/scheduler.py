@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -67,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,32 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+class LogCounter(logging.Handler):
+    """Counts warnings by message template; prints the first few of each to stderr."""
+
+    SHOWN = 3
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = f"{record.name}: {record.msg}"
+        n = self.counts[key] = self.counts.get(key, 0) + 1
+        if n <= self.SHOWN:
+            print(f"  log {record.levelname}: {record.getMessage()}"
+                  + ("  (further ones counted, not shown)" if n == self.SHOWN else ""),
+                  file=sys.stderr, flush=True)
+
+
+def install_log_counter() -> LogCounter:
+    counter = LogCounter()
+    root = logging.getLogger()
+    root.addHandler(counter)
+    root.setLevel(logging.WARNING)
+    return counter
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -250,7 +278,11 @@ def run_trickle_worker(args: argparse.Namespace) -> dict[str, Any]:
         own_dir = tempfile.mkdtemp(prefix="trickle-bench-")
         data_dir = own_dir
     try:
-        return trio.run(_trickle_main, args, Path(data_dir) / "data")
+        data = Path(data_dir) / "data"
+        out: dict[str, Any] = trio.run(_trickle_main, args, data)
+        size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+        out["store_mb"] = round(size / 2**20, 1)
+        return out
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
@@ -262,6 +294,7 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
     from trickle import Engine, EngineConfig, ExecutionContext, Job
     from trickle._version import __version__
 
+    log_counter = install_log_counter()
     every: int = args.every
     specs = plan_jobs(args.jobs, every, args.mix)
     records: list[tuple[Any, float]] = []
@@ -278,71 +311,84 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
     config = EngineConfig(data_dir=data_dir, node_name="bench")
     cpu0 = _cpu_s()
     t_open = time.time()
-    async with Engine(config) as engine:
-        engine.register_executor("noop", noop)
-        open_s = time.time() - t_open
-        busy = 0.0
+    done = False
+    stop_error = None
+    try:
+        async with Engine(config) as engine:
+            engine.register_executor("noop", noop)
+            open_s = time.time() - t_open
+            busy = 0.0
 
-        async def register(batch: list[JobSpec]) -> None:
-            nonlocal busy
-            t0 = time.perf_counter()
-            it = iter(batch)
+            async def register(batch: list[JobSpec]) -> None:
+                nonlocal busy
+                t0 = time.perf_counter()
+                it = iter(batch)
 
-            async def worker() -> None:
-                for spec in it:
-                    await engine.put_job(job_of(spec))
+                async def worker() -> None:
+                    for spec in it:
+                        await engine.put_job(job_of(spec))
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(min(REGISTER_CONCURRENCY, len(batch))):
-                    nursery.start_soon(worker)
-            busy += time.perf_counter() - t0
+                async with trio.open_nursery() as nursery:
+                    for _ in range(min(REGISTER_CONCURRENCY, len(batch))):
+                        nursery.start_soon(worker)
+                busy += time.perf_counter() - t0
 
-        t_setup = time.time()
-        paced = every <= MAX_PACED_EVERY
-        everies = [s for s in specs if s.kind == "every"]
-        await register([s for s in specs if s.kind != "every"] + ([] if paced else everies))
-        if paced and everies:
-            by_phase: dict[int, list[JobSpec]] = {}
-            for spec in everies:
-                by_phase.setdefault(spec.phase, []).append(spec)
-            while by_phase:
-                second = math.floor(time.time()) + 1
-                await trio.sleep(max(0.0, second + PACE_SLACK - time.time()))
-                phase = second % every
-                batch = by_phase.pop(phase, None)
-                if batch:
-                    await register(batch)
-        setup_s = time.time() - t_setup
-        cpu_setup = _cpu_s() - cpu0
-        misplaced = 0
-        first_fires = []
-        for spec in specs:
-            job = engine.get_job(spec.name)
-            assert job.next is not None
-            first = job.next.timestamp()
-            first_fires.append(first)
-            if int(first) % every != spec.phase:
-                misplaced += 1
-        rss_setup = _rss_mb()
-        _log(f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
-             f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced")
+            t_setup = time.time()
+            paced = every <= MAX_PACED_EVERY
+            everies = [s for s in specs if s.kind == "every"]
+            await register([s for s in specs if s.kind != "every"] + ([] if paced else everies))
+            if paced and everies:
+                by_phase: dict[int, list[JobSpec]] = {}
+                for spec in everies:
+                    by_phase.setdefault(spec.phase, []).append(spec)
+                while by_phase:
+                    second = math.floor(time.time()) + 1
+                    await trio.sleep(max(0.0, second + PACE_SLACK - time.time()))
+                    phase = second % every
+                    batch = by_phase.pop(phase, None)
+                    if batch:
+                        await register(batch)
+            setup_s = time.time() - t_setup
+            cpu_setup = _cpu_s() - cpu0
+            misplaced = 0
+            first_fires = []
+            for spec in specs:
+                job = engine.get_job(spec.name)
+                assert job.next is not None
+                first = job.next.timestamp()
+                first_fires.append(first)
+                if int(first) % every != spec.phase:
+                    misplaced += 1
+            rss_setup = _rss_mb()
+            _log(f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
+                 f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced")
 
-        window = Window(args.warmup, args.duration, every)
-        await trio.sleep(max(0.0, window.start - time.time()))
-        cpu_start = _cpu_s()
-        await trio.sleep(max(0.0, window.end - time.time()))
-        cpu_window = _cpu_s() - cpu_start
-        rss_end = _rss_mb()
-        expected = expected_fires(first_fires, every, window.start, window.end)
-        while time.time() < window.drain_until:
-            seen = sum(1 for s, _ in records if window.start <= s.timestamp() < window.end)
-            if seen >= expected:
-                break
-            await trio.sleep(0.2)
-        stats = engine.statistics()
-        pairs = [(s.timestamp(), called) for s, called in records]
+            window = Window(args.warmup, args.duration, every)
+            await trio.sleep(max(0.0, window.start - time.time()))
+            cpu_start = _cpu_s()
+            await trio.sleep(max(0.0, window.end - time.time()))
+            cpu_window = _cpu_s() - cpu_start
+            rss_end = _rss_mb()
+            expected = expected_fires(first_fires, every, window.start, window.end)
+            seen, checked = 0, 0
+            while time.time() < window.drain_until:
+                upto = len(records)
+                seen += sum(1 for s, _ in records[checked:upto]
+                            if window.start <= s.timestamp() < window.end)
+                checked = upto
+                if seen >= expected:
+                    break
+                await trio.sleep(0.2)
+            stats = engine.statistics()
+            pairs = [(s.timestamp(), called) for s, called in records]
+            done = True
+    except Exception as exc:  # a failure while stopping still reports the figures
+        if not done:
+            raise
+        stop_error = "".join(traceback.format_exception_only(exc)).strip()
+        _log(f"trickle: the engine failed while stopping: {stop_error}")
+        traceback.print_exception(exc, file=sys.stderr)
 
-    db_bytes = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
     out = {
         "system": "trickle",
         "version": __version__,
@@ -366,12 +412,13 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
         "store": "sqlite",
         "durability": config.durability,
         "history_limit": config.history_limit,
-        "store_mb": round(db_bytes / 2**20, 1),
         "engine_fires_total": stats.fires_total,
         "engine_fires_skipped": stats.fires_skipped,
         "engine_fires_missed": stats.fires_missed,
         "engine_commands_applied": stats.commands_applied,
         "engine_events_dropped": stats.events_dropped,
+        "engine_error_at_stop": stop_error,
+        "log_warnings": log_counter.counts,
     })
     return out
 
@@ -405,6 +452,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
     import apscheduler
     from apscheduler.events import EVENT_JOB_EXECUTED
 
+    log_counter = install_log_counter()
     every: int = args.every
     specs = plan_jobs(args.jobs, every, args.mix)
     n = len(specs)
@@ -430,8 +478,11 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         cpu_window = _cpu_s() - cpu_start
         rss_end = _rss_mb()
         expected = expected_fires(first_fires, every, window.start, window.end)
+        seen, checked = 0, 0
         while time.time() < window.drain_until:
-            seen = sum(1 for s, _ in list(records) if window.start <= s < window.end)
+            upto = len(records)
+            seen += sum(1 for s, _ in records[checked:upto] if window.start <= s < window.end)
+            checked = upto
             if seen >= expected:
                 break
             sleep(0.2)
@@ -450,6 +501,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
             "jobs_registered_per_s": round(n / setup_s, 1) if setup_s else None,
             "cpu_setup_s": round(cpu_setup, 2),
             "rss_setup_mb": rss_setup,
+            "log_warnings": log_counter.counts,
         })
         result.update(summarize(records=list(records), window=window, first_fires=first_fires,
                                 every=every, cpu_window=cpu_window, rss_end=rss_end))
