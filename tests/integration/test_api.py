@@ -95,6 +95,17 @@ async def test_health_reports_healthy_and_leadership(api: Api) -> None:
     assert r.headers["X-Whom"] == NODE
 
 
+async def test_health_is_503_when_the_engine_is_not_running(tmp_path: Path) -> None:
+    from trickle import Engine, EngineConfig
+
+    engine = Engine(EngineConfig(data_dir=tmp_path / "data", node_name=NODE))
+    app = create_app(engine)
+    async with app.test_app() as test_app:
+        r = await test_app.test_client().get("/health")
+        assert r.status_code == 503
+        assert (await r.get_json())["status"] == "unhealthy"
+
+
 async def test_metrics_are_prometheus_text_with_dkron_counters(api: Api) -> None:
     await api.create("counted")
     await api.run_and_wait("counted")

@@ -174,6 +174,8 @@ class Engine:
         self._retries_waiting: set[tuple[int, str, int]] = set()
         self._cm_nursery: Any = None
         self._read_limiter = trio.CapacityLimiter(4)
+        self._addr = "127.0.0.1"
+        self._member: Member | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -214,6 +216,8 @@ class Engine:
         )
         self._store = store
         try:
+            self._addr = await trio.to_thread.run_sync(_local_address)
+            self._member = None
             loaded = await self._db(store.load)
             self._fsm.restore(
                 applied_index=loaded.applied_index,
@@ -557,6 +561,11 @@ class Engine:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def running(self) -> bool:
+        """True from ``task_status.started`` until the engine stops."""
+        return self._open
+
     def members(self) -> list[Member]:
         """The cluster's members: on one node, this node."""
         return [self._self_member()]
@@ -608,12 +617,10 @@ class Engine:
 
     # -- internals: members and targets ----------------------------------------------------------
     def _self_member(self) -> Member:
-        try:
-            addr = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            addr = "127.0.0.1"
-        return Member(name=self.node_name, addr=addr, port=GOSSIP_PORT,
-                      tags=self.config.node_tags, status="alive")
+        if self._member is None:
+            self._member = Member(name=self.node_name, addr=self._addr, port=GOSSIP_PORT,
+                                  tags=self.config.node_tags, status="alive")
+        return self._member
 
     def _targets(self, job: Job) -> list[Member]:
         return select_targets(job.tags, self.members(), region=self.config.region, rng=self._rng)
@@ -944,6 +951,14 @@ class Engine:
                 self._dispatch(job, ex)
             elif isinstance(applied.error, TrickleError):
                 logger.info("job %s: run refused: %s", job.name, applied.error.message)
+
+
+def _local_address() -> str:
+    """This host's address as others would reach it (blocking: call in a thread)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

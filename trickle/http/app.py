@@ -221,6 +221,9 @@ class _Api:
     # -- node ---------------------------------------------------------------------------
 
     async def health(self) -> Response:
+        if not self.engine.running:
+            return _json({"status": "unhealthy", "leader": False,
+                          "issues": ["the engine is not running"]}, status=503)
         return _json({"status": "healthy", "leader": self.engine.is_leader()})
 
     async def metrics(self) -> Response:
