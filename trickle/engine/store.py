@@ -56,7 +56,8 @@ SCHEMA_VERSION = 1  # bump with a migration whenever a table changes
 DB_FILENAME = "trickle.db"
 LOCK_FILENAME = "trickle.db.lock"
 BUSY_TIMEOUT_MS = 10_000  # how long a connection waits for another one's lock
-CACHE_SIZE_KIB = 32_768  # page cache per connection
+WRITE_CACHE_KIB = 32_768  # page cache of the write connection: index pages re-touched
+READ_CACHE_KIB = 2_048  # page cache per read connection (the OS caches the file too)
 WAL_AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL between checkpoints: fewer fsyncs
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes the WAL file is truncated to after a checkpoint
 READ_POOL_SIZE = 8  # read connections kept open (file mode)
@@ -355,7 +356,7 @@ class Store:
             self._reader = self._writer
         else:
             self._open_dir(self._path)
-            url = f"sqlite:///{self._path / DB_FILENAME}"
+            url = sa.URL.create("sqlite", database=str(self._path / DB_FILENAME))
             try:
                 self._writer = sa.create_engine(url, pool_size=1, max_overflow=0)
                 self._setup_engine(self._writer, write=True, memory=False)
@@ -452,7 +453,7 @@ class Store:
                     cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 cur.execute(f"PRAGMA synchronous={synchronous}")
                 cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                cur.execute(f"PRAGMA cache_size=-{CACHE_SIZE_KIB}")
+                cur.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB if write else READ_CACHE_KIB}")
                 cur.execute("PRAGMA temp_store=MEMORY")
                 if not write:
                     cur.execute("PRAGMA query_only=ON")
