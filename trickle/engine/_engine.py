@@ -660,7 +660,8 @@ class Engine:
         self._launching += 1
         try:
             with trio.CancelScope(shield=True):
-                return await self._propose(commands)
+                results = await self._propose(commands)
+            return results
         finally:
             self._launching -= 1
             if self._launching == 0:
@@ -842,7 +843,7 @@ class Engine:
             if job.next > now:
                 self._plan(job)
                 continue
-            missed = []
+            missed: list[datetime] = []
             fire: datetime | None = job.next
             while fire is not None and fire <= now and len(missed) < MAX_MISSED_SCAN:
                 missed.append(fire)

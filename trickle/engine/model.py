@@ -7,7 +7,7 @@ JSON field names live in ``trickle.http.schemas``; SQL tables in ``trickle.engin
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import NewType
 
@@ -54,6 +54,10 @@ def _frozen_dict(value: Mapping[str, str] | None) -> dict[str, str]:
     return dict(value or {})
 
 
+def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(value or ())
+
+
 def _frozen_processors(
     value: Mapping[str, Mapping[str, str]] | None,
 ) -> dict[str, dict[str, str]]:
@@ -85,7 +89,7 @@ class Job:
     )
     retries: int = 0
     parent_job: str = ""
-    dependent_jobs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    dependent_jobs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     ephemeral: bool = False
     starts_at: datetime | None = None
     expires_at: datetime | None = None

@@ -20,7 +20,9 @@ import trio
 from trickle.engine.clock import Clock
 from trickle.engine.commands import RunFinished
 from trickle.engine.executors.base import ExecutionContext, ExecutorResult, OutputBuffer
+from trickle.engine.executors.registry import ExecutorRegistry
 from trickle.engine.model import BusyExecution, Execution, Job
+from trickle.engine.processors import ProcessorRegistry, run_processors
 from trickle.errors import TrickleError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,8 @@ class Runner:
         self,
         *,
         node_name: str,
-        executors: object,
-        processors: object,
+        executors: ExecutorRegistry,
+        processors: ProcessorRegistry,
         clock: Clock,
         output_limit: int,
         max_concurrent: int,
@@ -160,7 +162,7 @@ class Runner:
     async def _execute(self, active: _Active) -> ExecutorResult:
         ctx = ExecutionContext(job=active.job, execution=active.execution, output=active.output)
         try:
-            executor = self._executors.get(active.job.executor)  # type: ignore[attr-defined]
+            executor = self._executors.get(active.job.executor)
             result = await executor.execute(ctx)
         except TrickleError as exc:
             return ExecutorResult(success=False, error=f"trickle: {exc.message}")
@@ -175,8 +177,6 @@ class Runner:
     async def _process(self, job: Job, execution: Execution) -> str:
         if not job.processors:
             return execution.output
-        from trickle.engine.processors import run_processors
-
         try:
             return await run_processors(
                 self._processors, job, execution, node_name=self._node_name

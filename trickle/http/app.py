@@ -181,7 +181,8 @@ async def _read_body() -> bytes:
     limit = request.max_content_length
     if length is not None and limit is not None and length > limit:
         raise _too_large(limit)
-    return await request.get_data()
+    data = await request.get_data()
+    return data if isinstance(data, bytes) else data.encode("utf-8")
 
 
 def _too_large(limit: int | None) -> ApiProblem:

@@ -34,6 +34,7 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import psutil
@@ -225,7 +226,7 @@ def _plan(config: Mapping[str, str], job_name: str) -> _Plan:
     )
 
 
-def _credentials(su: str) -> dict[str, object]:
+def _credentials(su: str) -> dict[str, Any]:
     """``user[:group]`` -> Popen options (blocking: NSS lookups; run in a thread).
 
     The group defaults to the user's primary group; supplementary groups are the user's own
@@ -314,7 +315,7 @@ async def _pump_output(process: trio.Process, output: OutputBuffer) -> None:
 
     async def read() -> None:
         while chunk := await stdout.receive_some(READ_CHUNK):
-            output.write(chunk)
+            output.write(bytes(chunk))
         eof.set()
 
     async with trio.open_nursery() as nursery:
@@ -349,7 +350,7 @@ class ShellExecutor:
         except _ConfigError as exc:
             return ExecutorResult(success=False, error=str(exc))
 
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if plan.su:
             if os.geteuid() != 0:
                 return ExecutorResult(
