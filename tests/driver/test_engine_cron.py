@@ -260,3 +260,14 @@ async def test_drain_gives_up_after_the_timeout(autojump_clock):
         await engine.run_job("h")
         assert not await engine.drain(grace=5)
         assert len(engine.busy()) == 1
+
+
+async def test_breaking_out_of_async_for_over_a_subscription_leaks_nothing(autojump_clock):
+    async with make_engine(datetime(2026, 1, 1, tzinfo=UTC)) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="t", schedule="@every 1s", executor="noop"))
+        async with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            async for event in sub:
+                assert event.execution is not None
+                break
+        assert engine.statistics().subscribers == 0
