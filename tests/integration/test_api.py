@@ -209,6 +209,7 @@ async def test_create_answers_201_with_location_and_the_stored_job(api: Api) -> 
     )
     assert r.status_code == 201
     assert r.headers["Location"] == "/v1/jobs/backup"
+    assert r.headers["X-Trickle-Created"] == "true"
     job = await r.get_json()
     assert job["id"] == "backup" and job["name"] == "backup"
     assert job["next"] != "0001-01-01T00:00:00Z" and job["next"].endswith("Z")
@@ -223,6 +224,7 @@ async def test_update_is_a_full_replace_and_still_answers_201(api: Api) -> None:
     r = await api.client.patch("/v1/jobs", json={"name": "a", "schedule": "@daily",
                                                 "executor": "noop"})
     assert r.status_code == 201
+    assert r.headers["X-Trickle-Created"] == "false"
     job = await r.get_json()
     assert job["displayname"] == "" and job["metadata"] == {}  # omitted: back to defaults
     assert job["schedule"] == "@daily"

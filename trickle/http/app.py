@@ -54,7 +54,8 @@ CORS_MAX_AGE = 43_200  # seconds a browser may cache a preflight answer (12 h, a
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 ERROR_FIELD_HEADER = "X-Trickle-Error-Field"
-EXPOSED_HEADERS = "*, X-Total-Count, X-Whom, Location, " + ERROR_FIELD_HEADER
+CREATED_HEADER = "X-Trickle-Created"  # "true" on create, "false" on update (both 201)
+EXPOSED_HEADERS = "*, X-Total-Count, X-Whom, Location, " + ERROR_FIELD_HEADER + ", " + CREATED_HEADER
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"
 
 # ?_sort of GET /v1/jobs -> JobQuery.sort ('id' is react-admin's name for the key)
@@ -337,7 +338,7 @@ class _Api:
                 400, _sentence(f"Unable to parse payload: {exc.message}"), field=exc.field
             ) from None
         try:
-            stored, _created = await self.engine.put_job(parsed)
+            stored, created = await self.engine.put_job(parsed)
         except ValidationError as exc:
             raise _job_problem(exc) from None
         if "runoncreate" in request.args:
@@ -345,7 +346,10 @@ class _Api:
         return _json(
             schemas.job_to_json(stored),
             201,
-            headers={"Location": f"/v1/jobs/{quote(stored.name, safe='')}"},
+            headers={
+                "Location": f"/v1/jobs/{quote(stored.name, safe='')}",
+                CREATED_HEADER: "true" if created else "false",
+            },
         )
 
     async def _run_after_put(self, name: str) -> None:
