@@ -276,3 +276,21 @@ async def test_config_file_and_environment_reach_the_node(tmp_path: Path) -> Non
         assert tags["region"] == "file-region"
         assert await n.stop() == 0, n.stderr()
         assert " INFO " not in n.stderr()  # warn, from the environment, beat the file's debug
+
+
+async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path: Path) -> None:
+    job = {"name": "slow", "schedule": "@manually", "executor": "shell",
+           "executor_config": {"command": "echo start; sleep 1; echo done", "shell": "true"}}
+    async with node(tmp_path / "data", "--shutdown-grace", "30s") as n:
+        async with httpx.AsyncClient(base_url=n.address) as client:
+            assert (await client.post("/v1/jobs", json=job)).status_code == 201
+            assert (await client.post("/v1/jobs/slow/run")).status_code == 200
+            with trio.fail_after(RUN_TIMEOUT):
+                while not (await client.get("/v1/busy")).json():
+                    await trio.sleep(POLL)
+        assert await n.stop() == 0, n.stderr()
+    async with node(tmp_path / "data") as n:
+        [execution] = await wait_for_executions(n.address, "slow", 1)
+        assert execution["success"] is True, execution
+        assert execution["output"] == "start\ndone\n"
+        assert await n.stop() == 0, n.stderr()

@@ -24,6 +24,7 @@ from trickle.errors import ValidationError
 
 DEFAULT_HTTP_ADDR = ":8080"
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_SHUTDOWN_GRACE = 30.0  # seconds running executions get to finish at a stop
 DEFAULT_ADDRESS = "http://127.0.0.1:8080"  # where the client commands look for a server
 ENV_PREFIX = "TRICKLE_"
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -50,7 +51,8 @@ class ServeSettings:
     """Everything ``trickle serve`` needs, resolved from all sources.
 
     engine: the Engine's configuration. http_host/http_port: where the API listens
-    (port 0 = any free port). log_level: one of ``LOG_LEVELS``.
+    (port 0 = any free port). log_level: one of ``LOG_LEVELS``. shutdown_grace: seconds
+    running executions get to finish after SIGTERM before they are killed.
     sources: for every setting name, where its value came from (``"default"``,
     ``"flag --data-dir"``, ``"environment TRICKLE_DATA_DIR"``, ``"config file /x.toml"``).
     """
@@ -60,6 +62,7 @@ class ServeSettings:
     http_port: int
     log_level: str
     sources: Mapping[str, str]
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 # --- parsers of single values (each raises ConfigError naming `where`) ---------------------
@@ -174,6 +177,23 @@ def _positive_int(text: str, *, where: str) -> int:
     return value
 
 
+def _grace(text: str, *, where: str) -> float:
+    from trickle.engine.durations import parse_go_duration
+
+    try:
+        seconds = parse_go_duration(text.strip())
+    except ValueError:
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: expected a duration such as 30s or 5m, got {text!r}"
+            ) from None
+    if seconds < 0:
+        raise ConfigError(f"{where}: cannot be negative, got {text!r}")
+    return seconds
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
     def parse(text: str, *, where: str) -> str:
         lowered = text.strip().lower()
@@ -242,6 +262,7 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("history-limit", "int", _positive_int, DEFAULT_HISTORY_LIMIT),
         _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
         _Setting("durability", "str", _choice(DURABILITIES), "normal"),
+        _Setting("shutdown-grace", "str", _grace, DEFAULT_SHUTDOWN_GRACE),
     )
 }
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not given
@@ -419,6 +440,7 @@ def resolve(
         http_port=port,
         log_level=values["log-level"],
         sources=sources,
+        shutdown_grace=values["shutdown-grace"],
     )
 
 

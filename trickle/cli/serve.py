@@ -64,6 +64,7 @@ _FLAG_SETTINGS = {
     "log_level": "log-level", "max_concurrent": "max-concurrent",
     "executor_limits": "executor-limits", "history_limit": "history-limit",
     "output_limit": "output-limit", "durability": "durability",
+    "shutdown_grace": "shutdown-grace",
 }
 
 
@@ -110,6 +111,10 @@ class StartupError(Exception):
 @click.option("--durability", metavar="[" + "|".join(DURABILITIES) + "]",
               help="SQLite synchronous mode: full survives power loss, normal may lose the "
                    "last commits on power loss.  [default: normal; env: TRICKLE_DURABILITY]")
+@click.option("--shutdown-grace", metavar="DURATION",
+              help="At SIGTERM/Ctrl-C, stop launching runs and give running executions "
+                   "this long to finish; a second signal stops at once.  [default: 30s; "
+                   "env: TRICKLE_SHUTDOWN_GRACE]")
 @click.pass_context
 def serve(ctx: click.Context, **params: Any) -> None:
     """Run a trickle node until SIGTERM or Ctrl-C.
@@ -228,7 +233,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     from trickle.http.app import serve_http
 
     engine = Engine(settings.engine)
-    stop = _Stop()
+    stop = _Stop(engine=engine, grace=settings.shutdown_grace)
     try:
         async with trio.open_nursery() as nursery:
             stop.scope = nursery.cancel_scope
@@ -262,6 +267,8 @@ HTTP_STOP_TIMEOUT = 5.0  # seconds the API gets to finish requests in flight at 
 class _Stop:
     """The node's stop: why (``None`` while running), and the HTTP API's graceful end."""
 
+    engine: Any = None
+    grace: float = 0.0
     reason: str | None = None
     scope: trio.CancelScope | None = None
     http_running: bool = False
@@ -269,10 +276,17 @@ class _Stop:
     http_done: trio.Event = attrs.field(factory=trio.Event)
 
     async def stop(self, reason: str) -> None:
-        """Stop the API gracefully (if it runs; bounded by ``HTTP_STOP_TIMEOUT``), then
-        cancel everything."""
+        """Drain the engine (no new runs; running ones get ``grace`` seconds), stop the API
+        gracefully (if it runs; bounded by ``HTTP_STOP_TIMEOUT``), then cancel everything."""
         self.reason = reason
         logger.info("%s, stopping", reason)
+        if self.engine is not None and self.engine.running:
+            busy = len(self.engine.busy())
+            if busy:
+                logger.info("waiting up to %.0fs for %d running executions", self.grace, busy)
+            if not await self.engine.drain(self.grace):
+                logger.warning("%d executions still running are stopped now; they are "
+                               "recorded as failed at the next start", len(self.engine.busy()))
         self.http_stop.set()
         if self.http_running:
             with trio.move_on_after(HTTP_STOP_TIMEOUT):
