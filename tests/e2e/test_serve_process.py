@@ -286,7 +286,9 @@ async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path
             assert (await client.post("/v1/jobs", json=job)).status_code == 201
             assert (await client.post("/v1/jobs/slow/run")).status_code == 200
             with trio.fail_after(RUN_TIMEOUT):
-                while not (await client.get("/v1/busy")).json():
+                while True:  # the API is another process: poll it
+                    if (await client.get("/v1/busy")).json():
+                        break
                     await trio.sleep(POLL)
         assert await n.stop() == 0, n.stderr()
     async with node(tmp_path / "data") as n:
