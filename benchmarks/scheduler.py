@@ -84,6 +84,7 @@ MAX_PACED_EVERY = 60  # seconds; registration of @every jobs is paced up to this
 REGISTER_CONCURRENCY = 500  # concurrent put_job calls in the trickle worker
 PACE_SLACK = 0.02  # seconds after a second boundary before registering its jobs
 BERLIN = "Europe/Berlin"
+PROGRESS_EVERY = 10_000  # jobs; the trickle worker logs its registration progress
 
 
 # -- the job plan, shared by both workers ------------------------------------------------
@@ -259,7 +260,7 @@ def summarize(
     out.update(lateness_summary(late))
     out.update({
         "rss_mb": rss_end,
-        "rss_peak_mb": _peak_rss_mb(),
+        "rss_peak_mb": max(_peak_rss_mb(), rss_end),
         "cpu_s": round(cpu_window, 2),
         "cpu_pct": round(100.0 * cpu_window / window.duration, 1),
     })
@@ -318,6 +319,7 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             engine.register_executor("noop", noop)
             open_s = time.time() - t_open
             busy = 0.0
+            stored = 0
 
             async def register(batch: list[JobSpec]) -> None:
                 nonlocal busy
@@ -325,8 +327,12 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                 it = iter(batch)
 
                 async def worker() -> None:
+                    nonlocal stored
                     for spec in it:
                         await engine.put_job(job_of(spec))
+                        stored += 1
+                        if stored % PROGRESS_EVERY == 0:
+                            _log(f"trickle: {stored} jobs stored")
 
                 async with trio.open_nursery() as nursery:
                     for _ in range(min(REGISTER_CONCURRENCY, len(batch))):
@@ -350,14 +356,14 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                         await register(batch)
             setup_s = time.time() - t_setup
             cpu_setup = _cpu_s() - cpu0
-            misplaced = 0
+            misplaced: int | None = 0 if paced else None  # unpaced: anchors are not phases
             first_fires = []
             for spec in specs:
                 job = engine.get_job(spec.name)
                 assert job.next is not None
                 first = job.next.timestamp()
                 first_fires.append(first)
-                if int(first) % every != spec.phase:
+                if misplaced is not None and int(first) % every != spec.phase:
                     misplaced += 1
             rss_setup = _rss_mb()
             _log(f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
@@ -439,8 +445,10 @@ def _aps_trigger(spec: JobSpec, base: int) -> Any:
     from apscheduler.triggers.interval import IntervalTrigger
 
     if spec.kind == "every":
-        # the first second >= base with this phase
-        start = base + ((spec.phase - base) % spec.every)
+        if spec.every > MAX_PACED_EVERY:  # as trickle's unpaced @every: from when it is added
+            start = base + spec.every - 1
+        else:  # the first second >= base with this phase
+            start = base + ((spec.phase - base) % spec.every)
         return IntervalTrigger(seconds=spec.every,
                                start_date=datetime.fromtimestamp(start, tz=UTC), timezone=UTC)
     sec, minute, hour = spec.cron_fields()
@@ -615,7 +623,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="comma-separated systems to run (default both)")
     parser.add_argument("--apscheduler-mode", choices=("asyncio", "background"),
-                        default="asyncio")
+                        default="background",
+                        help="APScheduler's scheduler: background (thread pool, its best "
+                             "lateness for no-op jobs here) or asyncio")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
