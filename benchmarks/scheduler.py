@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
             tr["vs_apscheduler"] = {
                 key: _ratio(tr.get(key), aps.get(key))
                 for key in ("lateness_ms_p50", "lateness_ms_p99", "lateness_ms_p999",
-                            "rss_mb", "cpu_s", "setup_s")
+                            "rss_mb", "cpu_s", "register_s")
             }
         for r in result.values():
             r["host"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
