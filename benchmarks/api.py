@@ -99,13 +99,24 @@ def _log(message: str) -> None:
 def start_server(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``trickle serve --server`` on port 0; returns the process and its base URL."""
     cmd = [
-        sys.executable, "-m", "trickle", "serve", "--server",
-        "--http-addr", "127.0.0.1:0", "--data-dir", str(data_dir),
-        "--node-name", "bench", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "trickle",
+        "serve",
+        "--server",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data_dir),
+        "--node-name",
+        "bench",
+        "--log-level",
+        "warning",
     ]
     log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, start_new_session=True
+    )
     log.close()
     assert proc.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT
@@ -144,8 +155,9 @@ def stop_server(proc: subprocess.Popen[bytes]) -> int | None:
     return proc.returncode
 
 
-def timed_get(client: httpx.Client, url: str, params: dict[str, Any] | None = None
-              ) -> tuple[float, httpx.Response]:
+def timed_get(
+    client: httpx.Client, url: str, params: dict[str, Any] | None = None
+) -> tuple[float, httpx.Response]:
     t0 = time.perf_counter()
     resp = client.get(url, params=params)
     elapsed = time.perf_counter() - t0
@@ -179,8 +191,9 @@ def run(args: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, 
             resp = client.post("/v1/jobs", json=body)
             create.append(time.perf_counter() - t0)
             if resp.status_code != 201:
-                raise SystemExit(f"POST /v1/jobs ({body['name']}) answered "
-                                 f"{resp.status_code}: {resp.text}")
+                raise SystemExit(
+                    f"POST /v1/jobs ({body['name']}) answered {resp.status_code}: {resp.text}"
+                )
             if (i + 1) % 2000 == 0:
                 _log(f"created {i + 1} jobs")
         create_wall = time.perf_counter() - t_all
@@ -207,8 +220,11 @@ def run(args: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, 
         extra = offsets[: max(1, pages // 4)]
         times = []
         for k in extra:
-            elapsed, resp = timed_get(client, "/v1/jobs", {
-                "_start": k, "_end": k + size, "_sort": "next", "_order": "DESC"})
+            elapsed, resp = timed_get(
+                client,
+                "/v1/jobs",
+                {"_start": k, "_end": k + size, "_sort": "next", "_order": "DESC"},
+            )
             times.append(elapsed)
             check_page(resp, expect_total=n, start=k, size=size)
         out.update(summary("list_sorted", times))
@@ -220,8 +236,9 @@ def run(args: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, 
         times = []
         for k in extra:
             start = k % max(1, matching)
-            elapsed, resp = timed_get(client, "/v1/jobs", {
-                "q": prefix, "_start": start, "_end": start + size})
+            elapsed, resp = timed_get(
+                client, "/v1/jobs", {"q": prefix, "_start": start, "_end": start + size}
+            )
             times.append(elapsed)
             check_page(resp, expect_total=matching, start=start, size=size)
         out.update(summary("list_search", times))
@@ -231,8 +248,11 @@ def run(args: argparse.Namespace, base: str, proc: psutil.Process) -> dict[str, 
         times = []
         for k in extra:
             start = k % max(1, team_total)
-            elapsed, resp = timed_get(client, "/v1/jobs", {
-                "metadata[team]": TEAMS[0], "_start": start, "_end": start + size})
+            elapsed, resp = timed_get(
+                client,
+                "/v1/jobs",
+                {"metadata[team]": TEAMS[0], "_start": start, "_end": start + size},
+            )
             times.append(elapsed)
             check_page(resp, expect_total=team_total, start=start, size=size)
         out.update(summary("list_metadata", times))
@@ -254,7 +274,7 @@ def _cpu(proc: psutil.Process) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="trickle's REST API: create and list-page latency against a real "
-                    "server (see the module docstring)."
+        "server (see the module docstring)."
     )
     parser.add_argument("--jobs", type=int, default=1000, help="jobs to create")
     parser.add_argument("--pages", type=int, default=200, help="list pages to time")
@@ -286,8 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         result["store_mb"] = round(
             sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20, 1
         )
-    result["host"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                      "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    result["host"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     print(json.dumps(result))
 
 

@@ -119,9 +119,11 @@ class JobSpec:
 
 
 def check_mixable(every: int) -> None:
-    ok = (every < 60 and 60 % every == 0) or (
-        every % 60 == 0 and every < 3600 and 60 % (every // 60) == 0
-    ) or (every % 3600 == 0 and 24 % (every // 3600) == 0)
+    ok = (
+        (every < 60 and 60 % every == 0)
+        or (every % 60 == 0 and every < 3600 and 60 % (every // 60) == 0)
+        or (every % 3600 == 0 and 24 % (every // 3600) == 0)
+    )
     if not ok:
         raise SystemExit(
             f"--mix needs an --every that a cron step can express (a divisor of 60 seconds, "
@@ -141,8 +143,11 @@ def plan_jobs(n: int, every: int, mix: bool) -> list[JobSpec]:
                 kind = "cron"
             elif group == 4:
                 kind, tz = "cron", BERLIN
-        specs.append(JobSpec(index=i, name=f"bench-{i:06d}", kind=kind, phase=i % every,
-                             every=every, timezone=tz))
+        specs.append(
+            JobSpec(
+                index=i, name=f"bench-{i:06d}", kind=kind, phase=i % every, every=every, timezone=tz
+            )
+        )
     return specs
 
 
@@ -212,9 +217,12 @@ class LogCounter(logging.Handler):
         key = f"{record.name}: {record.msg}"
         n = self.counts[key] = self.counts.get(key, 0) + 1
         if n <= self.SHOWN:
-            print(f"  log {record.levelname}: {record.getMessage()}"
-                  + ("  (further ones counted, not shown)" if n == self.SHOWN else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"  log {record.levelname}: {record.getMessage()}"
+                + ("  (further ones counted, not shown)" if n == self.SHOWN else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def install_log_counter() -> LogCounter:
@@ -258,12 +266,14 @@ def summarize(
         "fires_per_s": round(len(late) / window.duration, 2),
     }
     out.update(lateness_summary(late))
-    out.update({
-        "rss_mb": rss_end,
-        "rss_peak_mb": max(_peak_rss_mb(), rss_end),
-        "cpu_s": round(cpu_window, 2),
-        "cpu_pct": round(100.0 * cpu_window / window.duration, 1),
-    })
+    out.update(
+        {
+            "rss_mb": rss_end,
+            "rss_peak_mb": max(_peak_rss_mb(), rss_end),
+            "cpu_s": round(cpu_window, 2),
+            "cpu_pct": round(100.0 * cpu_window / window.duration, 1),
+        }
+    )
     return out
 
 
@@ -306,8 +316,12 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
         append((ctx.execution.scheduled_at, clock()))
 
     def job_of(spec: JobSpec) -> Job:
-        return Job(name=spec.name, schedule=spec.trickle_schedule(), timezone=spec.timezone,
-                   executor="noop")
+        return Job(
+            name=spec.name,
+            schedule=spec.trickle_schedule(),
+            timezone=spec.timezone,
+            executor="noop",
+        )
 
     config = EngineConfig(data_dir=data_dir, node_name="bench")
     cpu0 = _cpu_s()
@@ -366,8 +380,10 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                 if misplaced is not None and int(first) % every != spec.phase:
                     misplaced += 1
             rss_setup = _rss_mb()
-            _log(f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
-                 f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced")
+            _log(
+                f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
+                f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced"
+            )
 
             window = Window(args.warmup, args.duration, every)
             await trio.sleep(max(0.0, window.start - time.time()))
@@ -379,8 +395,11 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             seen, checked = 0, 0
             while time.time() < window.drain_until:
                 upto = len(records)
-                seen += sum(1 for s, _ in records[checked:upto]
-                            if window.start <= s.timestamp() < window.end)
+                seen += sum(
+                    1
+                    for s, _ in records[checked:upto]
+                    if window.start <= s.timestamp() < window.end
+                )
                 checked = upto
                 if seen >= expected:
                     break
@@ -412,20 +431,30 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
         "rss_setup_mb": rss_setup,
         "anchors_misplaced": misplaced,
     }
-    out.update(summarize(records=pairs, window=window, first_fires=first_fires, every=every,
-                         cpu_window=cpu_window, rss_end=rss_end))
-    out.update({
-        "store": "sqlite",
-        "durability": config.durability,
-        "history_limit": config.history_limit,
-        "engine_fires_total": stats.fires_total,
-        "engine_fires_skipped": stats.fires_skipped,
-        "engine_fires_missed": stats.fires_missed,
-        "engine_commands_applied": stats.commands_applied,
-        "engine_events_dropped": stats.events_dropped,
-        "engine_error_at_stop": stop_error,
-        "log_warnings": log_counter.counts,
-    })
+    out.update(
+        summarize(
+            records=pairs,
+            window=window,
+            first_fires=first_fires,
+            every=every,
+            cpu_window=cpu_window,
+            rss_end=rss_end,
+        )
+    )
+    out.update(
+        {
+            "store": "sqlite",
+            "durability": config.durability,
+            "history_limit": config.history_limit,
+            "engine_fires_total": stats.fires_total,
+            "engine_fires_skipped": stats.fires_skipped,
+            "engine_fires_missed": stats.fires_missed,
+            "engine_commands_applied": stats.commands_applied,
+            "engine_events_dropped": stats.events_dropped,
+            "engine_error_at_stop": stop_error,
+            "log_warnings": log_counter.counts,
+        }
+    )
     return out
 
 
@@ -449,11 +478,11 @@ def _aps_trigger(spec: JobSpec, base: int) -> Any:
             start = base + spec.every - 1
         else:  # the first second >= base with this phase
             start = base + ((spec.phase - base) % spec.every)
-        return IntervalTrigger(seconds=spec.every,
-                               start_date=datetime.fromtimestamp(start, tz=UTC), timezone=UTC)
+        return IntervalTrigger(
+            seconds=spec.every, start_date=datetime.fromtimestamp(start, tz=UTC), timezone=UTC
+        )
     sec, minute, hour = spec.cron_fields()
-    return CronTrigger(second=sec, minute=minute, hour=hour,
-                       timezone=spec.timezone or "UTC")
+    return CronTrigger(second=sec, minute=minute, hour=hour, timezone=spec.timezone or "UTC")
 
 
 def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -494,31 +523,46 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
             if seen >= expected:
                 break
             sleep(0.2)
-        result.update({
-            "system": "apscheduler",
-            "version": apscheduler.__version__,
-            "mode": args.apscheduler_mode,
-            "jobs": n,
-            "every_s": every,
-            "mix": args.mix,
-            "schedules": _kinds(specs),
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "setup_s": round(setup_s, 2),
-            "register_s": round(setup_s, 2),
-            "jobs_registered_per_s": round(n / setup_s, 1) if setup_s else None,
-            "cpu_setup_s": round(cpu_setup, 2),
-            "rss_setup_mb": rss_setup,
-            "log_warnings": log_counter.counts,
-        })
-        result.update(summarize(records=list(records), window=window, first_fires=first_fires,
-                                every=every, cpu_window=cpu_window, rss_end=rss_end))
+        result.update(
+            {
+                "system": "apscheduler",
+                "version": apscheduler.__version__,
+                "mode": args.apscheduler_mode,
+                "jobs": n,
+                "every_s": every,
+                "mix": args.mix,
+                "schedules": _kinds(specs),
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "setup_s": round(setup_s, 2),
+                "register_s": round(setup_s, 2),
+                "jobs_registered_per_s": round(n / setup_s, 1) if setup_s else None,
+                "cpu_setup_s": round(cpu_setup, 2),
+                "rss_setup_mb": rss_setup,
+                "log_warnings": log_counter.counts,
+            }
+        )
+        result.update(
+            summarize(
+                records=list(records),
+                window=window,
+                first_fires=first_fires,
+                every=every,
+                cpu_window=cpu_window,
+                rss_end=rss_end,
+            )
+        )
 
     def add_all(scheduler: Any, func: Any) -> None:
         base = math.floor(time.time()) + 1
         for spec in specs:
-            scheduler.add_job(func, _aps_trigger(spec, base), args=(spec.index,),
-                              id=str(spec.index), name=spec.name)
+            scheduler.add_job(
+                func,
+                _aps_trigger(spec, base),
+                args=(spec.index,),
+                id=str(spec.index),
+                name=spec.name,
+            )
 
     if args.apscheduler_mode == "asyncio":
         import asyncio
@@ -539,7 +583,11 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
             loop = asyncio.get_running_loop()
             # the measuring thread sleeps; the event loop runs the scheduler meanwhile
             await loop.run_in_executor(
-                None, measure, scheduler, setup_s, _cpu_s() - cpu0,
+                None,
+                measure,
+                scheduler,
+                setup_s,
+                _cpu_s() - cpu0,
                 lambda s: time.sleep(max(0.0, s)),
             )
             scheduler.shutdown(wait=False)
@@ -557,8 +605,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
         add_all(scheduler, sync_job)
         scheduler.start()
-        measure(scheduler, time.time() - t0, _cpu_s() - cpu0,
-                lambda s: time.sleep(max(0.0, s)))
+        measure(scheduler, time.time() - t0, _cpu_s() - cpu0, lambda s: time.sleep(max(0.0, s)))
         scheduler.shutdown(wait=False)
     return result
 
@@ -569,10 +616,20 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
 def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Run one system's worker in a subprocess and return its JSON object."""
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", system,
-        "--jobs", str(args.jobs), "--every", str(args.every),
-        "--duration", str(args.duration), "--warmup", str(args.warmup),
-        "--apscheduler-mode", args.apscheduler_mode,
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        system,
+        "--jobs",
+        str(args.jobs),
+        "--every",
+        str(args.every),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--apscheduler-mode",
+        args.apscheduler_mode,
     ]
     if args.mix:
         cmd.append("--mix")
@@ -608,24 +665,36 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="trickle vs APScheduler 3: fires/s, trigger lateness, RSS, CPU "
-                    "(see the module docstring)."
+        "(see the module docstring)."
     )
     parser.add_argument("--jobs", type=int, default=1000, help="jobs on the node")
-    parser.add_argument("--every", type=int, default=10,
-                        help="seconds between two fires of each job")
-    parser.add_argument("--duration", type=float, default=30.0,
-                        help="seconds of the measurement window")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds between registration and the window (default "
-                             "min(every, 10))")
-    parser.add_argument("--mix", action="store_true",
-                        help="mixed schedules: 3/5 @every, 1/5 cron UTC, 1/5 cron Berlin")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated systems to run (default both)")
-    parser.add_argument("--apscheduler-mode", choices=("asyncio", "background"),
-                        default="background",
-                        help="APScheduler's scheduler: background (thread pool, its best "
-                             "lateness for no-op jobs here) or asyncio")
+    parser.add_argument(
+        "--every", type=int, default=10, help="seconds between two fires of each job"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of the measurement window"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds between registration and the window (default min(every, 10))",
+    )
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="mixed schedules: 3/5 @every, 1/5 cron UTC, 1/5 cron Berlin",
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated systems to run (default both)"
+    )
+    parser.add_argument(
+        "--apscheduler-mode",
+        choices=("asyncio", "background"),
+        default="background",
+        help="APScheduler's scheduler: background (thread pool, its best "
+        "lateness for no-op jobs here) or asyncio",
+    )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -659,12 +728,21 @@ def main(argv: list[str] | None = None) -> None:
         if tr and aps:
             tr["vs_apscheduler"] = {
                 key: _ratio(tr.get(key), aps.get(key))
-                for key in ("lateness_ms_p50", "lateness_ms_p99", "lateness_ms_p999",
-                            "rss_mb", "cpu_s", "register_s")
+                for key in (
+                    "lateness_ms_p50",
+                    "lateness_ms_p99",
+                    "lateness_ms_p999",
+                    "rss_mb",
+                    "cpu_s",
+                    "register_s",
+                )
             }
         for r in result.values():
-            r["host"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            r["host"] = {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
     print(json.dumps(result, sort_keys=False))
 
 
