@@ -42,13 +42,24 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   ``rss_peak_mb``; ``cpu_s`` (user+system, all threads, during the window), ``cpu_pct``;
   ``setup_s`` (wall time to register everything, pacing included), ``register_s`` (time
   spent registering, pacing excluded), ``cpu_setup_s``.
+* trickle only: ``engine_*`` from ``Engine.statistics()``, ``store_mb``,
+  ``engine_error_at_stop`` (an exception raised while the engine stopped, reported rather
+  than losing the figures). Both: ``log_warnings``, warnings counted by message (trickle
+  logs "fires coalesced (scheduler behind)" when it drops fires that fell a period behind).
 
 trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
 the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
-runs with its in-memory job store, ``coalesce=False``, a large ``misfire_grace_time``,
-``max_instances`` 100, its scheduler in UTC; ``asyncio`` mode (default: a native coroutine
-job run directly on the event loop by ``AsyncIOExecutor``, its cheapest path for no-op jobs)
-or ``background`` (``BackgroundScheduler`` with its default thread pool of 10).
+runs with its in-memory job store, ``coalesce=False``, ``misfire_grace_time`` 3600 s,
+``max_instances`` 100, its scheduler in UTC, in one of two modes: ``background`` (default:
+``BackgroundScheduler`` and its default pool of 10 threads, which start jobs while the
+scheduler is still submitting the rest of a burst: its best lateness for no-op jobs on this
+machine) or ``asyncio`` (``AsyncIOScheduler``, a native coroutine job run on the event loop
+by ``AsyncIOExecutor``: less CPU, but a burst's jobs only start once all are submitted).
+When ``--every`` is above 60 (no pacing), APScheduler's interval jobs also start one period
+after they are added, as trickle's ``@every`` does.
+
+The parent adds ``vs_apscheduler`` (trickle / APScheduler ratios) to trickle's object and
+``host`` (Python, CPUs, date) to both. ``--systems trickle`` runs one system only.
 
 Not a test: nothing is asserted. Each run stops by itself, and removes its temp dirs.
 """
