@@ -40,21 +40,28 @@ async def main(runs: int | None, data_dir: str, http_port: int) -> None:
         await nursery.start(partial(trio.serve_tcp, greeter, 0, host="127.0.0.1"))
         engine: Engine = await nursery.start(Engine(config).run)
         engine.register_executor("collect-metrics", collect_metrics)
-        await engine.put_job(Job(name="metrics", schedule="@every 1s",
-                                 executor="collect-metrics"))
-        await engine.put_job(Job(name="disk-usage", schedule="@every 2s", executor="shell",
-                                 executor_config={"command": "df -h /"}))
+        await engine.put_job(Job(name="metrics", schedule="@every 1s", executor="collect-metrics"))
+        await engine.put_job(
+            Job(
+                name="disk-usage",
+                schedule="@every 2s",
+                executor="shell",
+                executor_config={"command": "df -h /"},
+            )
+        )
         if http_port >= 0:
-            urls = await nursery.start(partial(serve_http, engine, host="127.0.0.1",
-                                               port=http_port))
+            urls = await nursery.start(
+                partial(serve_http, engine, host="127.0.0.1", port=http_port)
+            )
             print(f"trickle API on {urls[0]}", flush=True)
         seen = 0
         async with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as events:
             async for event in events:
                 ex = event.execution
                 assert ex is not None
-                print(f"{ex.job_name}: {ex.status} {ex.output.strip().splitlines()[0]!r}",
-                      flush=True)
+                print(
+                    f"{ex.job_name}: {ex.status} {ex.output.strip().splitlines()[0]!r}", flush=True
+                )
                 seen += 1
                 if runs is not None and seen >= runs:
                     break

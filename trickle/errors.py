@@ -1,19 +1,19 @@
 """The exception tree of trickle; every error knows the HTTP status the API answers with.
 
-    TrickleError (500)
-    ├── ValidationError (400)          bad input; ``field`` names what is wrong
-    │   └── ScheduleError (400)        a schedule that does not parse
-    ├── NotFound (404)
-    │   ├── JobNotFound
-    │   ├── ParentNotFound             "specified parent job not found"
-    │   └── ExecutionNotFound
-    ├── Conflict (409)
-    │   ├── JobHasDependents           delete a parent before its children
-    │   ├── ConcurrencyForbidden       a forbid job is already running
-    │   └── JobDisabled                a disabled job cannot be run
-    ├── PayloadTooLarge (413)
-    ├── SubmissionsPaused (503)
-    └── EngineClosed (503)             the engine is not running
+TrickleError (500)
+├── ValidationError (400)          bad input; ``field`` names what is wrong
+│   └── ScheduleError (400)        a schedule that does not parse
+├── NotFound (404)
+│   ├── JobNotFound
+│   ├── ParentNotFound             "specified parent job not found"
+│   └── ExecutionNotFound
+├── Conflict (409)
+│   ├── JobHasDependents           delete a parent before its children
+│   ├── ConcurrencyForbidden       a forbid job is already running
+│   └── JobDisabled                a disabled job cannot be run
+├── PayloadTooLarge (413)
+├── SubmissionsPaused (503)
+└── EngineClosed (503)             the engine is not running
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ async def collect_starts(engine: Engine, until: datetime) -> list:
     starts = []
     with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
         while True:
-            with trio.move_on_at(trio.current_time()
-                                 + (until - engine.clock.now()).total_seconds()):
+            with trio.move_on_at(
+                trio.current_time() + (until - engine.clock.now()).total_seconds()
+            ):
                 event = await sub.receive()
                 starts.append(event.execution)
                 continue
@@ -47,8 +48,9 @@ async def test_berlin_0230_job_fires_once_a_day_through_both_dst_changes(autojum
     until = datetime(2026, 11, 5, tzinfo=UTC)
     async with make_engine(start) as engine:
         engine.register_executor("noop", noop)
-        await engine.put_job(Job(name="nightly", schedule="0 30 2 * * *",
-                                 timezone="Europe/Berlin", executor="noop"))
+        await engine.put_job(
+            Job(name="nightly", schedule="0 30 2 * * *", timezone="Europe/Berlin", executor="noop")
+        )
         starts = await collect_starts(engine, until)
     local = [ex.scheduled_at.astimezone(BERLIN) for ex in starts]
     per_day = Counter(t.date() for t in local)
@@ -102,8 +104,9 @@ async def test_failed_run_is_retried_after_retry_interval(autojump_clock):
     engine = make_engine(start)
     async with engine:
         engine.register_executor("flaky", flaky)
-        await engine.put_job(Job(name="f", schedule="@manually", executor="flaky",
-                                 retries=5, retry_interval=30.0))
+        await engine.put_job(
+            Job(name="f", schedule="@manually", executor="flaky", retries=5, retry_interval=30.0)
+        )
         with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
             await engine.run_job("f")
             finished = [(await sub.receive()).execution for _ in range(3)]
@@ -136,12 +139,17 @@ async def test_forbid_skips_fire_while_previous_run_is_active(autojump_clock):
 
     async with make_engine(start) as engine:
         engine.register_executor("slow", slow)
-        await engine.put_job(Job(name="s", schedule="@every 10s", executor="slow",
-                                 concurrency="forbid"))
+        await engine.put_job(
+            Job(name="s", schedule="@every 10s", executor="slow", concurrency="forbid")
+        )
         with engine.subscribe(kinds=[EventKind.FIRE_SKIPPED, EventKind.EXECUTION_STARTED]) as sub:
             kinds = [(await sub.receive()).kind for _ in range(4)]
-    assert kinds == [EventKind.EXECUTION_STARTED, EventKind.FIRE_SKIPPED,
-                     EventKind.FIRE_SKIPPED, EventKind.EXECUTION_STARTED]
+    assert kinds == [
+        EventKind.EXECUTION_STARTED,
+        EventKind.FIRE_SKIPPED,
+        EventKind.FIRE_SKIPPED,
+        EventKind.EXECUTION_STARTED,
+    ]
 
 
 async def test_manual_run_respects_forbid_regression(autojump_clock):
@@ -155,8 +163,9 @@ async def test_manual_run_respects_forbid_regression(autojump_clock):
 
     async with make_engine(start) as engine:
         engine.register_executor("blocked", blocked)
-        await engine.put_job(Job(name="b", schedule="@manually", executor="blocked",
-                                 concurrency="forbid"))
+        await engine.put_job(
+            Job(name="b", schedule="@manually", executor="blocked", concurrency="forbid")
+        )
         await engine.run_job("b")
         with pytest.raises(ConcurrencyForbidden):
             await engine.run_job("b")
@@ -220,8 +229,14 @@ async def test_expired_job_stops_firing_and_is_kept(autojump_clock):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     async with make_engine(start) as engine:
         engine.register_executor("noop", noop)
-        await engine.put_job(Job(name="e", schedule="@every 10s", executor="noop",
-                                 expires_at=start + timedelta(seconds=35)))
+        await engine.put_job(
+            Job(
+                name="e",
+                schedule="@every 10s",
+                executor="noop",
+                expires_at=start + timedelta(seconds=35),
+            )
+        )
         starts = await collect_starts(engine, start + timedelta(minutes=2))
         assert len(starts) == 3
         assert engine.get_job("e").next is None

@@ -77,27 +77,39 @@ async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str])
 
 
 @asynccontextmanager
-async def node(data_dir: Path, *args: str, name: str | None = "e2e",
-               env: dict[str, str] | None = None) -> AsyncIterator[Node]:
+async def node(
+    data_dir: Path, *args: str, name: str | None = "e2e", env: dict[str, str] | None = None
+) -> AsyncIterator[Node]:
     """A `trickle serve --server` process on a free port, once it printed its ready line.
 
     ``name=None`` leaves the node name to the environment or the config file."""
     stderr_path = data_dir.parent / f"{data_dir.name}-{name}.stderr.log"
-    command = [sys.executable, "-m", "trickle", "serve", "--server", "--http-addr",
-               "127.0.0.1:0", "--data-dir", str(data_dir), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "trickle",
+        "serve",
+        "--server",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data_dir),
+        *args,
+    ]
     if name is not None:
         command += ["--node-name", name]
     with stderr_path.open("ab") as stderr:
         process = await trio.lowlevel.open_process(
-            command, stdout=subprocess.PIPE, stderr=stderr, env={**clean_env(), **(env or {})},
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**clean_env(), **(env or {})},
             cwd=ROOT,
         )
     try:
         assert process.stdout is not None
         with trio.fail_after(START_TIMEOUT):
-            line = await read_line(
-                process.stdout, lambda: stderr_path.read_text(errors="replace")
-            )
+            line = await read_line(process.stdout, lambda: stderr_path.read_text(errors="replace"))
         yield Node(process, json.loads(line), stderr_path)
     finally:
         if process.returncode is None:
@@ -111,8 +123,13 @@ async def node(data_dir: Path, *args: str, name: str | None = "e2e",
 async def trickle(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a client command as a process (`python -m trickle ARGS`)."""
     return await trio.run_process(
-        [sys.executable, "-m", "trickle", *args], stdin=input, capture_stdout=True,
-        capture_stderr=True, check=False, env=clean_env(), cwd=ROOT,
+        [sys.executable, "-m", "trickle", *args],
+        stdin=input,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=clean_env(),
+        cwd=ROOT,
     )
 
 
@@ -123,8 +140,11 @@ async def wait_for_executions(address: str, job: str, count: int) -> list[dict[s
             while True:
                 response = await client.get(f"/v1/jobs/{job}/executions")
                 response.raise_for_status()
-                finished = [e for e in response.json()
-                            if e.get("finished_at") and not e["finished_at"].startswith("0001")]
+                finished = [
+                    e
+                    for e in response.json()
+                    if e.get("finished_at") and not e["finished_at"].startswith("0001")
+                ]
                 if len(finished) >= count:
                     return finished
                 await trio.sleep(POLL)
@@ -196,8 +216,13 @@ async def test_http_job_calls_a_local_server(tmp_path: Path, nursery: trio.Nurse
         "schedule": "@every 2s",
         "tags": {"dkron_server": "true:1"},
         "executor": "http",
-        "executor_config": {"method": "GET", "url": f"http://127.0.0.1:{port}/hook",
-                            "expectCode": "200", "expectBody": "pong", "timeout": "10"},
+        "executor_config": {
+            "method": "GET",
+            "url": f"http://127.0.0.1:{port}/hook",
+            "expectCode": "200",
+            "expectBody": "pong",
+            "timeout": "10",
+        },
     }
     async with node(tmp_path / "data") as n:
         async with httpx.AsyncClient(base_url=n.address) as client:
@@ -247,15 +272,25 @@ async def test_second_node_on_a_taken_port_exits_1(tmp_path: Path) -> None:
     async with node(tmp_path / "one") as n:
         addr = n.address.removeprefix("http://")
         result = await trio.run_process(
-            [sys.executable, "-m", "trickle", "serve", "--server", "--http-addr", addr,
-             "--data-dir", str(tmp_path / "two")],
-            capture_stdout=True, capture_stderr=True, check=False, env=clean_env(),
+            [
+                sys.executable,
+                "-m",
+                "trickle",
+                "serve",
+                "--server",
+                "--http-addr",
+                addr,
+                "--data-dir",
+                str(tmp_path / "two"),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=clean_env(),
         )
         assert result.returncode == 1
         assert result.stdout == b""
-        assert f"cannot listen on {addr}: the address is already in use".encode() in (
-            result.stderr
-        )
+        assert f"cannot listen on {addr}: the address is already in use".encode() in (result.stderr)
         assert await n.stop() == 0, n.stderr()
 
 
@@ -267,8 +302,7 @@ async def test_config_file_and_environment_reach_the_node(tmp_path: Path) -> Non
         encoding="utf-8",
     )
     environment = {"TRICKLE_NODE_NAME": "from-env", "TRICKLE_LOG_LEVEL": "warn"}
-    async with node(tmp_path / "data", "--config", str(config), name=None,
-                    env=environment) as n:
+    async with node(tmp_path / "data", "--config", str(config), name=None, env=environment) as n:
         assert n.ready["node"] == "from-env"  # environment > file
         async with httpx.AsyncClient(base_url=n.address) as client:
             tags = (await client.get("/v1")).json()["tags"]
@@ -279,8 +313,12 @@ async def test_config_file_and_environment_reach_the_node(tmp_path: Path) -> Non
 
 
 async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path: Path) -> None:
-    job = {"name": "slow", "schedule": "@manually", "executor": "shell",
-           "executor_config": {"command": "echo start; sleep 1; echo done", "shell": "true"}}
+    job = {
+        "name": "slow",
+        "schedule": "@manually",
+        "executor": "shell",
+        "executor_config": {"command": "echo start; sleep 1; echo done", "shell": "true"},
+    }
     async with node(tmp_path / "data", "--shutdown-grace", "30s") as n:
         async with httpx.AsyncClient(base_url=n.address) as client:
             assert (await client.post("/v1/jobs", json=job)).status_code == 201

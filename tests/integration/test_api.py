@@ -157,8 +157,12 @@ async def test_openapi_document_is_served(api: Api) -> None:
 
 
 async def test_every_response_names_the_node_and_allows_cors(api: Api) -> None:
-    for method, path in [("GET", "/v1/jobs"), ("GET", "/v1/jobs/nope"), ("GET", "/nowhere"),
-                         ("POST", "/v1/jobs")]:
+    for method, path in [
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/nope"),
+        ("GET", "/nowhere"),
+        ("POST", "/v1/jobs"),
+    ]:
         _, _, headers = await api.text(method, path)
         assert headers["X-Whom"] == NODE, path
         assert headers["Access-Control-Allow-Origin"] == "*", path
@@ -167,9 +171,13 @@ async def test_every_response_names_the_node_and_allows_cors(api: Api) -> None:
 
 async def test_cors_preflight_is_answered(api: Api) -> None:
     status, _, headers = await api.text(
-        "OPTIONS", "/v1/jobs/x",
-        headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "DELETE",
-                 "Access-Control-Request-Headers": "content-type,authorization"},
+        "OPTIONS",
+        "/v1/jobs/x",
+        headers={
+            "Origin": "http://ui.example",
+            "Access-Control-Request-Method": "DELETE",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        },
     )
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == "*"
@@ -204,8 +212,14 @@ async def test_trailing_slash_is_accepted(api: Api) -> None:
 async def test_create_answers_201_with_location_and_the_stored_job(api: Api) -> None:
     r = await api.client.post(
         "/v1/jobs",
-        json={"name": "backup", "schedule": "0 30 2 * * *", "timezone": "Europe/Berlin",
-              "executor": "noop", "retry_interval": "30s", "unknown_field": 1},
+        json={
+            "name": "backup",
+            "schedule": "0 30 2 * * *",
+            "timezone": "Europe/Berlin",
+            "executor": "noop",
+            "retry_interval": "30s",
+            "unknown_field": 1,
+        },
     )
     assert r.status_code == 201
     assert r.headers["Location"] == "/v1/jobs/backup"
@@ -221,8 +235,9 @@ async def test_create_answers_201_with_location_and_the_stored_job(api: Api) -> 
 async def test_update_is_a_full_replace_and_still_answers_201(api: Api) -> None:
     await api.create("a", displayname="First", metadata={"team": "x"})
     await api.run_and_wait("a")
-    r = await api.client.patch("/v1/jobs", json={"name": "a", "schedule": "@daily",
-                                                "executor": "noop"})
+    r = await api.client.patch(
+        "/v1/jobs", json={"name": "a", "schedule": "@daily", "executor": "noop"}
+    )
     assert r.status_code == 201
     assert r.headers["X-Trickle-Created"] == "false"
     job = await r.get_json()
@@ -232,8 +247,7 @@ async def test_update_is_a_full_replace_and_still_answers_201(api: Api) -> None:
 
 
 async def test_put_takes_the_name_from_the_path_when_the_body_has_none(api: Api) -> None:
-    r = await api.client.put("/v1/jobs/from-path", json={"schedule": "@daily",
-                                                          "executor": "noop"})
+    r = await api.client.put("/v1/jobs/from-path", json={"schedule": "@daily", "executor": "noop"})
     assert r.status_code == 201
     assert (await r.get_json())["name"] == "from-path"
     assert r.headers["Location"] == "/v1/jobs/from-path"
@@ -241,9 +255,10 @@ async def test_put_takes_the_name_from_the_path_when_the_body_has_none(api: Api)
 
 async def test_runoncreate_runs_the_new_job(api: Api) -> None:
     with api.engine.subscribe(kinds=["execution_finished"], jobs=["now"]) as sub:
-        r = await api.client.post("/v1/jobs?runoncreate=true",
-                                  json={"name": "now", "schedule": "@manually",
-                                        "executor": "noop"})
+        r = await api.client.post(
+            "/v1/jobs?runoncreate=true",
+            json={"name": "now", "schedule": "@manually", "executor": "noop"},
+        )
         assert r.status_code == 201
         with trio.fail_after(WAIT):
             event = await sub.receive()
@@ -261,9 +276,7 @@ async def test_get_and_delete_a_job(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/jobs/{}", "/v1/jobs/{}/run"])
-async def test_run_answers_200_with_the_job_and_records_an_execution(
-    api: Api, path: str
-) -> None:
+async def test_run_answers_200_with_the_job_and_records_an_execution(api: Api, path: str) -> None:
     await api.create("r")
     job = await api.run_and_wait("r", path.format("r"))
     assert job["name"] == "r"
@@ -331,7 +344,12 @@ async def test_list_filters(api: Api) -> None:
 async def test_list_sorting_and_pagination(api: Api) -> None:
     await _five_jobs(api)
     assert (await _names(api, "?_sort=id&_order=DESC"))[0] == [
-        "echo", "delta", "charlie", "bravo", "alpha"]
+        "echo",
+        "delta",
+        "charlie",
+        "bravo",
+        "alpha",
+    ]
     names, _ = await _names(api, "?_sort=success_count&_order=DESC")
     assert names[0] == "alpha"
     assert await _names(api, "?_start=1&_end=3") == (["bravo", "charlie"], "5")
@@ -353,9 +371,7 @@ async def test_list_sorting_and_pagination(api: Api) -> None:
         ("disabled=yes", "disabled"),
     ],
 )
-async def test_list_rejects_bad_parameters_naming_them(
-    api: Api, query: str, field: str
-) -> None:
+async def test_list_rejects_bad_parameters_naming_them(api: Api, query: str, field: str) -> None:
     status, body, headers = await api.text("GET", f"/v1/jobs?{query}")
     assert status == 400
     assert body.startswith(f"{field}:")
@@ -368,23 +384,46 @@ async def test_list_rejects_bad_parameters_naming_them(
 @pytest.mark.parametrize(
     ("body", "field", "text"),
     [
-        ({"name": "a", "schedule": "@daily", "retries": "3"}, "retries",
-         'Unable to parse payload: retries: expected a non-negative integer, got "3".'),
-        ({"name": "a", "schedule": "@daily", "executor_config": {"timeout": 5}},
-         "executor_config.timeout",
-         "Unable to parse payload: executor_config.timeout: expected a string, got 5."),
-        ({"name": "Upper", "schedule": "@daily"}, "name",
-         "Job validation failed: name contains illegal character 'U'."),
-        ({"name": "", "schedule": "@daily"}, "name",
-         "Job validation failed: name cannot be empty."),
-        ({"name": "a", "schedule": "@at badtime"}, "schedule",
-         "Job validation failed: can't parse job schedule: "),
-        ({"name": "a", "schedule": "@daily", "concurrency": "replace"}, "concurrency",
-         'invalid concurrency policy value, use "allow" or "forbid"'),
-        ({"name": "a", "schedule": "@daily", "timezone": "Mars/Base"}, "timezone",
-         "Job validation failed: unknown time zone Mars/Base."),
-        ({"name": "a", "schedule": "@daily", "parent_job": "a"}, "parent_job",
-         "Job validation failed: the job can not have itself as parent."),
+        (
+            {"name": "a", "schedule": "@daily", "retries": "3"},
+            "retries",
+            'Unable to parse payload: retries: expected a non-negative integer, got "3".',
+        ),
+        (
+            {"name": "a", "schedule": "@daily", "executor_config": {"timeout": 5}},
+            "executor_config.timeout",
+            "Unable to parse payload: executor_config.timeout: expected a string, got 5.",
+        ),
+        (
+            {"name": "Upper", "schedule": "@daily"},
+            "name",
+            "Job validation failed: name contains illegal character 'U'.",
+        ),
+        (
+            {"name": "", "schedule": "@daily"},
+            "name",
+            "Job validation failed: name cannot be empty.",
+        ),
+        (
+            {"name": "a", "schedule": "@at badtime"},
+            "schedule",
+            "Job validation failed: can't parse job schedule: ",
+        ),
+        (
+            {"name": "a", "schedule": "@daily", "concurrency": "replace"},
+            "concurrency",
+            'invalid concurrency policy value, use "allow" or "forbid"',
+        ),
+        (
+            {"name": "a", "schedule": "@daily", "timezone": "Mars/Base"},
+            "timezone",
+            "Job validation failed: unknown time zone Mars/Base.",
+        ),
+        (
+            {"name": "a", "schedule": "@daily", "parent_job": "a"},
+            "parent_job",
+            "Job validation failed: the job can not have itself as parent.",
+        ),
         ({"name": "a", "schedule": "@daily", "executor": "nope"}, "executor", "noop"),
     ],
 )
@@ -400,8 +439,9 @@ async def test_invalid_job_is_400_naming_the_field_and_stores_nothing(
 
 
 async def test_errors_are_json_when_the_client_asks_for_json(api: Api) -> None:
-    r = await api.client.post("/v1/jobs", json={"name": "a", "retries": -1},
-                              headers={"Accept": "application/json"})
+    r = await api.client.post(
+        "/v1/jobs", json={"name": "a", "retries": -1}, headers={"Accept": "application/json"}
+    )
     assert r.status_code == 400
     assert r.headers["Content-Type"].startswith("application/json")
     data = await r.get_json()
@@ -412,8 +452,9 @@ async def test_errors_are_json_when_the_client_asks_for_json(api: Api) -> None:
 
 @pytest.mark.parametrize("payload", [b"{not json", b"", b"[1,", b'{"name": NaN}', b"\xff\xfe"])
 async def test_malformed_json_is_400(api: Api, payload: bytes) -> None:
-    status, body, _ = await api.text("POST", "/v1/jobs", data=payload,
-                                     headers={"Content-Type": "application/json"})
+    status, body, _ = await api.text(
+        "POST", "/v1/jobs", data=payload, headers={"Content-Type": "application/json"}
+    )
     assert status == 400
     assert body.startswith("Unable to parse payload:")
 
@@ -424,8 +465,12 @@ async def test_a_job_must_be_an_object(api: Api) -> None:
 
 
 async def test_body_over_the_limit_is_413_and_stores_nothing(api: Api) -> None:
-    body = {"name": "big", "schedule": "@daily", "executor": "noop",
-            "displayname": "x" * MAX_JOB_BODY}
+    body = {
+        "name": "big",
+        "schedule": "@daily",
+        "executor": "noop",
+        "displayname": "x" * MAX_JOB_BODY,
+    }
     status, text, _ = await api.text("POST", "/v1/jobs", json=body)
     assert status == 413 and "limit" in text
     assert (await api.client.get("/v1/jobs/big")).status_code == 404
@@ -455,8 +500,7 @@ async def test_pause_blocks_create_and_update_only(api: Api) -> None:
     assert await r.get_json() == {"paused": True}
     assert await (await api.client.get("/v1/pause")).get_json() == {"paused": True}
     job = {"name": "existing", "schedule": "@daily", "executor": "noop"}
-    for method, path in [("POST", "/v1/jobs"), ("PATCH", "/v1/jobs"),
-                         ("PUT", "/v1/jobs/existing")]:
+    for method, path in [("POST", "/v1/jobs"), ("PATCH", "/v1/jobs"), ("PUT", "/v1/jobs/existing")]:
         status, body, _ = await api.text(method, path, json=job)
         assert status == 503 and "paused" in body, method
     assert (await api.client.post("/v1/jobs/existing/toggle")).status_code == 200
@@ -501,12 +545,13 @@ async def test_executions_list_pages_sorts_and_truncates(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("_sort=bogus", "_sort"), ("_start=-2", "_start"), ("output_size_limit=big",
-                                                         "output_size_limit")],
+    [
+        ("_sort=bogus", "_sort"),
+        ("_start=-2", "_start"),
+        ("output_size_limit=big", "output_size_limit"),
+    ],
 )
-async def test_executions_list_rejects_bad_parameters(
-    api: Api, query: str, field: str
-) -> None:
+async def test_executions_list_rejects_bad_parameters(api: Api, query: str, field: str) -> None:
     await api.create("x")
     status, _, headers = await api.text("GET", f"/v1/jobs/x/executions?{query}")
     assert status == 400 and headers["X-Trickle-Error-Field"] == field
@@ -533,8 +578,10 @@ async def test_delete_executions_resets_counters(api: Api) -> None:
 
 async def test_busy_shows_running_executions_with_their_output(api: Api) -> None:
     await api.create("slow", executor="block")
-    with api.engine.subscribe(kinds=["execution_output"], jobs=["slow"]) as started, \
-            api.engine.subscribe(kinds=["execution_finished"], jobs=["slow"]) as finished:
+    with (
+        api.engine.subscribe(kinds=["execution_output"], jobs=["slow"]) as started,
+        api.engine.subscribe(kinds=["execution_finished"], jobs=["slow"]) as finished,
+    ):
         assert (await api.client.post("/v1/jobs/slow/run")).status_code == 200
         with trio.fail_after(WAIT):
             await started.receive()
@@ -558,8 +605,14 @@ async def test_busy_shows_running_executions_with_their_output(api: Api) -> None
 
 @pytest.mark.parametrize(
     ("query", "days"),
-    [("", 30), ("?days=7", 7), ("?days=0", 30), ("?days=-3", 30), ("?days=abc", 30),
-     ("?days=1000", 365)],
+    [
+        ("", 30),
+        ("?days=7", 7),
+        ("?days=0", 30),
+        ("?days=-3", 30),
+        ("?days=abc", 30),
+        ("?days=1000", 365),
+    ],
 )
 async def test_stats_follow_dkrons_day_rules(api: Api, query: str, days: int) -> None:
     r = await api.client.get(f"/v1/stats{query}")
@@ -579,9 +632,10 @@ async def test_stats_count_todays_executions(api: Api) -> None:
 
 
 async def test_schedule_preview(api: Api) -> None:
-    r = await api.client.get("/v1/schedule/next",
-                             query_string={"schedule": "0 0 9 * * *", "timezone": "Europe/Berlin",
-                                           "count": "3"})
+    r = await api.client.get(
+        "/v1/schedule/next",
+        query_string={"schedule": "0 0 9 * * *", "timezone": "Europe/Berlin", "count": "3"},
+    )
     data = await r.get_json()
     assert r.status_code == 200 and len(data["next"]) == 3
     assert all("T09:00:00+0" in t for t in data["next"])
@@ -591,10 +645,13 @@ async def test_schedule_preview(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"schedule": "61 * * * *"}, "schedule"), ({}, "schedule"),
-     ({"schedule": "@daily", "count": "0"}, "count"),
-     ({"schedule": "@daily", "count": "1000"}, "count"),
-     ({"schedule": "0 0 9 * * *", "timezone": "Nowhere/City"}, "timezone")],
+    [
+        ({"schedule": "61 * * * *"}, "schedule"),
+        ({}, "schedule"),
+        ({"schedule": "@daily", "count": "0"}, "count"),
+        ({"schedule": "@daily", "count": "1000"}, "count"),
+        ({"schedule": "0 0 9 * * *", "timezone": "Nowhere/City"}, "timezone"),
+    ],
 )
 async def test_schedule_preview_rejects_bad_input(
     api: Api, params: dict[str, str], field: str
@@ -609,8 +666,9 @@ async def test_schedule_preview_rejects_bad_input(
 
 
 def _upload(data: bytes) -> dict[str, FileStorage]:
-    return {"file": FileStorage(io.BytesIO(data), filename="jobs.json",
-                                content_type="application/json")}
+    return {
+        "file": FileStorage(io.BytesIO(data), filename="jobs.json", content_type="application/json")
+    }
 
 
 async def test_restore_round_trips_an_export(api: Api) -> None:
@@ -629,18 +687,30 @@ async def test_restore_round_trips_an_export(api: Api) -> None:
     assert sorted(messages) == ["success create child", "success create parent"]
     after = {j["name"]: j for j in await (await api.client.get("/v1/jobs")).get_json()}
     for name, job in before.items():
-        for key in ("schedule", "metadata", "parent_job", "dependent_jobs", "retry_interval",
-                    "executor", "success_count", "last_success", "status"):
+        for key in (
+            "schedule",
+            "metadata",
+            "parent_job",
+            "dependent_jobs",
+            "retry_interval",
+            "executor",
+            "success_count",
+            "last_success",
+            "status",
+        ):
             assert after[name][key] == job[key], (name, key)
 
 
 async def test_restore_accepts_a_raw_json_body_larger_than_a_job_write(api: Api) -> None:
-    jobs = [{"name": f"job-{i}", "schedule": "@daily", "executor": "noop",
-             "displayname": "d" * 4096} for i in range(300)]
+    jobs = [
+        {"name": f"job-{i}", "schedule": "@daily", "executor": "noop", "displayname": "d" * 4096}
+        for i in range(300)
+    ]
     body = json.dumps(jobs).encode()
     assert len(body) > MAX_JOB_BODY
-    r = await api.client.post("/v1/restore", data=body,
-                              headers={"Content-Type": "application/json"})
+    r = await api.client.post(
+        "/v1/restore", data=body, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 200, await r.get_data(as_text=True)
     assert len(json.loads(await r.get_json())) == 300
     assert (await _names(api, "?_end=1"))[1] == "300"
@@ -648,16 +718,23 @@ async def test_restore_accepts_a_raw_json_body_larger_than_a_job_write(api: Api)
 
 async def test_restore_overwrites_existing_jobs(api: Api) -> None:
     await api.create("a", displayname="old")
-    r = await api.client.post("/v1/restore", files=_upload(json.dumps(
-        [{"name": "a", "schedule": "@daily", "executor": "noop", "displayname": "new"}]
-    ).encode()))
+    r = await api.client.post(
+        "/v1/restore",
+        files=_upload(
+            json.dumps(
+                [{"name": "a", "schedule": "@daily", "executor": "noop", "displayname": "new"}]
+            ).encode()
+        ),
+    )
     assert json.loads(await r.get_json()) == ["success update a"]
     assert (await (await api.client.get("/v1/jobs/a")).get_json())["displayname"] == "new"
 
 
 async def test_restore_with_a_bad_job_stores_nothing(api: Api) -> None:
-    payload = [{"name": "good", "schedule": "@daily", "executor": "noop"},
-               {"name": "bad", "schedule": "@daily", "retries": "x"}]
+    payload = [
+        {"name": "good", "schedule": "@daily", "executor": "noop"},
+        {"name": "bad", "schedule": "@daily", "retries": "x"},
+    ]
     r = await api.client.post("/v1/restore", files=_upload(json.dumps(payload).encode()))
     assert r.status_code == 400
     assert r.headers["X-Trickle-Error-Field"] == "[1].retries"
@@ -702,8 +779,15 @@ async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Pat
             jobs_after = await (await client.get("/v1/jobs")).get_json()
             assert [j["name"] for j in jobs_after] == ["kept", "kept-child"]
             for before, after in zip(jobs_before, jobs_after, strict=True):
-                for key in ("metadata", "success_count", "last_success", "status",
-                            "dependent_jobs", "parent_job", "schedule"):
+                for key in (
+                    "metadata",
+                    "success_count",
+                    "last_success",
+                    "status",
+                    "dependent_jobs",
+                    "parent_job",
+                    "schedule",
+                ):
                     assert after[key] == before[key], key
             r = await client.get("/v1/jobs/kept/executions")
             assert await r.get_json() == history
@@ -720,8 +804,11 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Engine]]:
     gate.set()
     async with _engine(tmp_path / "data", gate) as engine:
         async with trio.open_nursery() as server:
-            [url] = await server.start(lambda task_status: serve_http(
-                engine, host="127.0.0.1", port=0, task_status=task_status))
+            [url] = await server.start(
+                lambda task_status: serve_http(
+                    engine, host="127.0.0.1", port=0, task_status=task_status
+                )
+            )
             yield url, engine
             server.cancel_scope.cancel()
 
@@ -734,19 +821,22 @@ async def test_over_http_jobs_headers_and_cors(served: tuple[str, Engine]) -> No
         assert r.status_code == 200 and r.json()["status"] == "healthy"
         assert r.headers["x-whom"] == NODE
         for name in ("one", "two", "three"):
-            r = await client.post("/v1/jobs", json={"name": name, "schedule": "@daily",
-                                                    "executor": "noop"})
+            r = await client.post(
+                "/v1/jobs", json={"name": name, "schedule": "@daily", "executor": "noop"}
+            )
             assert r.status_code == 201 and r.headers["location"] == f"/v1/jobs/{name}"
-        r = await client.get("/v1/jobs", params={"_sort": "name", "_order": "DESC",
-                                                 "_start": 0, "_end": 2})
+        r = await client.get(
+            "/v1/jobs", params={"_sort": "name", "_order": "DESC", "_start": 0, "_end": 2}
+        )
         assert [j["name"] for j in r.json()] == ["two", "three"]
         assert r.headers["x-total-count"] == "3"
         assert r.headers["access-control-allow-origin"] == "*"
-        r = await client.options("/v1/jobs", headers={
-            "Origin": "http://example.test", "Access-Control-Request-Method": "POST"})
+        r = await client.options(
+            "/v1/jobs",
+            headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"},
+        )
         assert r.status_code == 204 and "POST" in r.headers["access-control-allow-methods"]
-        r = await client.post("/v1/jobs", json={"name": "x", "schedule": "@daily",
-                                                "retries": "3"})
+        r = await client.post("/v1/jobs", json={"name": "x", "schedule": "@daily", "retries": "3"})
         assert r.status_code == 400 and r.headers["x-trickle-error-field"] == "retries"
         assert (await client.get("/v1/jobs/ghost")).status_code == 404
 
@@ -754,8 +844,9 @@ async def test_over_http_jobs_headers_and_cors(served: tuple[str, Engine]) -> No
 async def test_over_http_run_and_restore_multipart(served: tuple[str, Engine]) -> None:
     url, engine = served
     async with httpx.AsyncClient(base_url=url) as client:
-        r = await client.post("/v1/jobs", json={"name": "web", "schedule": "@daily",
-                                                "executor": "noop"})
+        r = await client.post(
+            "/v1/jobs", json={"name": "web", "schedule": "@daily", "executor": "noop"}
+        )
         assert r.status_code == 201
         with engine.subscribe(kinds=["execution_finished"], jobs=["web"]) as sub:
             assert (await client.post("/v1/jobs/web")).status_code == 200
@@ -765,8 +856,9 @@ async def test_over_http_run_and_restore_multipart(served: tuple[str, Engine]) -
         assert r.headers["x-total-count"] == "1" and r.json()[0]["success"] is True
         export = (await client.get("/v1/jobs")).content
         assert (await client.delete("/v1/jobs/web")).status_code == 200
-        r = await client.post("/v1/restore",
-                              files={"file": ("jobs.json", export, "application/json")})
+        r = await client.post(
+            "/v1/restore", files={"file": ("jobs.json", export, "application/json")}
+        )
         assert r.status_code == 200 and json.loads(r.json()) == ["success create web"]
         assert (await client.get("/v1/jobs/web")).json()["success_count"] == 1
 
@@ -775,8 +867,11 @@ async def test_serve_http_stops_gracefully_on_its_shutdown_trigger(tmp_path: Pat
     gate = trio.Event()
     stop = trio.Event()
     async with _engine(tmp_path / "data", gate) as engine, trio.open_nursery() as nursery:
-        [url] = await nursery.start(lambda task_status: serve_http(
-            engine, port=0, shutdown_trigger=stop.wait, task_status=task_status))
+        [url] = await nursery.start(
+            lambda task_status: serve_http(
+                engine, port=0, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        )
         async with httpx.AsyncClient(base_url=url) as client:
             assert (await client.get("/v1/isleader")).status_code == 200
         stop.set()  # serve_http returns; the nursery then exits without a cancel
@@ -796,16 +891,15 @@ async def test_over_http_an_oversized_body_is_answered_413_at_once(
     async with stream:
         await stream.send_all(
             b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {8 * MAX_JOB_BODY}\r\n\r\n".encode() + b'{"name": "big", '
+            + f"Content-Length: {8 * MAX_JOB_BODY}\r\n\r\n".encode()
+            + b'{"name": "big", '
         )
         answer = b""
         with trio.fail_after(WAIT):
             while b"\r\n\r\n" not in answer:
                 answer += await stream.receive_some()
             head, body = answer.split(b"\r\n\r\n", 1)
-            headers = dict(
-                line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:]
-            )
+            headers = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:])
             while len(body) < int(headers[b"content-length"]):
                 body += await stream.receive_some()
     assert head.startswith(b"HTTP/1.1 413")

@@ -35,8 +35,7 @@ CALLS = [
     ("POST", "/v1/pause", None, 200),
     ("POST", "/v1/unpause", None, 200),
     ("GET", "/v1/stats", None, 200),
-    ("POST", "/v1/restore", [{"name": "restored", "schedule": "@daily", "executor": "noop"}],
-     200),
+    ("POST", "/v1/restore", [{"name": "restored", "schedule": "@daily", "executor": "noop"}], 200),
     ("GET", "/v1/schedule/next?schedule=@daily", None, 200),
     ("DELETE", "/v1/jobs/{job}/executions", None, 200),
     ("DELETE", "/v1/jobs/put", None, 200),
@@ -44,8 +43,11 @@ CALLS = [
 
 
 def test_the_call_list_covers_every_route():
-    routed = {(method, path.replace("<job>", "X").replace("<execution>", "Y"))
-              for path, methods, _ in ROUTES for method in methods}
+    routed = {
+        (method, path.replace("<job>", "X").replace("<execution>", "Y"))
+        for path, methods, _ in ROUTES
+        for method in methods
+    }
     called = set()
     for method, path, _, _ in CALLS:
         path = path.split("?")[0]
@@ -63,10 +65,12 @@ async def test_every_route_over_real_http(tmp_path):
     async with engine, trio.open_nursery() as nursery:
         engine.register_executor("noop", noop)
         [url] = await nursery.start(
-            lambda task_status: serve_http(engine, port=0, task_status=task_status))
+            lambda task_status: serve_http(engine, port=0, task_status=task_status)
+        )
         async with httpx.AsyncClient(base_url=url) as client:
-            r = await client.post("/v1/jobs", json={"name": "base", "schedule": "@manually",
-                                                    "executor": "noop"})
+            r = await client.post(
+                "/v1/jobs", json={"name": "base", "schedule": "@manually", "executor": "noop"}
+            )
             assert r.status_code == 201
             with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
                 await client.post("/v1/jobs/base/run")
@@ -75,8 +79,9 @@ async def test_every_route_over_real_http(tmp_path):
             for method, path, body, expected in CALLS:
                 path = path.format(job="base", execution=execution.id)
                 content = json.dumps(body).encode() if body is not None else None
-                r = await client.request(method, path, content=content,
-                                         headers={"Content-Type": "application/json"})
+                r = await client.request(
+                    method, path, content=content, headers={"Content-Type": "application/json"}
+                )
                 assert r.status_code == expected, (method, path, r.status_code, r.text)
                 assert r.headers["x-whom"] == "http-node", (method, path)
                 assert r.headers["access-control-allow-origin"] == "*", (method, path)

@@ -33,8 +33,9 @@ class Server:
     engine: Engine
     address: str
 
-    async def invoke(self, *args: str, input: str | None = None,
-                     env: Mapping[str, str] | None = None) -> Result:
+    async def invoke(
+        self, *args: str, input: str | None = None, env: Mapping[str, str] | None = None
+    ) -> Result:
         """Run ``trickle ARGS`` against this server (through ``TRICKLE_ADDRESS``)."""
         environment = {"TRICKLE_ADDRESS": self.address, **(env or {})}
         return await invoke(list(args), input=input, env=environment)
@@ -44,12 +45,14 @@ class Server:
             return await client.get(path)
 
 
-async def invoke(args: Sequence[str], *, input: str | None = None,
-                 env: Mapping[str, str] | None = None) -> Result:
+async def invoke(
+    args: Sequence[str], *, input: str | None = None, env: Mapping[str, str] | None = None
+) -> Result:
     runner = CliRunner()
     return await trio.to_thread.run_sync(
-        partial(runner.invoke, cli, list(args), input=input, env=dict(env or {}),
-                catch_exceptions=False)
+        partial(
+            runner.invoke, cli, list(args), input=input, env=dict(env or {}), catch_exceptions=False
+        )
     )
 
 
@@ -63,8 +66,13 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> Server:
 
 def shell_job(name: str, command: str, **extra: Any) -> dict[str, Any]:
     """A manual shell job; ``command`` runs through the shell (Dkron's ``shell: true``)."""
-    return {"name": name, "schedule": "@manually", "executor": "shell",
-            "executor_config": {"command": command, "shell": "true"}, **extra}
+    return {
+        "name": name,
+        "schedule": "@manually",
+        "executor": "shell",
+        "executor_config": {"command": command, "shell": "true"},
+        **extra,
+    }
 
 
 async def put(server: Server, *jobs: Mapping[str, Any]) -> Result:
@@ -76,9 +84,7 @@ async def put(server: Server, *jobs: Mapping[str, Any]) -> Result:
 
 async def run_and_wait(server: Server, name: str) -> Result:
     """``trickle jobs run NAME`` and wait for the run's execution_finished event."""
-    async with server.engine.subscribe(
-        kinds=[EventKind.EXECUTION_FINISHED], jobs=[name]
-    ) as events:
+    async with server.engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED], jobs=[name]) as events:
         result = await server.invoke("jobs", "run", name)
         assert result.exit_code == 0, result.output
         with trio.fail_after(WAIT):
@@ -102,8 +108,11 @@ async def test_put_creates_then_updates_the_example_job(server: Server) -> None:
 
 
 async def test_list_shows_a_table_of_jobs(server: Server) -> None:
-    await put(server, shell_job("alpha", "true", schedule="@every 1h"),
-              shell_job("beta", "true", disabled=True))
+    await put(
+        server,
+        shell_job("alpha", "true", schedule="@every 1h"),
+        shell_job("beta", "true", disabled=True),
+    )
     result = await server.invoke("jobs", "list")
     assert result.exit_code == 0, result.output
     header, alpha, beta = result.stdout.splitlines()
@@ -123,8 +132,11 @@ async def test_list_json_is_exactly_the_api_body(server: Server) -> None:
 
 
 async def test_list_filters_are_passed_to_the_api(server: Server) -> None:
-    await put(server, shell_job("alpha", "true", metadata={"team": "a"}),
-              shell_job("beta", "true", metadata={"team": "b"}))
+    await put(
+        server,
+        shell_job("alpha", "true", metadata={"team": "a"}),
+        shell_job("beta", "true", metadata={"team": "b"}),
+    )
     by_query = await server.invoke("jobs", "list", "--json", "-q", "alp")
     assert [j["name"] for j in json.loads(by_query.stdout)] == ["alpha"]
     by_metadata = await server.invoke("jobs", "list", "--json", "--metadata", "team=b")
@@ -151,8 +163,9 @@ async def test_get_shows_every_field_and_json_is_the_api_body(server: Server) ->
 
 
 async def test_put_array_sends_every_job_and_fails_on_the_bad_one(server: Server) -> None:
-    body = json.dumps([shell_job("good1", "true"), shell_job("Bad", "true"),
-                       shell_job("good2", "true")])
+    body = json.dumps(
+        [shell_job("good1", "true"), shell_job("Bad", "true"), shell_job("good2", "true")]
+    )
     result = await server.invoke("jobs", "put", "-", input=body)
     assert result.exit_code == 1
     assert re.fullmatch(r"(created|saved) job good1\n(created|saved) job good2\n", result.stdout)
@@ -163,11 +176,17 @@ async def test_put_array_sends_every_job_and_fails_on_the_bad_one(server: Server
 
 
 async def test_put_json_prints_the_stored_jobs(server: Server) -> None:
-    single = await server.invoke("jobs", "put", "--json", "-",
-                                 input=json.dumps(shell_job("one", "true")))
+    single = await server.invoke(
+        "jobs", "put", "--json", "-", input=json.dumps(shell_job("one", "true"))
+    )
     assert json.loads(single.stdout)["name"] == "one"
-    many = await server.invoke("jobs", "put", "--json", "-",
-                               input=json.dumps([shell_job("a", "true"), shell_job("b", "true")]))
+    many = await server.invoke(
+        "jobs",
+        "put",
+        "--json",
+        "-",
+        input=json.dumps([shell_job("a", "true"), shell_job("b", "true")]),
+    )
     assert [job["name"] for job in json.loads(many.stdout)] == ["a", "b"]
 
 
@@ -192,8 +211,13 @@ async def test_put_of_a_missing_file_is_a_usage_error(server: Server, tmp_path: 
 
 
 async def test_unknown_job_prints_status_and_message_on_stderr(server: Server) -> None:
-    for args in (["jobs", "get", "nope"], ["jobs", "run", "nope"], ["jobs", "toggle", "nope"],
-                 ["jobs", "delete", "nope"], ["executions", "nope"]):
+    for args in (
+        ["jobs", "get", "nope"],
+        ["jobs", "run", "nope"],
+        ["jobs", "toggle", "nope"],
+        ["jobs", "delete", "nope"],
+        ["executions", "nope"],
+    ):
         result = await server.invoke(*args)
         assert result.exit_code == 1, args
         assert result.stdout == "", args
@@ -213,8 +237,10 @@ async def test_refused_connection_names_the_address_tried() -> None:
 
 
 async def test_address_flag_wins_over_the_environment(server: Server) -> None:
-    result = await invoke(["jobs", "list", "--json", "--address", server.address],
-                          env={"TRICKLE_ADDRESS": "http://127.0.0.1:1"})
+    result = await invoke(
+        ["jobs", "list", "--json", "--address", server.address],
+        env={"TRICKLE_ADDRESS": "http://127.0.0.1:1"},
+    )
     assert (result.exit_code, result.stdout) == (0, "[]\n")
 
 
@@ -234,8 +260,16 @@ async def test_run_records_an_execution_shown_by_executions(server: Server) -> N
     table = await server.invoke("executions", "hello")
     assert table.exit_code == 0, table.output
     header, row = table.stdout.splitlines()
-    assert header.split() == ["ID", "STARTED", "FINISHED", "STATUS", "NODE", "ATTEMPT",
-                              "EXIT", "OUTPUT"]
+    assert header.split() == [
+        "ID",
+        "STARTED",
+        "FINISHED",
+        "STATUS",
+        "NODE",
+        "ATTEMPT",
+        "EXIT",
+        "OUTPUT",
+    ]
     cells = row.split()
     assert cells[0].endswith("-cli-test")
     assert cells[3:7] == ["success", "cli-test", "1", "0"]
@@ -315,8 +349,9 @@ async def test_put_with_run_runs_the_job_once_stored(server: Server) -> None:
     async with server.engine.subscribe(
         kinds=[EventKind.EXECUTION_FINISHED], jobs=["now"]
     ) as events:
-        result = await server.invoke("jobs", "put", "--run", "-",
-                                     input=json.dumps(shell_job("now", "echo ran")))
+        result = await server.invoke(
+            "jobs", "put", "--run", "-", input=json.dumps(shell_job("now", "echo ran"))
+        )
         assert result.exit_code == 0, result.output
         with trio.fail_after(WAIT):
             event = await events.receive()

@@ -31,8 +31,9 @@ def engine_at(data_dir, clock: ManualClock) -> Engine:
 async def test_restart_keeps_jobs_history_and_counters(tmp_path):
     clock = ManualClock(T0)
     async with engine_at(tmp_path, clock) as engine:
-        await engine.put_job(Job(name="a", schedule="@manually", executor="noop",
-                                 metadata={"team": "ops"}))
+        await engine.put_job(
+            Job(name="a", schedule="@manually", executor="noop", metadata={"team": "ops"})
+        )
         with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
             await engine.run_job("a")
             await sub.receive()
@@ -65,8 +66,9 @@ async def test_execution_running_when_the_node_stopped_is_failed_at_restart(tmp_
 async def test_missed_fires_inside_the_window_run_once_late(tmp_path):
     clock = ManualClock(T0)
     async with engine_at(tmp_path, clock) as engine:
-        await engine.put_job(Job(name="m", schedule="@every 1m", executor="noop",
-                                 catchup_window=300.0))
+        await engine.put_job(
+            Job(name="m", schedule="@every 1m", executor="noop", catchup_window=300.0)
+        )
     clock.set(T0 + timedelta(seconds=200))  # fires at +60, +120, +180 fell while stopped
     engine = engine_at(tmp_path, clock)
     with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED, EventKind.FIRE_MISSED]) as sub:
@@ -87,8 +89,9 @@ async def test_missed_fires_inside_the_window_run_once_late(tmp_path):
 async def test_missed_fire_outside_the_window_is_recorded_not_run(tmp_path):
     clock = ManualClock(T0)
     async with engine_at(tmp_path, clock) as engine:
-        await engine.put_job(Job(name="h", schedule="@every 1h", executor="noop",
-                                 catchup_window=600.0))
+        await engine.put_job(
+            Job(name="h", schedule="@every 1h", executor="noop", catchup_window=600.0)
+        )
     clock.set(T0 + timedelta(minutes=90))
     async with engine_at(tmp_path, clock) as engine:
         page, total = await engine.list_executions("h")

@@ -14,9 +14,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_embedded_example_runs_its_jobs_beside_the_service(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "embedded.py"), "--runs", "3", "--http-port", "0",
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(EXAMPLES / "embedded.py"),
+            "--runs",
+            "3",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

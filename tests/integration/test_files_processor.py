@@ -15,15 +15,22 @@ def _job(config: dict[str, str]) -> Job:
 
 def _execution(output: str) -> Execution:
     return Execution(
-        id=ExecutionId("1700000000000000000-node1"), job_name="backup", node_name="node1",
-        group=1, started_at=datetime(2024, 1, 1, tzinfo=UTC), success=True, output=output,
+        id=ExecutionId("1700000000000000000-node1"),
+        job_name="backup",
+        node_name="node1",
+        group=1,
+        started_at=datetime(2024, 1, 1, tzinfo=UTC),
+        success=True,
+        output=output,
     )
 
 
 async def test_writes_the_output_to_log_dir_job_execution_log_and_stores_the_path(tmp_path):
     log_dir = tmp_path / "logs"  # does not exist yet: created
     stored = await run_processors(
-        ProcessorRegistry(), _job({"log_dir": str(log_dir)}), _execution("héllo\n"),
+        ProcessorRegistry(),
+        _job({"log_dir": str(log_dir)}),
+        _execution("héllo\n"),
         node_name="server-1",
     )
     path = log_dir / "backup" / "1700000000000000000-node1.log"
@@ -34,8 +41,10 @@ async def test_writes_the_output_to_log_dir_job_execution_log_and_stores_the_pat
 
 async def test_forward_true_writes_the_file_and_keeps_the_output(tmp_path):
     stored = await run_processors(
-        ProcessorRegistry(), _job({"log_dir": str(tmp_path), "forward": "true"}),
-        _execution("kept"), node_name="server-1",
+        ProcessorRegistry(),
+        _job({"log_dir": str(tmp_path), "forward": "true"}),
+        _execution("kept"),
+        node_name="server-1",
     )
     assert stored == "kept"
     assert (tmp_path / "backup" / "1700000000000000000-node1.log").read_text() == "kept"
@@ -45,7 +54,9 @@ async def test_a_write_failure_is_appended_to_the_output_which_is_kept(tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("")  # log_dir below a regular file cannot be created, even as root
     stored = await run_processors(
-        ProcessorRegistry(), _job({"log_dir": str(blocker / "logs")}), _execution("result"),
+        ProcessorRegistry(),
+        _job({"log_dir": str(blocker / "logs")}),
+        _execution("result"),
         node_name="server-1",
     )
     assert stored.startswith("result\nprocessor files failed: OSError: cannot write ")

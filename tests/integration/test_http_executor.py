@@ -91,7 +91,10 @@ async def base_url(nursery):
 def _ctx(config: dict[str, str], *, limit: int = 256_000) -> ExecutionContext:
     job = Job(name="ping", executor="http", executor_config=config)
     execution = Execution(
-        id=ExecutionId("1-node"), job_name=job.name, node_name="node", group=1,
+        id=ExecutionId("1-node"),
+        job_name=job.name,
+        node_name="node",
+        group=1,
         started_at=datetime.now(UTC),
     )
     return ExecutionContext(job=job, execution=execution, output=OutputBuffer(limit))
@@ -105,8 +108,12 @@ async def _run(config: dict[str, str], **kwargs) -> tuple[ExecutorResult, str]:
 
 async def test_get_with_expect_code_and_expect_body_succeeds(base_url):
     result, output = await _run(
-        {"method": "GET", "url": f"{base_url}/hello", "expectCode": "200",
-         "expectBody": "hello \\w+"}
+        {
+            "method": "GET",
+            "url": f"{base_url}/hello",
+            "expectCode": "200",
+            "expectBody": "hello \\w+",
+        }
     )
     assert result == ExecutorResult(success=True, exit_code=200)
     assert output == "hello world"
@@ -117,19 +124,18 @@ async def test_an_unexpected_status_fails_with_dkrons_message(base_url):
         {"method": "GET", "url": f"{base_url}/status/503", "expectCode": "200,206"}
     )
     assert result == ExecutorResult(
-        success=False, exit_code=503,
-        error="received response code does not match the expected code "
-        "(got 503, expected 200,206)",
+        success=False,
+        exit_code=503,
+        error="received response code does not match the expected code (got 503, expected 200,206)",
     )
     assert output == "status 503"
 
 
 async def test_a_body_that_does_not_match_fails(base_url):
-    result, _ = await _run(
-        {"method": "GET", "url": f"{base_url}/hello", "expectBody": "^goodbye"}
-    )
+    result, _ = await _run({"method": "GET", "url": f"{base_url}/hello", "expectBody": "^goodbye"})
     assert result == ExecutorResult(
-        success=False, exit_code=200,
+        success=False,
+        exit_code=200,
         error="received response body did not match the expected body",
     )
 
@@ -151,16 +157,24 @@ async def test_success_codes_take_ranges(base_url):
 
 async def test_expect_code_wins_over_success_codes(base_url):
     result, _ = await _run(
-        {"method": "GET", "url": f"{base_url}/status/404", "expectCode": "404",
-         "success_codes": "200-299"}
+        {
+            "method": "GET",
+            "url": f"{base_url}/status/404",
+            "expectCode": "404",
+            "success_codes": "200-299",
+        }
     )
     assert result == ExecutorResult(success=True, exit_code=404)
 
 
 async def test_headers_as_dkrons_json_array_keep_values_with_colons(base_url):
     result, output = await _run(
-        {"method": "POST", "url": f"{base_url}/echo", "body": '{"a": 1}',
-         "headers": '["Content-Type: application/json", "X-When: 2024-01-01T10:30:00"]'}
+        {
+            "method": "POST",
+            "url": f"{base_url}/echo",
+            "body": '{"a": 1}',
+            "headers": '["Content-Type: application/json", "X-When: 2024-01-01T10:30:00"]',
+        }
     )
     assert result.success
     echoed = json.loads(output)
@@ -172,8 +186,11 @@ async def test_headers_as_dkrons_json_array_keep_values_with_colons(base_url):
 
 async def test_headers_as_a_json_object(base_url):
     result, output = await _run(
-        {"method": "GET", "url": f"{base_url}/echo",
-         "headers": '{"X-Token": "a:b:c", "Accept": "text/plain"}'}
+        {
+            "method": "GET",
+            "url": f"{base_url}/echo",
+            "headers": '{"X-Token": "a:b:c", "Accept": "text/plain"}',
+        }
     )
     assert result.success
     headers = json.loads(output)["headers"]
@@ -223,8 +240,12 @@ async def test_a_large_body_keeps_its_tail_and_expect_body_sees_all_of_it(base_u
 
 async def test_debug_prepends_the_request_with_secrets_masked(base_url):
     result, output = await _run(
-        {"method": "GET", "url": f"{base_url}/echo?api_key=k3y&page=2", "debug": "true",
-         "headers": '["Authorization: Bearer s3cret", "X-Plain: visible"]'}
+        {
+            "method": "GET",
+            "url": f"{base_url}/echo?api_key=k3y&page=2",
+            "debug": "true",
+            "headers": '["Authorization: Bearer s3cret", "X-Plain: visible"]',
+        }
     )
     assert result.success
     config_line, response_line, body = output.split("\n", 2)
@@ -262,10 +283,28 @@ async def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
         if openssl is None:
             pytest.skip("needs the cryptography package or the openssl command to make a cert")
         await trio.run_process(
-            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-            capture_stdout=True, capture_stderr=True,
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
         )
         return cert, key
     return await trio.to_thread.run_sync(_cryptography_cert, cert, key)
@@ -285,9 +324,12 @@ def _cryptography_cert(cert: Path, key: Path) -> tuple[Path, Path]:
     now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(private.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
@@ -298,7 +340,8 @@ def _cryptography_cert(cert: Path, key: Path) -> tuple[Path, Path]:
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key.write_bytes(
         private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )

@@ -21,12 +21,17 @@ PY = sys.executable
 
 
 def _ctx(
-    config: dict[str, str], *, limit: int = 256_000,
+    config: dict[str, str],
+    *,
+    limit: int = 256_000,
     on_chunk: Callable[[bytes], None] | None = None,
 ) -> ExecutionContext:
     job = Job(name="nightly-backup", executor="shell", executor_config=config)
     execution = Execution(
-        id=ExecutionId("1-node"), job_name=job.name, node_name="node", group=1,
+        id=ExecutionId("1-node"),
+        job_name=job.name,
+        node_name="node",
+        group=1,
         started_at=datetime.now(UTC),
     )
     return ExecutionContext(

@@ -77,11 +77,19 @@ def test_executions_limit_must_be_positive() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for args in (["--help"], ["serve", "-h"], ["jobs", "--help"], ["jobs", "list", "--help"],
-                 ["jobs", "get", "--help"], ["jobs", "put", "--help"],
-                 ["jobs", "delete", "--help"], ["jobs", "run", "--help"],
-                 ["jobs", "toggle", "--help"], ["executions", "--help"],
-                 ["version", "--help"]):
+    for args in (
+        ["--help"],
+        ["serve", "-h"],
+        ["jobs", "--help"],
+        ["jobs", "list", "--help"],
+        ["jobs", "get", "--help"],
+        ["jobs", "put", "--help"],
+        ["jobs", "delete", "--help"],
+        ["jobs", "run", "--help"],
+        ["jobs", "toggle", "--help"],
+        ["executions", "--help"],
+        ["version", "--help"],
+    ):
         result = invoke(*args)
         assert result.exit_code == 0, args
         assert "Usage: " in result.stdout, args

@@ -217,10 +217,19 @@ def test_environment_overrides_config_file(tmp_path: Path) -> None:
 
 def test_flags_override_environment_and_config_file(tmp_path: Path) -> None:
     path = write(tmp_path, FILE)
-    environ = {"TRICKLE_DATA_DIR": "/from/env", "TRICKLE_TAGS": "rack=env",
-               "TRICKLE_NODE_NAME": "env-node"}
-    flags = {"config": str(path), "data-dir": "/from/flag", "tags": ["rack=flag"],
-             "http-addr": "127.0.0.1:0", "history-limit": 42, "server": True}
+    environ = {
+        "TRICKLE_DATA_DIR": "/from/env",
+        "TRICKLE_TAGS": "rack=env",
+        "TRICKLE_NODE_NAME": "env-node",
+    }
+    flags = {
+        "config": str(path),
+        "data-dir": "/from/flag",
+        "tags": ["rack=flag"],
+        "http-addr": "127.0.0.1:0",
+        "history-limit": 42,
+        "server": True,
+    }
     settings = resolve(flags, environ)
     assert settings.engine.data_dir == Path("/from/flag")
     assert settings.engine.tags == {"rack": "flag"}
@@ -279,9 +288,7 @@ def test_server_tags_are_added_to_user_tags() -> None:
         ({"TRICKLE_HTTP_ADDR": "8080"}, "TRICKLE_HTTP_ADDR: bad address '8080'"),
     ],
 )
-def test_bad_environment_value_names_the_variable(
-    environ: dict[str, str], message: str
-) -> None:
+def test_bad_environment_value_names_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve({}, environ)
     assert message in str(info.value)
@@ -293,7 +300,7 @@ def test_bad_flag_value_names_the_flag() -> None:
 
 
 def test_bad_value_in_a_lower_layer_is_reported_even_when_overridden(tmp_path: Path) -> None:
-    path = write(tmp_path, 'history-limit = 0\n')
+    path = write(tmp_path, "history-limit = 0\n")
     with pytest.raises(ConfigError, match="history-limit in .*trickle.toml: must be at least 1"):
         resolve({"config": str(path), "history-limit": 5}, {})
 
@@ -314,18 +321,20 @@ def test_unknown_key_names_the_key_and_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("server = \"yes\"\n", "server in {}: expected true or false, got a string"),
-        ("history-limit = \"10\"\n", "history-limit in {}: expected an integer, got a string"),
+        ('server = "yes"\n', "server in {}: expected true or false, got a string"),
+        ('history-limit = "10"\n', "history-limit in {}: expected an integer, got a string"),
         ("max-concurrent = true\n", "max-concurrent in {}: expected an integer, got a boolean"),
         ("node-name = 5\n", "node-name in {}: expected a string, got an integer"),
-        ("tags = \"a=b\"\n", "tags in {}: expected a table, got a string"),
+        ('tags = "a=b"\n', "tags in {}: expected a table, got a string"),
         ("[tags]\nrack = 1\n", "tags.rack in {}: expected a string, got an integer"),
-        ("[tags]\nregion = \"eu\"\n", "tags.region in {}: tag 'region' is reserved"),
-        ("[executor-limits]\nshell = \"4\"\n",
-         "executor-limits.shell in {}: expected an integer, got a string"),
+        ('[tags]\nregion = "eu"\n', "tags.region in {}: tag 'region' is reserved"),
+        (
+            '[executor-limits]\nshell = "4"\n',
+            "executor-limits.shell in {}: expected an integer, got a string",
+        ),
         ("[executor-limits]\nshell = -1\n", "executor-limits.shell in {}: must be 0 or more"),
-        ("http-addr = \"8080\"\n", "http-addr in {}: bad address '8080'"),
-        ("log-level = \"verbose\"\n", "log-level in {}: expected one of"),
+        ('http-addr = "8080"\n', "http-addr in {}: bad address '8080'"),
+        ('log-level = "verbose"\n', "log-level in {}: expected one of"),
     ],
 )
 def test_wrong_type_in_config_file_names_the_key_and_the_file(
@@ -338,7 +347,7 @@ def test_wrong_type_in_config_file_names_the_key_and_the_file(
 
 
 def test_invalid_toml_names_the_file_and_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, 'server = true\ndata-dir = \n')
+    path = write(tmp_path, "server = true\ndata-dir = \n")
     with pytest.raises(ConfigError, match=r"is not valid TOML: .*line 2") as info:
         load_config_file(path)
     assert str(path) in str(info.value)

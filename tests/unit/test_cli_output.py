@@ -41,7 +41,9 @@ def test_long_cell_is_cut_with_an_ellipsis() -> None:
 
 
 def test_first_line_skips_blank_lines() -> None:
-    assert first_line("\n\n  Tue Jan  7 10:00:00 UTC 2025\nmore\n") == "Tue Jan  7 10:00:00 UTC 2025"
+    assert (
+        first_line("\n\n  Tue Jan  7 10:00:00 UTC 2025\nmore\n") == "Tue Jan  7 10:00:00 UTC 2025"
+    )
     assert first_line("") == "-"
     assert first_line(None) == "-"
 
@@ -52,36 +54,84 @@ def test_table_aligns_columns_without_trailing_spaces() -> None:
 
 
 JOB = {
-    "name": "job1", "schedule": "@every 10s", "status": "", "disabled": False,
-    "last_success": None, "last_error": "2025-01-02T03:04:05Z",
-    "next": "2025-01-02T03:04:15Z", "tags": {"dkron_server": "true:1"},
-    "executor_config": {"command": "date"}, "dependent_jobs": [],
+    "name": "job1",
+    "schedule": "@every 10s",
+    "status": "",
+    "disabled": False,
+    "last_success": None,
+    "last_error": "2025-01-02T03:04:05Z",
+    "next": "2025-01-02T03:04:15Z",
+    "tags": {"dkron_server": "true:1"},
+    "executor_config": {"command": "date"},
+    "dependent_jobs": [],
 }
 
 
 def test_jobs_table_shows_the_columns_a_user_scans() -> None:
     lines = jobs_table([JOB, {**JOB, "name": "job2", "status": "success", "disabled": True}])
     header, first, second = lines.splitlines()
-    assert header.split() == ["NAME", "SCHEDULE", "STATUS", "DISABLED", "LAST", "SUCCESS",
-                              "LAST", "ERROR", "NEXT"]
-    assert first.split() == ["job1", "@every", "10s", "untriggered", "no", "-",
-                             "2025-01-02T03:04:05Z", "2025-01-02T03:04:15Z"]
+    assert header.split() == [
+        "NAME",
+        "SCHEDULE",
+        "STATUS",
+        "DISABLED",
+        "LAST",
+        "SUCCESS",
+        "LAST",
+        "ERROR",
+        "NEXT",
+    ]
+    assert first.split() == [
+        "job1",
+        "@every",
+        "10s",
+        "untriggered",
+        "no",
+        "-",
+        "2025-01-02T03:04:05Z",
+        "2025-01-02T03:04:15Z",
+    ]
     assert second.split()[3:5] == ["success", "yes"]
 
 
 def test_executions_table_derives_status_when_the_server_sends_none() -> None:
-    running = {"id": "1-n", "started_at": "2025-01-02T03:04:05Z",
-               "finished_at": "0001-01-01T00:00:00Z", "success": False, "node_name": "n",
-               "attempt": 1}
-    failed = {**running, "id": "2-n", "finished_at": "2025-01-02T03:04:06Z",
-              "exit_code": 3, "output": "boom\nstack"}
+    running = {
+        "id": "1-n",
+        "started_at": "2025-01-02T03:04:05Z",
+        "finished_at": "0001-01-01T00:00:00Z",
+        "success": False,
+        "node_name": "n",
+        "attempt": 1,
+    }
+    failed = {
+        **running,
+        "id": "2-n",
+        "finished_at": "2025-01-02T03:04:06Z",
+        "exit_code": 3,
+        "output": "boom\nstack",
+    }
     rows = executions_table([running, failed]).splitlines()
-    assert rows[0].split() == ["ID", "STARTED", "FINISHED", "STATUS", "NODE", "ATTEMPT",
-                               "EXIT", "OUTPUT"]
-    assert rows[1].split() == ["1-n", "2025-01-02T03:04:05Z", "-", "running", "n", "1", "-",
-                               "-"]
-    assert rows[2].split() == ["2-n", "2025-01-02T03:04:05Z", "2025-01-02T03:04:06Z",
-                               "failed", "n", "1", "3", "boom"]
+    assert rows[0].split() == [
+        "ID",
+        "STARTED",
+        "FINISHED",
+        "STATUS",
+        "NODE",
+        "ATTEMPT",
+        "EXIT",
+        "OUTPUT",
+    ]
+    assert rows[1].split() == ["1-n", "2025-01-02T03:04:05Z", "-", "running", "n", "1", "-", "-"]
+    assert rows[2].split() == [
+        "2-n",
+        "2025-01-02T03:04:05Z",
+        "2025-01-02T03:04:06Z",
+        "failed",
+        "n",
+        "1",
+        "3",
+        "boom",
+    ]
 
 
 def test_executions_table_prefers_the_servers_status() -> None:
@@ -111,8 +161,10 @@ def test_job_name_is_percent_encoded_in_paths() -> None:
     [
         (b'{"error": "job not found: x"}', "job not found: x"),
         (b'{"message": "nope"}', "nope"),
-        (b"Job validation failed: name cannot be empty.",
-         "Job validation failed: name cannot be empty."),
+        (
+            b"Job validation failed: name cannot be empty.",
+            "Job validation failed: name cannot be empty.",
+        ),
         (b"", "Not Found"),
     ],
 )
@@ -129,7 +181,8 @@ def _stream(text: str, name: str = "jobs.json") -> io.StringIO:
 def test_jobs_file_may_hold_one_job_or_an_array() -> None:
     assert read_jobs_file(_stream('{"name": "a"}')) == [{"name": "a"}]
     assert read_jobs_file(_stream('[{"name": "a"}, {"name": "b"}]')) == [
-        {"name": "a"}, {"name": "b"}
+        {"name": "a"},
+        {"name": "b"},
     ]
 
 
@@ -169,8 +222,9 @@ def test_ready_url_is_one_a_local_client_can_use(bound: str, expected: str) -> N
 
 
 def test_ready_line_reports_the_bound_port_and_the_node() -> None:
-    settings = resolve({"server": True, "http-addr": "127.0.0.1:0", "node-name": "n1",
-                        "data-dir": "/tmp/x"}, {})
+    settings = resolve(
+        {"server": True, "http-addr": "127.0.0.1:0", "node-name": "n1", "data-dir": "/tmp/x"}, {}
+    )
     line = ready_line(settings, ["http://127.0.0.1:45678"])
     assert line["event"] == "ready"
     assert line["node"] == "n1"

@@ -94,6 +94,7 @@ def test_non_string_config_values_are_refused():
 
 # --- shell ---------------------------------------------------------------------------------
 
+
 def test_shell_accepts_a_full_config():
     ExecutorRegistry().validate(
         "shell",
@@ -165,6 +166,7 @@ def test_mem_limit_units_are_1024_based(text, expected):
 
 # --- http ----------------------------------------------------------------------------------
 
+
 def test_http_accepts_a_full_config():
     HttpExecutor().validate(
         {
@@ -193,26 +195,46 @@ def test_http_accepts_a_full_config():
         ({"method": "GET /", "url": "http://x"}, "method", "invalid method"),
         ({"method": "GET", "url": "ftp://x/file"}, "url", "invalid url"),
         ({"method": "GET", "url": "http://"}, "url", "invalid url"),
-        ({"method": "GET", "url": "http://x", "headers": "Content-Type: a"}, "headers",
-         "JSON array"),
+        (
+            {"method": "GET", "url": "http://x", "headers": "Content-Type: a"},
+            "headers",
+            "JSON array",
+        ),
         ({"method": "GET", "url": "http://x", "headers": '["NoColon"]'}, "headers", "no ':'"),
-        ({"method": "GET", "url": "http://x", "headers": '{"A": 1}'}, "headers",
-         "string value"),
+        ({"method": "GET", "url": "http://x", "headers": '{"A": 1}'}, "headers", "string value"),
         ({"method": "GET", "url": "http://x", "headers": '"A: b"'}, "headers", "JSON array"),
-        ({"method": "GET", "url": "http://x", "headers": '["Bad Name: v"]'}, "headers",
-         "invalid header name"),
+        (
+            {"method": "GET", "url": "http://x", "headers": '["Bad Name: v"]'},
+            "headers",
+            "invalid header name",
+        ),
         ({"method": "GET", "url": "http://x", "timeout": "1.5"}, "timeout", "whole number"),
         ({"method": "GET", "url": "http://x", "timeout": "30s"}, "timeout", "whole number"),
-        ({"method": "GET", "url": "http://x", "expectCode": "2xx"}, "expectCode",
-         "invalid status code '2xx'"),
-        ({"method": "GET", "url": "http://x", "success_codes": "300-200"}, "success_codes",
-         "start is above end"),
-        ({"method": "GET", "url": "http://x", "expectBody": "(unclosed"}, "expectBody",
-         "not a valid regexp"),
-        ({"method": "GET", "url": "http://x", "tlsNoVerifyPeer": "sure"}, "tlsNoVerifyPeer",
-         "invalid boolean"),
-        ({"method": "GET", "url": "http://x", "tlsCertificateKeyFile": "/k.pem"},
-         "tlsCertificateKeyFile", "needs tlsCertificateFile"),
+        (
+            {"method": "GET", "url": "http://x", "expectCode": "2xx"},
+            "expectCode",
+            "invalid status code '2xx'",
+        ),
+        (
+            {"method": "GET", "url": "http://x", "success_codes": "300-200"},
+            "success_codes",
+            "start is above end",
+        ),
+        (
+            {"method": "GET", "url": "http://x", "expectBody": "(unclosed"},
+            "expectBody",
+            "not a valid regexp",
+        ),
+        (
+            {"method": "GET", "url": "http://x", "tlsNoVerifyPeer": "sure"},
+            "tlsNoVerifyPeer",
+            "invalid boolean",
+        ),
+        (
+            {"method": "GET", "url": "http://x", "tlsCertificateKeyFile": "/k.pem"},
+            "tlsCertificateKeyFile",
+            "needs tlsCertificateFile",
+        ),
     ],
 )
 def test_http_rejects_bad_config_naming_the_key(config, field, message):
@@ -253,6 +275,7 @@ def test_mask_url_hides_password_and_secret_query_values():
 
 # --- shared parsing ------------------------------------------------------------------------
 
+
 def test_success_codes_accept_single_codes_and_ranges():
     codes = parse_codes(" 0, 3 ,10-20,")
     assert [c for c in range(25) if c in codes] == [0, 3, *range(10, 21)]
@@ -268,8 +291,16 @@ def test_bad_success_codes_are_refused(text):
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("true", True), ("1", True), ("T", True), ("TRUE", True), ("False", False),
-     ("0", False), ("f", False), ("", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("T", True),
+        ("TRUE", True),
+        ("False", False),
+        ("0", False),
+        ("f", False),
+        ("", False),
+    ],
 )
 def test_go_bool_strings(text, value):
     assert parse_go_bool(text) is value

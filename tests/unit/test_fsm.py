@@ -46,24 +46,43 @@ class Driver:
     def put(self, job: Job, now: datetime = T0):
         return self.apply(c.PutJob(job=job, now=now))
 
-    def start(self, name: str, at: datetime, *, node: str = "n1", attempt: int = 1,
-              group: int | None = None, trigger: Trigger = Trigger.SCHEDULE) -> Execution:
+    def start(
+        self,
+        name: str,
+        at: datetime,
+        *,
+        node: str = "n1",
+        attempt: int = 1,
+        group: int | None = None,
+        trigger: Trigger = Trigger.SCHEDULE,
+    ) -> Execution:
         ex = Execution(
-            id=execution_id(at, node), job_name=name, node_name=node,
-            group=group if group is not None else group_id(at), started_at=at,
-            attempt=attempt, trigger=trigger, scheduled_at=at,
+            id=execution_id(at, node),
+            job_name=name,
+            node_name=node,
+            group=group if group is not None else group_id(at),
+            started_at=at,
+            attempt=attempt,
+            trigger=trigger,
+            scheduled_at=at,
         )
         applied = self.apply(c.RunStarted(execution=ex))
         assert applied.error is None, applied.error
         return ex
 
-    def finish(self, ex: Execution, *, success: bool, at: datetime | None = None,
-               output: str = "out"):
-        return self.apply(c.RunFinished(
-            job_name=ex.job_name, execution_id=ex.id,
-            finished_at=at or ex.started_at + timedelta(seconds=1),
-            success=success, output=output, exit_code=0 if success else 1,
-        ))
+    def finish(
+        self, ex: Execution, *, success: bool, at: datetime | None = None, output: str = "out"
+    ):
+        return self.apply(
+            c.RunFinished(
+                job_name=ex.job_name,
+                execution_id=ex.id,
+                finished_at=at or ex.started_at + timedelta(seconds=1),
+                success=success,
+                output=output,
+                exit_code=0 if success else 1,
+            )
+        )
 
 
 def job(name: str = "a", **kw) -> Job:
@@ -201,8 +220,9 @@ def test_forbid_refuses_a_second_group_while_one_runs():
     d.put(job(concurrency=Concurrency.FORBID))
     d.start("a", T0)
     at = T0 + timedelta(seconds=10)
-    ex2 = Execution(id=execution_id(at, "n1"), job_name="a", node_name="n1",
-                    group=group_id(at), started_at=at)
+    ex2 = Execution(
+        id=execution_id(at, "n1"), job_name="a", node_name="n1", group=group_id(at), started_at=at
+    )
     applied = d.apply(c.RunStarted(execution=ex2))
     assert isinstance(applied.error, ConcurrencyForbidden)
 
@@ -228,18 +248,24 @@ def test_child_runs_when_parents_final_attempt_succeeded():
     d.put(job("child", schedule="", parent_job="parent"))
     ex1 = d.start("parent", T0)
     d.finish(ex1, success=False)
-    ex2 = d.start("parent", T0 + timedelta(seconds=2), attempt=2, group=ex1.group,
-                  trigger=Trigger.RETRY)
+    ex2 = d.start(
+        "parent", T0 + timedelta(seconds=2), attempt=2, group=ex1.group, trigger=Trigger.RETRY
+    )
     applied = d.finish(ex2, success=True)
     assert d.fsm.jobs["parent"].status == JobStatus.SUCCESS
-    due = DependentsDue(parent="parent", children=("child",),
-                        at=ex2.started_at + timedelta(seconds=1), group=ex1.group)
+    due = DependentsDue(
+        parent="parent",
+        children=("child",),
+        at=ex2.started_at + timedelta(seconds=1),
+        group=ex1.group,
+    )
     assert [r for r in applied.reactions if isinstance(r, DependentsDue)] == [due]
     assert d.fsm.pending_retries() == []
     assert d.fsm.pending_dependents() == [due]
     copy = StateMachine()
-    copy.restore(applied_index=d.index, jobs=d.fsm.jobs.values(), running=[],
-                 meta=d.fsm.export_meta())
+    copy.restore(
+        applied_index=d.index, jobs=d.fsm.jobs.values(), running=[], meta=d.fsm.export_meta()
+    )
     assert copy.pending_dependents() == [due]
     d.apply(c.DependentsLaunched(group=ex1.group))
     assert d.fsm.pending_dependents() == []
@@ -271,11 +297,19 @@ def test_missed_fires_are_recorded_visibly_without_touching_counters():
     d = Driver()
     d.put(job())
     rec_at = T0 + timedelta(hours=2)
-    applied = d.apply(c.FiresMissed(
-        job_name="a", execution_id=execution_id(rec_at, "n1"), first=T0, last=rec_at,
-        count=720, next=rec_at + timedelta(seconds=10), recorded_at=rec_at, node_name="n1",
-        reason="no scheduler was running",
-    ))
+    applied = d.apply(
+        c.FiresMissed(
+            job_name="a",
+            execution_id=execution_id(rec_at, "n1"),
+            first=T0,
+            last=rec_at,
+            count=720,
+            next=rec_at + timedelta(seconds=10),
+            recorded_at=rec_at,
+            node_name="n1",
+            reason="no scheduler was running",
+        )
+    )
     record = applied.result
     assert record.status == ExecutionStatus.MISSED and "720 fires" in record.output
     stored = d.fsm.jobs["a"]
@@ -287,10 +321,13 @@ def test_abandoned_executions_are_failed_with_the_reason():
     d = Driver()
     d.put(job())
     ex = d.start("a", T0)
-    applied = d.apply(c.AbandonExecutions(
-        execution_ids=(("a", ex.id),), finished_at=T0 + timedelta(minutes=5),
-        reason="node n1 stopped while the execution was running",
-    ))
+    applied = d.apply(
+        c.AbandonExecutions(
+            execution_ids=(("a", ex.id),),
+            finished_at=T0 + timedelta(minutes=5),
+            reason="node n1 stopped while the execution was running",
+        )
+    )
     [final] = applied.result
     assert final.status == ExecutionStatus.FAILED
     assert "stopped while the execution was running" in final.output
@@ -313,8 +350,9 @@ def test_restore_from_exported_meta_gives_the_same_pending_retries():
     ex = d.start("a", T0)
     d.finish(ex, success=False)
     copy = StateMachine()
-    copy.restore(applied_index=d.index, jobs=d.fsm.jobs.values(), running=[],
-                 meta=d.fsm.export_meta())
+    copy.restore(
+        applied_index=d.index, jobs=d.fsm.jobs.values(), running=[], meta=d.fsm.export_meta()
+    )
     assert copy.pending_retries() == d.fsm.pending_retries()
 
 

@@ -24,9 +24,14 @@ def _job(processors: dict[str, dict[str, str]]) -> Job:
 
 def _execution(output: str = "line 1\nline 2", *, success: bool = True) -> Execution:
     return Execution(
-        id=ExecutionId("1700000000000000000-node1"), job_name="backup", node_name="node1",
-        group=1, started_at=datetime(2024, 1, 1, tzinfo=UTC),
-        finished_at=datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC), success=success, output=output,
+        id=ExecutionId("1700000000000000000-node1"),
+        job_name="backup",
+        node_name="node1",
+        group=1,
+        started_at=datetime(2024, 1, 1, tzinfo=UTC),
+        finished_at=datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC),
+        success=success,
+        output=output,
     )
 
 

@@ -28,6 +28,5 @@ def test_importing_the_cli_does_not_load_the_engine_or_the_store():
         "print(any(m in sys.modules for m in "
         "('sqlalchemy', 'quart', 'trickle.engine._engine')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -16,7 +16,10 @@ from trickle.engine.model import Execution, ExecutionId, Job
 def _ctx(config: dict[str, str] | None = None) -> ExecutionContext:
     job = Job(name="report", executor="py", executor_config=config or {})
     execution = Execution(
-        id=ExecutionId("1-node"), job_name="report", node_name="node", group=1,
+        id=ExecutionId("1-node"),
+        job_name="report",
+        node_name="node",
+        group=1,
         started_at=datetime(2024, 1, 1, tzinfo=UTC),
     )
     return ExecutionContext(job=job, execution=execution, output=OutputBuffer())

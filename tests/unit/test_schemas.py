@@ -279,8 +279,7 @@ def test_bad_or_negative_durations_name_the_field(value: object) -> None:
         ("2024-03-01T12:30:15Z", datetime(2024, 3, 1, 12, 30, 15, tzinfo=UTC)),
         ("2024-03-01T12:30:15.5Z", datetime(2024, 3, 1, 12, 30, 15, 500000, tzinfo=UTC)),
         # nanoseconds as Go writes them: kept to microseconds
-        ("2024-03-01T12:30:15.123456789Z",
-         datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)),
+        ("2024-03-01T12:30:15.123456789Z", datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)),
         ("2024-03-01T13:30:15+01:00", datetime(2024, 3, 1, 12, 30, 15, tzinfo=UTC)),
         ("2024-03-01T07:00:15-05:30", datetime(2024, 3, 1, 12, 30, 15, tzinfo=UTC)),
         ("2024-03-01t12:30:15z", datetime(2024, 3, 1, 12, 30, 15, tzinfo=UTC)),
@@ -301,8 +300,15 @@ def test_null_empty_and_go_zero_time_mean_no_time(value: object) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2024-03-01", "2024-03-01 12:30", "12:30", "2024-02-30T00:00:00Z", "2024-03-01T12:30:15",
-     "2024-03-01T12:30:15+0100", "yesterday"],
+    [
+        "2024-03-01",
+        "2024-03-01 12:30",
+        "12:30",
+        "2024-02-30T00:00:00Z",
+        "2024-03-01T12:30:15",
+        "2024-03-01T12:30:15+0100",
+        "yesterday",
+    ],
 )
 def test_bad_times_name_the_field(text: str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -353,10 +359,31 @@ def test_job_json_has_dkrons_shape() -> None:
     assert data["catchup_window"] == "1h0m0s"
     assert data["missed_count"] == 0
     dkron_fields = {
-        "id", "name", "displayname", "timezone", "schedule", "owner", "owner_email",
-        "success_count", "error_count", "last_success", "last_error", "disabled", "tags",
-        "metadata", "retries", "dependent_jobs", "parent_job", "processors", "concurrency",
-        "executor", "executor_config", "status", "next", "ephemeral", "expires_at",
+        "id",
+        "name",
+        "displayname",
+        "timezone",
+        "schedule",
+        "owner",
+        "owner_email",
+        "success_count",
+        "error_count",
+        "last_success",
+        "last_error",
+        "disabled",
+        "tags",
+        "metadata",
+        "retries",
+        "dependent_jobs",
+        "parent_job",
+        "processors",
+        "concurrency",
+        "executor",
+        "executor_config",
+        "status",
+        "next",
+        "ephemeral",
+        "expires_at",
         "starts_at",
     }
     assert dkron_fields <= set(data)
@@ -438,8 +465,7 @@ def test_execution_times_render_in_the_jobs_timezone() -> None:
 
 
 def test_output_size_limit_keeps_the_last_bytes_and_flags_it() -> None:
-    data = execution_to_json(_execution(output="0123456789"), output_size_limit=4,
-                             listing=True)
+    data = execution_to_json(_execution(output="0123456789"), output_size_limit=4, listing=True)
     assert data["output"] == "6789"
     assert data["output_truncated"] is True
     short = execution_to_json(_execution(output="abc"), output_size_limit=4, listing=True)
@@ -471,15 +497,22 @@ def test_busy_item_has_queued_and_the_output_tail() -> None:
     ("status", "code"), [("alive", 1), ("leaving", 2), ("left", 3), ("failed", 4)]
 )
 def test_member_json_has_serfs_shape(status: str, code: int) -> None:
-    member = Member(name="node1", addr="10.0.0.1", port=8946, tags={"server": "true"},
-                    status=status)
+    member = Member(
+        name="node1", addr="10.0.0.1", port=8946, tags={"server": "true"}, status=status
+    )
     data = member_to_json(member)
     assert data["Name"] == "node1" and data["Addr"] == "10.0.0.1" and data["Port"] == 8946
     assert data["Tags"] == {"server": "true"}
     assert data["Status"] == code and data["statusText"] == status
     assert data["id"] == "node1"
-    for key in ("ProtocolMin", "ProtocolMax", "ProtocolCur",
-                "DelegateMin", "DelegateMax", "DelegateCur"):
+    for key in (
+        "ProtocolMin",
+        "ProtocolMax",
+        "ProtocolCur",
+        "DelegateMin",
+        "DelegateMax",
+        "DelegateCur",
+    ):
         assert isinstance(data[key], int)
 
 

@@ -20,8 +20,9 @@ def check(**fields) -> None:
     fields.setdefault("schedule", "@daily")
     fields.setdefault("executor", "shell")
     fields.setdefault("executor_config", {"command": "true"})
-    validate_job(Job(**fields), executors=ExecutorRegistry(), processors=ProcessorRegistry(),
-                 now=NOW)
+    validate_job(
+        Job(**fields), executors=ExecutorRegistry(), processors=ProcessorRegistry(), now=NOW
+    )
 
 
 def refused(field: str, **fields) -> str:
@@ -32,8 +33,12 @@ def refused(field: str, **fields) -> str:
 
 
 def test_a_complete_job_is_valid():
-    check(timezone="Europe/Berlin", tags={"dkron_server": "true:1"}, retries=2,
-          processors={"log": {"forward": "true"}})
+    check(
+        timezone="Europe/Berlin",
+        tags={"dkron_server": "true:1"},
+        retries=2,
+        processors={"log": {"forward": "true"}},
+    )
 
 
 @pytest.mark.parametrize("name", ["job-1", "a_b", "ßñé", "0"])
@@ -41,8 +46,9 @@ def test_dkron_name_rule_accepts_lower_case_letters_digits_dash_underscore(name)
     check(name=name)
 
 
-@pytest.mark.parametrize(("name", "bad"), [("Job", "J"), ("a b", " "), ("a.b", "."),
-                                           ("a/b", "/"), ("a:b", ":")])
+@pytest.mark.parametrize(
+    ("name", "bad"), [("Job", "J"), ("a b", " "), ("a.b", "."), ("a/b", "/"), ("a:b", ":")]
+)
 def test_dkron_name_rule_names_the_illegal_character(name, bad):
     assert refused("name", name=name) == f"name contains illegal character '{bad}'"
 
@@ -75,23 +81,28 @@ def test_unknown_executor_lists_the_known_ones():
 
 
 def test_executor_config_is_checked_by_the_executor():
-    assert refused("executor_config.timeout",
-                   executor_config={"command": "true", "timeout": "soon"})
+    assert refused(
+        "executor_config.timeout", executor_config={"command": "true", "timeout": "soon"}
+    )
 
 
 def test_unknown_processor_is_refused():
     assert "log" in refused("processors", processors={"nope": {}})
 
 
-@pytest.mark.parametrize(("field", "value"), [("retries", -1), ("retry_interval", -1.0),
-                                              ("catchup_window", -5.0)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("retries", -1), ("retry_interval", -1.0), ("catchup_window", -5.0)]
+)
 def test_negative_numbers_are_refused(field, value):
     refused(field, **{field: value})
 
 
 def test_expiry_before_start_is_refused():
-    refused("expires_at", starts_at=datetime(2026, 2, 1, tzinfo=UTC),
-            expires_at=datetime(2026, 1, 1, tzinfo=UTC))
+    refused(
+        "expires_at",
+        starts_at=datetime(2026, 2, 1, tzinfo=UTC),
+        expires_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 @pytest.mark.parametrize("value", ["true:0", "true:x", "true:-1"])

@@ -29,8 +29,16 @@ DEFAULT_TIMEOUT = 30.0  # seconds to wait for the server's answer
 ADDRESS_ENV = "TRICKLE_ADDRESS"
 CREATED_HEADER = "X-Trickle-Created"  # "true"/"false" on a job put, when the server sends it
 JOB_STATUSES = ("success", "failed", "partially_failed", "untriggered")
-JOB_SORTS = ("name", "displayname", "schedule", "success_count", "error_count",
-             "last_success", "last_error", "next")
+JOB_SORTS = (
+    "name",
+    "displayname",
+    "schedule",
+    "success_count",
+    "error_count",
+    "last_success",
+    "last_error",
+    "next",
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,11 +86,15 @@ class ApiClient:
         try:
             self.address = normalise_address(address)
         except ConfigError as exc:
-            raise click.BadParameter(str(exc).removeprefix("--address: "),
-                                     param_hint="'--address'") from None
+            raise click.BadParameter(
+                str(exc).removeprefix("--address: "), param_hint="'--address'"
+            ) from None
         self._timeout = timeout
-        self._http = httpx.Client(base_url=self.address, timeout=timeout,
-                                  headers={"User-Agent": f"trickle-cli/{__version__}"})
+        self._http = httpx.Client(
+            base_url=self.address,
+            timeout=timeout,
+            headers={"User-Agent": f"trickle-cli/{__version__}"},
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -93,8 +105,9 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, params: Any = None,
-                json_body: Any = None) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, params: Any = None, json_body: Any = None
+    ) -> httpx.Response:
         """Send one request; return a 2xx response or raise ``ApiError`` / ``CliError``."""
         try:
             response = self._http.request(method, path, params=params, json=json_body)
@@ -144,12 +157,20 @@ def emit_json(response: httpx.Response) -> None:
 def client_options(fn: F) -> F:
     """``--address`` and ``--timeout``, shared by every client command."""
     fn = click.option(
-        "--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
-        show_default=True, help="Seconds to wait for the server's answer.",
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="Seconds to wait for the server's answer.",
     )(fn)
     fn = click.option(
-        "--address", envvar=ADDRESS_ENV, default=DEFAULT_ADDRESS, show_default=True,
-        show_envvar=True, metavar="URL", help="Base URL of a trickle server's HTTP API.",
+        "--address",
+        envvar=ADDRESS_ENV,
+        default=DEFAULT_ADDRESS,
+        show_default=True,
+        show_envvar=True,
+        metavar="URL",
+        help="Base URL of a trickle server's HTTP API.",
     )(fn)
     return fn
 
@@ -178,13 +199,31 @@ def jobs() -> None:
 @json_option
 @click.option("-q", "--query", help="Only jobs whose name or displayname contains this text.")
 @click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs with this status.")
-@click.option("--metadata", "metadata", multiple=True, metavar="KEY=VALUE",
-              help="Only jobs with this metadata pair (repeatable; all must match).")
-@click.option("--sort", type=click.Choice(JOB_SORTS), default="name", show_default=True,
-              help="Sort by this field.")
+@click.option(
+    "--metadata",
+    "metadata",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only jobs with this metadata pair (repeatable; all must match).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(JOB_SORTS),
+    default="name",
+    show_default=True,
+    help="Sort by this field.",
+)
 @click.option("--desc", is_flag=True, help="Sort in descending order.")
-def jobs_list(address: str, timeout: float, as_json: bool, query: str | None,
-              status: str | None, metadata: Sequence[str], sort: str, desc: bool) -> None:
+def jobs_list(
+    address: str,
+    timeout: float,
+    as_json: bool,
+    query: str | None,
+    status: str | None,
+    metadata: Sequence[str],
+    sort: str,
+    desc: bool,
+) -> None:
     """List jobs: name, schedule, status, disabled, last success, last error, next run."""
     params: list[tuple[str, str]] = [("_sort", sort), ("_order", "DESC" if desc else "ASC")]
     if query:
@@ -194,8 +233,7 @@ def jobs_list(address: str, timeout: float, as_json: bool, query: str | None,
     for pair in metadata:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
-                                     param_hint="'--metadata'")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="'--metadata'")
         params.append((f"metadata[{key}]", value))
     with api(address, timeout) as client:
         response = client.request("GET", "/v1/jobs", params=params)
@@ -248,11 +286,16 @@ def read_jobs_file(stream: IO[str]) -> list[dict[str, Any]]:
 @jobs.command("put")
 @client_options
 @json_option
-@click.option("--run", "run_on_create", is_flag=True,
-              help="Run each job once as soon as it is stored (Dkron's runoncreate).")
+@click.option(
+    "--run",
+    "run_on_create",
+    is_flag=True,
+    help="Run each job once as soon as it is stored (Dkron's runoncreate).",
+)
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-def jobs_put(address: str, timeout: float, as_json: bool, run_on_create: bool,
-             file: IO[str]) -> None:
+def jobs_put(
+    address: str, timeout: float, as_json: bool, run_on_create: bool, file: IO[str]
+) -> None:
     """Create or replace the jobs of FILE: a JSON job object or an array of them
     (``-`` reads standard input). Each job is sent on its own; a job that fails is
     reported and the others are still sent (exit code 1 if any failed)."""
@@ -338,11 +381,14 @@ def jobs_toggle(address: str, timeout: float, as_json: bool, name: str) -> None:
 @click.command("executions")
 @client_options
 @json_option
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Show at most N executions (the newest).  [default: all kept]")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Show at most N executions (the newest).  [default: all kept]",
+)
 @click.argument("job")
-def executions(address: str, timeout: float, as_json: bool, limit: int | None,
-               job: str) -> None:
+def executions(address: str, timeout: float, as_json: bool, limit: int | None, job: str) -> None:
     """List the executions of JOB, newest first: id, times, status, node, attempt, exit
     code and the first line of output."""
     params: dict[str, str] = {}  # the API's default order: newest first

@@ -12,8 +12,9 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
-@click.version_option(__version__, "-V", "--version", prog_name="trickle",
-                      message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="trickle", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """trickle: a distributed, fault-tolerant cron, compatible with Dkron's API.
 

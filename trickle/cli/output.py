@@ -16,8 +16,19 @@ EMPTY = "-"
 MAX_CELL = 48  # characters shown per table cell before it is cut with an ellipsis
 MAX_OUTPUT_CELL = 60  # the output column gets a little more
 TIME_FIELDS = frozenset(
-    {"last_success", "last_error", "next", "starts_at", "expires_at", "started_at",
-     "finished_at", "created_at", "updated_at", "schedule_anchor", "scheduled_at"}
+    {
+        "last_success",
+        "last_error",
+        "next",
+        "starts_at",
+        "expires_at",
+        "started_at",
+        "finished_at",
+        "created_at",
+        "updated_at",
+        "schedule_anchor",
+        "scheduled_at",
+    }
 )
 
 
@@ -135,8 +146,7 @@ def _value(key: str, value: Any) -> str:
 def job_details(job: Mapping[str, Any]) -> str:
     """Every field of a job, one per line in the API's order; tables indented below
     their name. ``status`` shows ``untriggered`` for a job that never ran."""
-    width = max((len(k) for k, v in job.items() if not (isinstance(v, dict) and v)),
-                default=0) + 1
+    width = max((len(k) for k, v in job.items() if not (isinstance(v, dict) and v)), default=0) + 1
     lines = []
     for key, value in job.items():
         if key == "status":
@@ -146,7 +156,8 @@ def job_details(job: Mapping[str, Any]) -> str:
             inner = max(len(str(k)) for k in value) + 1
             for sub_key, sub_value in value.items():
                 text = (
-                    json.dumps(sub_value) if isinstance(sub_value, dict)
+                    json.dumps(sub_value)
+                    if isinstance(sub_value, dict)
                     else _value(str(sub_key), sub_value)
                 )
                 lines.append(f"  {(str(sub_key) + ':').ljust(inner)} {text}")

@@ -49,8 +49,12 @@ logger = logging.getLogger("trickle.cli.serve")
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 AGENT_MESSAGE = (
     "trickle serve without --server would start an agent, and agents need the cluster "
     "feature, which this version of trickle does not have yet. Start a server with "
@@ -59,11 +63,19 @@ AGENT_MESSAGE = (
 
 # click parameter name -> setting name of trickle.cli.config
 _FLAG_SETTINGS = {
-    "server": "server", "data_dir": "data-dir", "http_addr": "http-addr",
-    "node_name": "node-name", "tags": "tags", "region": "region", "datacenter": "datacenter",
-    "log_level": "log-level", "max_concurrent": "max-concurrent",
-    "executor_limits": "executor-limits", "history_limit": "history-limit",
-    "output_limit": "output-limit", "durability": "durability",
+    "server": "server",
+    "data_dir": "data-dir",
+    "http_addr": "http-addr",
+    "node_name": "node-name",
+    "tags": "tags",
+    "region": "region",
+    "datacenter": "datacenter",
+    "log_level": "log-level",
+    "max_concurrent": "max-concurrent",
+    "executor_limits": "executor-limits",
+    "history_limit": "history-limit",
+    "output_limit": "output-limit",
+    "durability": "durability",
     "shutdown_grace": "shutdown-grace",
 }
 
@@ -73,48 +85,93 @@ class StartupError(Exception):
 
 
 @click.command("serve")
-@click.option("--server", is_flag=True,
-              help="Run a server: it schedules jobs, keeps state and serves the HTTP API.  "
-                   "[env: TRICKLE_SERVER]")
-@click.option("--config", "config", metavar="FILE",
-              help="TOML config file; keys are the flag names.  [env: TRICKLE_CONFIG]")
-@click.option("--data-dir", metavar="DIR",
-              help="Where the node keeps its state.  [default: ./trickle.data; "
-                   "env: TRICKLE_DATA_DIR]")
-@click.option("--http-addr", metavar="HOST:PORT",
-              help="Address of the HTTP API; ':8080' listens on all interfaces, port 0 picks "
-                   "a free port.  [default: :8080; env: TRICKLE_HTTP_ADDR]")
-@click.option("--node-name", metavar="NAME",
-              help="This node's name, unique in a cluster.  [default: the host name; "
-                   "env: TRICKLE_NODE_NAME]")
-@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
-              help="A tag of this node, matched by jobs' tags (repeatable; replaces the "
-                   "config file's tags).  [env: TRICKLE_TAGS=k=v,k2=v2]")
-@click.option("--region", metavar="NAME",
-              help="Region of this node.  [default: global; env: TRICKLE_REGION]")
-@click.option("--datacenter", metavar="NAME",
-              help="Datacenter of this node.  [default: dc1; env: TRICKLE_DATACENTER]")
-@click.option("--log-level", metavar="[" + "|".join(LOG_LEVELS) + "]",
-              help="Logging threshold (logs go to stderr).  [default: info; "
-                   "env: TRICKLE_LOG_LEVEL]")
-@click.option("--max-concurrent", metavar="N",
-              help="Executions running at once on this node; more wait in a queue "
-                   "(0: unlimited).  [default: 0; env: TRICKLE_MAX_CONCURRENT]")
-@click.option("--executor-limit", "executor_limits", multiple=True, metavar="EXECUTOR=N",
-              help="Executions running at once per executor, e.g. shell=4 (repeatable).  "
-                   "[env: TRICKLE_EXECUTOR_LIMITS=shell=4,http=8]")
-@click.option("--history-limit", metavar="N",
-              help="Executions kept per job.  [default: 100; env: TRICKLE_HISTORY_LIMIT]")
-@click.option("--output-limit", metavar="BYTES",
-              help="Bytes of output kept per execution (the last ones).  [default: 256000; "
-                   "env: TRICKLE_OUTPUT_LIMIT]")
-@click.option("--durability", metavar="[" + "|".join(DURABILITIES) + "]",
-              help="SQLite synchronous mode: full survives power loss, normal may lose the "
-                   "last commits on power loss.  [default: normal; env: TRICKLE_DURABILITY]")
-@click.option("--shutdown-grace", metavar="DURATION",
-              help="At SIGTERM/Ctrl-C, stop launching runs and give running executions "
-                   "this long to finish; a second signal stops at once.  [default: 30s; "
-                   "env: TRICKLE_SHUTDOWN_GRACE]")
+@click.option(
+    "--server",
+    is_flag=True,
+    help="Run a server: it schedules jobs, keeps state and serves the HTTP API.  "
+    "[env: TRICKLE_SERVER]",
+)
+@click.option(
+    "--config",
+    "config",
+    metavar="FILE",
+    help="TOML config file; keys are the flag names.  [env: TRICKLE_CONFIG]",
+)
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    help="Where the node keeps its state.  [default: ./trickle.data; env: TRICKLE_DATA_DIR]",
+)
+@click.option(
+    "--http-addr",
+    metavar="HOST:PORT",
+    help="Address of the HTTP API; ':8080' listens on all interfaces, port 0 picks "
+    "a free port.  [default: :8080; env: TRICKLE_HTTP_ADDR]",
+)
+@click.option(
+    "--node-name",
+    metavar="NAME",
+    help="This node's name, unique in a cluster.  [default: the host name; env: TRICKLE_NODE_NAME]",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A tag of this node, matched by jobs' tags (repeatable; replaces the "
+    "config file's tags).  [env: TRICKLE_TAGS=k=v,k2=v2]",
+)
+@click.option(
+    "--region", metavar="NAME", help="Region of this node.  [default: global; env: TRICKLE_REGION]"
+)
+@click.option(
+    "--datacenter",
+    metavar="NAME",
+    help="Datacenter of this node.  [default: dc1; env: TRICKLE_DATACENTER]",
+)
+@click.option(
+    "--log-level",
+    metavar="[" + "|".join(LOG_LEVELS) + "]",
+    help="Logging threshold (logs go to stderr).  [default: info; env: TRICKLE_LOG_LEVEL]",
+)
+@click.option(
+    "--max-concurrent",
+    metavar="N",
+    help="Executions running at once on this node; more wait in a queue "
+    "(0: unlimited).  [default: 0; env: TRICKLE_MAX_CONCURRENT]",
+)
+@click.option(
+    "--executor-limit",
+    "executor_limits",
+    multiple=True,
+    metavar="EXECUTOR=N",
+    help="Executions running at once per executor, e.g. shell=4 (repeatable).  "
+    "[env: TRICKLE_EXECUTOR_LIMITS=shell=4,http=8]",
+)
+@click.option(
+    "--history-limit",
+    metavar="N",
+    help="Executions kept per job.  [default: 100; env: TRICKLE_HISTORY_LIMIT]",
+)
+@click.option(
+    "--output-limit",
+    metavar="BYTES",
+    help="Bytes of output kept per execution (the last ones).  [default: 256000; "
+    "env: TRICKLE_OUTPUT_LIMIT]",
+)
+@click.option(
+    "--durability",
+    metavar="[" + "|".join(DURABILITIES) + "]",
+    help="SQLite synchronous mode: full survives power loss, normal may lose the "
+    "last commits on power loss.  [default: normal; env: TRICKLE_DURABILITY]",
+)
+@click.option(
+    "--shutdown-grace",
+    metavar="DURATION",
+    help="At SIGTERM/Ctrl-C, stop launching runs and give running executions "
+    "this long to finish; a second signal stops at once.  [default: 30s; "
+    "env: TRICKLE_SHUTDOWN_GRACE]",
+)
 @click.pass_context
 def serve(ctx: click.Context, **params: Any) -> None:
     """Run a trickle node until SIGTERM or Ctrl-C.
@@ -217,9 +274,7 @@ def check_data_dir(path: Path | None) -> None:
     except FileExistsError:
         raise StartupError(f"data dir {path} exists and is not a directory") from None
     except OSError as exc:
-        raise StartupError(
-            f"data dir {path} is not writable: {exc.strerror or exc}"
-        ) from None
+        raise StartupError(f"data dir {path} is not writable: {exc.strerror or exc}") from None
 
 
 async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
@@ -238,15 +293,27 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
         async with trio.open_nursery() as nursery:
             stop.scope = nursery.cancel_scope
             await nursery.start(_watch_signals, stop, nursery)
-            logger.info("starting node %s (data in %s)", settings.engine.node_name,
-                        settings.engine.data_dir)
+            logger.info(
+                "starting node %s (data in %s)", settings.engine.node_name, settings.engine.data_dir
+            )
             await nursery.start(partial(_supervised, "the engine", engine.run, stop))
             where = _format_hostport(settings.http_host, settings.http_port)
-            http = partial(serve_http, engine, host=settings.http_host,
-                           port=settings.http_port, shutdown_trigger=stop.http_stop.wait)
-            urls = await nursery.start(partial(
-                _supervised, f"the HTTP API on {where}", http, stop, done=stop.http_done,
-            ))
+            http = partial(
+                serve_http,
+                engine,
+                host=settings.http_host,
+                port=settings.http_port,
+                shutdown_trigger=stop.http_stop.wait,
+            )
+            urls = await nursery.start(
+                partial(
+                    _supervised,
+                    f"the HTTP API on {where}",
+                    http,
+                    stop,
+                    done=stop.http_done,
+                )
+            )
             stop.http_running = True
             line = ready_line(settings, urls)
             stdout.write(json.dumps(line) + "\n")
@@ -285,8 +352,11 @@ class _Stop:
             if busy:
                 logger.info("waiting up to %.0fs for %d running executions", self.grace, busy)
             if not await self.engine.drain(self.grace):
-                logger.warning("%d executions still running are stopped now; they are "
-                               "recorded as failed at the next start", len(self.engine.busy()))
+                logger.warning(
+                    "%d executions still running are stopped now; they are "
+                    "recorded as failed at the next start",
+                    len(self.engine.busy()),
+                )
         self.http_stop.set()
         if self.http_running:
             with trio.move_on_after(HTTP_STOP_TIMEOUT):
@@ -298,8 +368,12 @@ class _Stop:
         self.scope.cancel()
 
 
-async def _watch_signals(stop: _Stop, nursery: trio.Nursery, *,
-                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def _watch_signals(
+    stop: _Stop,
+    nursery: trio.Nursery,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """The first SIGTERM/SIGINT stops the node gracefully; a second one stops it at once.
 
     Signals reach only the main thread: elsewhere (tests, embedding) the node stops when
@@ -318,9 +392,14 @@ async def _watch_signals(stop: _Stop, nursery: trio.Nursery, *,
                 stop.cancel()
 
 
-async def _supervised(what: str, fn: Callable[..., Awaitable[Any]], stop: _Stop, *,
-                      done: trio.Event | None = None,
-                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+async def _supervised(
+    what: str,
+    fn: Callable[..., Awaitable[Any]],
+    stop: _Stop,
+    *,
+    done: trio.Event | None = None,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run a long-running part; if it returns by itself, that is a failure of the node."""
     try:
         await fn(task_status=task_status)

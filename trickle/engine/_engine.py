@@ -77,8 +77,12 @@ JOB_SORTS = {
     "next": "next",
 }
 JOB_STATUSES = {"success", "failed", "partially_failed", "untriggered"}
-EXECUTION_SORTS = {"id": "started_at", "started_at": "started_at", "finished_at": "finished_at",
-                   "attempt": "attempt"}
+EXECUTION_SORTS = {
+    "id": "started_at",
+    "started_at": "started_at",
+    "finished_at": "finished_at",
+    "attempt": "attempt",
+}
 
 
 class NoTargetNodes(NotFound):
@@ -199,9 +203,7 @@ class Engine:
             self._nursery.cancel_scope.cancel()
         return await self._cm_nursery.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
 
-    async def run(
-        self, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, recover, start scheduling; ``task_status.started(self)``.
 
         Runs until cancelled. Executions still running when it is cancelled are killed;
@@ -211,8 +213,7 @@ class Engine:
             raise RuntimeError("this engine is already running")
         cfg = self.config
         store = await trio.to_thread.run_sync(
-            lambda: Store(cfg.data_dir, durability=cfg.durability,
-                          history_limit=cfg.history_limit)
+            lambda: Store(cfg.data_dir, durability=cfg.durability, history_limit=cfg.history_limit)
         )
         self._store = store
         try:
@@ -258,7 +259,9 @@ class Engine:
                 self._sched_scope = trio.CancelScope()
                 nursery.start_soon(self._schedule_loop, name="trickle scheduler")
                 logger.info(
-                    "engine %s ready: %d jobs, data in %s", self.node_name, len(self._fsm.jobs),
+                    "engine %s ready: %d jobs, data in %s",
+                    self.node_name,
+                    len(self._fsm.jobs),
                     cfg.data_dir or "memory",
                 )
                 task_status.started(self)
@@ -381,7 +384,7 @@ class Engine:
             items.sort(key=lambda j: _sort_key(getattr(j, sort)), reverse=order == "desc")
         total = len(items)
         end = total if q.end is None else min(q.end, total)
-        return items[q.start:end] if q.start < end else [], total
+        return items[q.start : end] if q.start < end else [], total
 
     async def delete_job(self, name: str) -> Job:
         """Delete a job and its history. ``JobHasDependents`` (409) if it has children."""
@@ -435,7 +438,11 @@ class Engine:
                 validate_job(job, executors=self._executors, processors=self._processors, now=now)
             except ValidationError as exc:
                 raise ValidationError(f"job {job.name}: {exc.message}", field=exc.field) from None
-            if job.parent_job and job.parent_job not in names and job.parent_job not in self._fsm.jobs:
+            if (
+                job.parent_job
+                and job.parent_job not in names
+                and job.parent_job not in self._fsm.jobs
+            ):
                 raise ValidationError(
                     f"job {job.name}: parent job {job.parent_job} is neither in the file "
                     "nor stored",
@@ -507,8 +514,7 @@ class Engine:
         """Executions finished per UTC day over the last ``days`` days, oldest first."""
         self._check_open()
         days = max(1, min(days, 365))
-        today = self.clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0,
-                                                         microsecond=0)
+        today = self.clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         first = today - timedelta(days=days - 1)
         assert self._store is not None
         return await self._db(self._store.daily_stats, first, today)
@@ -618,8 +624,13 @@ class Engine:
     # -- internals: members and targets ----------------------------------------------------------
     def _self_member(self) -> Member:
         if self._member is None:
-            self._member = Member(name=self.node_name, addr=self._addr, port=GOSSIP_PORT,
-                                  tags=self.config.node_tags, status="alive")
+            self._member = Member(
+                name=self.node_name,
+                addr=self._addr,
+                port=GOSSIP_PORT,
+                tags=self.config.node_tags,
+                status="alive",
+            )
         return self._member
 
     def _targets(self, job: Job) -> list[Member]:
@@ -727,7 +738,11 @@ class Engine:
             if job is None or self._draining:
                 return
             ex = self._new_execution(
-                job, retry.group, retry.node_name, retry.attempt, Trigger.RETRY,
+                job,
+                retry.group,
+                retry.node_name,
+                retry.attempt,
+                Trigger.RETRY,
                 retry.scheduled_at,
             )
             [applied] = await self._launch([c.RunStarted(execution=ex)])
@@ -771,20 +786,32 @@ class Engine:
     def _note_skip(self, name: str, at: datetime, reason: str) -> None:
         self._counts["skipped"] += 1
         self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
-        self._publish(Event(kind=EventKind.FIRE_SKIPPED, at=at, job_name=name,
-                            data={"scheduled_at": at.isoformat(), "reason": reason}))
+        self._publish(
+            Event(
+                kind=EventKind.FIRE_SKIPPED,
+                at=at,
+                job_name=name,
+                data={"scheduled_at": at.isoformat(), "reason": reason},
+            )
+        )
         logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
 
     # -- internals: runner callbacks ------------------------------------------------------------
     def _on_output(self, execution: Execution, chunk: str) -> None:
         self._publish(
-            Event(kind=EventKind.EXECUTION_OUTPUT, at=self.clock.now(),
-                  job_name=execution.job_name, execution=execution, chunk=chunk)
+            Event(
+                kind=EventKind.EXECUTION_OUTPUT,
+                at=self.clock.now(),
+                job_name=execution.job_name,
+                execution=execution,
+                chunk=chunk,
+            )
         )
 
     def _on_run_start(self, execution: Execution, at: datetime) -> None:
         if execution.scheduled_at is not None and execution.trigger in (
-            Trigger.SCHEDULE, Trigger.CATCHUP
+            Trigger.SCHEDULE,
+            Trigger.CATCHUP,
         ):
             late = (at - execution.scheduled_at).total_seconds()
             if execution.trigger == Trigger.SCHEDULE:
@@ -793,8 +820,7 @@ class Engine:
     async def _report(self, finished: c.RunFinished) -> None:
         [applied] = await self._propose([finished])
         if applied.error is not None:
-            logger.warning("result of %s refused: %s", finished.execution_id,
-                           applied.error.message)
+            logger.warning("result of %s refused: %s", finished.execution_id, applied.error.message)
 
     # -- internals: scheduling ----------------------------------------------------------------
     def _skip_reason(self, job: Job, at: datetime) -> str:
@@ -821,13 +847,15 @@ class Engine:
         if not orphans:
             return
         logger.warning("marking %d executions interrupted by a restart as failed", len(orphans))
-        await self._propose([
-            c.AbandonExecutions(
-                execution_ids=tuple(orphans),
-                finished_at=self.clock.now(),
-                reason=f"node {self.node_name} stopped while the execution was running",
-            )
-        ])
+        await self._propose(
+            [
+                c.AbandonExecutions(
+                    execution_ids=tuple(orphans),
+                    finished_at=self.clock.now(),
+                    reason=f"node {self.node_name} stopped while the execution was running",
+                )
+            ]
+        )
 
     async def _plan_all_and_catch_up(self) -> None:
         """Plan every job; fires that fell while no scheduler ran are run once, late, if
@@ -854,17 +882,17 @@ class Engine:
             lost = missed[: len(missed) - 1] if late else missed
             if lost:
                 more = "+" if len(missed) >= MAX_MISSED_SCAN else ""
-                reason = (
-                    f"no scheduler was running{more}; "
-                    + (f"one catch-up run covers the latest at {late[-1].isoformat()}"
-                       if late else
-                       f"outside the catch-up window of {int(job.catchup_window)}s")
+                reason = f"no scheduler was running{more}; " + (
+                    f"one catch-up run covers the latest at {late[-1].isoformat()}"
+                    if late
+                    else f"outside the catch-up window of {int(job.catchup_window)}s"
                 )
                 commands.append(
                     c.FiresMissed(
                         job_name=job.name,
-                        execution_id=self._new_execution(job, 0, self.node_name, 1,
-                                                         Trigger.SCHEDULE, None).id,
+                        execution_id=self._new_execution(
+                            job, 0, self.node_name, 1, Trigger.SCHEDULE, None
+                        ).id,
                         first=lost[0],
                         last=lost[-1],
                         count=len(lost),
@@ -920,8 +948,9 @@ class Engine:
                 nxt = self._fsm.next_fire(job, nxt)
             reason = self._skip_reason(job, at)
             if reason:
-                commands.append(c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt,
-                                               reason=reason))
+                commands.append(
+                    c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt, reason=reason)
+                )
                 self._counts["skipped"] += 1
                 self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
                 logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)

@@ -62,9 +62,7 @@ class EngineConfig:
                     f"executor limit for {name} cannot be negative", field="executor_limits"
                 )
         if self.durability not in ("full", "normal", "off"):
-            raise ValidationError(
-                "durability must be full, normal or off", field="durability"
-            )
+            raise ValidationError("durability must be full, normal or off", field="durability")
 
     @property
     def node_tags(self) -> dict[str, str]:

@@ -155,9 +155,12 @@ class StateMachine:
             self._groups[int(gid)] = group
         self._pending_children = {}
         for gid, raw in (meta or {}).get("children", {}).items():
-            due = DependentsDue(parent=raw["parent"], children=tuple(raw["children"]),
-                                at=_dt(raw["at"]) or datetime(1970, 1, 1, tzinfo=UTC),
-                                group=int(gid))
+            due = DependentsDue(
+                parent=raw["parent"],
+                children=tuple(raw["children"]),
+                at=_dt(raw["at"]) or datetime(1970, 1, 1, tzinfo=UTC),
+                group=int(gid),
+            )
             self._pending_children[int(gid)] = due
 
     def export_meta(self) -> dict[str, Any]:
@@ -388,9 +391,7 @@ class StateMachine:
         self._add_running(ex)
         group = self._groups.get(ex.group)
         if group is None:
-            group = _Group(
-                job_name=job.name, scheduled_at=ex.scheduled_at, trigger=str(ex.trigger)
-            )
+            group = _Group(job_name=job.name, scheduled_at=ex.scheduled_at, trigger=str(ex.trigger))
             self._groups[ex.group] = group
         group.nodes[ex.node_name] = _NodeRun(state="running", attempt=ex.attempt)
         effects.append(c.ExecutionSaved(ex))
@@ -431,7 +432,9 @@ class StateMachine:
             status=ExecutionStatus.SUCCESS if success else ExecutionStatus.FAILED,
         )
         event = Event(
-            kind=EventKind.EXECUTION_FINISHED, at=finished_at, job_name=ex.job_name,
+            kind=EventKind.EXECUTION_FINISHED,
+            at=finished_at,
+            job_name=ex.job_name,
             execution=final,
         )
         job = self.jobs.get(ex.job_name)
@@ -487,8 +490,9 @@ class StateMachine:
             if status == JobStatus.SUCCESS:
                 deps = self.dependents_of(job.name)
                 if deps:
-                    due = DependentsDue(parent=job.name, children=deps, at=finished_at,
-                                        group=ex.group)
+                    due = DependentsDue(
+                        parent=job.name, children=deps, at=finished_at, group=ex.group
+                    )
                     self._pending_children[ex.group] = due
                     reactions.append(due)
                 elif job.ephemeral:
@@ -498,11 +502,17 @@ class StateMachine:
                     effects += [stats, c.JobRemoved(job.name)]
                     effects += self._relink_parents(job.parent_job, "")
                     events.append(
-                        Event(kind=EventKind.JOB_DELETED, at=finished_at, job_name=job.name,
-                              job=job, data={"reason": "ephemeral"})
+                        Event(
+                            kind=EventKind.JOB_DELETED,
+                            at=finished_at,
+                            job_name=job.name,
+                            job=job,
+                            data={"reason": "ephemeral"},
+                        )
                     )
-                    return Applied(result=final, effects=effects, events=events,
-                                   reactions=reactions)
+                    return Applied(
+                        result=final, effects=effects, events=events, reactions=reactions
+                    )
         self.jobs[job.name] = job
         effects += [c.JobSaved(job), stats]
         return Applied(result=final, effects=effects, events=events, reactions=reactions)
@@ -574,7 +584,11 @@ class StateMachine:
         if job is None:
             raise JobNotFound(cmd.job_name)
         job = attrs.evolve(
-            job, success_count=0, error_count=0, last_success=None, last_error=None,
+            job,
+            success_count=0,
+            error_count=0,
+            last_success=None,
+            last_error=None,
             missed_count=0,
         )
         self.jobs[job.name] = job

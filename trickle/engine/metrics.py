@@ -12,12 +12,16 @@ class EngineMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.succeeded = Counter(
-            "dkron_job_executions_succeeded", "Executions that succeeded (Dkron name).",
-            ["job_name"], registry=r,
+            "dkron_job_executions_succeeded",
+            "Executions that succeeded (Dkron name).",
+            ["job_name"],
+            registry=r,
         )
         self.failed = Counter(
-            "dkron_job_executions_failed", "Executions that failed (Dkron name).",
-            ["job_name"], registry=r,
+            "dkron_job_executions_failed",
+            "Executions that failed (Dkron name).",
+            ["job_name"],
+            registry=r,
         )
         self.fires = Counter("trickle_fires", "Scheduled fires launched.", registry=r)
         self.fires_skipped = Counter(
@@ -25,10 +29,12 @@ class EngineMetrics:
         )
         self.fires_missed = Counter(
             "trickle_fires_missed",
-            "Fires that fell while no scheduler ran, outside the catch-up window.", registry=r,
+            "Fires that fell while no scheduler ran, outside the catch-up window.",
+            registry=r,
         )
         self.catchup_runs = Counter(
-            "trickle_catchup_runs", "Missed fires run late inside the catch-up window.",
+            "trickle_catchup_runs",
+            "Missed fires run late inside the catch-up window.",
             registry=r,
         )
         self.lateness = Histogram(
@@ -41,19 +47,24 @@ class EngineMetrics:
             "trickle_commands_applied", "Commands applied by the state machine.", registry=r
         )
         self.log_batches = Counter(
-            "trickle_log_batches", "Command log batches (one store transaction each).",
+            "trickle_log_batches",
+            "Command log batches (one store transaction each).",
             registry=r,
         )
         self.jobs = Gauge("trickle_jobs", "Jobs stored.", registry=r)
-        self.running = Gauge("trickle_executions_running", "Executions running on this node.",
-                             registry=r)
-        self.queued = Gauge("trickle_executions_queued",
-                            "Executions waiting for a concurrency slot on this node.", registry=r)
+        self.running = Gauge(
+            "trickle_executions_running", "Executions running on this node.", registry=r
+        )
+        self.queued = Gauge(
+            "trickle_executions_queued",
+            "Executions waiting for a concurrency slot on this node.",
+            registry=r,
+        )
         self.subscribers = Gauge("trickle_event_subscribers", "Event subscribers.", registry=r)
         self.events_dropped = Gauge(
-            "trickle_events_dropped", "Events dropped for slow subscribers (cumulative).",
+            "trickle_events_dropped",
+            "Events dropped for slow subscribers (cumulative).",
             registry=r,
         )
         self.is_leader = Gauge("trickle_is_leader", "1 when this node is the leader.", registry=r)
-        self.paused = Gauge("trickle_paused", "1 while new job submissions are paused.",
-                            registry=r)
+        self.paused = Gauge("trickle_paused", "1 while new job submissions are paused.", registry=r)

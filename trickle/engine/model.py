@@ -84,9 +84,7 @@ class Job:
     concurrency: Concurrency = attrs.field(default=Concurrency.ALLOW, converter=Concurrency)
     executor: str = ""
     executor_config: dict[str, str] = attrs.field(factory=dict, converter=_frozen_dict)
-    processors: dict[str, dict[str, str]] = attrs.field(
-        factory=dict, converter=_frozen_processors
-    )
+    processors: dict[str, dict[str, str]] = attrs.field(factory=dict, converter=_frozen_processors)
     retries: int = 0
     parent_job: str = ""
     dependent_jobs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)

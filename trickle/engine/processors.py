@@ -252,7 +252,10 @@ async def run_processors(
         except Exception as exc:
             logger.warning(
                 "job %s execution %s: processor %r failed",
-                job.name, execution.id, name, exc_info=True,
+                job.name,
+                execution.id,
+                name,
+                exc_info=True,
             )
             message = str(exc)
             output = _append_line(

@@ -135,8 +135,13 @@ class Runner:
             output = active.output.text()
             if result.error:
                 output += ("\n" if output and not output.endswith("\n") else "") + result.error
-            final = attrs.evolve(ex, output=output, success=result.success,
-                                 exit_code=result.exit_code, finished_at=self._clock.now())
+            final = attrs.evolve(
+                ex,
+                output=output,
+                success=result.success,
+                exit_code=result.exit_code,
+                finished_at=self._clock.now(),
+            )
             output = await self._process(job, final)
             await self._report(
                 RunFinished(
@@ -178,9 +183,7 @@ class Runner:
         if not job.processors:
             return execution.output
         try:
-            return await run_processors(
-                self._processors, job, execution, node_name=self._node_name
-            )
+            return await run_processors(self._processors, job, execution, node_name=self._node_name)
         except Exception:
             logger.exception("processors of %s failed on %s", job.name, execution.id)
             return execution.output

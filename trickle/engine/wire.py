@@ -52,7 +52,9 @@ def _unpack(data: bytes) -> Any:
     except Exception as exc:
         raise WireError(f"malformed payload: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("v") != WIRE_VERSION:
-        raise WireError(f"unsupported payload version: {raw.get('v') if isinstance(raw, dict) else None!r}")
+        raise WireError(
+            f"unsupported payload version: {raw.get('v') if isinstance(raw, dict) else None!r}"
+        )
     cls = _BY_NAME.get(raw.get("t", ""))
     if cls is None:
         raise WireError(f"unknown payload type: {raw.get('t')!r}")

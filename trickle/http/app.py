@@ -55,7 +55,9 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 ERROR_FIELD_HEADER = "X-Trickle-Error-Field"
 CREATED_HEADER = "X-Trickle-Created"  # "true" on create, "false" on update (both 201)
-EXPOSED_HEADERS = "*, X-Total-Count, X-Whom, Location, " + ERROR_FIELD_HEADER + ", " + CREATED_HEADER
+EXPOSED_HEADERS = (
+    "*, X-Total-Count, X-Whom, Location, " + ERROR_FIELD_HEADER + ", " + CREATED_HEADER
+)
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"
 
 # ?_sort of GET /v1/jobs -> JobQuery.sort ('id' is react-admin's name for the key)
@@ -147,9 +149,7 @@ def _non_negative_int(name: str, default: int | None) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise ApiProblem(
-            400, f"{name}: expected a non-negative integer, got {raw!r}", field=name
-        )
+        raise ApiProblem(400, f"{name}: expected a non-negative integer, got {raw!r}", field=name)
     return value
 
 
@@ -224,8 +224,10 @@ class _Api:
 
     async def health(self) -> Response:
         if not self.engine.running:
-            return _json({"status": "unhealthy", "leader": False,
-                          "issues": ["the engine is not running"]}, status=503)
+            return _json(
+                {"status": "unhealthy", "leader": False, "issues": ["the engine is not running"]},
+                status=503,
+            )
         return _json({"status": "healthy", "leader": self.engine.is_leader()})
 
     async def metrics(self) -> Response:
@@ -305,7 +307,8 @@ class _Api:
         if disabled_raw:
             if disabled_raw.lower() not in ("true", "false"):
                 raise ApiProblem(
-                    400, f"disabled: expected true or false, got {disabled_raw!r}",
+                    400,
+                    f"disabled: expected true or false, got {disabled_raw!r}",
                     field="disabled",
                 )
             disabled = disabled_raw.lower() == "true"
@@ -320,9 +323,7 @@ class _Api:
             end=_non_negative_int("_end", None),
         )
         jobs, total = self.engine.list_jobs(query)
-        return _json(
-            [schemas.job_to_json(j) for j in jobs], headers={"X-Total-Count": str(total)}
-        )
+        return _json([schemas.job_to_json(j) for j in jobs], headers={"X-Total-Count": str(total)})
 
     async def put_job(self, job: str | None = None) -> Response:
         """POST/PATCH /v1/jobs and PUT /v1/jobs/<job>: create or fully replace (201)."""
@@ -481,7 +482,8 @@ class _Api:
         count = _non_negative_int("count", DEFAULT_PREVIEW_COUNT)
         if not count or count > MAX_PREVIEW_COUNT:
             raise ApiProblem(
-                400, f"count: expected 1 to {MAX_PREVIEW_COUNT}, got {args.get('count')!r}",
+                400,
+                f"count: expected 1 to {MAX_PREVIEW_COUNT}, got {args.get('count')!r}",
                 field="count",
             )
         fires = self.engine.next_fires(
@@ -548,9 +550,9 @@ def create_app(engine: Engine) -> QuartTrio:
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response = Response("", status=204)
             response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
-            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-                "Access-Control-Request-Headers", "*"
-            ) or "*"
+            response.headers["Access-Control-Allow-Headers"] = (
+                request.headers.get("Access-Control-Request-Headers", "*") or "*"
+            )
             response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE)
             return response
         return None

@@ -31,16 +31,15 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _ok(description: str, schema: dict[str, Any], *, total: bool = False,
-        location: bool = False) -> dict[str, Any]:
+def _ok(
+    description: str, schema: dict[str, Any], *, total: bool = False, location: bool = False
+) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": _json_content(schema)}
     headers: dict[str, Any] = {}
     if total:
         headers["X-Total-Count"] = {"$ref": "#/components/headers/X-Total-Count"}
     if location:
-        headers["Location"] = {
-            "description": "URL of the job", "schema": {"type": "string"}
-        }
+        headers["Location"] = {"description": "URL of the job", "schema": {"type": "string"}}
     if headers:
         response["headers"] = headers
     return response
@@ -55,13 +54,24 @@ _PRETTY = {"$ref": "#/components/parameters/pretty"}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
 
 
-def _op(summary: str, tag: str, responses: dict[str, Any], *,
-        parameters: list[dict[str, Any]] | None = None,
-        request_body: dict[str, Any] | None = None, operation_id: str) -> dict[str, Any]:
+def _op(
+    summary: str,
+    tag: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    request_body: dict[str, Any] | None = None,
+    operation_id: str,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
@@ -83,8 +93,7 @@ _JOB_BODY = {
 }
 
 _JOB_WRITE_RESPONSES = {
-    "201": _ok("The job as stored (also for an update, as Dkron)", _ref("job"),
-               location=True),
+    "201": _ok("The job as stored (also for an update, as Dkron)", _ref("job"), location=True),
     "400": _error("BadRequest"),
     "404": _error("NotFound"),
     "409": _error("Conflict"),
@@ -93,143 +102,250 @@ _JOB_WRITE_RESPONSES = {
 }
 
 _RUNONCREATE = {
-    "name": "runoncreate", "in": "query", "required": False, "allowEmptyValue": True,
+    "name": "runoncreate",
+    "in": "query",
+    "required": False,
+    "allowEmptyValue": True,
     "schema": {"type": "string"},
-    "description": "Present (any value): run the job right after storing it, in the "
-    "background.",
+    "description": "Present (any value): run the job right after storing it, in the background.",
 }
 
 _JOB_LIST_PARAMS = [
     _query("q", {"type": "string"}, "Substring of name or displayname (case-sensitive)."),
-    _query("status", {"type": "string", "enum": ["success", "failed", "partially_failed",
-                                                  "untriggered"]},
-           "Jobs whose latest execution group had this outcome."),
+    _query(
+        "status",
+        {"type": "string", "enum": ["success", "failed", "partially_failed", "untriggered"]},
+        "Jobs whose latest execution group had this outcome.",
+    ),
     _query("disabled", {"type": "string", "enum": ["true", "false"]}, "Disabled or not."),
     {
-        "name": "metadata", "in": "query", "required": False, "style": "deepObject",
-        "explode": True, "schema": _STRING_MAP,
+        "name": "metadata",
+        "in": "query",
+        "required": False,
+        "style": "deepObject",
+        "explode": True,
+        "schema": _STRING_MAP,
         "description": "metadata[key]=value, repeatable; every pair must match.",
     },
-    _query("_sort", {"type": "string", "default": "id",
-                     "enum": ["id", "name", "displayname", "schedule", "success_count",
-                              "error_count", "last_success", "last_error", "next"]},
-           "Sort field ('id' is the name). Unknown: 400."),
-    _query("_order", {"type": "string", "enum": ["ASC", "DESC", "asc", "desc"],
-                      "default": "ASC"}, "Sort order."),
-    _query("_start", {"type": "integer", "minimum": 0, "default": 0},
-           "0-based index of the first job returned, after filtering."),
-    _query("_end", {"type": "integer", "minimum": 0},
-           "0-based index after the last job returned (exclusive)."),
+    _query(
+        "_sort",
+        {
+            "type": "string",
+            "default": "id",
+            "enum": [
+                "id",
+                "name",
+                "displayname",
+                "schedule",
+                "success_count",
+                "error_count",
+                "last_success",
+                "last_error",
+                "next",
+            ],
+        },
+        "Sort field ('id' is the name). Unknown: 400.",
+    ),
+    _query(
+        "_order",
+        {"type": "string", "enum": ["ASC", "DESC", "asc", "desc"], "default": "ASC"},
+        "Sort order.",
+    ),
+    _query(
+        "_start",
+        {"type": "integer", "minimum": 0, "default": 0},
+        "0-based index of the first job returned, after filtering.",
+    ),
+    _query(
+        "_end",
+        {"type": "integer", "minimum": 0},
+        "0-based index after the last job returned (exclusive).",
+    ),
 ]
 
 _EXECUTION_LIST_PARAMS = [
     _JOB_PATH,
-    _query("_sort", {"type": "string", "default": "started_at",
-                     "enum": ["id", "started_at", "finished_at", "attempt"]},
-           "Sort field ('id' is started_at). Unknown: 400."),
-    _query("_order", {"type": "string", "enum": ["ASC", "DESC", "asc", "desc"],
-                      "default": "DESC"}, "Sort order; newest first by default."),
-    _query("_start", {"type": "integer", "minimum": 0, "default": 0},
-           "0-based index of the first execution returned."),
-    _query("_end", {"type": "integer", "minimum": 0},
-           "0-based index after the last execution returned (exclusive)."),
-    _query("output_size_limit", {"type": "integer", "minimum": 0},
-           "Keep only the last N bytes of each output; output_truncated says if cut."),
+    _query(
+        "_sort",
+        {
+            "type": "string",
+            "default": "started_at",
+            "enum": ["id", "started_at", "finished_at", "attempt"],
+        },
+        "Sort field ('id' is started_at). Unknown: 400.",
+    ),
+    _query(
+        "_order",
+        {"type": "string", "enum": ["ASC", "DESC", "asc", "desc"], "default": "DESC"},
+        "Sort order; newest first by default.",
+    ),
+    _query(
+        "_start",
+        {"type": "integer", "minimum": 0, "default": 0},
+        "0-based index of the first execution returned.",
+    ),
+    _query(
+        "_end",
+        {"type": "integer", "minimum": 0},
+        "0-based index after the last execution returned (exclusive).",
+    ),
+    _query(
+        "output_size_limit",
+        {"type": "integer", "minimum": 0},
+        "Keep only the last N bytes of each output; output_truncated says if cut.",
+    ),
 ]
 
 
 def _paths() -> dict[str, Any]:
     return {
-        "/health": {"get": _op(
-            "Health of this node", "node", operation_id="health",
-            responses={"200": _ok("Healthy", _ref("health"))},
-        )},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics of this node", "tags": ["node"],
-            "operationId": "metrics",
-            "responses": {"200": {
-                "description": "Prometheus text exposition format 0.0.4",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            }},
-        }},
-        "/": {"get": {
-            "summary": "Redirect a browser to the web UI", "tags": ["node"],
-            "operationId": "root",
-            "responses": {
-                "303": {"description": "Accept names text/html: see /ui/",
-                        "headers": {"Location": {"schema": {"type": "string"}}}},
-                "404": _error("NotFound"),
-            },
-        }},
-        "/v1": {"get": _op(
-            "This node: agent name and version, membership figures, tags", "node",
-            operation_id="status", responses={"200": _ok("Node status", _ref("status"))},
-        )},
-        "/v1/openapi.json": {"get": _op(
-            "This document", "node", operation_id="openapi",
-            responses={"200": _ok("OpenAPI 3.1 document", {"type": "object"})},
-        )},
-        "/v1/members": {"get": _op(
-            "Members of the cluster", "members", operation_id="getMembers",
-            responses={"200": _ok("Members", {"type": "array", "items": _ref("member")},
-                                  total=True)},
-        )},
-        "/v1/leader": {"get": _op(
-            "The leader", "members", operation_id="getLeader",
-            responses={
-                "200": _ok("The leader", _ref("member")),
-                "500": _ok("No leader: the body is null", {"type": "null"}),
-            },
-        )},
-        "/v1/isleader": {"get": _op(
-            "Is this node the leader?", "members", operation_id="getIsLeader",
-            responses={
-                "200": _ok("Leader", {"type": "string", "const": "I am a leader"}),
-                "404": _ok("Follower", {"type": "string", "const": "I am a follower"}),
-            },
-        )},
+        "/health": {
+            "get": _op(
+                "Health of this node",
+                "node",
+                operation_id="health",
+                responses={"200": _ok("Healthy", _ref("health"))},
+            )
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this node",
+                "tags": ["node"],
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "Redirect a browser to the web UI",
+                "tags": ["node"],
+                "operationId": "root",
+                "responses": {
+                    "303": {
+                        "description": "Accept names text/html: see /ui/",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("NotFound"),
+                },
+            }
+        },
+        "/v1": {
+            "get": _op(
+                "This node: agent name and version, membership figures, tags",
+                "node",
+                operation_id="status",
+                responses={"200": _ok("Node status", _ref("status"))},
+            )
+        },
+        "/v1/openapi.json": {
+            "get": _op(
+                "This document",
+                "node",
+                operation_id="openapi",
+                responses={"200": _ok("OpenAPI 3.1 document", {"type": "object"})},
+            )
+        },
+        "/v1/members": {
+            "get": _op(
+                "Members of the cluster",
+                "members",
+                operation_id="getMembers",
+                responses={
+                    "200": _ok("Members", {"type": "array", "items": _ref("member")}, total=True)
+                },
+            )
+        },
+        "/v1/leader": {
+            "get": _op(
+                "The leader",
+                "members",
+                operation_id="getLeader",
+                responses={
+                    "200": _ok("The leader", _ref("member")),
+                    "500": _ok("No leader: the body is null", {"type": "null"}),
+                },
+            )
+        },
+        "/v1/isleader": {
+            "get": _op(
+                "Is this node the leader?",
+                "members",
+                operation_id="getIsLeader",
+                responses={
+                    "200": _ok("Leader", {"type": "string", "const": "I am a leader"}),
+                    "404": _ok("Follower", {"type": "string", "const": "I am a follower"}),
+                },
+            )
+        },
         "/v1/jobs": {
             "get": _op(
-                "List jobs", "jobs", operation_id="getJobs", parameters=_JOB_LIST_PARAMS,
+                "List jobs",
+                "jobs",
+                operation_id="getJobs",
+                parameters=_JOB_LIST_PARAMS,
                 responses={
-                    "200": _ok("One page of jobs; X-Total-Count counts all that match",
-                               {"type": "array", "items": _ref("job")}, total=True),
+                    "200": _ok(
+                        "One page of jobs; X-Total-Count counts all that match",
+                        {"type": "array", "items": _ref("job")},
+                        total=True,
+                    ),
                     "400": _error("BadRequest"),
                 },
             ),
             "post": _op(
-                "Create or replace a job", "jobs", operation_id="createOrUpdateJob",
-                parameters=[_RUNONCREATE], request_body=_JOB_BODY,
+                "Create or replace a job",
+                "jobs",
+                operation_id="createOrUpdateJob",
+                parameters=[_RUNONCREATE],
+                request_body=_JOB_BODY,
                 responses=_JOB_WRITE_RESPONSES,
             ),
             "patch": _op(
                 "Create or replace a job (same as POST: a full replace, not a merge)",
-                "jobs", operation_id="createOrUpdateJobPatch", parameters=[_RUNONCREATE],
-                request_body=_JOB_BODY, responses=_JOB_WRITE_RESPONSES,
+                "jobs",
+                operation_id="createOrUpdateJobPatch",
+                parameters=[_RUNONCREATE],
+                request_body=_JOB_BODY,
+                responses=_JOB_WRITE_RESPONSES,
             ),
         },
         "/v1/jobs/{job}": {
             "get": _op(
-                "Show a job", "jobs", operation_id="showJobByName", parameters=[_JOB_PATH],
+                "Show a job",
+                "jobs",
+                operation_id="showJobByName",
+                parameters=[_JOB_PATH],
                 responses={"200": _ok("The job", _ref("job")), "404": _error("NotFound")},
             ),
             "put": _op(
                 "Create or replace a job (the body's name wins; the path's name fills a "
-                "missing one)", "jobs", operation_id="putJob",
-                parameters=[_JOB_PATH, _RUNONCREATE], request_body=_JOB_BODY,
+                "missing one)",
+                "jobs",
+                operation_id="putJob",
+                parameters=[_JOB_PATH, _RUNONCREATE],
+                request_body=_JOB_BODY,
                 responses=_JOB_WRITE_RESPONSES,
             ),
             "post": _op(
-                "Run a job now", "jobs", operation_id="runJob", parameters=[_JOB_PATH],
+                "Run a job now",
+                "jobs",
+                operation_id="runJob",
+                parameters=[_JOB_PATH],
                 responses={
-                    "200": _ok("The job; the run has been started", _ref("job"),
-                               location=True),
+                    "200": _ok("The job; the run has been started", _ref("job"), location=True),
                     "404": _error("NotFound"),
                     "409": _error("Conflict"),
                 },
             ),
             "delete": _op(
-                "Delete a job and its executions", "jobs", operation_id="deleteJob",
+                "Delete a job and its executions",
+                "jobs",
+                operation_id="deleteJob",
                 parameters=[_JOB_PATH],
                 responses={
                     "200": _ok("The deleted job", _ref("job")),
@@ -238,114 +354,176 @@ def _paths() -> dict[str, Any]:
                 },
             ),
         },
-        "/v1/jobs/{job}/run": {"post": _op(
-            "Run a job now (same as POST /v1/jobs/{job})", "jobs", operation_id="runJobRun",
-            parameters=[_JOB_PATH],
-            responses={
-                "200": _ok("The job; the run has been started", _ref("job"), location=True),
-                "404": _error("NotFound"),
-                "409": _error("Conflict"),
-            },
-        )},
-        "/v1/jobs/{job}/toggle": {"post": _op(
-            "Enable or disable a job", "jobs", operation_id="toggleJob",
-            parameters=[_JOB_PATH],
-            responses={"200": _ok("The updated job", _ref("job")),
-                       "404": _error("NotFound")},
-        )},
+        "/v1/jobs/{job}/run": {
+            "post": _op(
+                "Run a job now (same as POST /v1/jobs/{job})",
+                "jobs",
+                operation_id="runJobRun",
+                parameters=[_JOB_PATH],
+                responses={
+                    "200": _ok("The job; the run has been started", _ref("job"), location=True),
+                    "404": _error("NotFound"),
+                    "409": _error("Conflict"),
+                },
+            )
+        },
+        "/v1/jobs/{job}/toggle": {
+            "post": _op(
+                "Enable or disable a job",
+                "jobs",
+                operation_id="toggleJob",
+                parameters=[_JOB_PATH],
+                responses={"200": _ok("The updated job", _ref("job")), "404": _error("NotFound")},
+            )
+        },
         "/v1/jobs/{job}/executions": {
             "get": _op(
-                "List a job's executions", "executions", operation_id="listExecutionsByJob",
+                "List a job's executions",
+                "executions",
+                operation_id="listExecutionsByJob",
                 parameters=_EXECUTION_LIST_PARAMS,
                 responses={
-                    "200": _ok("One page of executions; X-Total-Count counts all",
-                               {"type": "array", "items": _ref("execution_list_item")},
-                               total=True),
+                    "200": _ok(
+                        "One page of executions; X-Total-Count counts all",
+                        {"type": "array", "items": _ref("execution_list_item")},
+                        total=True,
+                    ),
                     "400": _error("BadRequest"),
                     "404": _error("NotFound"),
                 },
             ),
             "delete": _op(
-                "Delete a job's executions and reset its counters", "executions",
-                operation_id="deleteExecutionsByJob", parameters=[_JOB_PATH],
-                responses={"200": _ok("The updated job", _ref("job")),
-                           "404": _error("NotFound")},
+                "Delete a job's executions and reset its counters",
+                "executions",
+                operation_id="deleteExecutionsByJob",
+                parameters=[_JOB_PATH],
+                responses={"200": _ok("The updated job", _ref("job")), "404": _error("NotFound")},
             ),
         },
-        "/v1/jobs/{job}/executions/{execution}": {"get": _op(
-            "Show one execution with its full output", "executions",
-            operation_id="showExecutionByID",
-            parameters=[_JOB_PATH, {"$ref": "#/components/parameters/execution"}],
-            responses={"200": _ok("The execution", _ref("execution")),
-                       "404": _error("NotFound")},
-        )},
-        "/v1/busy": {"get": _op(
-            "Executions running or queued on this node, oldest first", "executions",
-            operation_id="busy",
-            responses={"200": _ok("Busy executions",
-                                  {"type": "array", "items": _ref("busy_execution")},
-                                  total=True)},
-        )},
-        "/v1/pause": {
-            "get": _op("Are new job submissions paused?", "control",
-                       operation_id="pauseStatus",
-                       responses={"200": _ok("Pause state", _ref("pause"))}),
-            "post": _op("Pause new job submissions (create and update answer 503)",
-                        "control", operation_id="pause",
-                        responses={"200": _ok("Pause state", _ref("pause"))}),
-        },
-        "/v1/unpause": {"post": _op(
-            "Accept job submissions again", "control", operation_id="unpause",
-            responses={"200": _ok("Pause state", _ref("pause"))},
-        )},
-        "/v1/stats": {"get": _op(
-            "Executions per UTC day", "executions", operation_id="getExecutionStats",
-            parameters=[_query(
-                "days", {"type": "integer", "default": 30, "maximum": 365},
-                "Days to return (default 30; <= 0 or not an integer: 30; at most 365).",
-            )],
-            responses={"200": _ok("Daily counts, oldest first", _ref("execution_stats"))},
-        )},
-        "/v1/restore": {"post": _op(
-            "Create or replace many jobs (parents first) from an export", "jobs",
-            operation_id="restore",
-            request_body={
-                "required": True,
-                "description": "The array GET /v1/jobs returns, as the multipart field "
-                "'file' or as a JSON body.",
-                "content": {
-                    "multipart/form-data": {"schema": {
-                        "type": "object", "required": ["file"],
-                        "properties": {"file": {"type": "string",
-                                                "contentMediaType": "application/json"}},
-                    }},
-                    "application/json": {"schema": {"type": "array",
-                                                    "items": _ref("job")}},
+        "/v1/jobs/{job}/executions/{execution}": {
+            "get": _op(
+                "Show one execution with its full output",
+                "executions",
+                operation_id="showExecutionByID",
+                parameters=[_JOB_PATH, {"$ref": "#/components/parameters/execution"}],
+                responses={
+                    "200": _ok("The execution", _ref("execution")),
+                    "404": _error("NotFound"),
                 },
-            },
-            responses={
-                "200": _ok("A JSON string that encodes an array of one message per job "
-                           "(as Dkron)", {"type": "string"}),
-                "400": _error("BadRequest"),
-                "404": _error("NotFound"),
-                "409": _error("Conflict"),
-                "413": _error("TooLarge"),
-            },
-        )},
-        "/v1/schedule/next": {"get": _op(
-            "Preview the next fire times of a schedule (trickle's own)", "jobs",
-            operation_id="scheduleNext",
-            parameters=[
-                {**_query("schedule", {"type": "string"}, "The schedule expression."),
-                 "required": True},
-                _query("timezone", {"type": "string"}, "IANA zone; '' = UTC."),
-                _query("job", {"type": "string"}, "Job name, for the '~' hash spread."),
-                _query("count", {"type": "integer", "minimum": 1, "maximum": 100,
-                                 "default": 5}, "How many fire times."),
-            ],
-            responses={"200": _ok("Next fire times", _ref("schedule_preview")),
-                       "400": _error("BadRequest")},
-        )},
+            )
+        },
+        "/v1/busy": {
+            "get": _op(
+                "Executions running or queued on this node, oldest first",
+                "executions",
+                operation_id="busy",
+                responses={
+                    "200": _ok(
+                        "Busy executions",
+                        {"type": "array", "items": _ref("busy_execution")},
+                        total=True,
+                    )
+                },
+            )
+        },
+        "/v1/pause": {
+            "get": _op(
+                "Are new job submissions paused?",
+                "control",
+                operation_id="pauseStatus",
+                responses={"200": _ok("Pause state", _ref("pause"))},
+            ),
+            "post": _op(
+                "Pause new job submissions (create and update answer 503)",
+                "control",
+                operation_id="pause",
+                responses={"200": _ok("Pause state", _ref("pause"))},
+            ),
+        },
+        "/v1/unpause": {
+            "post": _op(
+                "Accept job submissions again",
+                "control",
+                operation_id="unpause",
+                responses={"200": _ok("Pause state", _ref("pause"))},
+            )
+        },
+        "/v1/stats": {
+            "get": _op(
+                "Executions per UTC day",
+                "executions",
+                operation_id="getExecutionStats",
+                parameters=[
+                    _query(
+                        "days",
+                        {"type": "integer", "default": 30, "maximum": 365},
+                        "Days to return (default 30; <= 0 or not an integer: 30; at most 365).",
+                    )
+                ],
+                responses={"200": _ok("Daily counts, oldest first", _ref("execution_stats"))},
+            )
+        },
+        "/v1/restore": {
+            "post": _op(
+                "Create or replace many jobs (parents first) from an export",
+                "jobs",
+                operation_id="restore",
+                request_body={
+                    "required": True,
+                    "description": "The array GET /v1/jobs returns, as the multipart field "
+                    "'file' or as a JSON body.",
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {
+                                        "type": "string",
+                                        "contentMediaType": "application/json",
+                                    }
+                                },
+                            }
+                        },
+                        "application/json": {"schema": {"type": "array", "items": _ref("job")}},
+                    },
+                },
+                responses={
+                    "200": _ok(
+                        "A JSON string that encodes an array of one message per job (as Dkron)",
+                        {"type": "string"},
+                    ),
+                    "400": _error("BadRequest"),
+                    "404": _error("NotFound"),
+                    "409": _error("Conflict"),
+                    "413": _error("TooLarge"),
+                },
+            )
+        },
+        "/v1/schedule/next": {
+            "get": _op(
+                "Preview the next fire times of a schedule (trickle's own)",
+                "jobs",
+                operation_id="scheduleNext",
+                parameters=[
+                    {
+                        **_query("schedule", {"type": "string"}, "The schedule expression."),
+                        "required": True,
+                    },
+                    _query("timezone", {"type": "string"}, "IANA zone; '' = UTC."),
+                    _query("job", {"type": "string"}, "Job name, for the '~' hash spread."),
+                    _query(
+                        "count",
+                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                        "How many fire times.",
+                    ),
+                ],
+                responses={
+                    "200": _ok("Next fire times", _ref("schedule_preview")),
+                    "400": _error("BadRequest"),
+                },
+            )
+        },
     }
 
 
@@ -357,41 +535,58 @@ def _job_schema() -> dict[str, Any]:
         "required": ["name"],
         "properties": {
             "id": {"type": "string", "readOnly": True, "description": "Always the name."},
-            "name": {"type": "string", "description": "Lower-case letters (any script), "
-                     "digits, '_' and '-'."},
+            "name": {
+                "type": "string",
+                "description": "Lower-case letters (any script), digits, '_' and '-'.",
+            },
             "displayname": {"type": "string"},
-            "schedule": {"type": "string", "description": "Cron (6 fields with seconds, or "
-                         "5), @descriptor, @every, @at, @after, @manually; '' for a child."},
+            "schedule": {
+                "type": "string",
+                "description": "Cron (6 fields with seconds, or "
+                "5), @descriptor, @every, @at, @after, @manually; '' for a child.",
+            },
             "timezone": {"type": "string", "description": "IANA zone; '' = UTC."},
             "owner": {"type": "string"},
             "owner_email": {"type": "string"},
             "disabled": {"type": "boolean", "default": False},
             "tags": {**_STRING_MAP, "description": "Target node selector: value[:count]."},
             "metadata": _STRING_MAP,
-            "concurrency": {"type": "string", "enum": ["allow", "forbid", ""],
-                            "default": "allow"},
-            "executor": {"type": "string", "description": "shell, http, or a registered "
-                         "Python executor."},
+            "concurrency": {"type": "string", "enum": ["allow", "forbid", ""], "default": "allow"},
+            "executor": {
+                "type": "string",
+                "description": "shell, http, or a registered Python executor.",
+            },
             "executor_config": {**_STRING_MAP, "description": "Values must be strings."},
             "processors": {"type": "object", "additionalProperties": _STRING_MAP},
             "retries": {"type": "integer", "minimum": 0, "default": 0},
             "parent_job": {"type": "string"},
             "dependent_jobs": {"type": "array", "items": {"type": "string"}, **ro},
             "ephemeral": {"type": "boolean", "default": False},
-            "starts_at": {**_NULLABLE_TIME, "description": "RFC3339, or "
-                          "2006-01-02T15:04 read as UTC."},
+            "starts_at": {
+                **_NULLABLE_TIME,
+                "description": "RFC3339, or 2006-01-02T15:04 read as UTC.",
+            },
             "expires_at": _NULLABLE_TIME,
             "success_count": {"type": "integer", **ro},
             "error_count": {"type": "integer", **ro},
             "last_success": {**_NULLABLE_TIME, **ro},
             "last_error": {**_NULLABLE_TIME, **ro},
-            "status": {"type": "string", "enum": ["", "success", "failed",
-                                                  "partially_failed"], **ro},
+            "status": {
+                "type": "string",
+                "enum": ["", "success", "failed", "partially_failed"],
+                **ro,
+            },
             "next": {**_TIME, **ro, "description": "0001-01-01T00:00:00Z when none."},
-            "retry_interval": {**_DURATION, "description": "Wait between a failed attempt "
-                               "and its retry (rendered as a Go duration)."},
-            "catchup_window": {**_DURATION, "description": "How late a missed fire may "
-                               "still run (rendered as a Go duration); 0 disables."},
+            "retry_interval": {
+                **_DURATION,
+                "description": "Wait between a failed attempt "
+                "and its retry (rendered as a Go duration).",
+            },
+            "catchup_window": {
+                **_DURATION,
+                "description": "How late a missed fire may "
+                "still run (rendered as a Go duration); 0 disables.",
+            },
             "missed_count": {"type": "integer", **ro},
             "created_at": {**_NULLABLE_TIME, **ro},
             "updated_at": {**_NULLABLE_TIME, **ro},
@@ -411,14 +606,18 @@ def _execution_schema() -> dict[str, Any]:
             "success": {"type": "boolean"},
             "output": {"type": "string", "description": "Absent when empty."},
             "node_name": {"type": "string"},
-            "group": {"type": "integer", "description": "Dispatch time in Unix nanos; "
-                      "shared by the nodes and retries of one run."},
+            "group": {
+                "type": "integer",
+                "description": "Dispatch time in Unix nanos; "
+                "shared by the nodes and retries of one run.",
+            },
             "attempt": {"type": "integer", "minimum": 1},
             "exit_code": {"type": ["integer", "null"]},
-            "status": {"type": "string", "enum": ["running", "success", "failed",
-                                                  "missed"]},
-            "trigger": {"type": "string", "enum": ["schedule", "catchup", "manual",
-                                                   "retry", "dependent"]},
+            "status": {"type": "string", "enum": ["running", "success", "failed", "missed"]},
+            "trigger": {
+                "type": "string",
+                "enum": ["schedule", "catchup", "manual", "retry", "dependent"],
+            },
             "scheduled_at": _NULLABLE_TIME,
         },
     }
@@ -430,16 +629,19 @@ def _components() -> dict[str, Any]:
     listed["properties"]["output_truncated"] = {"type": "boolean"}
     busy = copy.deepcopy(execution)
     busy["properties"]["queued"] = {
-        "type": "boolean", "description": "Waiting for a free executor slot."
+        "type": "boolean",
+        "description": "Waiting for a free executor slot.",
     }
     text_error = {
         "text/plain": {"schema": {"type": "string"}},
         "application/json": {"schema": _ref("error")},
     }
-    field_header = {"X-Trickle-Error-Field": {
-        "description": "The field or parameter at fault, when there is one.",
-        "schema": {"type": "string"},
-    }}
+    field_header = {
+        "X-Trickle-Error-Field": {
+            "description": "The field or parameter at fault, when there is one.",
+            "schema": {"type": "string"},
+        }
+    }
     return {
         "schemas": {
             "job": _job_schema(),
@@ -449,22 +651,31 @@ def _components() -> dict[str, Any]:
             "member": {
                 "type": "object",
                 "properties": {
-                    "Name": {"type": "string"}, "Addr": {"type": "string"},
-                    "Port": {"type": "integer"}, "Tags": _STRING_MAP,
-                    "Status": {"type": "integer", "description": "0 none, 1 alive, "
-                               "2 leaving, 3 left, 4 failed"},
+                    "Name": {"type": "string"},
+                    "Addr": {"type": "string"},
+                    "Port": {"type": "integer"},
+                    "Tags": _STRING_MAP,
+                    "Status": {
+                        "type": "integer",
+                        "description": "0 none, 1 alive, 2 leaving, 3 left, 4 failed",
+                    },
                     "statusText": {"type": "string"},
-                    "ProtocolMin": {"type": "integer"}, "ProtocolMax": {"type": "integer"},
-                    "ProtocolCur": {"type": "integer"}, "DelegateMin": {"type": "integer"},
-                    "DelegateMax": {"type": "integer"}, "DelegateCur": {"type": "integer"},
+                    "ProtocolMin": {"type": "integer"},
+                    "ProtocolMax": {"type": "integer"},
+                    "ProtocolCur": {"type": "integer"},
+                    "DelegateMin": {"type": "integer"},
+                    "DelegateMax": {"type": "integer"},
+                    "DelegateCur": {"type": "integer"},
                     "id": {"type": "string", "description": "The member name."},
                 },
             },
             "status": {
                 "type": "object",
                 "properties": {
-                    "agent": {"type": "object", "properties": {
-                        "name": {"type": "string"}, "version": {"type": "string"}}},
+                    "agent": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+                    },
                     "serf": _STRING_MAP,
                     "tags": _STRING_MAP,
                 },
@@ -479,14 +690,19 @@ def _components() -> dict[str, Any]:
             "pause": {"type": "object", "properties": {"paused": {"type": "boolean"}}},
             "execution_stats": {
                 "type": "object",
-                "properties": {"stats": {"type": "array", "items": {
-                    "type": "object",
-                    "properties": {
-                        "date": _TIME,
-                        "success_count": {"type": "integer"},
-                        "failed_count": {"type": "integer"},
-                    },
-                }}},
+                "properties": {
+                    "stats": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "date": _TIME,
+                                "success_count": {"type": "integer"},
+                                "failed_count": {"type": "integer"},
+                            },
+                        },
+                    }
+                },
             },
             "schedule_preview": {
                 "type": "object",
@@ -507,29 +723,55 @@ def _components() -> dict[str, Any]:
             },
         },
         "parameters": {
-            "job": {"name": "job", "in": "path", "required": True,
-                    "schema": {"type": "string"}, "description": "Job name."},
-            "execution": {"name": "execution", "in": "path", "required": True,
-                          "schema": {"type": "string"}, "description": "Execution id."},
-            "pretty": {"name": "pretty", "in": "query", "required": False,
-                       "allowEmptyValue": True, "schema": {"type": "string"},
-                       "description": "Present: indent the JSON."},
+            "job": {
+                "name": "job",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Job name.",
+            },
+            "execution": {
+                "name": "execution",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Execution id.",
+            },
+            "pretty": {
+                "name": "pretty",
+                "in": "query",
+                "required": False,
+                "allowEmptyValue": True,
+                "schema": {"type": "string"},
+                "description": "Present: indent the JSON.",
+            },
         },
         "headers": {
-            "X-Total-Count": {"description": "Items matching, before _start/_end.",
-                              "schema": {"type": "integer"}},
+            "X-Total-Count": {
+                "description": "Items matching, before _start/_end.",
+                "schema": {"type": "integer"},
+            },
         },
         "responses": {
-            "BadRequest": {"description": "Bad input; the text names the field",
-                           "headers": field_header, "content": text_error},
-            "NotFound": {"description": "No such job, execution or route",
-                         "content": text_error},
-            "Conflict": {"description": "Refused by the job's state (dependents, disabled, "
-                         "concurrency forbid running)", "content": text_error},
-            "TooLarge": {"description": "The request body exceeds the limit",
-                         "content": text_error},
-            "Unavailable": {"description": "Submissions paused, or the engine is not "
-                            "running", "content": text_error},
+            "BadRequest": {
+                "description": "Bad input; the text names the field",
+                "headers": field_header,
+                "content": text_error,
+            },
+            "NotFound": {"description": "No such job, execution or route", "content": text_error},
+            "Conflict": {
+                "description": "Refused by the job's state (dependents, disabled, "
+                "concurrency forbid running)",
+                "content": text_error,
+            },
+            "TooLarge": {
+                "description": "The request body exceeds the limit",
+                "content": text_error,
+            },
+            "Unavailable": {
+                "description": "Submissions paused, or the engine is not running",
+                "content": text_error,
+            },
         },
     }
 

@@ -162,7 +162,7 @@ def _duration(value: object, field: str, default: float) -> float:
             seconds = parse_go_duration(value.strip())
         except ValueError as exc:
             raise ValidationError(
-                f"{field}: expected a duration such as \"30s\" or \"1h\", got "
+                f'{field}: expected a duration such as "30s" or "1h", got '
                 f"{_describe(value)} ({exc})",
                 field=field,
             ) from None
@@ -211,14 +211,21 @@ def parse_time(value: object, field: str) -> datetime | None:
                 raise ValueError("unrecognised format")
             year, month, day, hour, minute = (int(g) for g in m.groups())
             local = datetime(year, month, day, hour, minute, tzinfo=UTC)
-        if local.year == 1 and local.month == 1 and local.day == 1 and local.hour == 0 \
-                and local.minute == 0 and local.second == 0 and local.microsecond == 0:
+        if (
+            local.year == 1
+            and local.month == 1
+            and local.day == 1
+            and local.hour == 0
+            and local.minute == 0
+            and local.second == 0
+            and local.microsecond == 0
+        ):
             return None
         return local.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValidationError(
-            f"{field}: expected an RFC3339 time such as \"2024-01-31T09:00:00Z\" or "
-            f"\"2024-01-31T09:00\" (UTC), got {_describe(value)}",
+            f'{field}: expected an RFC3339 time such as "2024-01-31T09:00:00Z" or '
+            f'"2024-01-31T09:00" (UTC), got {_describe(value)}',
             field=field,
         ) from None
 
@@ -239,7 +246,7 @@ def _status(value: object, field: str) -> JobStatus:
         return _STATUSES[text]
     except KeyError:
         raise ValidationError(
-            f"{field}: expected one of \"\", \"success\", \"failed\", \"partially_failed\", "
+            f'{field}: expected one of "", "success", "failed", "partially_failed", '
             f"got {_describe(value)}",
             field=field,
         ) from None
@@ -289,9 +296,7 @@ def job_from_json(data: object) -> Job:
     name rule, the schedule, the timezone, the executor) are the engine's.
     """
     if not isinstance(data, dict):
-        raise ValidationError(
-            f"expected a JSON object (a job), got {_json_kind(data)}", field=""
-        )
+        raise ValidationError(f"expected a JSON object (a job), got {_json_kind(data)}", field="")
     values: dict[str, Any] = {}
     for key, (attr, reader) in _JOB_FIELDS.items():
         if key in data:
@@ -504,9 +509,7 @@ def jobs_from_json_array(data: object) -> list[Job]:
     """A restore file (the array ``GET /v1/jobs`` returns) -> jobs. A bad job raises
     ``ValidationError`` whose field is prefixed with the job's index: ``[3].retries``."""
     if not isinstance(data, list):
-        raise ValidationError(
-            f"expected a JSON array of jobs, got {_json_kind(data)}", field=""
-        )
+        raise ValidationError(f"expected a JSON array of jobs, got {_json_kind(data)}", field="")
     jobs: list[Job] = []
     for i, item in enumerate(data):
         try:

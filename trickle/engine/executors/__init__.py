@@ -20,8 +20,20 @@ from trickle.engine.executors.registry import ExecutorRegistry
 from trickle.engine.executors.shell import ShellExecutor
 
 __all__ = [
-    "DEFAULT_OUTPUT_LIMIT", "CodeSet", "ExecutionContext", "Executor", "ExecutorRegistry",
-    "ExecutorResult", "HttpExecutor", "OutputBuffer", "Processor", "ProcessorContext",
-    "PythonExecutor", "PythonExecutorFn", "PythonProcessorFn", "ShellExecutor",
-    "parse_codes", "parse_go_bool",
+    "DEFAULT_OUTPUT_LIMIT",
+    "CodeSet",
+    "ExecutionContext",
+    "Executor",
+    "ExecutorRegistry",
+    "ExecutorResult",
+    "HttpExecutor",
+    "OutputBuffer",
+    "Processor",
+    "ProcessorContext",
+    "PythonExecutor",
+    "PythonExecutorFn",
+    "PythonProcessorFn",
+    "ShellExecutor",
+    "parse_codes",
+    "parse_go_bool",
 ]

@@ -51,8 +51,18 @@ MAX_MATCH_BODY = 16 * 1024 * 1024  # bytes of the body kept for matching expectB
 MASK = "****"
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token (methods, header names)
-_SECRET_WORDS = ("auth", "token", "secret", "password", "passwd", "key", "cookie", "session",
-                 "credential", "signature")
+_SECRET_WORDS = (
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "key",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+)
 
 
 class _ConfigError(Exception):
@@ -81,7 +91,7 @@ def parse_headers(text: str) -> list[tuple[str, str]]:
     if isinstance(data, list):
         for item in data:
             if not isinstance(item, str):
-                raise ValueError(f"header entry {item!r} must be a string \"Name: value\"")
+                raise ValueError(f'header entry {item!r} must be a string "Name: value"')
             if not item.strip():
                 continue
             name, sep, value = item.partition(":")
@@ -254,7 +264,9 @@ def _ssl_context(plan: _Plan) -> ssl.SSLContext:
         try:
             context = ssl.create_default_context(cafile=plan.roots_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"http: cannot load tlsRootCAsFile {plan.roots_file!r}: {exc}") from None
+            raise ValueError(
+                f"http: cannot load tlsRootCAsFile {plan.roots_file!r}: {exc}"
+            ) from None
     else:
         context = httpx.create_ssl_context()
     if plan.no_verify:

@@ -51,7 +51,9 @@ class PythonExecutor:
         if result is None or result is True:
             return ExecutorResult(success=True)
         if result is False:
-            return ExecutorResult(success=False, error=f"python executor {self.name!r} returned False")
+            return ExecutorResult(
+                success=False, error=f"python executor {self.name!r} returned False"
+            )
         if isinstance(result, ExecutorResult):
             return result
         return ExecutorResult(

@@ -44,9 +44,7 @@ class ExecutorRegistry:
         if not callable(getattr(executor, "execute", None)) or not callable(
             getattr(executor, "validate", None)
         ):
-            raise ValueError(
-                f"executor {name!r} must have validate(config) and async execute(ctx)"
-            )
+            raise ValueError(f"executor {name!r} must have validate(config) and async execute(ctx)")
         self._executors[name] = executor
 
     def register_python(
@@ -84,8 +82,7 @@ class ExecutorRegistry:
         for key, value in config.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValidationError(
-                    f"executor_config values must be strings; {key!r} is "
-                    f"{type(value).__name__}",
+                    f"executor_config values must be strings; {key!r} is {type(value).__name__}",
                     field=f"executor_config.{key}",
                 )
         impl.validate(config)

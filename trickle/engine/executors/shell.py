@@ -168,7 +168,9 @@ def _plan(config: Mapping[str, str], job_name: str) -> _Plan:
         try:
             argv = shlex.split(command)
         except ValueError as exc:
-            raise _ConfigError("command", f"shell: cannot parse command {command!r}: {exc}") from None
+            raise _ConfigError(
+                "command", f"shell: cannot parse command {command!r}: {exc}"
+            ) from None
         if not argv:
             raise _ConfigError("command", "shell: Command missing")
     if "\0" in command:
