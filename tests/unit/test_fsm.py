@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trickle.engine import commands as c
 from trickle.engine.events import EventKind
@@ -374,3 +376,25 @@ def test_same_commands_give_the_same_state():
         return {n: attrs.asdict(j) for n, j in d.fsm.jobs.items()}
 
     assert run() == run()
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcde"), st.sampled_from(["", "a", "b", "c"]), st.booleans()),
+        max_size=30,
+    )
+)
+def test_dependents_index_matches_the_jobs_parent_links(ops):
+    d = Driver()
+    for name, parent, delete in ops:
+        if delete:
+            d.apply(c.DeleteJob(name=name, now=T0))
+        else:
+            d.put(job(name, schedule="" if parent else "@daily", parent_job=parent))
+        for candidate in "abcde":
+            expected = tuple(
+                sorted(j.name for j in d.fsm.jobs.values() if j.parent_job == candidate)
+            )
+            assert d.fsm.dependents_of(candidate) == expected
+            if candidate in d.fsm.jobs:
+                assert d.fsm.jobs[candidate].dependent_jobs == expected

@@ -122,6 +122,7 @@ class StateMachine:
         self._groups: dict[int, _Group] = {}
         self._schedules: dict[str, Schedule] = {}
         self._pending_children: dict[int, DependentsDue] = {}
+        self._children: dict[str, set[str]] = {}  # parent name -> its children's names
         self.applied_index = 0
 
     # -- restore -------------------------------------------------------------------------
@@ -136,6 +137,10 @@ class StateMachine:
         """Load state persisted by the store (``meta`` is what ``export_meta`` gave)."""
         self.applied_index = applied_index
         self.jobs = {job.name: job for job in jobs}
+        self._children = {}
+        for job in self.jobs.values():
+            if job.parent_job:
+                self._children.setdefault(job.parent_job, set()).add(job.name)
         self.running = {}
         self._running_by_job = {}
         self._schedules = {}
@@ -240,7 +245,19 @@ class StateMachine:
         return list(self._pending_children.values())
 
     def dependents_of(self, name: str) -> tuple[str, ...]:
-        return tuple(sorted(j.name for j in self.jobs.values() if j.parent_job == name))
+        return tuple(sorted(self._children.get(name, ())))
+
+    def _link(self, child: str, old_parent: str, new_parent: str) -> None:
+        if old_parent == new_parent:
+            return
+        if old_parent:
+            kids = self._children.get(old_parent)
+            if kids is not None:
+                kids.discard(child)
+                if not kids:
+                    del self._children[old_parent]
+        if new_parent:
+            self._children.setdefault(new_parent, set()).add(child)
 
     # -- apply -----------------------------------------------------------------------------
     def apply(self, index: int, command: c.Command) -> Applied:
@@ -304,6 +321,7 @@ class StateMachine:
             nxt = old.next
         merged = attrs.evolve(merged, next=nxt)
         self.jobs[job.name] = merged
+        self._link(job.name, old.parent_job if old else "", merged.parent_job)
         effects: list[c.Effect] = [c.JobSaved(merged)]
         effects += self._relink_parents(old.parent_job if old else "", merged.parent_job)
         kind = EventKind.JOB_CREATED if created else EventKind.JOB_UPDATED
@@ -346,6 +364,7 @@ class StateMachine:
         if deps:
             raise JobHasDependents(cmd.name, list(deps))
         del self.jobs[cmd.name]
+        self._link(cmd.name, job.parent_job, "")
         self._schedules.pop(cmd.name, None)
         for gid in [g for g, grp in self._groups.items() if grp.job_name == cmd.name]:
             del self._groups[gid]
@@ -498,6 +517,7 @@ class StateMachine:
                 elif job.ephemeral:
                     # An ephemeral job is deleted after its first fully successful run.
                     self.jobs.pop(job.name, None)
+                    self._link(job.name, job.parent_job, "")
                     self._schedules.pop(job.name, None)
                     effects += [stats, c.JobRemoved(job.name)]
                     effects += self._relink_parents(job.parent_job, "")
