@@ -286,3 +286,25 @@ async def test_breaking_out_of_async_for_over_a_subscription_leaks_nothing(autoj
                 assert event.execution is not None
                 break
         assert engine.statistics().subscribers == 0
+
+
+async def test_fires_the_scheduler_falls_behind_on_are_recorded_as_missed(autojump_clock):
+    """A scheduler blocked for longer than a period runs the late fire once and records
+    the fires it jumped over, never dropping them silently."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        await engine.put_job(Job(name="t", schedule="@every 1s", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.FIRE_MISSED, EventKind.EXECUTION_STARTED]) as sub:
+            first = await sub.receive()
+            assert first.kind == EventKind.EXECUTION_STARTED
+            # Time jumps past three more fires at once, as if the loop had been blocked:
+            # the fire at +2 s runs late, those at +3 s and +4 s are recorded as missed.
+            autojump_clock.jump(3.5)
+            events = [await sub.receive() for _ in range(2)]
+        kinds = {e.kind for e in events}
+        assert EventKind.FIRE_MISSED in kinds
+        missed = next(e for e in events if e.kind == EventKind.FIRE_MISSED)
+        assert missed.data["count"] == 2
+        assert "fell behind" in missed.execution.output
+        assert engine.get_job("t").missed_count == 2

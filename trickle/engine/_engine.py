@@ -663,6 +663,9 @@ class Engine:
     def _dispatch(self, job: Job, execution: Execution) -> None:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
         assert self._runner is not None
+        if not self._runner.accepting:  # stopping: the next start records it as failed
+            logger.info("not starting %s: the node is stopping", execution.id)
+            return
         self._runner.submit(job, execution)
 
     async def _launch(self, commands: list[c.Command]) -> list[Applied]:
@@ -942,9 +945,9 @@ class Engine:
             if job is None:
                 continue
             nxt = self._fsm.next_fire(job, max(at, now) if catchup else at)
-            coalesced = 0
-            while nxt is not None and nxt <= now and coalesced < MAX_MISSED_SCAN:
-                coalesced += 1  # the scheduler fell a whole period behind: do not burst
+            coalesced: list[datetime] = []
+            while nxt is not None and nxt <= now and len(coalesced) < MAX_MISSED_SCAN:
+                coalesced.append(nxt)  # the scheduler fell a whole period behind: no burst
                 nxt = self._fsm.next_fire(job, nxt)
             reason = self._skip_reason(job, at)
             if reason:
@@ -956,7 +959,25 @@ class Engine:
                 logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
                 continue
             if coalesced:
-                logger.warning("job %s: %d fires coalesced (scheduler behind)", name, coalesced)
+                logger.warning("job %s: %d fires missed (scheduler behind)", name, len(coalesced))
+                commands.append(
+                    c.FiresMissed(
+                        job_name=name,
+                        execution_id=self._new_execution(
+                            job, 0, self.node_name, 1, Trigger.SCHEDULE, None
+                        ).id,
+                        first=coalesced[0],
+                        last=coalesced[-1],
+                        count=len(coalesced),
+                        next=nxt,
+                        recorded_at=now,
+                        node_name=self.node_name,
+                        reason=f"the scheduler fell behind; the run for {at.isoformat()} "
+                        "started late and covers them",
+                    )
+                )
+                self._counts["missed"] += len(coalesced)
+                self._metrics.fires_missed.inc(len(coalesced))
             gid = group_id(self.clock.now())
             trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
             targets = self._targets(job)

@@ -77,6 +77,11 @@ class Runner:
             finally:
                 self._nursery = None
 
+    @property
+    def accepting(self) -> bool:
+        """False once the runner stops (its nursery is gone)."""
+        return self._nursery is not None
+
     def submit(self, job: Job, execution: Execution) -> None:
         """Queue ``execution`` of ``job`` (the job as of the fire). Never blocks."""
         if self._nursery is None:
