@@ -172,3 +172,33 @@ class StatsAdded:
 
 
 Effect = JobSaved | JobRemoved | ExecutionSaved | ExecutionsRemoved | StatsAdded
+
+
+def coalesce_effects(effects: list[Effect]) -> list[Effect]:
+    """The same store changes with repeated saves dropped: only the last save of a job or
+    of an execution is kept (at its place), and the stats of a day are added up once, at
+    the end. Storing the result leaves the store exactly as storing ``effects`` would."""
+    last_job: dict[str, int] = {}
+    last_execution: dict[str, int] = {}
+    for i, effect in enumerate(effects):
+        if isinstance(effect, JobSaved):
+            last_job[effect.job.name] = i
+        elif isinstance(effect, ExecutionSaved):
+            last_execution[effect.execution.id] = i
+    out: list[Effect] = []
+    stats: dict[datetime, list[int]] = {}
+    for i, effect in enumerate(effects):
+        if isinstance(effect, JobSaved):
+            if last_job[effect.job.name] == i:
+                out.append(effect)
+        elif isinstance(effect, ExecutionSaved):
+            if last_execution[effect.execution.id] == i:
+                out.append(effect)
+        elif isinstance(effect, StatsAdded):
+            day = stats.setdefault(effect.day, [0, 0])
+            day[0] += effect.success
+            day[1] += effect.failed
+        else:
+            out.append(effect)
+    out.extend(StatsAdded(day, s, f) for day, (s, f) in stats.items())
+    return out

@@ -2,8 +2,8 @@
 
 ``LocalLog.propose`` is the seam the Raft issue replaces with a replicated log: a caller
 hands commands over and gets each one's ``Applied`` once it is committed, applied by the
-state machine and its effects are stored. Concurrent proposals are batched: one append and
-one state transaction for everything pending, so many fires cost one fsync.
+state machine and its effects are stored. Concurrent proposals are batched: the commands
+and their effects go to the store in one transaction, so many fires cost one fsync.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgpack
 import trio
 
-from trickle.engine.commands import Command
+from trickle.engine.commands import Command, Effect, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.store import Store
 from trickle.engine.wire import decode_command, encode_command
@@ -121,28 +121,34 @@ class LocalLog:
         commands = [cmd for p in batch for cmd in p.commands]
         try:
             entries = [(first + i, encode_command(cmd)) for i, cmd in enumerate(commands)]
-            await self._call(self._store.append_commands, entries)
-        except Exception as exc:  # not committed: nothing applied, the proposers learn why
-            logger.exception("appending %d commands to the log failed", len(commands))
+        except Exception as exc:  # an unencodable command: refused, nothing applied
+            logger.exception("encoding %d commands failed", len(commands))
             for p in batch:
                 p.error = exc
                 p.done.set()
             return
         pairs = [(cmd, self._fsm.apply(first + i, cmd)) for i, cmd in enumerate(commands)]
-        # Committed and applied in memory: a failure to store the effects is fatal (the log
-        # still holds the commands, and the next start replays them).
-        await self._persist(pairs, replay=False)
+        # Applied in memory; the commands and their effects are now stored in one
+        # transaction. If that fails the in-memory state is ahead of the disk: the error is
+        # fatal (the engine stops) and the next start reloads what was stored.
+        await self._persist(pairs, replay=False, entries=entries)
         it = iter(pairs)
         for p in batch:
             p.results = [next(it)[1] for _ in p.commands]
             p.done.set()
 
-    async def _persist(self, pairs: list[tuple[Command, Applied]], *, replay: bool) -> None:
-        effects = [e for _, applied in pairs for e in applied.effects]
+    async def _persist(
+        self,
+        pairs: list[tuple[Command, Applied]],
+        *,
+        replay: bool,
+        entries: list[tuple[int, bytes]] | None = None,
+    ) -> None:
+        effects = coalesce_effects([e for _, applied in pairs for e in applied.effects])
         meta = msgpack.packb(self._fsm.export_meta(), use_bin_type=True)
         index = self._fsm.applied_index
         compact = index - self._last_compacted >= COMPACT_EVERY
-        await self._call(self._apply_and_compact, effects, index, meta, compact)
+        await self._call(self._store_batch, entries or [], effects, index, meta, compact)
         if compact:
             self._last_compacted = index
         self.batches += 1
@@ -157,8 +163,15 @@ class LocalLog:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
-    def _apply_and_compact(self, effects: list, index: int, meta: bytes, compact: bool) -> None:
-        self._store.apply(effects, applied_index=index, fsm_meta=meta)
+    def _store_batch(
+        self,
+        entries: list[tuple[int, bytes]],
+        effects: list[Effect],
+        index: int,
+        meta: bytes,
+        compact: bool,
+    ) -> None:
+        self._store.commit(entries, effects, applied_index=index, fsm_meta=meta)
         if compact:
             self._store.compact_commands(index - KEEP_COMMANDS)
 

@@ -344,6 +344,7 @@ class Store:
         # per job: an upper bound of its finished records (None/absent: unknown)
         self._finished_bound: dict[str, int] = {}
         self._applied_index = 0
+        self._last_appended: int | None = None  # the log's last index, once known
 
         if self._path is None:
             self._memory_lock = threading.Lock()
@@ -549,19 +550,44 @@ class Store:
         if not entries:
             return
         with self._write() as conn:
-            expected = self._last_index(conn) + 1
-            for index, payload in entries:
-                if index != expected:
-                    raise StoreError(
-                        f"command index {index} does not continue the log (expected {expected})"
-                    )
-                if not isinstance(payload, bytes | bytearray | memoryview):
-                    raise TypeError(f"command {index} payload must be bytes, not {type(payload)}")
-                expected += 1
-            conn.execute(
-                commands_table.insert(),
-                [{"idx": index, "payload": bytes(payload)} for index, payload in entries],
-            )
+            last = self._append(conn, entries)
+        self._last_appended = last
+
+    def commit(
+        self,
+        entries: list[tuple[int, bytes]],
+        effects: list[Effect],
+        *,
+        applied_index: int,
+        fsm_meta: bytes,
+    ) -> None:
+        """``append_commands`` and ``apply`` in one transaction: the commands and their
+        effects are stored together or not at all (one fsync for the batch)."""
+        bounds: dict[str, int] = {}
+        with self._write() as conn:
+            last = self._append(conn, entries) if entries else None
+            self._apply_effects(conn, effects, applied_index, fsm_meta, bounds)
+        if last is not None:
+            self._last_appended = last
+        self._publish_applied(applied_index, bounds)
+
+    def _append(self, conn: sa.Connection, entries: list[tuple[int, bytes]]) -> int:
+        if self._last_appended is None:
+            self._last_appended = self._last_index(conn)
+        expected = self._last_appended + 1
+        for index, payload in entries:
+            if index != expected:
+                raise StoreError(
+                    f"command index {index} does not continue the log (expected {expected})"
+                )
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                raise TypeError(f"command {index} payload must be bytes, not {type(payload)}")
+            expected += 1
+        conn.execute(
+            commands_table.insert(),
+            [{"idx": index, "payload": bytes(payload)} for index, payload in entries],
+        )
+        return expected - 1
 
     def read_commands(self, after_index: int) -> list[tuple[int, bytes]]:
         """Entries with index > after_index, in order.
@@ -614,56 +640,69 @@ class Store:
         """
         bounds: dict[str, int] = {}  # this transaction's view of _finished_bound
         with self._write() as conn:
-            if applied_index < self._applied_index:
-                raise ValueError(
-                    f"applied_index {applied_index} is behind the stored {self._applied_index}"
-                )
-            i, n = 0, len(effects)
-            while i < n:
-                kind = type(effects[i])
-                j = i + 1
-                while j < n and type(effects[j]) is kind:
-                    j += 1
-                run = effects[i:j]
-                if kind is ExecutionSaved:
-                    self._save_executions(conn, run, bounds)  # type: ignore[arg-type]
-                elif kind is JobSaved:
-                    conn.execute(
-                        _upsert_job,
-                        [{"name": e.job.name, "payload": encode_job(e.job)} for e in run],  # type: ignore[union-attr]
-                    )
-                elif kind is JobRemoved:
-                    names = [{"job": e.name} for e in run]  # type: ignore[union-attr]
-                    conn.execute(_delete_job_executions, names)
-                    conn.execute(_delete_job, names)
-                    bounds.update((e.name, 0) for e in run)  # type: ignore[union-attr]
-                elif kind is ExecutionsRemoved:
-                    names = [{"job": e.job_name} for e in run]  # type: ignore[union-attr]
-                    conn.execute(_delete_job_executions, names)
-                    bounds.update((e.job_name, 0) for e in run)  # type: ignore[union-attr]
-                elif kind is StatsAdded:
-                    conn.execute(
-                        _add_stats,
-                        [
-                            {
-                                "day": _utc_day(e.day).isoformat(),  # type: ignore[union-attr]
-                                "success_count": e.success,  # type: ignore[union-attr]
-                                "failed_count": e.failed,  # type: ignore[union-attr]
-                            }
-                            for e in run
-                        ],
-                    )
-                else:
-                    raise TypeError(f"not a store effect: {effects[i]!r}")
-                i = j
-            conn.execute(
-                _put_meta,
-                [
-                    {"key": _META_APPLIED_INDEX, "value": _int_bytes(applied_index)},
-                    {"key": _META_FSM, "value": bytes(fsm_meta)},
-                ],
+            self._apply_effects(conn, effects, applied_index, fsm_meta, bounds)
+        self._publish_applied(applied_index, bounds)
+
+    def _apply_effects(
+        self,
+        conn: sa.Connection,
+        effects: list[Effect],
+        applied_index: int,
+        fsm_meta: bytes,
+        bounds: dict[str, int],
+    ) -> None:
+        if applied_index < self._applied_index:
+            raise ValueError(
+                f"applied_index {applied_index} is behind the stored {self._applied_index}"
             )
-        # committed: publish what this transaction learned
+        i, n = 0, len(effects)
+        while i < n:
+            kind = type(effects[i])
+            j = i + 1
+            while j < n and type(effects[j]) is kind:
+                j += 1
+            run = effects[i:j]
+            if kind is ExecutionSaved:
+                self._save_executions(conn, run, bounds)  # type: ignore[arg-type]
+            elif kind is JobSaved:
+                conn.execute(
+                    _upsert_job,
+                    [{"name": e.job.name, "payload": encode_job(e.job)} for e in run],  # type: ignore[union-attr]
+                )
+            elif kind is JobRemoved:
+                names = [{"job": e.name} for e in run]  # type: ignore[union-attr]
+                conn.execute(_delete_job_executions, names)
+                conn.execute(_delete_job, names)
+                bounds.update((e.name, 0) for e in run)  # type: ignore[union-attr]
+            elif kind is ExecutionsRemoved:
+                names = [{"job": e.job_name} for e in run]  # type: ignore[union-attr]
+                conn.execute(_delete_job_executions, names)
+                bounds.update((e.job_name, 0) for e in run)  # type: ignore[union-attr]
+            elif kind is StatsAdded:
+                conn.execute(
+                    _add_stats,
+                    [
+                        {
+                            "day": _utc_day(e.day).isoformat(),  # type: ignore[union-attr]
+                            "success_count": e.success,  # type: ignore[union-attr]
+                            "failed_count": e.failed,  # type: ignore[union-attr]
+                        }
+                        for e in run
+                    ],
+                )
+            else:
+                raise TypeError(f"not a store effect: {effects[i]!r}")
+            i = j
+        conn.execute(
+            _put_meta,
+            [
+                {"key": _META_APPLIED_INDEX, "value": _int_bytes(applied_index)},
+                {"key": _META_FSM, "value": bytes(fsm_meta)},
+            ],
+        )
+
+    def _publish_applied(self, applied_index: int, bounds: dict[str, int]) -> None:
+        """After a commit: remember what this transaction learned."""
         self._applied_index = applied_index
         for job, bound in bounds.items():
             if bound:
