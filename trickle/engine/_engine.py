@@ -316,10 +316,10 @@ class Engine:
         if self._draining:
             raise EngineClosed()
 
-    async def _propose(self, commands: list[c.Command]) -> list[Applied]:
+    async def _propose(self, commands: list[c.Command], *, urgent: bool = False) -> list[Applied]:
         self._check_open()
         assert self._log is not None
-        return await self._log.propose(commands)
+        return await self._log.propose(commands, urgent=urgent)
 
     async def _propose_one(self, command: c.Command) -> Any:
         [applied] = await self._propose([command])
@@ -678,7 +678,7 @@ class Engine:
         self._launching += 1
         try:
             with trio.CancelScope(shield=True):
-                results = await self._propose(commands)
+                results = await self._propose(commands, urgent=True)
             return results
         finally:
             self._launching -= 1

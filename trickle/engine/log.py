@@ -9,6 +9,7 @@ and their effects go to the store in one transaction, so many fires cost one fsy
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -61,7 +62,8 @@ class LocalLog:
         self._inline = inline  # an in-memory store is called on the Trio thread
         self._fsm = fsm
         self._on_applied = on_applied
-        self._pending: list[_Proposal] = []
+        self._pending: deque[_Proposal] = deque()
+        self._urgent: deque[_Proposal] = deque()
         self._wakeup = trio.Event()
         self._closed = True
         self._last_compacted = 0
@@ -83,33 +85,42 @@ class LocalLog:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._closed = False
         task_status.started()
+        last_urgent = False
         try:
             while True:
-                if not self._pending:
+                if not self._pending and not self._urgent:
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
+                # Launches go first, alone: a burst of fires is not held up behind the
+                # results of earlier runs. Batches alternate when both wait: no starvation.
+                take_urgent = bool(self._urgent) and (not self._pending or not last_urgent)
+                queue = self._urgent if take_urgent else self._pending
+                last_urgent = take_urgent
                 batch, size = [], 0
-                while self._pending and size < MAX_BATCH:
-                    proposal = self._pending.pop(0)
+                while queue and size < MAX_BATCH:
+                    proposal = queue.popleft()
                     batch.append(proposal)
                     size += len(proposal.commands)
                 with trio.CancelScope(shield=True):
                     await self._commit(batch)
         finally:
             self._closed = True
-            for proposal in self._pending:
+            for proposal in (*self._urgent, *self._pending):
                 proposal.error = EngineClosed()
                 proposal.done.set()
+            self._urgent.clear()
             self._pending.clear()
 
-    async def propose(self, commands: Sequence[Command]) -> list[Applied]:
-        """Commit and apply ``commands`` in order; returns one ``Applied`` per command."""
+    async def propose(self, commands: Sequence[Command], *, urgent: bool = False) -> list[Applied]:
+        """Commit and apply ``commands`` in order; returns one ``Applied`` per command.
+
+        ``urgent`` proposals (run launches) are committed before the others pending."""
         if self._closed:
             raise EngineClosed()
         if not commands:
             return []
         proposal = _Proposal(commands)
-        self._pending.append(proposal)
+        (self._urgent if urgent else self._pending).append(proposal)
         self._wakeup.set()
         await proposal.done.wait()
         if proposal.error is not None:
