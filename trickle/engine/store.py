@@ -282,6 +282,26 @@ _PRUNE_OLDEST_SQL = (
     " WHERE job_name = ? AND finished_at IS NOT NULL ORDER BY started_at, id LIMIT ?)"
 )
 
+# The batch write path (commit/apply) runs on the DBAPI cursor: one batch is a handful of
+# statements, and SQLAlchemy's per-statement overhead was most of a small batch's cost.
+_INSERT_COMMAND_SQL = "INSERT INTO commands (idx, payload) VALUES (?, ?)"
+_UPSERT_JOB_SQL = (
+    "INSERT INTO jobs (name, payload) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload"
+)
+_DELETE_JOB_SQL = "DELETE FROM jobs WHERE name = ?"
+_DELETE_JOB_EXECUTIONS_SQL = "DELETE FROM executions WHERE job_name = ?"
+_ADD_STATS_SQL = (
+    "INSERT INTO stats (day, success_count, failed_count) VALUES (?, ?, ?)"
+    " ON CONFLICT (day) DO UPDATE SET"
+    " success_count = stats.success_count + excluded.success_count,"
+    " failed_count = stats.failed_count + excluded.failed_count"
+)
+_PUT_META_SQL = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 _ins_stats = sqlite_insert(stats_table)
 _add_stats = _ins_stats.on_conflict_do_update(
     index_elements=[stats_table.c.day],
@@ -549,8 +569,8 @@ class Store:
         """
         if not entries:
             return
-        with self._write() as conn:
-            last = self._append(conn, entries)
+        with self._raw_write() as cur:
+            last = self._append(cur, entries)
         self._last_appended = last
 
     def commit(
@@ -564,16 +584,42 @@ class Store:
         """``append_commands`` and ``apply`` in one transaction: the commands and their
         effects are stored together or not at all (one fsync for the batch)."""
         bounds: dict[str, int] = {}
-        with self._write() as conn:
-            last = self._append(conn, entries) if entries else None
-            self._apply_effects(conn, effects, applied_index, fsm_meta, bounds)
+        with self._raw_write() as cur:
+            last = self._append(cur, entries) if entries else None
+            self._apply_effects(cur, effects, applied_index, fsm_meta, bounds)
         if last is not None:
             self._last_appended = last
         self._publish_applied(applied_index, bounds)
 
-    def _append(self, conn: sa.Connection, entries: list[tuple[int, bytes]]) -> int:
+    @contextlib.contextmanager
+    def _raw_write(self) -> Iterator[Any]:
+        """A write transaction on the DBAPI connection: BEGIN IMMEDIATE ... COMMIT, or
+        ROLLBACK if anything fails."""
+        with self._write_lock, self._memory_guard():
+            self._check_open()
+            raw = self._writer.raw_connection()
+            try:
+                cur = raw.cursor()
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield cur
+                    except BaseException:
+                        cur.execute("ROLLBACK")
+                        raise
+                    cur.execute("COMMIT")
+                finally:
+                    cur.close()
+            finally:
+                raw.close()  # back to the pool
+
+    def _append(self, cur: Any, entries: list[tuple[int, bytes]]) -> int:
         if self._last_appended is None:
-            self._last_appended = self._last_index(conn)
+            row = cur.execute("SELECT max(idx) FROM commands").fetchone()
+            start = cur.execute(
+                "SELECT value FROM meta WHERE key = ?", (_META_LOG_START,)
+            ).fetchone()
+            self._last_appended = max(row[0] or 0, int(start[0]) if start else 0)
         expected = self._last_appended + 1
         for index, payload in entries:
             if index != expected:
@@ -583,10 +629,7 @@ class Store:
             if not isinstance(payload, bytes | bytearray | memoryview):
                 raise TypeError(f"command {index} payload must be bytes, not {type(payload)}")
             expected += 1
-        conn.execute(
-            commands_table.insert(),
-            [{"idx": index, "payload": bytes(payload)} for index, payload in entries],
-        )
+        cur.executemany(_INSERT_COMMAND_SQL, [(i, bytes(p)) for i, p in entries])
         return expected - 1
 
     def read_commands(self, after_index: int) -> list[tuple[int, bytes]]:
@@ -639,13 +682,13 @@ class Store:
         go backwards (``ValueError``).
         """
         bounds: dict[str, int] = {}  # this transaction's view of _finished_bound
-        with self._write() as conn:
-            self._apply_effects(conn, effects, applied_index, fsm_meta, bounds)
+        with self._raw_write() as cur:
+            self._apply_effects(cur, effects, applied_index, fsm_meta, bounds)
         self._publish_applied(applied_index, bounds)
 
     def _apply_effects(
         self,
-        conn: sa.Connection,
+        cur: Any,
         effects: list[Effect],
         applied_index: int,
         fsm_meta: bytes,
@@ -661,43 +704,33 @@ class Store:
             j = i + 1
             while j < n and type(effects[j]) is kind:
                 j += 1
-            run = effects[i:j]
+            run: list[Any] = effects[i:j]
             if kind is ExecutionSaved:
-                self._save_executions(conn, run, bounds)  # type: ignore[arg-type]
+                self._save_executions(cur, run, bounds)
             elif kind is JobSaved:
-                conn.execute(
-                    _upsert_job,
-                    [{"name": e.job.name, "payload": encode_job(e.job)} for e in run],  # type: ignore[union-attr]
-                )
+                cur.executemany(_UPSERT_JOB_SQL, [(e.job.name, encode_job(e.job)) for e in run])
             elif kind is JobRemoved:
-                names = [{"job": e.name} for e in run]  # type: ignore[union-attr]
-                conn.execute(_delete_job_executions, names)
-                conn.execute(_delete_job, names)
-                bounds.update((e.name, 0) for e in run)  # type: ignore[union-attr]
+                names = [(e.name,) for e in run]
+                cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
+                cur.executemany(_DELETE_JOB_SQL, names)
+                bounds.update((e.name, 0) for e in run)
             elif kind is ExecutionsRemoved:
-                names = [{"job": e.job_name} for e in run]  # type: ignore[union-attr]
-                conn.execute(_delete_job_executions, names)
-                bounds.update((e.job_name, 0) for e in run)  # type: ignore[union-attr]
+                names = [(e.job_name,) for e in run]
+                cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
+                bounds.update((e.job_name, 0) for e in run)
             elif kind is StatsAdded:
-                conn.execute(
-                    _add_stats,
-                    [
-                        {
-                            "day": _utc_day(e.day).isoformat(),  # type: ignore[union-attr]
-                            "success_count": e.success,  # type: ignore[union-attr]
-                            "failed_count": e.failed,  # type: ignore[union-attr]
-                        }
-                        for e in run
-                    ],
+                cur.executemany(
+                    _ADD_STATS_SQL,
+                    [(_utc_day(e.day).isoformat(), e.success, e.failed) for e in run],
                 )
             else:
                 raise TypeError(f"not a store effect: {effects[i]!r}")
             i = j
-        conn.execute(
-            _put_meta,
+        cur.executemany(
+            _PUT_META_SQL,
             [
-                {"key": _META_APPLIED_INDEX, "value": _int_bytes(applied_index)},
-                {"key": _META_FSM, "value": bytes(fsm_meta)},
+                (_META_APPLIED_INDEX, _int_bytes(applied_index)),
+                (_META_FSM, bytes(fsm_meta)),
             ],
         )
 
@@ -711,32 +744,26 @@ class Store:
                 self._finished_bound.pop(job, None)
 
     def _save_executions(
-        self, conn: sa.Connection, run: list[ExecutionSaved], bounds: dict[str, int]
+        self, cursor: Any, run: list[ExecutionSaved], bounds: dict[str, int]
     ) -> None:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(_UPSERT_EXECUTION_SQL, [_execution_row(e.execution) for e in run])
-            finished = Counter(
-                e.execution.job_name for e in run if e.execution.finished_at is not None
-            )
-            limit = self._history_limit
-            prune: list[tuple[str, int]] = []
-            for job, saved in finished.items():
-                bound = bounds.get(job, self._finished_bound.get(job))
-                # bound: an upper bound of the job's finished records (a re-saved finished
-                # record counts twice); count exactly only when it passes the limit
-                if bound is None or bound + saved > limit:
-                    count = cursor.execute(_COUNT_FINISHED_SQL, (job,)).fetchone()[0]
-                    if count > limit:
-                        prune.append((job, count - limit))
-                        count = limit
-                    bounds[job] = count
-                else:
-                    bounds[job] = bound + saved
-            if prune:
-                cursor.executemany(_PRUNE_OLDEST_SQL, prune)
-        finally:
-            cursor.close()
+        cursor.executemany(_UPSERT_EXECUTION_SQL, [_execution_row(e.execution) for e in run])
+        finished = Counter(e.execution.job_name for e in run if e.execution.finished_at is not None)
+        limit = self._history_limit
+        prune: list[tuple[str, int]] = []
+        for job, saved in finished.items():
+            bound = bounds.get(job, self._finished_bound.get(job))
+            # bound: an upper bound of the job's finished records (a re-saved finished
+            # record counts twice); count exactly only when it passes the limit
+            if bound is None or bound + saved > limit:
+                count = cursor.execute(_COUNT_FINISHED_SQL, (job,)).fetchone()[0]
+                if count > limit:
+                    prune.append((job, count - limit))
+                    count = limit
+                bounds[job] = count
+            else:
+                bounds[job] = bound + saved
+        if prune:
+            cursor.executemany(_PRUNE_OLDEST_SQL, prune)
 
     def load(self) -> LoadedState:
         """The applied state: applied_index, every job (by name), the running executions
