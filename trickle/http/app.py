@@ -29,6 +29,7 @@ from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from trickle._version import __version__
+from trickle.engine import _engine as engine_module
 from trickle.engine._engine import Engine, JobQuery
 from trickle.errors import (
     JobNotFound,
@@ -60,25 +61,10 @@ EXPOSED_HEADERS = (
 )
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"
 
-# ?_sort of GET /v1/jobs -> JobQuery.sort ('id' is react-admin's name for the key)
-JOB_SORTS = {
-    "id": "name",
-    "name": "name",
-    "displayname": "displayname",
-    "schedule": "schedule",
-    "success_count": "success_count",
-    "error_count": "error_count",
-    "last_success": "last_success",
-    "last_error": "last_error",
-    "next": "next",
-}
-# ?_sort of GET /v1/jobs/<job>/executions -> Engine.list_executions(sort=)
-EXECUTION_SORTS = {
-    "id": "started_at",
-    "started_at": "started_at",
-    "finished_at": "finished_at",
-    "attempt": "attempt",
-}
+# ?_sort values of GET /v1/jobs and of a job's executions: the Engine's own tables
+# ('id' is react-admin's name for the key).
+JOB_SORTS = engine_module.JOB_SORTS
+EXECUTION_SORTS = engine_module.EXECUTION_SORTS
 JOB_STATUS_FILTERS = ("success", "failed", "partially_failed", "untriggered")
 _METADATA_PARAM = re.compile(r"metadata\[(.*)\]")
 
