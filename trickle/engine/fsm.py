@@ -462,19 +462,18 @@ class StateMachine:
             self._groups.pop(ex.group, None)
             return Applied(result=final, events=[event])
         day = datetime(finished_at.year, finished_at.month, finished_at.day, tzinfo=UTC)
+        changes: dict[str, Any]  # to the job, applied at once (evolve re-runs converters)
         if success:
-            job = attrs.evolve(
-                job,
-                success_count=job.success_count + 1,
-                last_success=_later(job.last_success, finished_at),
-            )
+            changes = {
+                "success_count": job.success_count + 1,
+                "last_success": _later(job.last_success, finished_at),
+            }
             stats = c.StatsAdded(day, 1, 0)
         else:
-            job = attrs.evolve(
-                job,
-                error_count=job.error_count + 1,
-                last_error=_later(job.last_error, finished_at),
-            )
+            changes = {
+                "error_count": job.error_count + 1,
+                "last_error": _later(job.last_error, finished_at),
+            }
             stats = c.StatsAdded(day, 0, 1)
         effects: list[c.Effect] = [c.ExecutionSaved(final)]
         reactions: list[Reaction] = []
@@ -502,11 +501,13 @@ class StateMachine:
                 None,
             )
         events = [event]
-        if group.finished():
-            status = group.status()
+        finished = group.finished()
+        if finished:
+            changes["status"] = group.status()
             del self._groups[ex.group]
-            job = attrs.evolve(job, status=status)
-            if status == JobStatus.SUCCESS:
+        job = attrs.evolve(job, **changes)
+        if finished:
+            if job.status == JobStatus.SUCCESS:
                 deps = self.dependents_of(job.name)
                 if deps:
                     due = DependentsDue(
