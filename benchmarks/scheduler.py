@@ -1,28 +1,51 @@
 """Scheduler benchmark: trickle's Engine against APScheduler 3, same jobs, same run.
 
-    python benchmarks/scheduler.py --jobs 10000 --every 10 --duration 30 [--mix]
-        [--warmup S] [--systems trickle,apscheduler] [--apscheduler-mode asyncio|background]
+    python benchmarks/scheduler.py --jobs 10000 --every 10 --duration 30 [--spread|--burst]
+        [--mix] [--warmup S] [--systems trickle,apscheduler]
+        [--apscheduler-mode asyncio|background]
 
 Prints ONE JSON object ``{"trickle": {...}, "apscheduler": {...}}``. Each system runs in
 its own subprocess (``--worker trickle|apscheduler``, which prints that system's object),
 one after the other, so RSS and CPU are per system and they do not share the 2 cores.
 
 The jobs. ``--jobs N`` jobs, all firing once every ``--every S`` seconds with a no-op Python
-callable; job ``i`` has the phase ``i mod S``: it fires at the wall-clock seconds ``t`` with
-``t mod S == i mod S``, so the load is spread evenly, ``N / S`` fires due at each whole
-second (10,000 jobs every 10 s: 1,000 fires/s, in bursts of 1,000 at each second). Both
-schedulers get the same phases:
+callable. Job ``i`` has an intended phase ``p_i``: it should fire at the wall-clock instants
+``t`` with ``t mod S == p_i``. Two loads, the same for both systems:
 
-* trickle: ``@every Ss`` fires at ``anchor + k*S`` where the anchor is the second the job
-  was stored, so the worker stores the jobs of phase ``p`` during a wall-clock second
-  ``t`` with ``t mod S == p`` (registration is paced over ``S`` seconds when ``S <= 60``;
-  above that the jobs are stored at once, which is the memory/registration benchmark:
-  ``--jobs 100000 --every 3600``). Each stored job's anchor is checked and misplaced ones
-  are counted (``anchors_misplaced``).
-* APScheduler: ``IntervalTrigger(seconds=S, start_date=<a second with that phase>)``.
+* ``--spread`` (the default): ``p_i = i * S / N`` seconds, fractional. This is N jobs
+  created over time, one every ``S / N`` seconds (10,000 jobs every 10 s: 1,000 fires/s,
+  one every millisecond), what a production node with 1,000 fires/s looks like.
+* ``--burst``: ``p_i = i mod S``, whole seconds: ``N / S`` fires fall due at the same
+  instant each second (10,000 jobs every 10 s: bursts of 1,000 simultaneous fires). This
+  measures burst handling.
 
-``--mix`` (mixed schedules): of every 5 phase groups, 3 use ``@every Ss`` and 2 use
-Dkron's 6-field cron (seconds first) at the same rate and phase, one of the two in the
+How each system gets the phases (only when ``S <= 60``; above that nothing is paced, the
+jobs are stored at once and each job's period counts from when it was added, for both
+systems: the memory/registration benchmark ``--jobs 100000 --every 3600``):
+
+* trickle: ``@every Ss`` fires at ``anchor + k*S`` where the anchor is the engine clock's
+  time when ``put_job`` is called. Spread: the worker calls ``put_job`` for job ``i`` at
+  the first instant with phase ``p_i`` (``trio.sleep_until`` on a precomputed schedule,
+  each call in its own task), and reports how close the stored ``schedule_anchor`` landed
+  (``anchor_error_ms_mean``/``_max``). NOTE: trickle's ``@every`` truncates its anchor to
+  the second, as Dkron does, so the fires still land on whole seconds: with trickle the
+  spread load is bursts of ``N / S`` at each second all the same
+  (``fire_phase_error_ms_*`` about 500 ms, ``fires_due_max_same_instant`` about N / S).
+  Burst: the jobs of phase ``p`` are stored just after the start of a second with that
+  phase.
+* APScheduler: ``IntervalTrigger(seconds=S, start_date=<the first instant with phase
+  p_i>)``, fractional in spread mode.
+
+Both systems report how the planned first fires match the phases: ``fire_phase_error_ms_mean``
+/ ``_max`` (circular distance of the first fire mod S from ``p_i``), ``anchors_misplaced``
+(jobs more than 1 ms off; both None when not paced) and ``fires_due_max_same_instant``
+(the biggest group of jobs due at the same millisecond: the largest burst). The expected
+fires are computed from each job's real first fire, so misplaced phases do not count as
+missing fires.
+
+``--mix`` (mixed schedules): of every 5 groups of S consecutive jobs, 3 use ``@every Ss`` and
+2 use Dkron's 6-field cron (seconds first; in spread mode at the whole second below their
+phase) at the same rate, one of the two in the
 timezone Europe/Berlin (trickle's job ``timezone``; APScheduler's ``CronTrigger(timezone=)``):
 ``p/S * * * * *`` when S < 60 divides 60, ``s m/M * * * *`` when S = 60*M and M divides 60,
 ``s m h/H * * *`` when S = 3600*H and H divides 24 (``--mix`` refuses other ``--every``).
@@ -41,11 +64,14 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
 * ``rss_mb`` (at the end of the window), ``rss_setup_mb`` (after registration),
   ``rss_peak_mb``; ``cpu_s`` (user+system, all threads, during the window), ``cpu_pct``;
   ``setup_s`` (wall time to register everything, pacing included), ``register_s`` (time
-  spent registering, pacing excluded), ``cpu_setup_s``.
-* trickle only: ``engine_*`` from ``Engine.statistics()``, ``store_mb``,
-  ``engine_error_at_stop`` (an exception raised while the engine stopped, reported rather
-  than losing the figures). Both: ``log_warnings``, warnings counted by message (trickle
-  logs "fires coalesced (scheduler behind)" when it drops fires that fell a period behind).
+  spent registering, pacing excluded; trickle: wall time with a ``put_job`` in flight,
+  None in spread mode, where that is most of the pacing), ``cpu_setup_s``.
+* trickle only: ``put_job_ms_p50``/``_p99`` (latency of each ``put_job`` call),
+  ``engine_*`` from ``Engine.statistics()`` (``engine_fires_missed``: fires skipped because
+  the scheduler fell a period behind), ``store_mb``, ``engine_error_at_stop`` (an exception
+  raised while the engine stopped, reported rather than losing the figures). Both:
+  ``load`` (spread, burst or unpaced), ``log_warnings``, warnings counted by message
+  (trickle logs "job J: K fires missed (scheduler behind)").
 
 trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
 the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
@@ -93,7 +119,8 @@ if str(ROOT) not in sys.path:
 SYSTEMS = ("trickle", "apscheduler")
 MAX_PACED_EVERY = 60  # seconds; registration of @every jobs is paced up to this period
 REGISTER_CONCURRENCY = 500  # concurrent put_job calls in the trickle worker
-PACE_SLACK = 0.02  # seconds after a second boundary before registering its jobs
+PACE_SLACK = 0.02  # burst: seconds after a second boundary before registering its jobs
+PACE_LEAD = 0.5  # spread: seconds between planning the registration instants and the first
 BERLIN = "Europe/Berlin"
 PROGRESS_EVERY = 10_000  # jobs; the trickle worker logs its registration progress
 
@@ -103,19 +130,21 @@ PROGRESS_EVERY = 10_000  # jobs; the trickle worker logs its registration progre
 
 @attrs.frozen
 class JobSpec:
-    """One benchmark job: ``kind`` is 'every' or 'cron'; it fires when
-    ``t mod every == phase`` (t in whole Unix seconds)."""
+    """One benchmark job: ``kind`` is 'every' or 'cron'; it is meant to fire at the
+    wall-clock instants ``t`` (Unix seconds) with ``t mod every == phase``. ``phase`` is a
+    whole number of seconds in burst mode and for cron jobs, fractional for ``@every``
+    jobs in spread mode."""
 
     index: int
     name: str
     kind: str
-    phase: int
+    phase: float
     every: int
     timezone: str = ""
 
     def cron_fields(self) -> tuple[str, str, str]:
         """(second, minute, hour) fields of the equivalent cron expression."""
-        s, p = self.every, self.phase
+        s, p = self.every, int(self.phase)
         if s < 60:
             return f"{p}/{s}", "*", "*"
         if s < 3600:
@@ -142,9 +171,11 @@ def check_mixable(every: int) -> None:
         )
 
 
-def plan_jobs(n: int, every: int, mix: bool) -> list[JobSpec]:
-    """The N jobs, phases ``i mod every``; with ``mix``, phase groups alternate
-    every, every, every, cron UTC, cron Berlin."""
+def plan_jobs(n: int, every: int, mix: bool, spread: bool = False) -> list[JobSpec]:
+    """The N jobs. Burst: phase ``i mod every`` (whole seconds). Spread: phase
+    ``i * every / n`` (fractional; cron jobs, whole seconds only, get its floor). With
+    ``mix``, groups of ``every`` consecutive jobs alternate every, every, every, cron UTC,
+    cron Berlin."""
     specs = []
     for i in range(n):
         kind, tz = "every", ""
@@ -154,12 +185,59 @@ def plan_jobs(n: int, every: int, mix: bool) -> list[JobSpec]:
                 kind = "cron"
             elif group == 4:
                 kind, tz = "cron", BERLIN
+        if spread:
+            phase = i * every / n
+            if kind == "cron":
+                phase = float(math.floor(phase))
+        else:
+            phase = float(i % every)
         specs.append(
             JobSpec(
-                index=i, name=f"bench-{i:06d}", kind=kind, phase=i % every, every=every, timezone=tz
+                index=i, name=f"bench-{i:06d}", kind=kind, phase=phase, every=every, timezone=tz
             )
         )
     return specs
+
+
+def next_instant_with_phase(phase: float, every: int, after: float) -> float:
+    """The first wall-clock instant ``>= after`` with ``t mod every == phase``."""
+    return after + ((phase - after) % every)
+
+
+def _ms_stats(prefix: str, errors_s: list[float]) -> dict[str, float | None]:
+    if not errors_s:
+        return {f"{prefix}_mean": None, f"{prefix}_max": None}
+    ms = [abs(e) * 1000.0 for e in errors_s]
+    return {f"{prefix}_mean": round(sum(ms) / len(ms), 3), f"{prefix}_max": round(max(ms), 3)}
+
+
+def phase_report(
+    specs: list[JobSpec], first_fires: list[float], every: int, paced: bool
+) -> dict[str, Any]:
+    """How the planned first fires match the intended phases.
+
+    ``fire_phase_error_ms_*``: circular distance between each job's first fire (mod
+    ``every``) and its intended phase; ``anchors_misplaced``: jobs whose first fire is more
+    than 1 ms off its phase (both None when not paced: the phases are not planned then);
+    ``fires_due_max_same_instant``: the largest number of jobs whose fires fall due at the
+    same instant (to the millisecond), the biggest burst the scheduler dispatches at once."""
+    errors = []
+    instants: dict[float, int] = {}
+    for spec, first in zip(specs, first_fires, strict=True):
+        d = (first - spec.phase) % every
+        errors.append(min(d, every - d))
+        key = round(first % every, 3)
+        instants[key] = instants.get(key, 0) + 1
+    out: dict[str, Any] = _ms_stats("fire_phase_error_ms", errors if paced else [])
+    out["anchors_misplaced"] = sum(1 for e in errors if e > 0.001) if paced else None
+    out["fires_due_max_same_instant"] = max(instants.values()) if instants else 0
+    return out
+
+
+def load_name(args: argparse.Namespace) -> str:
+    """'spread' or 'burst' (the phases), or 'unpaced' when ``--every`` is above the pacing
+    limit (each job's period then counts from when it was added)."""
+    return args.load if args.every <= MAX_PACED_EVERY else "unpaced"
 
 
 def expected_fires(first_fires: list[float], every: int, start: float, end: float) -> int:
@@ -318,7 +396,8 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
 
     log_counter = install_log_counter()
     every: int = args.every
-    specs = plan_jobs(args.jobs, every, args.mix)
+    spread = args.load == "spread"
+    specs = plan_jobs(args.jobs, every, args.mix, spread)
     records: list[tuple[Any, float]] = []
     append = records.append
     clock = time.time
@@ -343,35 +422,68 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
         async with Engine(config) as engine:
             engine.register_executor("noop", noop)
             open_s = time.time() - t_open
-            busy = 0.0
+            busy = 0.0  # wall time with at least one put_job in flight
+            in_flight = 0
+            busy_since = 0.0
             stored = 0
+            put_latency: list[float] = []
+
+            async def put(spec: JobSpec) -> None:
+                nonlocal busy, in_flight, busy_since, stored
+                t0 = time.perf_counter()
+                if in_flight == 0:
+                    busy_since = t0
+                in_flight += 1
+                try:
+                    await engine.put_job(job_of(spec))
+                finally:
+                    in_flight -= 1
+                    t1 = time.perf_counter()
+                    put_latency.append(t1 - t0)
+                    if in_flight == 0:
+                        busy += t1 - busy_since
+                stored += 1
+                if stored % PROGRESS_EVERY == 0:
+                    _log(f"trickle: {stored} jobs stored")
 
             async def register(batch: list[JobSpec]) -> None:
-                nonlocal busy
-                t0 = time.perf_counter()
+                """Store a batch at once, ``REGISTER_CONCURRENCY`` calls in flight."""
                 it = iter(batch)
 
                 async def worker() -> None:
-                    nonlocal stored
                     for spec in it:
-                        await engine.put_job(job_of(spec))
-                        stored += 1
-                        if stored % PROGRESS_EVERY == 0:
-                            _log(f"trickle: {stored} jobs stored")
+                        await put(spec)
 
                 async with trio.open_nursery() as nursery:
                     for _ in range(min(REGISTER_CONCURRENCY, len(batch))):
                         nursery.start_soon(worker)
-                busy += time.perf_counter() - t0
+
+            async def register_at(plan: list[tuple[float, JobSpec]]) -> None:
+                """Store each job at its wall-clock instant (``plan`` sorted by instant):
+                ``put_job`` reads the anchor from the engine's clock as it is called."""
+                offset = time.time() - trio.current_time()  # wall clock - Trio's clock
+                async with trio.open_nursery() as nursery:
+                    for at, spec in plan:
+                        await trio.sleep_until(at - offset)
+                        nursery.start_soon(put, spec)
 
             t_setup = time.time()
             paced = every <= MAX_PACED_EVERY
             everies = [s for s in specs if s.kind == "every"]
             await register([s for s in specs if s.kind != "every"] + ([] if paced else everies))
-            if paced and everies:
+            intended: dict[str, float] = {}  # spread: job name -> intended registration instant
+            if paced and everies and spread:
+                after = time.time() + PACE_LEAD
+                plan = sorted(
+                    ((next_instant_with_phase(s.phase, every, after), s) for s in everies),
+                    key=lambda pair: pair[0],
+                )
+                intended = {spec.name: at for at, spec in plan}
+                await register_at(plan)
+            elif paced and everies:
                 by_phase: dict[int, list[JobSpec]] = {}
                 for spec in everies:
-                    by_phase.setdefault(spec.phase, []).append(spec)
+                    by_phase.setdefault(int(spec.phase), []).append(spec)
                 while by_phase:
                     second = math.floor(time.time()) + 1
                     await trio.sleep(max(0.0, second + PACE_SLACK - time.time()))
@@ -381,19 +493,23 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                         await register(batch)
             setup_s = time.time() - t_setup
             cpu_setup = _cpu_s() - cpu0
-            misplaced: int | None = 0 if paced else None  # unpaced: anchors are not phases
+            if intended:  # paced one by one: the time in flight is most of the pacing
+                busy = 0.0
             first_fires = []
+            anchor_errors = []
             for spec in specs:
                 job = engine.get_job(spec.name)
                 assert job.next is not None
-                first = job.next.timestamp()
-                first_fires.append(first)
-                if misplaced is not None and int(first) % every != spec.phase:
-                    misplaced += 1
+                first_fires.append(job.next.timestamp())
+                if spec.name in intended:
+                    assert job.schedule_anchor is not None
+                    anchor_errors.append(job.schedule_anchor.timestamp() - intended[spec.name])
+            phases = phase_report(specs, first_fires, every, paced)
             rss_setup = _rss_mb()
             _log(
                 f"trickle: {len(specs)} jobs stored in {setup_s:.1f}s "
-                f"({busy:.1f}s registering), rss {rss_setup} MB, {misplaced} misplaced"
+                f"({busy:.1f}s registering), rss {rss_setup} MB, "
+                f"{phases['anchors_misplaced']} first fires off their phase"
             )
 
             window = Window(args.warmup, args.duration, every)
@@ -436,12 +552,18 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
         "warmup_s": args.warmup,
         "engine_open_s": round(open_s, 3),
         "setup_s": round(setup_s, 2),
-        "register_s": round(busy, 2),
+        "register_s": round(busy, 2) if busy else None,
         "jobs_registered_per_s": round(len(specs) / busy, 1) if busy else None,
         "cpu_setup_s": round(cpu_setup, 2),
         "rss_setup_mb": rss_setup,
-        "anchors_misplaced": misplaced,
+        "load": load_name(args),
     }
+    put_ms = sorted(x * 1000.0 for x in put_latency)
+    for q, key in ((0.5, "put_job_ms_p50"), (0.99, "put_job_ms_p99")):
+        v = percentile(put_ms, q)
+        out[key] = None if v is None else round(v, 3)
+    out.update(_ms_stats("anchor_error_ms", anchor_errors) if intended else {})
+    out.update(phases)
     out.update(
         summarize(
             records=pairs,
@@ -480,15 +602,15 @@ def _kinds(specs: list[JobSpec]) -> dict[str, int]:
 # -- the APScheduler worker ----------------------------------------------------------------
 
 
-def _aps_trigger(spec: JobSpec, base: int) -> Any:
+def _aps_trigger(spec: JobSpec, base: float) -> Any:
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     if spec.kind == "every":
         if spec.every > MAX_PACED_EVERY:  # as trickle's unpaced @every: from when it is added
-            start = base + spec.every - 1
-        else:  # the first second >= base with this phase
-            start = base + ((spec.phase - base) % spec.every)
+            start = math.floor(base) + spec.every - 1
+        else:  # the first instant >= base with this phase (fractional in spread mode)
+            start = next_instant_with_phase(spec.phase, spec.every, base)
         return IntervalTrigger(
             seconds=spec.every, start_date=datetime.fromtimestamp(start, tz=UTC), timezone=UTC
         )
@@ -502,7 +624,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     log_counter = install_log_counter()
     every: int = args.every
-    specs = plan_jobs(args.jobs, every, args.mix)
+    specs = plan_jobs(args.jobs, every, args.mix, args.load == "spread")
     n = len(specs)
     called = [0.0] * n
     records: list[tuple[float, float]] = []
@@ -516,7 +638,9 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def measure(scheduler: Any, setup_s: float, cpu_setup: float, sleep: Any) -> None:
-        first_fires = [job.next_run_time.timestamp() for job in scheduler.get_jobs()]
+        next_runs = {job.id: job.next_run_time.timestamp() for job in scheduler.get_jobs()}
+        first_fires = [next_runs[str(spec.index)] for spec in specs]
+        phases = phase_report(specs, first_fires, every, every <= MAX_PACED_EVERY)
         rss_setup = _rss_mb()
         _log(f"apscheduler: {n} jobs added in {setup_s:.1f}s, rss {rss_setup} MB")
         window = Window(args.warmup, args.duration, every)
@@ -550,6 +674,8 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
                 "jobs_registered_per_s": round(n / setup_s, 1) if setup_s else None,
                 "cpu_setup_s": round(cpu_setup, 2),
                 "rss_setup_mb": rss_setup,
+                "load": load_name(args),
+                **phases,
                 "log_warnings": log_counter.counts,
             }
         )
@@ -565,7 +691,9 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     def add_all(scheduler: Any, func: Any) -> None:
-        base = math.floor(time.time()) + 1
+        # burst: from the next whole second; spread: from 1 s on (adding 10,000 jobs takes
+        # about 1 s; a start passed meanwhile moves the job's first fire one period on)
+        base = time.time() + 1 if args.load == "spread" else math.floor(time.time()) + 1
         for spec in specs:
             scheduler.add_job(
                 func,
@@ -641,6 +769,7 @@ def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
         str(args.warmup),
         "--apscheduler-mode",
         args.apscheduler_mode,
+        f"--{args.load}",
     ]
     if args.mix:
         cmd.append("--mix")
@@ -696,6 +825,24 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="mixed schedules: 3/5 @every, 1/5 cron UTC, 1/5 cron Berlin",
     )
+    load = parser.add_mutually_exclusive_group()
+    load.add_argument(
+        "--spread",
+        dest="load",
+        action="store_const",
+        const="spread",
+        help="(default) job i has the phase i*every/jobs seconds, fractional: the jobs are "
+        "created as if over time, one every every/jobs seconds",
+    )
+    load.add_argument(
+        "--burst",
+        dest="load",
+        action="store_const",
+        const="burst",
+        help="job i has the phase (i mod every) whole seconds: jobs/every fires due at "
+        "the same instant each second",
+    )
+    parser.set_defaults(load="spread")
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help="comma-separated systems to run (default both)"
     )
