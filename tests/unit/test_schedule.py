@@ -309,15 +309,16 @@ def test_hash_is_not_applied_to_descriptors():
 # --------------------------------------------------------------------------------- @every
 
 
-def test_every_counts_from_the_anchor_truncated_to_the_second():
-    anchor = utc(2024, 1, 1, 0, 0, 7) + timedelta(microseconds=500_000)
+def test_every_counts_from_the_anchor_keeping_its_sub_second_phase():
+    half = timedelta(microseconds=500_000)
+    anchor = utc(2024, 1, 1, 0, 0, 7) + half
     schedule = parse_schedule("@every 10s", anchor=anchor)
     assert isinstance(schedule, EverySchedule)
     assert schedule.interval == 10
     assert upcoming(schedule, anchor, 3) == [
-        utc(2024, 1, 1, 0, 0, 17),
-        utc(2024, 1, 1, 0, 0, 27),
-        utc(2024, 1, 1, 0, 0, 37),
+        utc(2024, 1, 1, 0, 0, 17) + half,
+        utc(2024, 1, 1, 0, 0, 27) + half,
+        utc(2024, 1, 1, 0, 0, 37) + half,
     ]
 
 

@@ -24,7 +24,8 @@ from trickle.errors import EngineClosed
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 5000  # commands applied in one store transaction
+MAX_BATCH = 2048  # commands applied in one store transaction
+MIN_OTHERS = 512  # room in each batch kept for proposals that are not launches
 COMPACT_EVERY = 10_000  # commands; the log keeps the newest KEEP_COMMANDS after compaction
 KEEP_COMMANDS = 1000
 
@@ -85,22 +86,23 @@ class LocalLog:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._closed = False
         task_status.started()
-        last_urgent = False
         try:
             while True:
                 if not self._pending and not self._urgent:
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
-                # Launches go first, alone: a burst of fires is not held up behind the
-                # results of earlier runs. Batches alternate when both wait: no starvation.
-                take_urgent = bool(self._urgent) and (not self._pending or not last_urgent)
-                queue = self._urgent if take_urgent else self._pending
-                last_urgent = take_urgent
+                # Launches first, then results, up to MAX_BATCH commands: a burst of fires
+                # is not held up behind the results of earlier runs, and under a steady
+                # load both share one transaction. Results always get some of the room.
                 batch, size = [], 0
-                while queue and size < MAX_BATCH:
-                    proposal = queue.popleft()
-                    batch.append(proposal)
-                    size += len(proposal.commands)
+                for queue, room in (
+                    (self._urgent, MAX_BATCH - MIN_OTHERS),
+                    (self._pending, MAX_BATCH),
+                ):
+                    while queue and size < room:
+                        proposal = queue.popleft()
+                        batch.append(proposal)
+                        size += len(proposal.commands)
                 with trio.CancelScope(shield=True):
                     await self._commit(batch)
         finally:

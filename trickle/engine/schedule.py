@@ -343,7 +343,7 @@ class CronSchedule(Schedule):
 class EverySchedule(Schedule):
     """``@every d``: fires at ``anchor + k*interval`` for k >= 1 (anchor None = the epoch).
 
-    ``interval`` is whole seconds (>= 1); the anchor is truncated to the second.
+    ``interval`` is whole seconds (>= 1); the anchor keeps its sub-second phase.
     """
 
     kind: ClassVar[str] = "every"
@@ -870,8 +870,8 @@ def _parse_every(spec: str, args: list[str], anchor: datetime | None) -> EverySc
     if ns <= 0:
         raise _error(f"@every needs a positive duration, got {text}")
     interval = max(MIN_EVERY, ns // 1_000_000_000)  # sub-second part truncated, as Dkron
-    if anchor is not None:
-        anchor = anchor.replace(microsecond=0)
+    # The anchor keeps its sub-second phase (Dkron truncates it to the second): jobs set at
+    # different moments fire at different moments, instead of all on the whole second.
     return EverySchedule(spec=spec, interval=interval, anchor=anchor)
 
 
