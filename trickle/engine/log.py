@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2048  # commands applied in one store transaction
 MIN_OTHERS = 512  # room in each batch kept for proposals that are not launches
-COMPACT_EVERY = 10_000  # commands; the log keeps the newest KEEP_COMMANDS after compaction
+COMPACT_EVERY = 1000  # commands: small, frequent compactions (a big one stalls the writer)
 KEEP_COMMANDS = 1000
 
 T = TypeVar("T")
