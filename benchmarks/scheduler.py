@@ -2,7 +2,7 @@
 
     python benchmarks/scheduler.py --jobs 10000 --every 10 --duration 30 [--spread|--burst]
         [--mix] [--warmup S] [--systems trickle,apscheduler]
-        [--apscheduler-mode asyncio|background]
+        [--apscheduler-mode asyncio|background] [--apscheduler-store memory|sqlite]
 
 Prints ONE JSON object ``{"trickle": {...}, "apscheduler": {...}}``. Each system runs in
 its own subprocess (``--worker trickle|apscheduler``, which prints that system's object),
@@ -650,6 +650,13 @@ def _aps_trigger(spec: JobSpec, base: float) -> Any:
     return CronTrigger(second=sec, minute=minute, hour=hour, timezone=spec.timezone or "UTC")
 
 
+_APS_CALLED: list[float] = []  # call times, for APScheduler's persistent job store
+
+
+def _aps_persistent_job(i: int) -> None:
+    _APS_CALLED[i] = time.time()
+
+
 def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
     import apscheduler
     from apscheduler.events import EVENT_JOB_EXECUTED
@@ -695,6 +702,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
                 "system": "apscheduler",
                 "version": apscheduler.__version__,
                 "mode": args.apscheduler_mode,
+                "store": args.apscheduler_store,
                 "jobs": n,
                 "every_s": every,
                 "mix": args.mix,
@@ -770,9 +778,21 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         def sync_job(i: int) -> None:
             called[i] = clock()
 
+        jobstores: dict[str, Any] = {}
+        if args.apscheduler_store == "sqlite":
+            from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+            # a persistent store pickles its jobs: they must name a module-level function
+            _APS_CALLED[:] = called
+            sync_job = _aps_persistent_job  # type: ignore[assignment]
+            called = _APS_CALLED
+            url = f"sqlite:///{Path(args.data_dir) / 'apscheduler.db'}"
+            jobstores["default"] = SQLAlchemyJobStore(url=url)
         cpu0 = _cpu_s()
         t0 = time.time()
-        scheduler = BackgroundScheduler(timezone=UTC, job_defaults=job_defaults)
+        scheduler = BackgroundScheduler(
+            timezone=UTC, job_defaults=job_defaults, jobstores=jobstores
+        )
         scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
         add_all(scheduler, sync_job)
         scheduler.start()
@@ -801,12 +821,14 @@ def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
         str(args.warmup),
         "--apscheduler-mode",
         args.apscheduler_mode,
+        "--apscheduler-store",
+        args.apscheduler_store,
         f"--{args.load}",
     ]
     if args.mix:
         cmd.append("--mix")
-    if system == "trickle":
-        data = tmp / "trickle"
+    if system == "trickle" or args.apscheduler_store == "sqlite":
+        data = tmp / system
         data.mkdir()
         cmd += ["--data-dir", str(data)]
     pacing = args.every if args.every <= MAX_PACED_EVERY else 0
@@ -885,11 +907,21 @@ def main(argv: list[str] | None = None) -> None:
         help="APScheduler's scheduler: background (thread pool, its best "
         "lateness for no-op jobs here) or asyncio",
     )
+    parser.add_argument(
+        "--apscheduler-store",
+        choices=("memory", "sqlite"),
+        default="memory",
+        help="APScheduler's job store: memory (keeps nothing, its fastest) or sqlite "
+        "(SQLAlchemyJobStore in a temp file: like trickle, it writes each fire's next run "
+        "time to disk; background mode only)",
+    )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.apscheduler_store == "sqlite" and args.apscheduler_mode != "background":
+        parser.error("--apscheduler-store sqlite needs --apscheduler-mode background")
     if args.every < 1:
         parser.error("--every must be at least 1 second")
     if args.duration <= 0:
