@@ -308,3 +308,14 @@ async def test_fires_the_scheduler_falls_behind_on_are_recorded_as_missed(autoju
         assert missed.data["count"] == 2
         assert "fell behind" in missed.execution.output
         assert engine.get_job("t").missed_count == 2
+
+
+async def test_restored_every_jobs_do_not_all_fire_in_the_same_instant(autojump_clock):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with make_engine(start) as engine:
+        engine.register_executor("noop", noop)
+        jobs = [Job(name=f"r{i}", schedule="@every 10s", executor="noop") for i in range(50)]
+        await engine.restore(jobs)
+        nexts = {engine.get_job(f"r{i}").next for i in range(50)}
+        assert len(nexts) == 50
+        assert max(nexts) - min(nexts) < timedelta(seconds=1)

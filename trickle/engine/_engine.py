@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start sooner
 MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
+RESTORE_STAGGER = timedelta(milliseconds=1)  # between the anchors of restored jobs
 GOSSIP_PORT = 8946  # Dkron's serf port, reported in members until gossip lands
 _MICRO = timedelta(microseconds=1)
 JOB_SORTS = {
@@ -453,7 +454,11 @@ class Engine:
                     field="parent_job",
                 )
         ordered = _parents_first(jobs)
-        results = await self._propose([c.PutJob(job=j, now=now) for j in ordered])
+        # Each job is set a millisecond after the previous one: a restore of 10,000
+        # `@every 10s` jobs must not make 10,000 fires fall in the same instant forever.
+        results = await self._propose(
+            [c.PutJob(job=j, now=now + i * RESTORE_STAGGER) for i, j in enumerate(ordered)]
+        )
         messages = []
         for job, applied in zip(ordered, results, strict=True):
             if applied.error is not None:
