@@ -777,12 +777,13 @@ class Engine:
             child = self._fsm.jobs.get(name)
             if child is None:
                 continue
-            reason = self._skip_reason(child, now)
+            targets = self._targets(child)
+            reason = self._skip_reason(child, now, targets)
             if reason:
                 self._note_skip(child.name, now, reason)
                 continue
             gid = group_id(self.clock.now())
-            for member in self._targets(child):
+            for member in targets:
                 ex = self._new_execution(child, gid, member.name, 1, Trigger.DEPENDENT, None)
                 commands.append(c.RunStarted(execution=ex))
                 runs.append((child, ex))
@@ -835,7 +836,7 @@ class Engine:
             logger.warning("result of %s refused: %s", finished.execution_id, applied.error.message)
 
     # -- internals: scheduling ----------------------------------------------------------------
-    def _skip_reason(self, job: Job, at: datetime) -> str:
+    def _skip_reason(self, job: Job, at: datetime, targets: list[Member]) -> str:
         if job.disabled:
             return "disabled"
         if job.starts_at is not None and at < job.starts_at:
@@ -844,7 +845,7 @@ class Engine:
             return f"expired at {job.expires_at.isoformat()}"
         if job.concurrency == Concurrency.FORBID and self._fsm.running_of(job.name):
             return "forbid: the previous run is still active"
-        if not self._targets(job):
+        if not targets:
             return f"no target nodes: no alive member matches tags {describe_tags(job.tags)}"
         return ""
 
@@ -958,7 +959,8 @@ class Engine:
             while nxt is not None and nxt <= now and len(coalesced) < MAX_MISSED_SCAN:
                 coalesced.append(nxt)  # the scheduler fell a whole period behind: no burst
                 nxt = self._fsm.next_fire(job, nxt)
-            reason = self._skip_reason(job, at)
+            targets = self._targets(job)
+            reason = self._skip_reason(job, at, targets)
             if reason:
                 commands.append(
                     c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt, reason=reason)
@@ -989,7 +991,6 @@ class Engine:
                 self._metrics.fires_missed.inc(len(coalesced))
             gid = group_id(self.clock.now())
             trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
-            targets = self._targets(job)
             for i, member in enumerate(targets):
                 ex = self._new_execution(job, gid, member.name, 1, trigger, at)
                 commands.append(c.RunStarted(execution=ex, next=nxt, advance_next=i == 0))
