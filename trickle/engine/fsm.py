@@ -13,7 +13,6 @@ only in the store.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,8 +41,6 @@ from trickle.errors import (
     TrickleError,
     ValidationError,
 )
-
-logger = logging.getLogger(__name__)
 
 _MICRO = timedelta(microseconds=1)
 
@@ -191,7 +188,9 @@ class StateMachine:
 
     # -- queries (pure, used by the engine and the planner) --------------------------------
     def schedule_of(self, job: Job) -> Schedule | None:
-        """The parsed schedule of a schedulable job (None: a child, or no schedule)."""
+        """The parsed schedule of a schedulable job (None: a child, no schedule, or one that
+        no longer parses: jobs are validated when stored, so only a stored job from a version
+        with a wider grammar can be in that case, and it then simply does not fire)."""
         if job.parent_job or not job.schedule:
             return None
         cached = self._schedules.get(job.name)
@@ -202,7 +201,6 @@ class StateMachine:
                 job.schedule, timezone=job.timezone, job_name=job.name, anchor=job.schedule_anchor
             )
         except ScheduleError:
-            logger.warning("job %s has an unparseable schedule %r", job.name, job.schedule)
             return None
         self._schedules[job.name] = schedule
         return schedule
