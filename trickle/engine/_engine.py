@@ -879,6 +879,14 @@ class Engine:
         for job in list(self._fsm.jobs.values()):
             if job.disabled or job.parent_job or not job.schedule:
                 continue
+            if self._fsm.schedule_of(job) is None:
+                logger.warning(
+                    "job %s has a schedule this version cannot parse (%r): it will not fire "
+                    "until it is updated",
+                    job.name,
+                    job.schedule,
+                )
+                continue
             if job.next is None:  # exhausted or expired: nothing to plan
                 continue
             if job.next > now:
