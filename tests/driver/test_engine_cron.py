@@ -319,3 +319,19 @@ async def test_restored_every_jobs_do_not_all_fire_in_the_same_instant(autojump_
         nexts = {engine.get_job(f"r{i}").next for i in range(50)}
         assert len(nexts) == 50
         assert max(nexts) - min(nexts) < timedelta(seconds=1)
+
+
+async def test_an_error_in_the_async_with_body_propagates_unwrapped(autojump_clock):
+    with pytest.raises(ValueError, match="mine"):
+        async with make_engine(datetime(2026, 1, 1, tzinfo=UTC)):
+            raise ValueError("mine")
+
+
+async def test_an_engine_stopped_by_an_outer_cancel_scope_exits_quietly(autojump_clock):
+    engine = make_engine(datetime(2026, 1, 1, tzinfo=UTC))
+    with trio.CancelScope() as scope:
+        async with engine:
+            assert engine.running
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught and not engine.running

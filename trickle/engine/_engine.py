@@ -199,11 +199,14 @@ class Engine:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._nursery is not None or self._cm_nursery is not None
+    ) -> bool:
+        """Stop the engine. An exception from the ``async with`` body propagates as it is
+        (not wrapped in an exception group); a failure of the engine itself raises."""
+        assert self._cm_nursery is not None
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-        return await self._cm_nursery.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+        await self._cm_nursery.__aexit__(None, None, None)
+        return False
 
     async def run(self, *, task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, recover, start scheduling; ``task_status.started(self)``.
