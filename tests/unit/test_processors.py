@@ -206,3 +206,22 @@ def test_files_path_is_per_job_and_cannot_escape_log_dir():
     path = files_path("/logs", "../etc", "1-n/../../x")
     assert str(path).startswith("/logs/")
     assert ".." not in path.relative_to("/logs").parts
+
+
+async def test_a_hung_processor_is_abandoned_after_the_timeout_and_the_rest_still_run(
+    autojump_clock,
+):
+    import trio
+
+    async def hang(ctx: ProcessorContext) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def upper(ctx: ProcessorContext) -> str:
+        return ctx.execution.output.upper()
+
+    registry = ProcessorRegistry()
+    registry.register_python("hang", hang)
+    registry.register_python("upper", upper)
+    output = await _run(registry, {"hang": {}, "upper": {}})
+    assert output == "LINE 1\nLINE 2\nPROCESSOR HANG FAILED: TIMED OUT AFTER 60S"

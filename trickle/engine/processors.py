@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("trickle.processors.log")  # where the `log` processor writes
 
 LOG_PLACEHOLDER = "Output in trickle log"
+PROCESSOR_TIMEOUT = 60.0  # seconds one processor may take before it is abandoned
 DEFAULT_LOG_DIR = "/var/log/trickle"  # the `files` processor's default log_dir
 DIR_MODE = 0o750  # directories the `files` processor creates
 FILE_MODE = 0o640  # files it writes (the output may hold secrets)
@@ -227,9 +228,10 @@ async def run_processors(
 
     Each processor sees the output the previous one returned and its config plus
     ``reporting_node=node_name``. An unknown processor (unregistered since the job was
-    saved) is logged and skipped, as Dkron. A processor that raises is logged and its
-    error appended to the output; the other processors still run and the result is never
-    lost. Cancellation propagates.
+    saved) is logged and skipped, as Dkron. A processor that raises, or takes longer than
+    ``PROCESSOR_TIMEOUT`` seconds, is logged and its error appended to the output; the
+    other processors still run and the result is never lost (a hung processor cannot leave
+    the execution "running"). Cancellation propagates.
     """
     output = execution.output
     for name, config in job.processors.items():
@@ -243,12 +245,20 @@ async def run_processors(
             config={**config, "reporting_node": node_name},
         )
         try:
-            result = await processor.process(ctx)
+            with trio.fail_after(PROCESSOR_TIMEOUT):
+                result = await processor.process(ctx)
             if not isinstance(result, str):
                 raise TypeError(
                     f"returned {type(result).__name__}; a processor must return the output (str)"
                 )
             output = result
+        except trio.TooSlowError:
+            logger.warning(
+                "job %s execution %s: processor %r timed out", job.name, execution.id, name
+            )
+            output = _append_line(
+                output, f"processor {name} failed: timed out after {PROCESSOR_TIMEOUT:g}s"
+            )
         except Exception as exc:
             logger.warning(
                 "job %s execution %s: processor %r failed",
