@@ -17,6 +17,7 @@ taken, data dir not writable, store unreadable) or fails while running; 2 for ba
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -297,6 +298,10 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
                 "starting node %s (data in %s)", settings.engine.node_name, settings.engine.data_dir
             )
             await nursery.start(partial(_supervised, "the engine", engine.run, stop))
+            # The loaded jobs live as long as the process: keep them out of the collector's
+            # full passes (a 100k-job state otherwise costs long pauses at every pass).
+            gc.collect()
+            gc.freeze()
             where = _format_hostport(settings.http_host, settings.http_port)
             http = partial(
                 serve_http,

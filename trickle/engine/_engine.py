@@ -9,7 +9,6 @@ every command; the engine reacts to what it applied (events, the plan, retries, 
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 import socket
@@ -237,9 +236,6 @@ class Engine:
             replayed = await self._log.recover()
             if replayed:
                 logger.info("replayed %d logged commands", replayed)
-            # The loaded jobs live as long as the engine: keep them out of the collector's
-            # full passes (a 100k-job state otherwise costs long GC pauses at every pass).
-            gc.freeze()
             self._runner = Runner(
                 node_name=self.node_name,
                 executors=self._executors,
