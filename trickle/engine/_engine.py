@@ -27,6 +27,7 @@ from trickle.engine.config import EngineConfig
 from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
+from trickle.engine.ledger import ProcessLedger
 from trickle.engine.log import LocalLog, decode_meta
 from trickle.engine.metrics import EngineMetrics
 from trickle.engine.model import (
@@ -236,7 +237,16 @@ class Engine:
             replayed = await self._log.recover()
             if replayed:
                 logger.info("replayed %d logged commands", replayed)
+            ledger = ProcessLedger(cfg.data_dir / "processes" if cfg.data_dir else None)
+            reaped = await trio.to_thread.run_sync(ledger.reap)
+            if reaped:
+                logger.warning(
+                    "killed the processes of %d executions left running when this node stopped: %s",
+                    len(reaped),
+                    ", ".join(reaped),
+                )
             self._runner = Runner(
+                processes=ledger,
                 node_name=self.node_name,
                 executors=self._executors,
                 processors=self._processors,

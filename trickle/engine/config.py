@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from trickle.errors import ValidationError
 DEFAULT_DATA_DIR = Path("trickle.data")
 DEFAULT_HISTORY_LIMIT = 100  # execution records kept per job (Dkron: 100, fixed)
 DEFAULT_SUBSCRIBER_BUFFER = 1000  # events buffered per subscriber before it lags
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -34,7 +39,7 @@ class EngineConfig:
         "normal" (default) may lose the last commits on power loss but never corrupts.
     """
 
-    data_dir: Path | None = DEFAULT_DATA_DIR
+    data_dir: Path | None = attrs.field(default=DEFAULT_DATA_DIR, converter=_optional_path)
     node_name: str = attrs.field(factory=socket.gethostname)
     server: bool = True
     tags: dict[str, str] = attrs.field(factory=dict, converter=dict)

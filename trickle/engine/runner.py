@@ -21,6 +21,7 @@ from trickle.engine.clock import Clock
 from trickle.engine.commands import RunFinished
 from trickle.engine.executors.base import ExecutionContext, ExecutorResult, OutputBuffer
 from trickle.engine.executors.registry import ExecutorRegistry
+from trickle.engine.ledger import ProcessLedger
 from trickle.engine.model import BusyExecution, Execution, Job
 from trickle.engine.processors import ProcessorRegistry, run_processors
 from trickle.errors import TrickleError
@@ -49,6 +50,7 @@ class Runner:
         max_concurrent: int,
         executor_limits: dict[str, int],
         on_output: Callable[[Execution, str], None],
+        processes: ProcessLedger | None = None,
         on_start: Callable[[Execution, datetime], None],
         report: Callable[[RunFinished], Awaitable[None]],
     ) -> None:
@@ -61,6 +63,7 @@ class Runner:
         self._limits = dict(executor_limits)
         self._limiters: dict[str, trio.CapacityLimiter] = {}
         self._on_output = on_output
+        self._processes = processes
         self._on_start = on_start
         self._report = report
         self._active: dict[str, _Active] = {}
@@ -170,7 +173,12 @@ class Runner:
         await self._idle.wait()
 
     async def _execute(self, active: _Active) -> ExecutorResult:
-        ctx = ExecutionContext(job=active.job, execution=active.execution, output=active.output)
+        ctx = ExecutionContext(
+            job=active.job,
+            execution=active.execution,
+            output=active.output,
+            processes=self._processes,
+        )
         try:
             executor = self._executors.get(active.job.executor)
             result = await executor.execute(ctx)

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from trickle.engine.model import Execution, Job
+
+if TYPE_CHECKING:
+    from trickle.engine.ledger import ProcessLedger
 
 DEFAULT_OUTPUT_LIMIT = 256_000  # bytes of output kept per execution (the last ones), as Dkron
 
@@ -81,6 +84,10 @@ class ExecutionContext:
     job: Job
     execution: Execution
     output: OutputBuffer
+    # Where an executor that starts a process group records it (``await
+    # processes.record(execution.id, pid)`` / ``forget``), so that a node killed while it
+    # ran can stop the group when it starts again. None: nothing to record.
+    processes: ProcessLedger | None = None
 
     @property
     def config(self) -> Mapping[str, str]:

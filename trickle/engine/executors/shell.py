@@ -379,6 +379,9 @@ class ShellExecutor:
         except OSError as exc:
             return ExecutorResult(success=False, error=_describe_start_error(exc, plan))
         logger.debug("job %s: started pid %d: %s", ctx.job.name, process.pid, plan.argv)
+        ledger = ctx.processes
+        if ledger is not None:
+            await ledger.record(ctx.execution.id, process.pid)
 
         kill = _Kill()
 
@@ -425,6 +428,8 @@ class ShellExecutor:
                 for stream in (process.stdin, process.stdout):
                     if stream is not None:
                         await stream.aclose()
+                if ledger is not None:
+                    await ledger.forget(ctx.execution.id)
 
         code = process.returncode
         assert code is not None
