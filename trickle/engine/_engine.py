@@ -918,22 +918,8 @@ class Engine:
                     else f"outside the catch-up window of {int(job.catchup_window)}s"
                 )
                 commands.append(
-                    c.FiresMissed(
-                        job_name=job.name,
-                        execution_id=self._new_execution(
-                            job, 0, self.node_name, 1, Trigger.SCHEDULE, None
-                        ).id,
-                        first=lost[0],
-                        last=lost[-1],
-                        count=len(lost),
-                        next=nxt if not late else job.next,
-                        recorded_at=now,
-                        node_name=self.node_name,
-                        reason=reason,
-                    )
+                    self._fires_missed(job, lost, nxt if not late else job.next, now, reason)
                 )
-                self._counts["missed"] += len(lost)
-                self._metrics.fires_missed.inc(len(lost))
             if late:
                 catchups.append((job.name, late[-1]))
         if commands:
@@ -941,6 +927,24 @@ class Engine:
         if catchups:
             self._metrics.catchup_runs.inc(len(catchups))
             await self._fire([(name, at) for name, at in catchups], catchup=True)
+
+    def _fires_missed(
+        self, job: Job, fires: list[datetime], nxt: datetime | None, now: datetime, reason: str
+    ) -> c.FiresMissed:
+        """The command recording ``fires`` of ``job`` as missed, counted in the metrics."""
+        self._counts["missed"] += len(fires)
+        self._metrics.fires_missed.inc(len(fires))
+        return c.FiresMissed(
+            job_name=job.name,
+            execution_id=self._new_execution(job, 0, self.node_name, 1, Trigger.SCHEDULE, None).id,
+            first=fires[0],
+            last=fires[-1],
+            count=len(fires),
+            next=nxt,
+            recorded_at=now,
+            node_name=self.node_name,
+            reason=reason,
+        )
 
     async def _schedule_loop(self) -> None:
         assert self._sched_scope is not None
@@ -988,24 +992,11 @@ class Engine:
                 continue
             if coalesced:
                 logger.warning("job %s: %d fires missed (scheduler behind)", name, len(coalesced))
-                commands.append(
-                    c.FiresMissed(
-                        job_name=name,
-                        execution_id=self._new_execution(
-                            job, 0, self.node_name, 1, Trigger.SCHEDULE, None
-                        ).id,
-                        first=coalesced[0],
-                        last=coalesced[-1],
-                        count=len(coalesced),
-                        next=nxt,
-                        recorded_at=now,
-                        node_name=self.node_name,
-                        reason=f"the scheduler fell behind; the run for {at.isoformat()} "
-                        "started late and covers them",
-                    )
+                reason = (
+                    f"the scheduler fell behind; the run for {at.isoformat()} "
+                    "started late and covers them"
                 )
-                self._counts["missed"] += len(coalesced)
-                self._metrics.fires_missed.inc(len(coalesced))
+                commands.append(self._fires_missed(job, coalesced, nxt, now, reason))
             gid = group_id(self.clock.now())
             trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
             for i, member in enumerate(targets):
