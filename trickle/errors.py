@@ -11,9 +11,13 @@ TrickleError (500)
 │   ├── JobHasDependents           delete a parent before its children
 │   ├── ConcurrencyForbidden       a forbid job is already running
 │   └── JobDisabled                a disabled job cannot be run
+│   └── ConfChangeRejected         a Raft membership change that cannot be made now
 ├── PayloadTooLarge (413)
 ├── SubmissionsPaused (503)
-└── EngineClosed (503)             the engine is not running
+├── EngineClosed (503)             the engine is not running
+├── NotLeader (503)                this server is not the Raft leader; ``leader`` hints who is
+├── ProposalDropped (503)          the leader could not take a proposal (transfer, lost term)
+└── StorageCorrupt (500)           durable Raft state that cannot be read back safely
 """
 
 from __future__ import annotations
@@ -103,3 +107,28 @@ class EngineClosed(TrickleError):
 
     def __init__(self) -> None:
         super().__init__("the engine is not running")
+
+
+class ConfChangeRejected(Conflict):
+    """A membership change that cannot be made now (one is pending, unknown node, ...)."""
+
+
+class NotLeader(TrickleError):
+    """This server is not the Raft leader. ``leader`` is the leader's id if known."""
+
+    http_status = 503
+
+    def __init__(self, leader: str | None) -> None:
+        hint = f"; the leader is {leader}" if leader else "; no leader is known"
+        super().__init__(f"this server is not the leader{hint}")
+        self.leader = leader
+
+
+class ProposalDropped(TrickleError):
+    """The leader did not take a proposal (leadership transfer, term lost); retry later."""
+
+    http_status = 503
+
+
+class StorageCorrupt(TrickleError):
+    """Durable Raft state that cannot be read back safely (not a torn tail: real damage)."""
