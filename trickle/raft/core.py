@@ -39,6 +39,7 @@ from trickle.raft.messages import (
     Message,
     NodeId,
     Snapshot,
+    SnapshotMeta,
 )
 
 
@@ -212,6 +213,11 @@ class RaftNode:
         (<= applied) and made it durable; keep it for slow followers and drop in-memory
         entries below ``index - trailing_entries + 1``. Returns the first index kept, which
         the caller passes to its storage's compact()."""
+        raise NotImplementedError
+
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """Term and configuration as of applied ``index`` (to label a snapshot taken there).
+        Raises ValidationError if ``index`` is not applied or no longer known."""
         raise NotImplementedError
 
     # outputs ----------------------------------------------------------------------------
