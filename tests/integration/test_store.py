@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
 
@@ -865,3 +866,54 @@ async def test_concurrent_reads_see_whole_batches_only(open_store: StoreFactory)
     assert store.list_executions("a")[1] == batch * batches
     assert store.load().fsm_meta == str(batches).encode()
     assert seen, "the readers never ran"
+
+
+# -- images (Raft snapshots of the applied state) -------------------------------------------
+
+
+def test_image_carries_the_whole_applied_state_to_another_store(
+    open_store: StoreFactory, tmp_path: Path
+) -> None:
+    source = open_store()
+    apply = Applier(source)
+    apply(JobSaved(FULL_JOB), JobSaved(Job(name="other", schedule="@every 1m")))
+    apply(*saved(run("other", 1), run("other", 2), run("other", 3, finished=False)))
+    apply(StatsAdded(day=T0, success=2, failed=1), fsm_meta=b"groups")
+    image = source.export_image()
+
+    target = Store(tmp_path / "target")
+    try:
+        target_apply = Applier(target)
+        target_apply(JobSaved(Job(name="stale", schedule="@every 1m")))
+        target_apply(*saved(run("stale", 1)))
+        assert target.import_image(image) == apply.index
+        loaded = target.load()
+        assert loaded.applied_index == apply.index
+        assert [j.name for j in loaded.jobs] == sorted([FULL_JOB.name, "other"])
+        assert next(j for j in loaded.jobs if j.name == FULL_JOB.name) == FULL_JOB
+        assert [e.id for e in loaded.running] == [run("other", 3, finished=False).id]
+        assert loaded.fsm_meta == b"groups"
+        assert history(target, "other") == history(source, "other")
+        assert history(target, "stale") == []
+        assert target.daily_stats(T0, T0) == source.daily_stats(T0, T0)
+    finally:
+        target.close()
+
+
+def test_image_that_is_not_one_is_refused_and_changes_nothing(store: Store) -> None:
+    apply = Applier(store)
+    apply(JobSaved(Job(name="kept", schedule="@every 1m")))
+    for junk in (b"", b"\x93\x01\x02\x03", msgpack.packb({"v": 99})):
+        with pytest.raises(StoreError, match="not a state image"):
+            store.import_image(junk)
+    assert [j.name for j in store.load().jobs] == ["kept"]
+    assert store.load().applied_index == apply.index
+
+
+def test_reset_applied_index_keeps_the_state(store: Store) -> None:
+    apply = Applier(store)
+    apply(JobSaved(Job(name="kept", schedule="@every 1m")))
+    store.reset_applied_index(0)
+    loaded = store.load()
+    assert loaded.applied_index == 0
+    assert [j.name for j in loaded.jobs] == ["kept"]

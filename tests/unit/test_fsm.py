@@ -398,3 +398,26 @@ def test_dependents_index_matches_the_jobs_parent_links(ops):
             assert d.fsm.dependents_of(candidate) == expected
             if candidate in d.fsm.jobs:
                 assert d.fsm.jobs[candidate].dependent_jobs == expected
+
+
+def test_one_log_entry_applies_its_commands_in_order_at_one_index():
+    fsm = StateMachine()
+    results = fsm.apply_entry(
+        7,
+        [
+            c.PutJob(job=job("p"), now=T0),
+            c.PutJob(job=job("kid", parent_job="p", schedule=""), now=T0),
+            c.DeleteJob(name="missing", now=T0),
+        ],
+    )
+    assert [r.error is None for r in results] == [True, True, False]
+    assert fsm.applied_index == 7
+    assert fsm.dependents_of("p") == ("kid",)
+
+
+def test_an_entry_without_commands_still_advances_the_applied_index():
+    fsm = StateMachine()
+    assert fsm.apply_entry(3, []) == []
+    assert fsm.applied_index == 3
+    with pytest.raises(ValueError, match="already applied"):
+        fsm.apply_entry(3, [])

@@ -13,7 +13,7 @@ only in the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -263,6 +263,17 @@ class StateMachine:
         if index <= self.applied_index:
             raise ValueError(f"command {index} already applied (at {self.applied_index})")
         self.applied_index = index
+        return self._apply_one(command)
+
+    def apply_entry(self, index: int, commands: Sequence[c.Command]) -> list[Applied]:
+        """Apply the commands of one replicated log entry at ``index``, in order (none for
+        a no-op or membership entry, which still advances ``applied_index``)."""
+        if index <= self.applied_index:
+            raise ValueError(f"entry {index} already applied (at {self.applied_index})")
+        self.applied_index = index
+        return [self._apply_one(command) for command in commands]
+
+    def _apply_one(self, command: c.Command) -> Applied:
         handler = _HANDLERS[type(command)]
         try:
             return handler(self, command)

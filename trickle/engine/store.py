@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
+import msgpack
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # bump with a migration whenever a table changes
 DB_FILENAME = "trickle.db"
+IMAGE_VERSION = 1  # format of export_image blobs (Raft snapshots of the applied state)
 LOCK_FILENAME = "trickle.db.lock"
 BUSY_TIMEOUT_MS = 10_000  # how long a connection waits for another one's lock
 WRITE_CACHE_KIB = 32_768  # page cache of the write connection: index pages re-touched
@@ -791,6 +793,79 @@ class Store:
             running=running,
             fsm_meta=fsm_meta,
         )
+
+    # -- images (Raft snapshots) -------------------------------------------------------------
+    def export_image(self) -> bytes:
+        """The whole applied state as one self-describing blob (a Raft snapshot's data):
+        applied_index, fsm_meta, jobs, every execution record and the daily stats, read in
+        one transaction (a consistent view)."""
+        with self._read() as conn:
+            raw_index = self._get_meta(conn, _META_APPLIED_INDEX)
+            fsm_meta = self._get_meta(conn, _META_FSM)
+            jobs = [bytes(p) for (p,) in conn.execute(sa.select(jobs_table.c.payload))]
+            executions = [
+                list(row) for row in conn.execute(sa.select(*_EXECUTION_COLUMNS).order_by(_X.seq))
+            ]
+            stats = [
+                list(row)
+                for row in conn.execute(
+                    sa.select(
+                        stats_table.c.day, stats_table.c.success_count, stats_table.c.failed_count
+                    )
+                )
+            ]
+        image = {
+            "v": IMAGE_VERSION,
+            "applied_index": 0 if raw_index is None else int(raw_index),
+            "fsm_meta": fsm_meta,
+            "jobs": jobs,
+            "executions": executions,
+            "stats": stats,
+        }
+        return msgpack.packb(image, use_bin_type=True)
+
+    def import_image(self, image: bytes) -> int:
+        """Replace the whole applied state with an ``export_image`` blob, in one transaction;
+        returns its applied_index. Raises ``StoreError`` for a blob that is not an image of
+        a version this code reads (nothing is changed then)."""
+        try:
+            data = msgpack.unpackb(image, raw=False)
+            if not isinstance(data, dict) or data.get("v") != IMAGE_VERSION:
+                raise ValueError(
+                    f"image version {data.get('v') if isinstance(data, dict) else '?'}"
+                )
+            applied_index = int(data["applied_index"])
+            jobs = [bytes(p) for p in data["jobs"]]
+            names = [decode_job(p).name for p in jobs]
+            executions = [tuple(row) for row in data["executions"]]
+            stats = [tuple(row) for row in data["stats"]]
+            fsm_meta = data["fsm_meta"]
+        except (ValueError, TypeError, KeyError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            raise StoreError(f"not a state image this version reads: {exc}") from exc
+        with self._raw_write() as cur:
+            for table in ("jobs", "executions", "stats"):
+                cur.execute(f"DELETE FROM {table}")  # fixed table names
+            cur.executemany(_UPSERT_JOB_SQL, list(zip(names, jobs, strict=True)))
+            cur.executemany(_UPSERT_EXECUTION_SQL, executions)
+            cur.executemany(
+                "INSERT INTO stats (day, success_count, failed_count) VALUES (?, ?, ?)", stats
+            )
+            rows = [(_META_APPLIED_INDEX, _int_bytes(applied_index))]
+            if fsm_meta is not None:
+                rows.append((_META_FSM, bytes(fsm_meta)))
+            else:
+                cur.execute("DELETE FROM meta WHERE key = ?", (_META_FSM,))
+            cur.executemany(_PUT_META_SQL, rows)
+        self._applied_index = applied_index
+        self._finished_bound.clear()
+        return applied_index
+
+    def reset_applied_index(self, applied_index: int) -> None:
+        """Set the applied index without touching the state (adopting a single-node store
+        of an older version into a new Raft log, whose indexes start again at 1)."""
+        with self._raw_write() as cur:
+            cur.execute(_PUT_META_SQL, (_META_APPLIED_INDEX, _int_bytes(applied_index)))
+        self._applied_index = applied_index
 
     # -- reads -----------------------------------------------------------------------------
     def list_executions(
