@@ -13,6 +13,7 @@ import enum
 from collections.abc import Sequence
 from typing import Protocol
 
+from trickle.errors import TrickleError, ValidationError
 from trickle.raft.messages import DurableState, Entry, HardState, Snapshot
 
 
@@ -35,8 +36,11 @@ class RaftStorage(Protocol):
         snapshot: Snapshot | None = None,
     ) -> None:
         """Make one Ready's writes durable, atomically, in this order: ``snapshot`` (drops
-        stored entries it covers unless they match it), ``entries`` (the first one's index
-        replaces the stored suffix from there), ``hard_state``."""
+        stored entries it covers unless they match it: when the log holds the snapshot's
+        last entry, same index and term, every stored entry is kept, else all are
+        dropped), ``entries`` (the first one's index replaces the stored suffix from
+        there), ``hard_state``. Writes Raft never makes (a gap, a term going back, a
+        second vote in a term, ...) raise ValidationError and store nothing."""
         ...
 
     def compact(self, snapshot: Snapshot, *, keep_from: int) -> None:
@@ -44,3 +48,249 @@ class RaftStorage(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class RaftStorageError(TrickleError):
+    """The store cannot do what was asked: it is closed, not loaded yet, or its file is in
+    use by another store (in this process or another)."""
+
+
+# -- the contract's rules, shared by every store ------------------------------------------
+
+
+class _LogView(Protocol):
+    """What a store knows about itself, for checking a save or compact before doing it."""
+
+    @property
+    def hard_state(self) -> HardState: ...
+
+    @property
+    def snapshot_index(self) -> int: ...  # 0: no snapshot
+
+    @property
+    def snapshot_term(self) -> int: ...
+
+    @property
+    def last_entry_index(self) -> int: ...  # 0: no entries
+
+    def stored_term(self, index: int) -> int | None:
+        """Term of the stored entry at ``index``, None if there is none."""
+        ...
+
+
+def _term_at(view: _LogView, index: int) -> int | None:
+    """Term of the entry at ``index`` as far as the store knows (the snapshot's own index
+    counts), None if unknown."""
+    term = view.stored_term(index)
+    if term is None and view.snapshot_index and index == view.snapshot_index:
+        return view.snapshot_term
+    return term
+
+
+def plan_save(
+    view: _LogView,
+    *,
+    hard_state: HardState | None,
+    entries: Sequence[Entry],
+    snapshot: Snapshot | None,
+) -> bool:
+    """Check one save against the stored state (nothing is written); True when the
+    snapshot drops every stored entry (the log does not hold the snapshot's last entry).
+
+    Raises ValidationError for writes Raft never makes: a snapshot older than the stored
+    one, entries that are not contiguous, leave a gap, rewrite a committed entry or what
+    the snapshot covers, a term that goes back, a second vote in a term, a commit index
+    beyond the log.
+    """
+    snap_index, snap_term = view.snapshot_index, view.snapshot_term
+    last = max(view.last_entry_index, snap_index)
+    drop = False
+    if snapshot is not None:
+        meta = snapshot.meta
+        if meta.index < 1 or meta.term < 1:
+            raise ValidationError(f"{meta.describe()}: index and term must be at least 1")
+        if meta.index < snap_index:
+            raise ValidationError(
+                f"{meta.describe()} is older than the stored snapshot {snap_term}/{snap_index}"
+            )
+        drop = _term_at(view, meta.index) != meta.term
+        snap_index, snap_term = meta.index, meta.term
+        last = snap_index if drop else max(last, snap_index)
+    if entries:
+        first = entries[0].index
+        if entries[0].term < 1:
+            raise ValidationError(f"entry {entries[0].describe()}: terms start at 1")
+        if first <= snap_index:
+            raise ValidationError(
+                f"entry {entries[0].describe()} is covered by the snapshot at {snap_index}:"
+                " entries start after it"
+            )
+        if first > last + 1:
+            raise ValidationError(
+                f"entry {entries[0].describe()} leaves a gap: the log ends at {last}"
+            )
+        committed = view.hard_state.commit
+        if not drop and first <= committed:
+            for entry in entries[: committed - first + 1]:
+                term = _term_at(view, entry.index)
+                if term != entry.term:
+                    raise ValidationError(
+                        f"entry {entry.describe()} rewrites committed entry {term}/{entry.index}"
+                    )
+        previous = entries[0]
+        for entry in entries[1:]:
+            if entry.index != previous.index + 1:
+                raise ValidationError(
+                    f"entries are not contiguous: {entry.describe()} follows {previous.describe()}"
+                )
+            if entry.term < previous.term:
+                raise ValidationError(
+                    f"entry terms go back: {entry.describe()} follows {previous.describe()}"
+                )
+            previous = entry
+        last = previous.index
+    if hard_state is not None:
+        current = view.hard_state
+        if hard_state.term < current.term:
+            raise ValidationError(
+                f"hard state term goes back from {current.term} to {hard_state.term}"
+            )
+        if (
+            hard_state.term == current.term
+            and current.vote is not None
+            and hard_state.vote != current.vote
+        ):
+            raise ValidationError(
+                f"a second vote in term {current.term}: {hard_state.vote or '-'} after"
+                f" {current.vote}"
+            )
+    commit = (hard_state if hard_state is not None else view.hard_state).commit
+    if commit > last:
+        raise ValidationError(f"commit index {commit} would be beyond the log's last index {last}")
+    return drop
+
+
+def plan_compact(view: _LogView, snapshot: Snapshot, *, keep_from: int) -> None:
+    """Check a compact against the stored state; raises ValidationError if the snapshot is
+    older than the stored one, does not match the log at its index, or ``keep_from`` is
+    not in ``1..snapshot.meta.index + 1``."""
+    meta = snapshot.meta
+    if meta.index < 1 or meta.term < 1:
+        raise ValidationError(f"{meta.describe()}: index and term must be at least 1")
+    if meta.index < view.snapshot_index:
+        raise ValidationError(
+            f"{meta.describe()} is older than the stored snapshot"
+            f" {view.snapshot_term}/{view.snapshot_index}"
+        )
+    if not 1 <= keep_from <= meta.index + 1:
+        raise ValidationError(
+            f"keep_from {keep_from} must be in 1..{meta.index + 1} for {meta.describe()}"
+        )
+    term = _term_at(view, meta.index)
+    if term is None:
+        raise ValidationError(
+            f"{meta.describe()} is not in the log (last index {view.last_entry_index})"
+        )
+    if term != meta.term:
+        raise ValidationError(f"{meta.describe()} does not match the log's term {term} there")
+
+
+# -- the in-memory store --------------------------------------------------------------------
+
+
+class MemoryStorage:
+    """The RaftStorage contract in memory, for simulations and tests.
+
+    Every save is atomic and "durable" at once (it models ``Durability.FSYNC``): a
+    simulated crash keeps exactly what the completed saves left, which is what
+    ``snapshot_copy()`` returns. ``saves``, ``compactions`` and ``entries_written`` count
+    completed calls and the entries they wrote. Bad writes raise ValidationError (see
+    ``plan_save``) and change nothing; using a closed store raises RaftStorageError.
+    """
+
+    def __init__(self) -> None:
+        self._hard_state = HardState()
+        self._snapshot: Snapshot | None = None
+        self._entries: list[Entry] = []
+        self._closed = False
+        self.saves = 0
+        self.compactions = 0
+        self.entries_written = 0
+
+    # _LogView ---------------------------------------------------------------------------
+    @property
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    @property
+    def snapshot_index(self) -> int:
+        return self._snapshot.meta.index if self._snapshot is not None else 0
+
+    @property
+    def snapshot_term(self) -> int:
+        return self._snapshot.meta.term if self._snapshot is not None else 0
+
+    @property
+    def last_entry_index(self) -> int:
+        return self._entries[-1].index if self._entries else 0
+
+    def stored_term(self, index: int) -> int | None:
+        if not self._entries:
+            return None
+        pos = index - self._entries[0].index
+        return self._entries[pos].term if 0 <= pos < len(self._entries) else None
+
+    # RaftStorage ------------------------------------------------------------------------
+    def load(self) -> DurableState:
+        self._check_open()
+        return DurableState(
+            hard_state=self._hard_state, snapshot=self._snapshot, entries=tuple(self._entries)
+        )
+
+    def save(
+        self,
+        *,
+        hard_state: HardState | None = None,
+        entries: Sequence[Entry] = (),
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self._check_open()
+        drop = plan_save(self, hard_state=hard_state, entries=entries, snapshot=snapshot)
+        if snapshot is not None:
+            self._snapshot = snapshot
+            if drop:
+                self._entries = []
+        if entries:
+            if self._entries:
+                del self._entries[max(0, entries[0].index - self._entries[0].index) :]
+            self._entries.extend(entries)
+        if hard_state is not None:
+            self._hard_state = hard_state
+        self.saves += 1
+        self.entries_written += len(entries)
+
+    def compact(self, snapshot: Snapshot, *, keep_from: int) -> None:
+        self._check_open()
+        plan_compact(self, snapshot, keep_from=keep_from)
+        self._snapshot = snapshot
+        if self._entries:
+            del self._entries[: max(0, keep_from - self._entries[0].index)]
+        self.compactions += 1
+
+    def close(self) -> None:
+        """Idempotent; the durable state stays readable through ``snapshot_copy()``."""
+        self._closed = True
+
+    # simulation -------------------------------------------------------------------------
+    def snapshot_copy(self) -> MemoryStorage:
+        """An independent store holding the same durable state (what a node finds after a
+        crash), with fresh counters. Works on a closed store too."""
+        copy = MemoryStorage()
+        copy._hard_state = self._hard_state
+        copy._snapshot = self._snapshot
+        copy._entries = list(self._entries)
+        return copy
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RaftStorageError("the raft storage is closed")
