@@ -98,7 +98,7 @@ def plan_save(
     snapshot drops every stored entry (the log does not hold the snapshot's last entry).
 
     Raises ValidationError for writes Raft never makes: a snapshot older than the stored
-    one, entries that are not contiguous, leave a gap, rewrite a committed entry or what
+    one or conflicting with a committed entry, entries that are not contiguous, leave a gap, rewrite a committed entry or what
     the snapshot covers, a term that goes back, a second vote in a term, a commit index
     beyond the log.
     """
@@ -113,7 +113,12 @@ def plan_save(
             raise ValidationError(
                 f"{meta.describe()} is older than the stored snapshot {snap_term}/{snap_index}"
             )
-        drop = _term_at(view, meta.index) != meta.term
+        term = _term_at(view, meta.index)
+        drop = term != meta.term
+        if drop and term is not None and meta.index <= view.hard_state.commit:
+            raise ValidationError(
+                f"{meta.describe()} conflicts with committed entry {term}/{meta.index}"
+            )
         snap_index, snap_term = meta.index, meta.term
         last = snap_index if drop else max(last, snap_index)
     if entries:
