@@ -1,0 +1,1037 @@
+"""A deterministic simulator of a Raft cluster: many ``RaftNode`` cores, one seed, no Trio.
+
+Everything happens in one synchronous discrete-event loop: a heap of (virtual time in ms,
+sequence number, event). Ticks, message deliveries, disk completions, client requests,
+crashes and restarts are events; all randomness comes from one ``random.Random(seed)``
+(each node's core gets its own rng drawn from it), so a seed replays exactly, in any
+process, whatever ``PYTHONHASHSEED`` is::
+
+    sim = RaftSimulation(3, seed=sim_seed)
+    leader = sim.check_one_leader()
+    index = sim.one(b"x", expected_servers=3)
+    sim.disconnect(leader)
+    sim.one(b"y", expected_servers=2)
+
+What is simulated:
+
+- Time: one tick every ``tick_ms`` (10 ms) of virtual time per node, each node on its own
+  phase. ``sim_raft_config()``: heartbeats every 10 ticks (100 ms: 10 per second, MIT
+  6.824's limit), elections after 20-40 ticks (200-400 ms).
+- Network (``NetworkConfig``): per-message delay, loss, duplication, reordering, "long
+  reordering" of responses, partitions into groups, one-way cuts, per-node disconnect.
+- Disk: a Ready's writes complete ``disk_ms`` later; until then its ``messages`` wait (a
+  leader's ``leader_messages`` go at once), and the node takes no other Ready. A crash
+  loses the saves in flight: the durable state is what the last completed save left.
+  With ``crash_point_rate`` a node may also crash right after any storage step (save
+  done, messages sent, each entry applied, advance, compaction) and restart later.
+  A crash loses the node's state machine unless it "survives" (``app_survives_crash``),
+  as if the application kept its own durable copy; else it is rebuilt from snapshot + log.
+- Application: a key-value state machine (``KvApp``: put/append/get/delete as msgpack
+  commands, deduplicated per client), 6.824-style ``start()`` of opaque commands, and
+  ``Client``s that send operations to whoever they think leads, retry on timeout, read
+  through ReadIndex (or, with ``unsafe_reads``, from any node that believes it leads) and
+  record a history (``sim.history()``) for the linearizability checker. The application
+  snapshots every ``snapshot_every`` applied entries (``RaftNode.compact``).
+- Safety invariants (``trickle.testing._raftsim_oracle``) checked after every step; a
+  violation raises ``InvariantViolation`` with the seed, the virtual time, the last trace
+  lines and the command that replays it: ``pytest <test> --sim-seed S``.
+- A trace of every delivered message's and every Ready's ``describe()`` with its virtual
+  time: a bounded ring (``trace_tail()``) and a running hash (``trace_hash()``).
+- Counters: messages, RPCs (requests) and bytes sent, for 6.824's Count and RPCBytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from trickle.errors import NotLeader, ProposalDropped, ValidationError
+from trickle.raft.config import RaftConfig
+from trickle.raft.core import RaftNode, Ready, Role, Status
+from trickle.raft.messages import (
+    ConfChange,
+    ConfState,
+    Message,
+    MessageType,
+    NodeId,
+    Snapshot,
+)
+from trickle.raft.wire import encode_message
+from trickle.testing._raftsim_kv import KvApp, KvCommand, encode_command
+from trickle.testing._raftsim_net import (
+    RESPONSES,
+    Network,
+    NetworkConfig,
+    message_bytes,
+)
+from trickle.testing._raftsim_oracle import Oracle, SimStore
+
+__all__ = [
+    "Client",
+    "ClientOp",
+    "InvariantViolation",
+    "KvApp",
+    "KvCommand",
+    "NetworkConfig",
+    "RaftSimulation",
+    "SimConfig",
+    "SimNode",
+    "SimStats",
+    "SimulationFailure",
+    "sim_raft_config",
+]
+
+TICK_MS = 10.0  # virtual milliseconds per tick
+HEARTBEAT_TICKS = 10  # 100 ms: 10 heartbeats per second (6.824's limit)
+ELECTION_TICKS = 20  # elections after 200-400 ms without a leader
+ELECTION_TIMEOUT_MS = 1000.0  # 6.824's RaftElectionTimeout: the time allowed for an election
+TRACE_LINES = 300  # trace lines kept (and printed on a failure: the last 60)
+FAILURE_TRACE_LINES = 60
+
+REQUEST_TYPES = frozenset(MessageType) - RESPONSES
+
+
+def sim_raft_config(**overrides: Any) -> RaftConfig:
+    """The RaftConfig of the 6.824-style scenarios: 10 heartbeats/s, 200-400 ms elections
+    (with the default ``tick_ms``). Keyword arguments override fields."""
+    fields: dict[str, Any] = {"election_ticks": ELECTION_TICKS, "heartbeat_ticks": HEARTBEAT_TICKS}
+    fields.update(overrides)
+    return RaftConfig(**fields)
+
+
+@attrs.frozen(kw_only=True)
+class SimConfig:
+    """How a simulation runs.
+
+    tick_ms: virtual ms per tick. raft: every node's RaftConfig.
+    network: delays and faults (``NetworkConfig.reliable()`` by default).
+    disk_ms: uniform latency of one durable save.
+    snapshot_every: the application snapshots (and compacts) every this many applied
+        entries; None: never.
+    crash_point_rate: probability that a node crashes right after each storage step.
+    restart_after_ms: downtime of a node crashed at a crash point (then it restarts).
+    app_survives_crash: probability a crash keeps the node's state machine (else it is
+        rebuilt from the snapshot and the log at restart).
+    client_timeout_ms / client_retry_ms: a client retries elsewhere after the timeout, and
+        after a refusal waits client_retry_ms before asking again.
+    trace_lines: lines kept in the trace ring.
+    wire_bytes: count bytes as the real wire encoding (``trickle.raft.wire``) would send
+        them (slower); else estimate them (``message_bytes``).
+    """
+
+    tick_ms: float = TICK_MS
+    raft: RaftConfig = attrs.field(factory=sim_raft_config)
+    network: NetworkConfig = attrs.field(factory=NetworkConfig.reliable)
+    disk_ms: tuple[float, float] = (0.2, 2.0)
+    snapshot_every: int | None = None
+    crash_point_rate: float = 0.0
+    restart_after_ms: tuple[float, float] = (50.0, 800.0)
+    app_survives_crash: float = 0.0
+    client_timeout_ms: float = 600.0
+    client_retry_ms: float = 20.0
+    trace_lines: int = TRACE_LINES
+    wire_bytes: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.tick_ms <= 0:
+            raise ValidationError("tick_ms must be positive", field="tick_ms")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValidationError("snapshot_every must be at least 1", field="snapshot_every")
+        for name in ("crash_point_rate", "app_survives_crash"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValidationError(f"{name} must be in [0, 1]", field=name)
+
+
+class SimulationFailure(AssertionError):
+    """A scenario failed (a liveness expectation, or an invariant); the message carries the
+    seed, the virtual time, the replay command and the last trace lines."""
+
+
+class InvariantViolation(SimulationFailure):
+    """A Raft safety property broke."""
+
+
+@attrs.frozen
+class ClientOp:
+    """One client operation as the client saw it (plain data for the linearizability
+    checker). ``op`` is put/append/get/delete; ``output`` the value a get returned (None:
+    absent key; always None for writes); ``return_time`` is ``math.inf`` for an operation
+    that never returned (it may or may not have taken effect). Times are virtual ms."""
+
+    client: int
+    op: str
+    key: str
+    value: str | None
+    output: str | None
+    call_time: float
+    return_time: float
+
+
+@attrs.define
+class SimStats:
+    """Counters since the start (messages include duplicates and those lost on the way)."""
+
+    messages_sent: int = 0
+    rpcs_sent: int = 0  # requests (APPEND, HEARTBEAT, VOTE, ...): 6.824's RPC count
+    bytes_sent: int = 0  # message_bytes() of every message sent
+    messages_delivered: int = 0
+    messages_dropped: int = 0
+    readies: int = 0
+    saves: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    events: int = 0
+    sent_by_type: dict[MessageType, int] = attrs.field(factory=dict)
+
+
+class SimNode:
+    """One simulated server: its disk (``store``, survives crashes), its state machine
+    (``app``), and while it is up its ``raft`` core. Read-only for tests."""
+
+    def __init__(self, id: NodeId, oracle: Oracle, bootstrap: ConfState | None) -> None:
+        self.id = id
+        self.store = SimStore(id, oracle)
+        self.app = KvApp()
+        self.bootstrap = bootstrap
+        self.raft: RaftNode | None = None
+        self.up = False
+        self.incarnation = 0
+        self.inflight: Ready | None = None
+        self.inflight_leader_term = 0
+        self.role = Role.FOLLOWER
+        self.term = 0
+        self.leader: NodeId | None = None
+        self.conf: ConfState | None = bootstrap
+        self.last_snapshot = 0
+        self.pending_writes: dict[int, tuple[int, _Request]] = {}
+        self.pending_reads: dict[bytes, _Request] = {}
+        self.ready_reads: list[tuple[int, _Request]] = []
+
+    @property
+    def is_leader(self) -> bool:
+        return self.up and self.role is Role.LEADER
+
+    def status(self) -> Status:
+        if self.raft is None:
+            raise SimulationFailure(f"node {self.id} is down")
+        return self.raft.status()
+
+
+@attrs.define(slots=True)
+class _Request:
+    client: Client
+    seq: int
+    attempt: int
+    cmd: KvCommand
+
+
+class Client:
+    """A client of the simulated key-value service: one operation at a time, sent to the
+    node it believes leads; it follows "not leader" hints, retries elsewhere after
+    ``client_timeout_ms``, and keeps retrying (the same sequence number, so a write takes
+    effect once) until an answer comes. ``unsafe_reads``: gets are answered from the local
+    state of any node that believes it is leader, without ReadIndex (stale reads possible:
+    for planting a violation the checker must find)."""
+
+    def __init__(self, sim: RaftSimulation, id: int, *, unsafe_reads: bool = False) -> None:
+        self.sim = sim
+        self.id = id
+        self.unsafe_reads = unsafe_reads
+        self.leader: NodeId | None = None
+        self.completed = 0
+        self._seq = 0
+        self._attempt = 0
+        self._rr = id
+        self._op: list[Any] | None = None  # the history record of the operation running
+        self._cmd: KvCommand | None = None
+        self._on_done: Callable[[ClientOp], None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._op is not None
+
+    def put(self, key: str, value: str, on_done: Callable[[ClientOp], None] | None = None) -> None:
+        self._start("put", key, value, on_done)
+
+    def append(
+        self, key: str, value: str, on_done: Callable[[ClientOp], None] | None = None
+    ) -> None:
+        self._start("append", key, value, on_done)
+
+    def get(self, key: str, on_done: Callable[[ClientOp], None] | None = None) -> None:
+        self._start("get", key, None, on_done)
+
+    def delete(self, key: str, on_done: Callable[[ClientOp], None] | None = None) -> None:
+        self._start("delete", key, None, on_done)
+
+    def _start(
+        self, op: str, key: str, value: str | None, on_done: Callable[[ClientOp], None] | None
+    ) -> None:
+        if self._op is not None:
+            raise ValidationError(f"client {self.id} already has an operation running")
+        self._seq += 1
+        self._cmd = KvCommand(client=self.id, seq=self._seq, op=op, key=key, value=value)
+        self._op = [self.id, op, key, value, None, self.sim.now, math.inf]
+        self._on_done = on_done
+        self.sim._history.append(self._op)
+        self._send()
+
+    def _send(self) -> None:
+        assert self._cmd is not None
+        self._attempt += 1
+        target = self.leader
+        if target is None or target not in self.sim.nodes:
+            ids = self.sim.ids
+            self._rr += 1
+            target = ids[self._rr % len(ids)]
+        req = _Request(self, self._cmd.seq, self._attempt, self._cmd)
+        self.sim._client_send(target, req)
+        self.sim._schedule(
+            self.sim.config.client_timeout_ms, self._on_timeout, self._cmd.seq, self._attempt
+        )
+
+    def _on_timeout(self, seq: int, attempt: int) -> None:
+        if self._op is not None and self._seq == seq and self._attempt == attempt:
+            self.leader = None
+            self._send()
+
+    def _retry(self, seq: int, attempt: int) -> None:
+        if self._op is not None and self._seq == seq and self._attempt == attempt:
+            self._send()
+
+    def _on_reply(
+        self, req: _Request, ok: bool, output: str | None, hint: NodeId | None, frm: NodeId
+    ) -> None:
+        if self._op is None or req.seq != self._seq:
+            return
+        if ok:
+            op = self._op
+            op[4] = output
+            op[6] = self.sim.now
+            self._op = None
+            self.leader = frm if req.cmd.op != "get" or not self.unsafe_reads else self.leader
+            self.completed += 1
+            if self._on_done is not None:
+                self._on_done(ClientOp(*op))
+            return
+        if req.attempt != self._attempt:
+            return
+        self.leader = hint if hint is not None and hint != frm else None
+        self.sim._schedule(self.sim.config.client_retry_ms, self._retry, req.seq, req.attempt)
+
+
+class RaftSimulation:
+    """A cluster of ``nodes`` (a count: ids "1".."n"; or explicit ids) bootstrapped with all
+    of them as voters, at virtual time 0. See the module docstring."""
+
+    def __init__(
+        self,
+        nodes: int | Sequence[str] = 3,
+        *,
+        seed: int,
+        config: SimConfig | None = None,
+    ) -> None:
+        ids = [str(i) for i in range(1, nodes + 1)] if isinstance(nodes, int) else list(nodes)
+        if not ids or len(set(ids)) != len(ids):
+            raise ValidationError("a simulation needs distinct node ids", field="nodes")
+        self.seed = seed
+        self.config = config or SimConfig()
+        self.now = 0.0
+        self.stats = SimStats()
+        self._rng = random.Random(seed)
+        self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._trace_ring: deque[str] = deque(maxlen=self.config.trace_lines)
+        self._hash = hashlib.blake2b(digest_size=16)
+        self.oracle = Oracle(self._violation)
+        self.net = Network(self.config.network, self._rng)
+        self._history: list[list[Any]] = []
+        self._clients: list[Client] = []
+        self._one_rr = 0
+        self._wire_bytes = self.config.wire_bytes
+        bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
+        self.nodes: dict[NodeId, SimNode] = {}
+        for i in ids:
+            self.nodes[NodeId(i)] = SimNode(NodeId(i), self.oracle, bootstrap)
+        for node in self.nodes.values():
+            self._boot(node)
+
+    # --- ids and state -------------------------------------------------------------------
+    @property
+    def ids(self) -> list[NodeId]:
+        return list(self.nodes)
+
+    def node(self, id: str) -> SimNode:
+        try:
+            return self.nodes[NodeId(id)]
+        except KeyError:
+            raise ValidationError(f"no node {id!r} in the simulation", field="id") from None
+
+    def state(self, id: str) -> tuple[int, bool]:
+        """(term, is_leader) of an up node, like 6.824's GetState()."""
+        st = self.node(id).status()
+        return st.term, st.role is Role.LEADER
+
+    def up(self, id: str) -> bool:
+        return self.node(id).up
+
+    def other(self, id: str, k: int) -> NodeId:
+        """The node ``k`` places after ``id`` in id order, wrapping (6.824's (i+k)%n)."""
+        ids = self.ids
+        return ids[(ids.index(NodeId(id)) + k) % len(ids)]
+
+    def connected(self, id: str) -> bool:
+        """Up and not disconnected (6.824's ``connected[i]`` of a running server)."""
+        return self.node(id).up and self.net.is_connected(id)
+
+    # --- the event loop ------------------------------------------------------------------
+    def _schedule(self, delay_ms: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._queue, (self.now + delay_ms, next(self._seq), fn, args))
+
+    def at(self, delay_ms: float, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` ``delay_ms`` virtual ms from now (a scenario's own event)."""
+        self._schedule(delay_ms, fn)
+
+    def step(self) -> bool:
+        """Process the next event; False when nothing is scheduled."""
+        if not self._queue:
+            return False
+        t, _, fn, args = heapq.heappop(self._queue)
+        self.now = t
+        self.stats.events += 1
+        fn(*args)
+        return True
+
+    def run_for(self, ms: float) -> None:
+        """Let ``ms`` of virtual time pass."""
+        deadline = self.now + ms
+        queue = self._queue
+        while queue and queue[0][0] <= deadline:
+            self.step()
+        self.now = deadline
+
+    def run_until(self, predicate: Callable[[], bool], timeout_ms: float) -> bool:
+        """Run until ``predicate()`` holds (checked after every event); False if it still
+        does not after ``timeout_ms`` (the clock then stands at the deadline)."""
+        if predicate():
+            return True
+        deadline = self.now + timeout_ms
+        queue = self._queue
+        while queue and queue[0][0] <= deadline:
+            self.step()
+            if predicate():
+                return True
+        self.now = deadline
+        return predicate()
+
+    # --- trace and failures --------------------------------------------------------------
+    def _trace(self, text: str) -> None:
+        line = f"{self.now:.3f} {text}"
+        self._trace_ring.append(line)
+        self._hash.update(line.encode())
+        self._hash.update(b"\n")
+
+    def note(self, text: str) -> None:
+        """Put a scenario's own line in the trace (it counts in the hash)."""
+        self._trace(f"# {text}")
+
+    def trace_hash(self) -> str:
+        """Hex digest of every trace line so far: equal seeds give equal hashes."""
+        return self._hash.copy().hexdigest()
+
+    def trace_tail(self, lines: int = FAILURE_TRACE_LINES) -> list[str]:
+        return list(self._trace_ring)[-lines:]
+
+    def replay_command(self) -> str:
+        current = os.environ.get("PYTEST_CURRENT_TEST", "")
+        test = current.rsplit(" ", 1)[0].split("[", 1)[0] if current else "<test>"
+        return f"pytest '{test}' --sim-seed {self.seed}"
+
+    def failure_message(self, message: str) -> str:
+        tail = "\n".join("    " + line for line in self.trace_tail())
+        return (
+            f"{message}\nseed={self.seed} virtual time={self.now:.3f} ms\n"
+            f"replay: {self.replay_command()}\nlast trace lines:\n{tail}"
+        )
+
+    def fail(self, message: str) -> None:
+        """Raise SimulationFailure with the seed, replay command and trace tail."""
+        raise SimulationFailure(self.failure_message(message))
+
+    def _violation(self, message: str) -> None:
+        raise InvariantViolation(self.failure_message(f"invariant violated: {message}"))
+
+    # --- nodes: boot, crash, restart -----------------------------------------------------
+    def _boot(self, node: SimNode) -> None:
+        durable = node.store.load()
+        node.raft = RaftNode(
+            node.id,
+            config=self.config.raft,
+            rng=random.Random(self._rng.getrandbits(64)),
+            durable=durable,
+            applied=node.app.applied,
+            bootstrap=node.bootstrap,
+        )
+        node.up = True
+        node.inflight = None
+        node.role = Role.FOLLOWER
+        node.leader = None
+        st = node.raft.status()
+        node.term = st.term
+        self.oracle.on_restart(node.id, st.term, st.vote)
+        self._trace(f"{node.id} start term={st.term} applied={node.app.applied}")
+        self._schedule(
+            self._rng.uniform(0, self.config.tick_ms), self._on_tick, node, node.incarnation
+        )
+        self._pump(node)
+        self._check(node)
+
+    def crash(self, id: str) -> None:
+        """Stop a node now: saves in flight are lost, so is its state machine unless it
+        survives (``app_survives_crash``); its disk stays. No-op if it is down."""
+        node = self.node(id)
+        if not node.up:
+            return
+        node.up = False
+        node.incarnation += 1
+        node.raft = None
+        node.inflight = None
+        node.pending_writes.clear()
+        node.pending_reads.clear()
+        node.ready_reads.clear()
+        node.role = Role.FOLLOWER
+        survives = (
+            self.config.app_survives_crash > 0
+            and self._rng.random() < self.config.app_survives_crash
+        )
+        if not survives:
+            node.app = KvApp()
+        self.oracle.forget_leader(node.id)
+        self.stats.crashes += 1
+        self._trace(f"{node.id} crash (state machine {'kept' if survives else 'lost'})")
+
+    def restart(self, id: str) -> None:
+        """Start a crashed node again from its disk (6.824's start1). No-op if it is up."""
+        node = self.node(id)
+        if node.up:
+            return
+        self.stats.restarts += 1
+        self._boot(node)
+
+    def reboot(self, id: str) -> None:
+        """Crash (if up) and restart a node at once (6.824's start1 on a live server)."""
+        self.crash(id)
+        self.restart(id)
+
+    def add_node(self, id: str) -> SimNode:
+        """A new, empty server (not in any configuration: it waits for a leader to contact
+        it; add it with ``propose_conf_change``)."""
+        nid = NodeId(id)
+        if nid in self.nodes:
+            raise ValidationError(f"node {id} already exists", field="id")
+        node = SimNode(nid, self.oracle, None)
+        node.conf = None
+        self.nodes[nid] = node
+        self._boot(node)
+        return node
+
+    # --- network -------------------------------------------------------------------------
+    def disconnect(self, id: str) -> None:
+        """Cut a node from every other node and client (6.824's disconnect)."""
+        self.node(id)
+        self.net.disconnect(id)
+        self._trace(f"disconnect {id}")
+
+    def connect(self, id: str) -> None:
+        self.node(id)
+        self.net.connect(id)
+        self._trace(f"connect {id}")
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Only nodes within one group talk; nodes in no group form one more group."""
+        lists = [sorted(g) for g in groups]
+        self.net.partition(lists)
+        self._trace(f"partition {' | '.join(','.join(g) for g in lists)}")
+
+    def heal(self) -> None:
+        """Remove partitions and one-way cuts (disconnected nodes stay disconnected)."""
+        self.net.heal()
+        self._trace("heal")
+
+    def cut(self, src: str, dst: str) -> None:
+        """Lose every message from ``src`` to ``dst`` (one way)."""
+        self.net.cut(src, dst)
+        self._trace(f"cut {src}->{dst}")
+
+    def uncut(self, src: str, dst: str) -> None:
+        self.net.uncut(src, dst)
+        self._trace(f"uncut {src}->{dst}")
+
+    def set_network(self, network: NetworkConfig) -> None:
+        """Change loss/delay/reordering from now on (messages in flight keep theirs)."""
+        self.net.config = network
+        self._trace(f"network {network}")
+
+    def _send(self, src: SimNode, msg: Message) -> None:
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.bytes_sent += len(encode_message(msg)) if self._wire_bytes else message_bytes(msg)
+        by_type = stats.sent_by_type
+        by_type[msg.type] = by_type.get(msg.type, 0) + 1
+        is_response = msg.type in RESPONSES
+        if not is_response:
+            stats.rpcs_sent += 1
+        if not self.net.link_ok(src.id, msg.dst):
+            stats.messages_dropped += 1
+            return
+        delays = self.net.plan(is_response)
+        if not delays:
+            stats.messages_dropped += 1
+        for d in delays:
+            self._schedule(d, self._deliver, msg)
+
+    def _deliver(self, msg: Message) -> None:
+        node = self.nodes.get(msg.dst)
+        if node is None or not node.up or not self.net.link_ok(msg.src, msg.dst):
+            self.stats.messages_dropped += 1
+            return
+        self.stats.messages_delivered += 1
+        self._trace(msg.describe())
+        assert node.raft is not None
+        node.raft.step(msg)
+        self._pump(node)
+        self._check(node)
+
+    # --- the node loop: tick, ready, persist, send, apply, advance ------------------------
+    def _on_tick(self, node: SimNode, incarnation: int) -> None:
+        if node.incarnation != incarnation or not node.up:
+            return
+        assert node.raft is not None
+        node.raft.tick()
+        self._schedule(self.config.tick_ms, self._on_tick, node, incarnation)
+        self._pump(node)
+        self._check(node)
+
+    def _check(self, node: SimNode) -> None:
+        """Invariants on a node's live state after it took a step."""
+        if not node.up or node.raft is None:
+            return
+        st = node.raft.status()
+        was_leader = node.role is Role.LEADER
+        node.role = st.role
+        node.term = st.term
+        node.leader = st.leader
+        is_leader = st.role is Role.LEADER
+        if was_leader and not is_leader:
+            self.oracle.forget_leader(node.id)
+        self.oracle.on_status(node.id, st.term, st.vote, is_leader)
+
+    def _pump(self, node: SimNode) -> None:
+        """Take Readys while the node has one and no save is in flight."""
+        while node.up and node.inflight is None:
+            raft = node.raft
+            assert raft is not None
+            if not raft.has_ready():
+                return
+            rd = raft.ready()
+            self.stats.readies += 1
+            self._trace(f"{node.id} ready {rd.describe()}")
+            if rd.soft_state is not None:
+                node.role = rd.soft_state.role
+                node.term = rd.soft_state.term
+                node.leader = rd.soft_state.leader
+            if rd.conf is not None:
+                node.conf = rd.conf
+            for m in rd.leader_messages:
+                self.oracle.on_send(node.id, m, node.store, early=True)
+                self._send(node, m)
+            if rd.must_sync:
+                node.inflight = rd
+                node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
+                self._schedule(
+                    self._rng.uniform(*self.config.disk_ms),
+                    self._on_saved,
+                    node,
+                    node.incarnation,
+                    rd,
+                )
+                return
+            node.inflight = rd
+            if not self._finish(node, rd):
+                return
+
+    def _on_saved(self, node: SimNode, incarnation: int, rd: Ready) -> None:
+        if node.incarnation != incarnation:
+            return  # the node crashed while this save was in flight: it is lost
+        node.store.save(hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        self.stats.saves += 1
+        term = node.inflight_leader_term
+        if term and any(e.term == term for e in rd.entries):
+            self.oracle.on_leader_log_durable(node.id, term, node.store)
+        if self._crash_point(node, "saved"):
+            return
+        if self._finish(node, rd):
+            self._pump(node)
+            self._check(node)
+
+    def _finish(self, node: SimNode, rd: Ready) -> bool:
+        """Send, apply, advance (the Ready's writes are durable). False if it crashed."""
+        for m in rd.messages:
+            self.oracle.on_send(node.id, m, node.store, early=False)
+            self._send(node, m)
+        if self._crash_point(node, "sent"):
+            return False
+        if rd.snapshot is not None:
+            self._restore(node, rd.snapshot)
+        app = node.app
+        for e in rd.committed_entries:
+            if e.index != app.applied + 1:
+                self._violation(
+                    f"node {node.id} is given entry {e.index} to apply after {app.applied}"
+                )
+            output = app.apply(e)
+            self.oracle.on_applied(node.id, e, app.chain, node.term)
+            pending = node.pending_writes.pop(e.index, None)
+            if pending is not None:
+                term, req = pending
+                if term == e.term:
+                    self.oracle.acknowledge(e.index, e.data)
+                    self._reply(node, req, True, output)
+                else:
+                    self._reply(node, req, False, None, node.leader)
+            if self._crash_point(node, "applied"):
+                return False
+        for rs in rd.read_states:
+            req = node.pending_reads.pop(rs.context, None)
+            if req is not None:
+                node.ready_reads.append((rs.index, req))
+        if node.ready_reads:
+            waiting = []
+            for index, req in node.ready_reads:
+                if index <= app.applied:
+                    self._reply(node, req, True, app.get(req.cmd.key))
+                else:
+                    waiting.append((index, req))
+            node.ready_reads = waiting
+        assert node.raft is not None
+        node.raft.advance(rd)
+        node.inflight = None
+        if self._crash_point(node, "advanced"):
+            return False
+        every = self.config.snapshot_every
+        if every is not None and app.applied - node.last_snapshot >= every:
+            self._take_snapshot(node)
+            if self._crash_point(node, "compacted"):
+                return False
+        return True
+
+    def _restore(self, node: SimNode, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        if meta.index < node.app.applied:
+            self._violation(
+                f"node {node.id} is told to restore snapshot {meta.term}/{meta.index} "
+                f"behind its state machine at {node.app.applied}"
+            )
+        node.app = KvApp.decode(snapshot.data)
+        node.last_snapshot = meta.index
+        self.oracle.on_restored(node.id, meta.index, node.app.chain)
+        self._trace(f"{node.id} restore {meta.describe()}")
+
+    def _take_snapshot(self, node: SimNode) -> None:
+        assert node.raft is not None
+        index = node.app.applied
+        meta = node.raft.snapshot_meta(index)
+        snapshot = Snapshot(meta=meta, data=node.app.encode())
+        keep_from = node.raft.compact(snapshot)
+        node.store.compact(snapshot, keep_from=keep_from)
+        node.last_snapshot = index
+        self._trace(f"{node.id} compact {meta.describe()} keep_from={keep_from}")
+
+    def _crash_point(self, node: SimNode, point: str) -> bool:
+        rate = self.config.crash_point_rate
+        if not rate or self._rng.random() >= rate:
+            return False
+        self._trace(f"{node.id} crash point: {point}")
+        self.crash(node.id)
+        self._schedule(self._rng.uniform(*self.config.restart_after_ms), self.restart, str(node.id))
+        return True
+
+    # --- 6.824-style helpers -------------------------------------------------------------
+    def start(self, id: str, command: bytes) -> tuple[int, int, bool]:
+        """6.824's Start(command) on node ``id``: (index, term, is_leader); index is -1
+        when the node is down or not leader."""
+        node = self.node(id)
+        if not node.up or node.raft is None:
+            return -1, 0, False
+        try:
+            term, index = node.raft.propose(command)
+        except (NotLeader, ProposalDropped):
+            return -1, node.raft.status().term, False
+        self._trace(f"{id} start {index}")
+        self._pump(node)
+        self._check(node)
+        return index, term, True
+
+    def leaders(self) -> list[tuple[int, NodeId]]:
+        """(term, id) of every connected node that believes it leads."""
+        out = []
+        for node in self.nodes.values():
+            if node.up and self.net.is_connected(node.id) and node.role is Role.LEADER:
+                out.append((node.term, node.id))
+        return sorted(out)
+
+    def check_one_leader(self, timeout_ms: float = 5000.0) -> NodeId:
+        """Wait for a leader among connected nodes and return the latest term's one (6.824's
+        checkOneLeader); fail if none appears within ``timeout_ms``."""
+        if not self.run_until(lambda: bool(self.leaders()), timeout_ms):
+            self.fail(f"expected one leader within {timeout_ms:.0f} ms, got none")
+        return self.leaders()[-1][1]
+
+    def check_no_leader(self) -> None:
+        """Fail if a connected node believes it leads."""
+        found = self.leaders()
+        if found:
+            self.fail(f"expected no leader among connected servers, found {found}")
+
+    def check_terms(self) -> int:
+        """Every connected node is in the same term; return it."""
+        terms = {n.term for n in self.nodes.values() if n.up and self.net.is_connected(n.id)}
+        if len(terms) != 1:
+            self.fail(f"servers disagree on term: {sorted(terms)}")
+        return terms.pop()
+
+    def n_committed(self, index: int) -> tuple[int, bytes | None]:
+        """How many up nodes applied ``index``, and the entry's data (6.824's nCommitted)."""
+        count = sum(1 for n in self.nodes.values() if n.up and n.app.applied >= index)
+        known = self.oracle.committed.get(index)
+        return count, known[0].data if known else None
+
+    def one(
+        self,
+        command: bytes,
+        expected_servers: int,
+        *,
+        retry: bool = True,
+        timeout_ms: float = 10_000,
+    ) -> int:
+        """6.824's one(): offer ``command`` to nodes in turn until a leader takes it, then wait
+        up to 2 s for ``expected_servers`` to apply it; with ``retry`` keep trying for
+        ``timeout_ms``. Returns the index; fails otherwise."""
+        deadline = self.now + timeout_ms
+        ids = self.ids
+        while self.now < deadline:
+            index = -1
+            for _ in range(len(ids)):
+                self._one_rr = (self._one_rr + 1) % len(ids)
+                nid = ids[self._one_rr]
+                if self.connected(nid):
+                    idx, _, ok = self.start(nid, command)
+                    if ok:
+                        index = idx
+                        break
+            if index != -1:
+
+                def done(index: int = index) -> bool:
+                    count, data = self.n_committed(index)
+                    return count >= expected_servers and data == command
+
+                if self.run_until(done, 2000):
+                    self.oracle.acknowledge(index, command)
+                    return index
+                if not retry:
+                    count, data = self.n_committed(index)
+                    self.fail(
+                        f"one({command!r}) failed to reach agreement at {index}: "
+                        f"{count} of {expected_servers} servers applied {data!r}"
+                    )
+            else:
+                self.run_for(50)
+        self.fail(f"one({command!r}) failed to reach agreement within {timeout_ms:.0f} ms")
+        raise AssertionError("unreachable")
+
+    def wait_applied_everywhere(self, timeout_ms: float = 5000.0) -> int:
+        """Wait until every up, connected node applied the leader's last entry; returns that
+        index (the next proposal's index is one more, if leadership holds)."""
+        leader = self.check_one_leader(timeout_ms)
+
+        def done() -> bool:
+            node = self.nodes[leader]
+            if not node.is_leader:
+                return False
+            last = node.status().last_index
+            return all(
+                n.app.applied >= last
+                for n in self.nodes.values()
+                if n.up and self.net.is_connected(n.id)
+            )
+
+        if not self.run_until(done, timeout_ms):
+            self.fail(f"nodes did not all apply the leader's log within {timeout_ms:.0f} ms")
+        return self.nodes[leader].app.applied
+
+    def wait_committed(
+        self, index: int, n: int, start_term: int, timeout_ms: float = 5000
+    ) -> bytes | None:
+        """6.824's wait(): until ``n`` nodes applied ``index``; None if some node moved past
+        ``start_term`` meanwhile (the caller should retry in the new term)."""
+
+        def moved() -> bool:
+            return start_term >= 0 and any(
+                n.up and n.term > start_term for n in self.nodes.values()
+            )
+
+        def done() -> bool:
+            return self.n_committed(index)[0] >= n or moved()
+
+        if not self.run_until(done, timeout_ms):
+            count, _ = self.n_committed(index)
+            self.fail(f"only {count} of {n} servers applied index {index} in {timeout_ms:.0f} ms")
+        count, data = self.n_committed(index)
+        if count < n:
+            return None
+        return data
+
+    # --- more inputs ---------------------------------------------------------------------
+    def propose_conf_change(self, id: str, change: ConfChange) -> tuple[int, int]:
+        """``RaftNode.propose_conf_change`` on node ``id`` (raises what it raises)."""
+        raft = self._live(id)
+        result = raft.propose_conf_change(change)
+        self._trace(f"{id} propose {change.describe()} at {result[1]}")
+        self._after_input(id)
+        return result
+
+    def transfer_leadership(self, id: str, to: str) -> None:
+        raft = self._live(id)
+        raft.transfer_leadership(NodeId(to))
+        self._trace(f"{id} transfer leadership to {to}")
+        self._after_input(id)
+
+    def campaign(self, id: str) -> None:
+        self._live(id).campaign()
+        self._trace(f"{id} campaign")
+        self._after_input(id)
+
+    def read_index(self, id: str, context: bytes) -> None:
+        self._live(id).read_index(context)
+        self._after_input(id)
+
+    def _live(self, id: str) -> RaftNode:
+        node = self.node(id)
+        if node.raft is None:
+            self.fail(f"node {id} is down")
+        assert node.raft is not None
+        return node.raft
+
+    def _after_input(self, id: str) -> None:
+        node = self.node(id)
+        self._pump(node)
+        self._check(node)
+
+    # --- clients -------------------------------------------------------------------------
+    def client(self, *, unsafe_reads: bool = False) -> Client:
+        """A new client (ids 1, 2, ...)."""
+        c = Client(self, len(self._clients) + 1, unsafe_reads=unsafe_reads)
+        self._clients.append(c)
+        return c
+
+    def history(self) -> list[ClientOp]:
+        """Every client operation so far, in call order (pending ones return at inf)."""
+        return [ClientOp(*op) for op in self._history]
+
+    def start_workload(
+        self,
+        clients: Sequence[Client],
+        *,
+        keys: Sequence[str] = ("a", "b", "c"),
+        duration_ms: float,
+        weights: tuple[float, float, float, float] = (0.25, 0.35, 0.35, 0.05),
+        think_ms: tuple[float, float] = (0.0, 20.0),
+    ) -> None:
+        """Each client runs random operations back to back (put/append/get/delete by
+        ``weights``) on ``keys`` for ``duration_ms``; values are unique per operation."""
+        stop = self.now + duration_ms
+        ops = ("put", "append", "get", "delete")
+
+        def next_op(c: Client) -> None:
+            if self.now >= stop:
+                return
+            op = self._rng.choices(ops, weights)[0]
+            key = self._rng.choice(list(keys))
+            value = f"{c.id}.{c._seq + 1};"
+            done = lambda _op: self._schedule(self._rng.uniform(*think_ms), next_op, c)  # noqa: E731
+            if op == "put":
+                c.put(key, value, done)
+            elif op == "append":
+                c.append(key, value, done)
+            elif op == "get":
+                c.get(key, done)
+            else:
+                c.delete(key, done)
+
+        for c in clients:
+            self._schedule(self._rng.uniform(*think_ms), next_op, c)
+
+    def _client_send(self, target: NodeId, req: _Request) -> None:
+        for d in self.net.plan(False):
+            self._schedule(d, self._on_request, target, req)
+
+    def _on_request(self, target: NodeId, req: _Request) -> None:
+        node = self.nodes.get(target)
+        if node is None or not node.up or not self.net.is_connected(target):
+            return
+        raft = node.raft
+        assert raft is not None
+        cmd = req.cmd
+        if cmd.op == "get" and req.client.unsafe_reads:
+            st = raft.status()
+            if st.role is Role.LEADER:
+                self._reply(node, req, True, node.app.get(cmd.key))
+            else:
+                self._reply(node, req, False, None, st.leader)
+            return
+        try:
+            if cmd.op == "get":
+                ctx = f"r{cmd.client}.{cmd.seq}.{req.attempt}".encode()
+                raft.read_index(ctx)
+                node.pending_reads[ctx] = req
+            else:
+                term, index = raft.propose(encode_command(cmd))
+                node.pending_writes[index] = (term, req)
+        except NotLeader as exc:
+            self._reply(node, req, False, None, NodeId(exc.leader) if exc.leader else None)
+            return
+        except ProposalDropped:
+            self._reply(node, req, False, None, None)
+            return
+        self._pump(node)
+        self._check(node)
+
+    def _reply(
+        self,
+        node: SimNode,
+        req: _Request,
+        ok: bool,
+        output: str | None,
+        hint: NodeId | None = None,
+    ) -> None:
+        if not self.net.is_connected(node.id):
+            return
+        for d in self.net.plan(True):
+            self._schedule(d, req.client._on_reply, req, ok, output, hint, node.id)
+
+    # --- measurements --------------------------------------------------------------------
+    def persisted_bytes(self, id: str) -> int:
+        """Raft state on ``id``'s disk besides the snapshot (6.824's RaftStateSize)."""
+        return self.node(id).store.persisted_bytes()
+
+    def rpc_count(self) -> int:
+        return self.stats.rpcs_sent
