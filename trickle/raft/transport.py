@@ -20,7 +20,9 @@ Errors (RPC)::
 
     TrickleError
     └── RpcError (503)
-        ├── PeerUnreachable   no connection (unknown peer, refused, lost before the reply)
+        ├── PeerUnreachable   no connection (unknown peer, refused, handshake failed):
+        │   │                 the request did not go out
+        │   └── ConnectionLost  lost after the request went out (it may have run)
         ├── RpcTimeout        no reply within the timeout (the call may have run remotely)
         └── RemoteError       the remote handler failed or has no such method; ``error`` says why
 
@@ -85,6 +87,10 @@ class RpcError(TrickleError):
 
 class PeerUnreachable(RpcError):
     """No connection to the peer (unknown, refused, handshake failed or lost)."""
+
+
+class ConnectionLost(PeerUnreachable):
+    """The connection broke after the request went out: it may or may not have run."""
 
 
 class RpcTimeout(RpcError):
@@ -407,7 +413,7 @@ class _Link:
             self._drop(len(self.raft))
             self.raft.clear()
             self.raft_bytes = 0
-            self._lose_pending(f"{self.peer} is unreachable: {self.last_error}")
+            self._lose_pending(f"unreachable: {self.last_error}")
         self.changed.set()
         self.changed = trio.Event()
 
@@ -429,7 +435,7 @@ class _Link:
         self.rpc.clear()
         pending, self.pending = self.pending, {}
         for call in pending.values():
-            call.error = PeerUnreachable(why)
+            call.error = ConnectionLost(f"{self.peer}: {why}")
             call.done.set()
 
     def statistics(self) -> PeerStatistics:
@@ -622,8 +628,9 @@ class TcpTransport:
         timeout: float = CALL_TIMEOUT,  # noqa: ASYNC109
     ) -> bytes:
         """Call ``method`` on ``peer`` and return its reply. Raises PeerUnreachable (no
-        connection, or it was lost before the reply: the call may or may not have run),
-        RpcTimeout, RemoteError, or PayloadTooLarge for a request over the frame limit.
+        connection: the request did not go out), ConnectionLost (lost before the reply:
+        the call may or may not have run), RpcTimeout (likewise), RemoteError, or
+        PayloadTooLarge for a request over the frame limit.
         (``timeout`` is a parameter, not a cancel scope around the call, because it tells
         "never connected" from "no reply" apart.)"""
         link = self._links.get(peer)
