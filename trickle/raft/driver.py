@@ -1,0 +1,614 @@
+"""The Trio driver of one Raft node: time, network, storage and the application around the core.
+
+    driver = RaftDriver(NodeId("a"), storage=SqliteRaftStorage(path), transport=transport,
+                        app=my_state_machine, bootstrap=ConfState(voters=frozenset(ids)))
+    await nursery.start(driver.run)
+    result = await driver.propose(b"command")   # the local state machine's result
+    await driver.read_barrier()                 # then read the local state: linearizable
+
+The loop: a timer ticks the core every ``tick_seconds``; received messages are stepped
+as they arrive; then, while the core has a Ready: send its leader messages, save its
+writes in ONE storage call (one fsync; in a worker thread, shielded from cancellation),
+send the other messages, restore a received snapshot, apply committed entries, advance.
+Messages that arrive while a save is in flight are stepped at once and their writes go
+in the next save (group commit). Every ``snapshot_entries`` applied entries the
+application's image is taken and the log compacted.
+
+Defaults (``DEFAULT_TICK_SECONDS`` x ``DEFAULT_CONFIG``): tick 25 ms, election timeout
+10-20 ticks (250-500 ms), heartbeat every 4 ticks (100 ms): a 3-node LAN cluster elects a
+new leader some 300-500 ms after its leader dies.
+
+Errors: NotLeader (no leader known after a short wait), ProposalDropped (the entry was
+overwritten by another leader's, or the leader is transferring), ProposalUnknown (the
+outcome cannot be known: the forwarding call was lost, or a snapshot replaced the entry),
+ConfChangeRejected, ValidationError, EngineClosed (the driver is not running),
+LeadershipTransferFailed. The application's exceptions and storage failures stop
+``run`` (a node must not go on after failing to persist or apply).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import attrs
+import msgpack
+import trio
+
+from trickle.errors import (
+    ConfChangeRejected,
+    EngineClosed,
+    NotLeader,
+    ProposalDropped,
+    TrickleError,
+    ValidationError,
+)
+from trickle.raft.config import RaftConfig
+from trickle.raft.core import RaftNode, Ready, Role, SoftState, Status
+from trickle.raft.messages import ConfChange, ConfState, Entry, NodeId, Snapshot
+from trickle.raft.storage import RaftStorage
+from trickle.raft.transport import ConnectionLost, PeerUnreachable, RpcError, RpcTimeout, Transport
+from trickle.raft.wire import decode_conf_change, encode_conf_change
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TICK_SECONDS = 0.025  # one core tick
+DEFAULT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)
+SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log compactions)
+FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
+READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
+PROPOSE_METHOD = "raft.propose"
+CONF_CHANGE_METHOD = "raft.conf_change"
+
+_OK, _ERROR = 0, 1
+_FORWARDED_ERRORS: dict[str, type[TrickleError]] = {
+    cls.__name__: cls for cls in (NotLeader, ProposalDropped, ConfChangeRejected, ValidationError)
+}
+
+
+class ProposalUnknown(TrickleError):
+    """A proposal whose fate cannot be known: it may or may not be committed."""
+
+    http_status = 503
+
+
+class LeadershipTransferFailed(TrickleError):
+    """The target did not become leader in time (lagging, unreachable, or not a voter)."""
+
+    http_status = 503
+
+
+class RaftApplication(Protocol):
+    """The replicated state machine the driver feeds. Called from the driver's loop, one
+    call at a time; an exception stops the driver."""
+
+    async def apply(self, entries: Sequence[Entry]) -> Sequence[object]:
+        """Apply committed entries in order; one result per entry (conf changes and the
+        leaders' empty no-op entries included: return anything, e.g. None)."""
+        ...
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        """Replace the whole state with ``snapshot.data`` (as of ``snapshot.meta.index``)."""
+        ...
+
+    async def snapshot(self) -> bytes:
+        """The state's image as of the last applied entry."""
+        ...
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """One proposal waiting for the entry at its index to be applied."""
+
+    term: int
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: object = None
+    error: TrickleError | None = None
+
+    def resolve(self, term: int, result: object) -> None:
+        if term == self.term:
+            self.result = result
+        else:
+            self.error = ProposalDropped(
+                f"the entry was replaced by one of term {term} (proposed in term {self.term})"
+            )
+        self.done.set()
+
+    def fail(self, error: TrickleError) -> None:
+        self.error = error
+        self.done.set()
+
+
+@attrs.define(eq=False)
+class _Read:
+    done: trio.Event = attrs.Factory(trio.Event)
+    index: int = 0
+
+
+class RaftDriver:
+    """Runs one RaftNode: see the module docstring.
+
+    storage: a RaftStorage (the driver neither opens nor closes it).
+    transport: a TcpTransport or MemoryTransport, served by the caller; the driver
+        registers the RPC methods ``raft.propose`` and ``raft.conf_change`` on it.
+    bootstrap: the initial voters when starting a new cluster (ignored when the storage
+        holds state); None to wait for a leader to contact this node.
+    applied: the last index the application already holds (entries up to it are not
+        applied again).
+    snapshot_entries: take a snapshot and compact every this many applied entries.
+    storage_in_thread: call storage in a worker thread (SQLite); False for in-memory
+        stores, which keeps MockClock tests deterministic.
+    on_soft_state: called (synchronously, in the loop) when role/leader/term change.
+    on_conf: called with the new membership when it changes.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        *,
+        config: RaftConfig = DEFAULT_CONFIG,
+        storage: RaftStorage,
+        transport: Transport,
+        app: RaftApplication,
+        tick_seconds: float = DEFAULT_TICK_SECONDS,
+        bootstrap: ConfState | None = None,
+        applied: int = 0,
+        rng: random.Random | None = None,
+        snapshot_entries: int = SNAPSHOT_ENTRIES,
+        storage_in_thread: bool = True,
+        forward_timeout: float = FORWARD_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        on_soft_state: Callable[[SoftState], None] | None = None,
+        on_conf: Callable[[ConfState], None] | None = None,
+    ) -> None:
+        if tick_seconds <= 0:
+            raise ValidationError("tick_seconds must be positive", field="tick_seconds")
+        if snapshot_entries < 1:
+            raise ValidationError("snapshot_entries must be at least 1", field="snapshot_entries")
+        if applied < 0:
+            raise ValidationError("applied must not be negative", field="applied")
+        self.id = node_id
+        self.config = config
+        self.tick_seconds = tick_seconds
+        self._storage = storage
+        self._transport = transport
+        self._app = app
+        self._bootstrap = bootstrap
+        self._initial_applied = applied
+        self._rng = rng or random.Random()
+        self._snapshot_entries = snapshot_entries
+        self._in_thread = storage_in_thread
+        self._forward_timeout = forward_timeout
+        self._read_timeout = read_timeout
+        self._on_soft_state = on_soft_state
+        self._on_conf = on_conf
+        # a leader is normally known within two election timeouts
+        self._leader_wait = 4 * config.election_ticks * tick_seconds
+        self._node: RaftNode | None = None
+        self._soft = SoftState(role=Role.FOLLOWER, leader=None, term=0)
+        self._conf = ConfState()
+        self._applied = applied
+        self._snapshot_index = 0
+        self._wake = trio.Event()
+        self._state_changed = trio.Event()
+        self._applied_changed = trio.Event()
+        self._waiters: dict[int, list[_Waiter]] = {}
+        self._reads: dict[bytes, _Read] = {}
+        self._read_seq = 0
+        self._read_nonce = os.urandom(4).hex()
+        self._forward_starts: collections.Counter[int] = collections.Counter()
+        self._captured: dict[int, tuple[int, object]] = {}
+        self.snapshots_taken = 0
+
+    # lifecycle ------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover from storage and run the node until cancelled. Started once the node
+        is running (it may not know a leader yet: see ``wait_leader``)."""
+        if self._node is not None:
+            raise RuntimeError("this driver is already running")
+        durable = await self._storage_call(self._storage.load)
+        node = RaftNode(
+            self.id,
+            config=self.config,
+            rng=self._rng,
+            durable=durable,
+            applied=self._initial_applied,
+            bootstrap=self._bootstrap,
+        )
+        self._applied = self._initial_applied
+        self._snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
+        status = node.status()
+        self._soft = SoftState(role=status.role, leader=status.leader, term=status.term)
+        self._conf = status.conf
+        self._transport.register(PROPOSE_METHOD, self._serve_propose)
+        self._transport.register(CONF_CHANGE_METHOD, self._serve_conf_change)
+        self._node = node
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ticker, node)
+                nursery.start_soon(self._receiver, node)
+                nursery.start_soon(self._loop, node)
+                task_status.started()
+        finally:
+            self._node = None
+            self._transport.unregister(PROPOSE_METHOD)
+            self._transport.unregister(CONF_CHANGE_METHOD)
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.fail(EngineClosed())
+            self._waiters.clear()
+            for read in self._reads.values():
+                read.done.set()
+            self._reads.clear()
+            self._changed()
+            self._wake_appliers()
+
+    async def _ticker(self, node: RaftNode) -> None:
+        deadline = trio.current_time()
+        while True:
+            # after a stall, tick once and go on: lost ticks are not replayed in a burst
+            deadline = max(deadline + self.tick_seconds, trio.current_time())
+            await trio.sleep_until(deadline)
+            node.tick()
+            self._wake.set()
+
+    async def _receiver(self, node: RaftNode) -> None:
+        async for message in self._transport.messages:
+            node.step(message)
+            self._wake.set()
+
+    async def _loop(self, node: RaftNode) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while node.has_ready():
+                await self._handle(node, node.ready())
+                await self._maybe_snapshot(node)
+            for peer in self._transport.take_unreachable():
+                node.report_unreachable(peer)
+
+    async def _handle(self, node: RaftNode, rd: Ready) -> None:
+        send = self._transport.send
+        if rd.soft_state is not None:
+            self._set_soft_state(rd.soft_state)
+        for message in rd.leader_messages:
+            send(message)
+        if rd.must_sync:
+            save = partial(
+                self._storage.save,
+                hard_state=rd.hard_state,
+                entries=rd.entries,
+                snapshot=rd.snapshot,
+            )
+            await self._storage_call(save)
+        for message in rd.messages:
+            send(message)
+        if rd.snapshot is not None:
+            await self._app.restore(rd.snapshot)
+            self._restored(rd.snapshot.meta.index)
+        if rd.committed_entries:
+            await self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            read = self._reads.get(rs.context)
+            if read is not None:
+                read.index = rs.index
+                read.done.set()
+        if rd.conf is not None:
+            self._conf = rd.conf
+            if self._on_conf is not None:
+                self._call_back(self._on_conf, rd.conf)
+        node.advance(rd)
+        if rd.snapshot is not None or rd.committed_entries:
+            self._wake_appliers()
+
+    async def _apply(self, entries: Sequence[Entry]) -> None:
+        results = await self._app.apply(entries)
+        if len(results) != len(entries):
+            raise RuntimeError(
+                f"the application returned {len(results)} results for {len(entries)} entries"
+            )
+        capture = bool(self._forward_starts)
+        for entry, result in zip(entries, results, strict=True):
+            waiters = self._waiters.pop(entry.index, None)
+            if waiters:
+                for waiter in waiters:
+                    waiter.resolve(entry.term, result)
+            if capture:
+                self._captured[entry.index] = (entry.term, result)
+        self._applied = entries[-1].index
+
+    def _restored(self, index: int) -> None:
+        for i in sorted(i for i in self._waiters if i <= index):
+            for waiter in self._waiters.pop(i):
+                waiter.fail(ProposalUnknown(f"entry {i} was replaced by a snapshot up to {index}"))
+        self._applied = index
+        self._snapshot_index = index
+
+    async def _maybe_snapshot(self, node: RaftNode) -> None:
+        if self._applied - self._snapshot_index < self._snapshot_entries:
+            return
+        index = self._applied
+        data = await self._app.snapshot()  # nothing is applied meanwhile: it is as of index
+        snapshot = Snapshot(meta=node.snapshot_meta(index), data=data)
+        keep_from = node.compact(snapshot)
+        await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
+        self._snapshot_index = index
+        self.snapshots_taken += 1
+        logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
+
+    async def _storage_call(self, fn: Callable[[], Any]) -> Any:
+        if not self._in_thread:
+            return fn()
+        with trio.CancelScope(shield=True):  # a write once started is finished
+            return await trio.to_thread.run_sync(fn)
+
+    def _set_soft_state(self, soft: SoftState) -> None:
+        if soft.leader != self._soft.leader or soft.role != self._soft.role:
+            logger.info("%s: %s", self.id, soft.describe())
+        self._soft = soft
+        self._changed()
+        if self._on_soft_state is not None:
+            self._call_back(self._on_soft_state, soft)
+
+    def _call_back(self, fn: Callable[[Any], None], value: object) -> None:
+        try:
+            fn(value)
+        except Exception:
+            logger.exception("%s: callback %r failed", self.id, fn)
+
+    def _changed(self) -> None:
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+
+    def _wake_appliers(self) -> None:
+        self._applied_changed.set()
+        self._applied_changed = trio.Event()
+
+    # public API -----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._node is not None
+
+    @property
+    def soft_state(self) -> SoftState:
+        """Role, leader and term as of the last Ready."""
+        return self._soft
+
+    @property
+    def applied(self) -> int:
+        """The last index the application applied."""
+        return self._applied
+
+    @property
+    def conf(self) -> ConfState:
+        return self._conf
+
+    def status(self) -> Status:
+        """The core's status (role, term, commit, applied, progress of followers...)."""
+        return self._running_node().status()
+
+    async def wait_leader(self) -> NodeId:
+        """Return the leader's id once one is known (blocks while there is none)."""
+        while self._soft.leader is None:
+            self._running_node()
+            await self._state_changed.wait()
+        return self._soft.leader
+
+    async def propose(self, data: bytes) -> object:
+        """Replicate ``data`` and return the local application's result for its entry
+        once applied here. On a follower the leader appends it (``raft.propose``) and
+        this node waits until it applies that index. Raises NotLeader(hint) if no leader
+        is known after a short wait, ProposalDropped if another entry took that index,
+        ProposalUnknown if the outcome cannot be known, EngineClosed if not running.
+        Never times out by itself while the cluster cannot commit: cancel to give up."""
+        node = self._running_node()
+        return await self._submit(partial(node.propose, data), PROPOSE_METHOD, data)
+
+    async def propose_conf_change(self, change: ConfChange) -> object:
+        """Propose one membership change (forwarded to the leader like ``propose``);
+        returns the application's result for its entry. Raises ConfChangeRejected."""
+        node = self._running_node()
+        return await self._submit(
+            partial(node.propose_conf_change, change),
+            CONF_CHANGE_METHOD,
+            encode_conf_change(change),
+        )
+
+    async def transfer_leadership(self, to: NodeId, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Hand leadership to voter ``to`` and return once it leads. Raises NotLeader on
+        a follower, ValidationError if ``to`` is not a voter, LeadershipTransferFailed if
+        ``to`` does not lead within ``timeout`` (default: two election timeouts)."""
+        node = self._running_node()
+        node.transfer_leadership(to)
+        self._wake.set()
+        limit = (
+            timeout if timeout is not None else 4 * self.config.election_ticks * self.tick_seconds
+        )
+        with trio.move_on_after(limit):
+            while self._soft.leader != to:
+                self._running_node()
+                await self._state_changed.wait()
+            return
+        raise LeadershipTransferFailed(f"{to} did not become leader within {limit:.3g} s")
+
+    async def read_barrier(self, *, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """Wait until a read of the local state is linearizable (ReadIndex: the leader
+        confirms it still leads, then this node applies up to that commit index);
+        returns that index. Retries across leader changes for ``timeout`` seconds
+        (default READ_TIMEOUT), then raises NotLeader."""
+        limit = self._read_timeout if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        retry = 2 * self.config.election_ticks * self.tick_seconds
+        while True:
+            node = self._running_node()
+            self._read_seq += 1
+            ctx = f"{self.id}/{self._read_nonce}/{self._read_seq}".encode()
+            try:
+                node.read_index(ctx)
+            except NotLeader:
+                if trio.current_time() >= deadline:
+                    raise
+                with trio.move_on_at(deadline):
+                    await self._state_changed.wait()
+                continue
+            read = self._reads[ctx] = _Read()
+            self._wake.set()
+            try:
+                with trio.move_on_at(min(deadline, trio.current_time() + retry)):
+                    await read.done.wait()
+            finally:
+                self._reads.pop(ctx, None)
+            if read.index:
+                with trio.move_on_at(deadline):
+                    while self._applied < read.index:
+                        self._running_node()
+                        await self._applied_changed.wait()
+                    return read.index
+            self._running_node()
+            if trio.current_time() >= deadline:
+                raise NotLeader(self._soft.leader if self._soft.leader != self.id else None)
+
+    # proposals ------------------------------------------------------------------------
+    async def _submit(
+        self, local: Callable[[], tuple[int, int]], method: str, payload: bytes
+    ) -> object:
+        deadline = trio.current_time() + self._leader_wait
+        while True:
+            self._running_node()
+            leader = self._soft.leader
+            if leader == self.id or leader is None:
+                try:
+                    term, index = local()
+                except NotLeader:
+                    pass
+                else:
+                    self._wake.set()
+                    return await self._wait_entry(term, index)
+            else:
+                forwarded = await self._forward(leader, method, payload)
+                if forwarded is not None:
+                    return await self._wait_registered(*forwarded)
+            if trio.current_time() >= deadline:
+                hint = self._soft.leader
+                raise NotLeader(hint if hint != self.id else None)
+            with trio.move_on_at(deadline):
+                await self._state_changed.wait()
+
+    async def _forward(
+        self, leader: NodeId, method: str, payload: bytes
+    ) -> tuple[int, _Waiter] | None:
+        """Ask ``leader`` to append; returns the entry's index and a waiter for its result
+        (already resolved if it was applied before the answer came), or None when the
+        leader could not be reached (no request went out) or is no longer leader."""
+        start = self._applied
+        self._forward_starts[start] += 1
+        try:
+            try:
+                reply = await self._transport.call(
+                    leader, method, payload, timeout=self._forward_timeout
+                )
+            except (ConnectionLost, RpcTimeout) as exc:
+                raise ProposalUnknown(f"forwarded to {leader}, no answer: {exc}") from None
+            except PeerUnreachable:
+                return None
+            except RpcError as exc:
+                raise ProposalDropped(f"the leader {leader} failed the proposal: {exc}") from None
+            status, *rest = _unpack_reply(reply)
+            if status == _ERROR:
+                name, text = rest
+                if name == NotLeader.__name__:
+                    return None
+                raise _FORWARDED_ERRORS.get(name, ProposalDropped)(text)
+            term, index = rest
+            if index > self._applied:
+                return index, self._register(term, index)
+            # applied here before the leader's answer arrived: the result was captured
+            waiter = _Waiter(term)
+            found = self._captured.get(index)
+            if found is None:
+                waiter.fail(ProposalUnknown(f"entry {index} was applied from a snapshot"))
+            else:
+                waiter.resolve(*found)
+            return index, waiter
+        finally:
+            self._forward_done(start)
+
+    def _forward_done(self, start: int) -> None:
+        self._forward_starts[start] -= 1
+        if not self._forward_starts[start]:
+            del self._forward_starts[start]
+        low = min(self._forward_starts) if self._forward_starts else None
+        while self._captured:
+            first = next(iter(self._captured))
+            if low is not None and first > low:
+                break
+            del self._captured[first]
+
+    def _register(self, term: int, index: int) -> _Waiter:
+        waiter = _Waiter(term)
+        self._waiters.setdefault(index, []).append(waiter)
+        return waiter
+
+    async def _wait_entry(self, term: int, index: int) -> object:
+        return await self._wait_registered(index, self._register(term, index))
+
+    async def _wait_registered(self, index: int, waiter: _Waiter) -> object:
+        try:
+            await waiter.done.wait()
+        finally:
+            waiters = self._waiters.get(index)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[index]
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    async def _serve_propose(self, src: NodeId, payload: bytes) -> bytes:
+        return self._append_for_peer(lambda node: node.propose(payload))
+
+    async def _serve_conf_change(self, src: NodeId, payload: bytes) -> bytes:
+        def append(node: RaftNode) -> tuple[int, int]:
+            return node.propose_conf_change(decode_conf_change(payload))
+
+        return self._append_for_peer(append)
+
+    def _append_for_peer(self, append: Callable[[RaftNode], tuple[int, int]]) -> bytes:
+        """Append on behalf of a follower and answer at once with (term, index)."""
+        node = self._node
+        try:
+            if node is None:
+                raise NotLeader(None)
+            term, index = append(node)
+        except TrickleError as exc:
+            return msgpack.packb([_ERROR, type(exc).__name__, exc.message])
+        self._wake.set()
+        return msgpack.packb([_OK, term, index])
+
+    def _running_node(self) -> RaftNode:
+        if self._node is None:
+            raise EngineClosed()
+        return self._node
+
+
+def _unpack_reply(reply: bytes) -> list[Any]:
+    try:
+        value = msgpack.unpackb(reply)
+        if (
+            isinstance(value, list)
+            and len(value) == 3
+            and (
+                (value[0] == _OK and all(type(v) is int for v in value[1:]))
+                or (value[0] == _ERROR and all(type(v) is str for v in value[1:]))
+            )
+        ):
+            return value
+    except Exception:
+        pass
+    raise ProposalUnknown(f"the leader answered a forwarded proposal with garbage: {reply[:40]!r}")
