@@ -392,12 +392,19 @@ class RaftDriver:
         """The core's status (role, term, commit, applied, progress of followers...)."""
         return self._running_node().status()
 
-    async def wait_leader(self) -> NodeId:
-        """Return the leader's id once one is known (blocks while there is none)."""
-        while self._soft.leader is None:
+    async def wait_state(self, predicate: Callable[[SoftState], bool]) -> SoftState:
+        """Return the soft state once ``predicate`` holds for it (checked now and at
+        every change). Raises EngineClosed if the driver stops meanwhile."""
+        while not predicate(self._soft):
             self._running_node()
             await self._state_changed.wait()
-        return self._soft.leader
+        return self._soft
+
+    async def wait_leader(self) -> NodeId:
+        """Return the leader's id once one is known (blocks while there is none)."""
+        soft = await self.wait_state(lambda s: s.leader is not None)
+        assert soft.leader is not None
+        return soft.leader
 
     async def propose(self, data: bytes) -> object:
         """Replicate ``data`` and return the local application's result for its entry

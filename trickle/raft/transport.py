@@ -198,7 +198,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(cause, BaseExceptionGroup):
         reasons = sorted({str(e) or type(e).__name__ for e in cause.exceptions})
         text += ": " + "; ".join(reasons)
-    elif cause is not None:
+    elif cause is not None and str(cause) not in text:
         text += f": {cause}"
     return text
 

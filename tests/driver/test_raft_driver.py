@@ -1,0 +1,406 @@
+"""The Raft driver on MockClock over the in-memory network: elections, proposals on any
+node, failover, linearizable reads, snapshots and restarts from storage."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import msgpack
+import pytest
+import trio
+
+from trickle.errors import EngineClosed, NotLeader, ProposalDropped
+from trickle.raft.config import RaftConfig
+from trickle.raft.core import Role, SoftState
+from trickle.raft.driver import DEFAULT_CONFIG, RaftDriver
+from trickle.raft.messages import (
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    EntryKind,
+    NodeId,
+    Snapshot,
+)
+from trickle.raft.storage import MemoryStorage
+from trickle.testing.raftnet import MemoryNetwork
+
+IDS = [NodeId("n1"), NodeId("n2"), NodeId("n3")]
+TICK = 0.025
+
+
+class KvApp:
+    """Entries are b"key=value"; the result of each is (index, value) or None."""
+
+    def __init__(self) -> None:
+        self.state: dict[bytes, bytes] = {}
+        self.applied: list[int] = []
+        self.restores = 0
+
+    async def apply(self, entries: Sequence[Entry]) -> list[object]:
+        results: list[object] = []
+        for entry in entries:
+            self.applied.append(entry.index)
+            if entry.kind is EntryKind.NORMAL and entry.data:
+                key, _, value = entry.data.partition(b"=")
+                self.state[key] = value
+                results.append((entry.index, value))
+            else:
+                results.append(None)
+        return results
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        self.restores += 1
+        self.state = dict(msgpack.unpackb(snapshot.data))
+        self.applied.append(snapshot.meta.index)
+
+    async def snapshot(self) -> bytes:
+        return msgpack.packb(self.state)
+
+
+class Cluster:
+    """Drivers on one MemoryNetwork, each in its own cancel scope (stop = crash)."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        ids: list[NodeId] = IDS,
+        *,
+        seed: int = 0,
+        config: RaftConfig = DEFAULT_CONFIG,
+        **driver_options,
+    ) -> None:
+        self.nursery = nursery
+        self.ids = ids
+        self.seed = seed
+        self.config = config
+        self.options = driver_options
+        self.net = MemoryNetwork(rng=random.Random(seed))
+        self.storage = {i: MemoryStorage() for i in ids}
+        self.apps: dict[NodeId, KvApp] = {}
+        self.drivers: dict[NodeId, RaftDriver] = {}
+        self.scopes: dict[NodeId, trio.CancelScope] = {}
+        self.soft_states: dict[NodeId, list[SoftState]] = {i: [] for i in ids}
+        self.starts = 0
+
+    async def start_all(self) -> None:
+        for i in self.ids:
+            await self.start(i)
+
+    async def start(self, node: NodeId) -> RaftDriver:
+        self.starts += 1
+        app = self.apps[node] = KvApp()
+        transport = self.net.transport(node)
+        driver = RaftDriver(
+            node,
+            config=self.config,
+            storage=self.storage[node],
+            transport=transport,
+            app=app,
+            tick_seconds=TICK,
+            bootstrap=ConfState(voters=frozenset(self.ids)),
+            rng=random.Random(self.seed * 1000 + self.starts),
+            storage_in_thread=False,
+            on_soft_state=self.soft_states[node].append,
+            **self.options,
+        )
+        self.drivers[node] = driver
+        scope = self.scopes[node] = trio.CancelScope()
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                async with trio.open_nursery() as inner:
+                    await inner.start(transport.serve)
+                    await inner.start(driver.run)
+                    task_status.started()
+
+        await self.nursery.start(run)
+        return driver
+
+    def stop(self, node: NodeId) -> None:
+        self.scopes[node].cancel()
+
+    async def leader(self, among: list[NodeId] | None = None) -> NodeId:
+        """The leader all of ``among`` (default: all running) agree on."""
+        among = among or [i for i in self.ids if self.drivers[i].running]
+        while True:
+            leaders = {await self.drivers[i].wait_leader() for i in among}
+            if len(leaders) == 1:
+                (leader,) = leaders
+                if leader in among and self.drivers[leader].soft_state.role is Role.LEADER:
+                    return leader
+            await self.drivers[among[0]].wait_state(
+                lambda s, before=self.drivers[among[0]].soft_state: s != before
+            )
+
+    def followers(self, leader: NodeId) -> list[NodeId]:
+        return [i for i in self.ids if i != leader]
+
+
+async def test_three_nodes_elect_exactly_one_leader(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+        roles = [cluster.drivers[i].soft_state.role for i in IDS]
+        assert roles.count(Role.LEADER) == 1
+        assert cluster.drivers[leader].status().role is Role.LEADER
+        assert {cluster.drivers[i].soft_state.term for i in IDS} == {
+            cluster.drivers[leader].soft_state.term
+        }
+        assert cluster.soft_states[leader][-1].role is Role.LEADER  # observed by the callback
+        nursery.cancel_scope.cancel()
+
+
+async def test_propose_on_the_leader_returns_the_local_result(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            index, value = await cluster.drivers[leader].propose(b"x=1")
+        assert value == b"1"
+        assert cluster.apps[leader].state == {b"x": b"1"}
+        assert cluster.drivers[leader].applied >= index
+        nursery.cancel_scope.cancel()
+
+
+async def test_propose_on_a_follower_is_forwarded_and_applied_there(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            follower = cluster.followers(leader)[0]
+            index, value = await cluster.drivers[follower].propose(b"y=2")
+        assert value == b"2"
+        assert cluster.apps[follower].state[b"y"] == b"2"  # the result is always local
+        assert index in cluster.apps[follower].applied
+        nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_proposals_share_storage_writes(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            saves_before = cluster.storage[leader].saves
+            results = {}
+
+            async def one(i: int) -> None:
+                results[i] = await cluster.drivers[leader].propose(f"k{i}={i}".encode())
+
+            async with trio.open_nursery() as clients:
+                for i in range(50):
+                    clients.start_soon(one, i)
+        assert sorted(v for _, v in results.values()) == sorted(str(i).encode() for i in range(50))
+        assert len({index for index, _ in results.values()}) == 50
+        assert cluster.storage[leader].saves - saves_before < 10  # group commit
+        nursery.cancel_scope.cancel()
+
+
+async def test_leader_failure_elects_a_new_leader_that_commits(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            old = await cluster.leader()
+            await cluster.drivers[old].propose(b"a=1")
+        cluster.stop(old)
+        rest = cluster.followers(old)
+        died = trio.current_time()
+        with trio.fail_after(5):
+            for i in rest:
+                await cluster.drivers[i].wait_state(lambda s: s.leader not in (None, old))
+            new = await cluster.leader(rest)
+            await cluster.drivers[new].propose(b"b=2")
+        assert new != old
+        assert trio.current_time() - died < 2.0  # virtual seconds: election timeout 250-500 ms
+        # the old leader comes back from its storage and catches up
+        with trio.fail_after(5):
+            back = await cluster.start(old)
+            await back.read_barrier()
+        assert cluster.apps[old].state == {b"a": b"1", b"b": b"2"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_read_barrier_on_a_follower_sees_every_acknowledged_write(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            index, _ = await cluster.drivers[leader].propose(b"r=1")
+            for follower in cluster.followers(leader):
+                read_index = await cluster.drivers[follower].read_barrier()
+                assert read_index >= index
+                assert cluster.apps[follower].state[b"r"] == b"1"
+            assert await cluster.drivers[leader].read_barrier() >= index
+        nursery.cancel_scope.cancel()
+
+
+async def test_isolated_node_cannot_read_or_propose(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+        follower = cluster.followers(leader)[0]
+        cluster.net.isolate(follower)
+        with trio.fail_after(30):
+            with pytest.raises(NotLeader):
+                await cluster.drivers[follower].read_barrier(timeout=1.0)
+            with pytest.raises(NotLeader):
+                await cluster.drivers[follower].propose(b"z=1")
+        cluster.net.heal()
+        with trio.fail_after(5):
+            await cluster.drivers[follower].read_barrier()
+        nursery.cancel_scope.cancel()
+
+
+async def test_proposal_on_a_deposed_leader_is_dropped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            old = await cluster.leader()
+        cluster.net.isolate(old)
+        outcome: list[object] = []
+        settled = trio.Event()
+
+        async def propose_on_old() -> None:
+            try:
+                outcome.append(await cluster.drivers[old].propose(b"lost=1"))
+            except ProposalDropped as exc:
+                outcome.append(exc)
+            settled.set()
+
+        nursery.start_soon(propose_on_old)
+        rest = cluster.followers(old)
+        with trio.fail_after(10):
+            for i in rest:
+                await cluster.drivers[i].wait_state(lambda s: s.leader not in (None, old))
+            new = await cluster.leader(rest)
+            await cluster.drivers[new].propose(b"won=1")
+            await cluster.drivers[new].propose(b"won=2")
+        cluster.net.heal()
+        with trio.fail_after(10):
+            await cluster.drivers[old].wait_state(lambda s: s.leader == new)
+            await cluster.drivers[old].read_barrier()
+            await settled.wait()
+        assert isinstance(outcome[0], ProposalDropped)
+        assert b"lost" not in cluster.apps[old].state
+        assert cluster.apps[old].state[b"won"] == b"2"
+        nursery.cancel_scope.cancel()
+
+
+async def test_snapshot_compaction_and_restart_from_storage(autojump_clock):
+    config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=2)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, config=config, snapshot_entries=5)
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            for i in range(23):
+                await cluster.drivers[leader].propose(f"k{i % 7}={i}".encode())
+            for i in IDS:
+                await cluster.drivers[i].read_barrier()
+        expected = cluster.apps[leader].state
+        for i in IDS:
+            assert cluster.drivers[i].snapshots_taken >= 3
+            assert cluster.storage[i].compactions >= 3
+            assert cluster.apps[i].state == expected
+        # restart every node from its storage with an empty application
+        for i in IDS:
+            cluster.stop(i)
+        await trio.testing.wait_all_tasks_blocked()
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            await cluster.drivers[leader].propose(b"after=1")
+            for i in IDS:
+                await cluster.drivers[i].read_barrier()
+        for i in IDS:
+            # the log below the snapshot is gone: the state came back from the snapshot
+            assert cluster.storage[i].load().entries[0].index > 1
+            assert cluster.apps[i].restores >= 1
+            assert cluster.apps[i].state == {**expected, b"after": b"1"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_lagging_follower_catches_up_from_a_snapshot(autojump_clock):
+    config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=0)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, config=config, snapshot_entries=4)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+        lagging = cluster.followers(leader)[0]
+        cluster.stop(lagging)
+        with trio.fail_after(10):
+            for i in range(20):
+                await cluster.drivers[leader].propose(f"k{i}={i}".encode())
+        with trio.fail_after(10):
+            await cluster.start(lagging)
+            await cluster.drivers[lagging].read_barrier()
+        assert cluster.apps[lagging].restores >= 1
+        assert cluster.apps[lagging].state == cluster.apps[leader].state
+        nursery.cancel_scope.cancel()
+
+
+async def test_leadership_transfer(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            target = cluster.followers(leader)[1]
+            await cluster.drivers[leader].propose(b"t=1")
+            await cluster.drivers[leader].transfer_leadership(target)
+            assert await cluster.leader() == target
+        with pytest.raises(NotLeader):
+            await cluster.drivers[leader].transfer_leadership(target)
+        nursery.cancel_scope.cancel()
+
+
+async def test_conf_change_proposed_on_a_follower(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            follower = cluster.followers(leader)[0]
+            change = ConfChange(op=ConfChangeOp.ADD_LEARNER, node=NodeId("n4"))
+            assert await cluster.drivers[follower].propose_conf_change(change) is None
+        assert NodeId("n4") in cluster.drivers[follower].conf.learners
+        nursery.cancel_scope.cancel()
+
+
+async def test_stopped_driver_refuses_calls_and_fails_waiters(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+        follower = cluster.followers(leader)[0]
+        cluster.net.isolate(leader)
+        errors: list[BaseException] = []
+
+        async def stuck_proposal() -> None:
+            try:
+                await cluster.drivers[leader].propose(b"never=1")
+            except EngineClosed as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(stuck_proposal)
+            await trio.testing.wait_all_tasks_blocked()
+            cluster.stop(leader)
+        assert len(errors) == 1
+        with pytest.raises(EngineClosed):
+            await cluster.drivers[leader].propose(b"x=1")
+        assert cluster.drivers[follower].running
+        nursery.cancel_scope.cancel()
