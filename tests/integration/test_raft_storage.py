@@ -458,11 +458,11 @@ def test_writer_killed_mid_save_recovers_a_prefix_of_the_saves(
     tmp_path: Path, sim_seed: int
 ) -> None:
     rng = random.Random(sim_seed)
-    ops, states = random_ops(rng, 150, max_data=600)
+    ops, states = random_ops(rng, 80, max_data=600)
     ops_file = tmp_path / "ops.pickle"
     ops_file.write_bytes(pickle.dumps(ops))
     db = tmp_path / "live" / "raft.db"
-    kill_after = rng.randint(1, 100)
+    kill_after = rng.randint(1, 50)
     reported = 0
     args = [sys.executable, "-c", _WRITER, str(ops_file), str(db), str(SMALL_CHECKPOINT_PAGES)]
     with child(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:

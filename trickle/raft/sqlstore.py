@@ -397,12 +397,18 @@ class SqliteRaftStorage:
         snapshot: Snapshot | None = None,
     ) -> None:
         """See RaftStorage.save: one transaction, one fsync with Durability.FSYNC."""
-        if hard_state is not None and hard_state == self._hard_state:
-            hard_state = None  # unchanged: no need to rewrite its page
-        if hard_state is None and not entries and snapshot is None:
-            with self._lock:
-                self._check_writable()
-            return
+        with self._lock:
+            self._check_writable()
+            if hard_state is not None and hard_state == self._hard_state:
+                hard_state = None  # unchanged: no need to rewrite its page
+            if hard_state is not None or entries or snapshot is not None:
+                self._save(hard_state, entries, snapshot)
+            self.saves += 1
+            self.entries_written += len(entries)
+
+    def _save(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> None:
         with self._transaction() as cur:
             drop = plan_save(self, hard_state=hard_state, entries=entries, snapshot=snapshot)
             if snapshot is not None:
@@ -439,38 +445,29 @@ class SqliteRaftStorage:
             self._last_index = entries[-1].index
         if hard_state is not None:
             self._hard_state = hard_state
-        self.saves += 1
-        self.entries_written += len(entries)
 
     def compact(self, snapshot: Snapshot, *, keep_from: int) -> None:
         """See RaftStorage.compact: the snapshot and the deletion in one transaction."""
-        with self._transaction() as cur:
-            plan_compact(self, snapshot, keep_from=keep_from)
-            self._put_snapshot(cur, snapshot)
-            cur.execute(_DELETE_BELOW_SQL, (keep_from,))
-        self._snapshot_index, self._snapshot_term = snapshot.meta.index, snapshot.meta.term
-        if keep_from > self._last_index:
-            self._last_index = 0
-        self.compactions += 1
+        with self._lock:
+            self._check_writable()
+            with self._transaction() as cur:
+                plan_compact(self, snapshot, keep_from=keep_from)
+                self._put_snapshot(cur, snapshot)
+                cur.execute(_DELETE_BELOW_SQL, (keep_from,))
+            self._snapshot_index, self._snapshot_term = snapshot.meta.index, snapshot.meta.term
+            if keep_from > self._last_index:
+                self._last_index = 0
+            self.compactions += 1
 
     def load(self) -> DurableState:
         """Everything durable, verified (see the module docstring): a damaged tail of the
         log is cut first. Raises StorageCorrupt for damage that is not a tail."""
         with self._lock:
             self._check_open()
-            cur = self._dbapi.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    state, cut_from, cut = self._verify(cur)
-                    if cut:
-                        cur.execute(_DELETE_FROM_SQL, (cut_from,))
-                    cur.execute("COMMIT")
-                except BaseException:
-                    self._rollback(cur)
-                    raise
-            finally:
-                cur.close()
+            with self._transaction() as cur:
+                state, cut_from, cut = self._verify(cur)
+                if cut:
+                    cur.execute(_DELETE_FROM_SQL, (cut_from,))
             self._hard_state = state.hard_state
             meta = state.snapshot.meta if state.snapshot is not None else None
             self._snapshot_index = meta.index if meta is not None else 0
@@ -496,22 +493,21 @@ class SqliteRaftStorage:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """BEGIN IMMEDIATE ... COMMIT on the held connection, or ROLLBACK on any error."""
-        with self._lock:
-            self._check_writable()
-            cur = self._dbapi.cursor()
+        """BEGIN IMMEDIATE ... COMMIT on the held connection, or ROLLBACK on any error.
+        The caller holds ``self._lock``."""
+        cur = self._dbapi.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            self._cursor = cur
             try:
-                cur.execute("BEGIN IMMEDIATE")
-                self._cursor = cur
-                try:
-                    yield cur
-                    cur.execute("COMMIT")
-                except BaseException:
-                    self._rollback(cur)
-                    raise
-            finally:
-                self._cursor = None
-                cur.close()
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback(cur)
+                raise
+        finally:
+            self._cursor = None
+            cur.close()
 
     def _rollback(self, cur: sqlite3.Cursor) -> None:
         if self._dbapi.in_transaction:  # a failed COMMIT may have ended it already
