@@ -22,10 +22,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from trickle.errors import StorageCorrupt, ValidationError
 from trickle.raft import sqlstore
@@ -689,3 +691,25 @@ def test_store_is_created_with_its_directory_and_only_as_a_file(tmp_path: Path) 
     assert path.is_file()
     with pytest.raises(RaftStorageError, match="is a directory"):
         SqliteRaftStorage(tmp_path / "a")
+
+
+async def test_a_store_opened_on_the_trio_thread_is_used_from_worker_threads(
+    tmp_path: Path,
+) -> None:
+    store = SqliteRaftStorage(tmp_path / "raft.db")
+    loaded: list[DurableState] = []
+
+    async def load() -> None:
+        loaded.append(await trio.to_thread.run_sync(store.load))
+
+    try:
+        for i in range(1, 9):
+            save = partial(store.save, hard_state=HardState(term=i), entries=entries(i, i, i))
+            await trio.to_thread.run_sync(save)
+        async with trio.open_nursery() as nursery:  # concurrent callers take turns
+            for _ in range(4):
+                nursery.start_soon(load)
+    finally:
+        store.close()
+    log = tuple(entry for i in range(1, 9) for entry in entries(i, i, i))
+    assert loaded == [DurableState(hard_state=HardState(term=8), entries=log)] * 4
