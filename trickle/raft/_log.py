@@ -1,0 +1,202 @@
+"""One node's in-memory Raft log: entries after a compaction point, what is durable, and
+the membership as of each index (a conf change counts from the moment it is appended)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from trickle.raft._conf import apply_entry_data
+from trickle.raft.messages import ConfState, Entry, EntryKind, SnapshotMeta
+
+ENTRY_OVERHEAD_BYTES = 16  # counted per entry on top of its data when sizing batches
+EMPTY_CONF = ConfState()
+
+
+def entry_size(entry: Entry) -> int:
+    return len(entry.data) + ENTRY_OVERHEAD_BYTES
+
+
+class RaftLog:
+    """Entries (offset, last]; the term of ``offset`` itself is known (the compaction
+    point or the snapshot index). Entries at ``unstable_from`` and above have not yet been
+    reported durable. ``conf(i)`` is known for i >= the conf base index (the snapshot or
+    compaction point): the base configuration plus the conf-change entries after it.
+    """
+
+    __slots__ = (
+        "_conf_base",
+        "_conf_base_index",
+        "_conf_idx",
+        "_conf_val",
+        "_entries",
+        "_offset",
+        "_offset_term",
+        "unstable_from",
+    )
+
+    def __init__(
+        self,
+        *,
+        offset: int = 0,
+        offset_term: int = 0,
+        entries: Sequence[Entry] = (),
+        conf_base_index: int = 0,
+        conf_base: ConfState = EMPTY_CONF,
+    ) -> None:
+        self._offset = offset
+        self._offset_term = offset_term
+        self._entries: list[Entry] = list(entries)
+        self._conf_base_index = conf_base_index
+        self._conf_base = conf_base
+        self._conf_idx: list[int] = []
+        self._conf_val: list[ConfState] = []
+        self._index_confs(self._entries)
+        self.unstable_from = self.last_index + 1
+
+    # reading ------------------------------------------------------------------------------
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @property
+    def first_index(self) -> int:
+        return self._offset + 1
+
+    @property
+    def last_index(self) -> int:
+        return self._offset + len(self._entries)
+
+    def last_term(self) -> int:
+        return self._entries[-1].term if self._entries else self._offset_term
+
+    def term(self, index: int) -> int | None:
+        """Term of the entry at ``index``; None if compacted away or beyond the end."""
+        offset = self._offset
+        if index == offset:
+            return self._offset_term
+        pos = index - offset - 1
+        if 0 <= pos < len(self._entries):
+            return self._entries[pos].term
+        return None
+
+    def entry(self, index: int) -> Entry:
+        return self._entries[index - self._offset - 1]
+
+    def slice(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        """Entries lo..hi (inclusive, lo > offset), at most ``max_bytes`` (>= one entry)."""
+        start = lo - self._offset - 1
+        stop = hi - self._offset
+        entries = self._entries
+        if stop <= start:
+            return []
+        size = 0
+        end = start
+        while end < stop:
+            size += len(entries[end].data) + ENTRY_OVERHEAD_BYTES
+            if size > max_bytes and end > start:
+                break
+            end += 1
+        return entries[start:end]
+
+    def unstable_entries(self) -> list[Entry]:
+        return self._entries[self.unstable_from - self._offset - 1 :]
+
+    def has_unstable(self) -> bool:
+        return self.unstable_from <= self.last_index
+
+    def is_up_to_date(self, last_term: int, last_index: int) -> bool:
+        """Is a log ending at (last_term, last_index) at least as up to date as this one?"""
+        ours = self.last_term()
+        return last_term > ours or (last_term == ours and last_index >= self.last_index)
+
+    def find_conflict(self, entries: Sequence[Entry]) -> int:
+        """Index of the first of ``entries`` that this log lacks or holds with another
+        term; 0 when this log already holds them all."""
+        for e in entries:
+            if self.term(e.index) != e.term:
+                return e.index
+        return 0
+
+    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+        """The largest index <= ``index`` whose term is <= ``term``, and that term (etcd's
+        findConflictByTerm): where another log whose entry at ``index`` has ``term`` may
+        match this one. A compacted index is returned as a possible match with term 0."""
+        while index > 0:
+            ours = self.term(index)
+            if ours is None:
+                return index, 0
+            if ours <= term:
+                return index, ours
+            index -= 1
+        return 0, 0
+
+    # membership -------------------------------------------------------------------------
+    def conf(self, index: int) -> ConfState | None:
+        """The configuration as of ``index``; None if it is no longer known."""
+        if index < self._conf_base_index:
+            return None
+        pos = bisect.bisect_right(self._conf_idx, index)
+        return self._conf_val[pos - 1] if pos else self._conf_base
+
+    def conf_latest(self) -> ConfState:
+        return self._conf_val[-1] if self._conf_val else self._conf_base
+
+    def last_conf_index(self) -> int:
+        """Index of the latest conf-change entry (or of the conf base)."""
+        return self._conf_idx[-1] if self._conf_idx else self._conf_base_index
+
+    def _index_confs(self, entries: Sequence[Entry]) -> None:
+        base_index = self._conf_base_index
+        for e in entries:
+            if e.kind == EntryKind.CONF_CHANGE and e.index > base_index:
+                self._conf_idx.append(e.index)
+                self._conf_val.append(apply_entry_data(self.conf_latest(), e.data))
+
+    # writing ------------------------------------------------------------------------------
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append ``entries`` (contiguous, the first in (offset, last + 1]), replacing the
+        suffix from the first one's index; the configuration reverts accordingly."""
+        first = entries[0].index
+        pos = first - self._offset - 1
+        if pos < len(self._entries):
+            del self._entries[pos:]
+            cut = bisect.bisect_left(self._conf_idx, first)
+            del self._conf_idx[cut:]
+            del self._conf_val[cut:]
+            if first < self.unstable_from:
+                self.unstable_from = first
+        self._entries.extend(entries)
+        self._index_confs(entries)
+
+    def stable_to(self, index: int, term: int) -> None:
+        """Entries up to (index, term) are durable, if that entry is still in the log."""
+        if index >= self.unstable_from and self.term(index) == term:
+            self.unstable_from = index + 1
+
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the whole log by a snapshot's point."""
+        self._offset = meta.index
+        self._offset_term = meta.term
+        self._entries = []
+        self._conf_base_index = meta.index
+        self._conf_base = meta.conf
+        self._conf_idx = []
+        self._conf_val = []
+        self.unstable_from = meta.index + 1
+
+    def compact_to(self, index: int) -> None:
+        """Drop entries up to ``index`` (offset < index <= last, all durable)."""
+        term = self.term(index)
+        assert term is not None
+        if index > self._conf_base_index:
+            base = self.conf(index)
+            assert base is not None
+            cut = bisect.bisect_right(self._conf_idx, index)
+            del self._conf_idx[:cut]
+            del self._conf_val[:cut]
+            self._conf_base_index = index
+            self._conf_base = base
+        del self._entries[: index - self._offset]
+        self._offset = index
+        self._offset_term = term

@@ -1,0 +1,129 @@
+"""The leader's mutable view of one follower: match/next, flow control and snapshot sending."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from trickle.raft.messages import Snapshot
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"  # one APPEND in flight per heartbeat until the match is found
+    REPLICATE = "replicate"  # up to max_inflight APPENDs, next advanced optimistically
+    SNAPSHOT = "snapshot"  # sending a snapshot; no APPENDs until it is installed
+
+
+class PeerProgress:
+    """Replication state of one member, as the leader sees it (etcd's tracker.Progress).
+
+    ``inflights`` holds the last index of each APPEND sent in REPLICATE state and not yet
+    acknowledged; the window is full at ``max_inflight``. In SNAPSHOT state ``snapshot``
+    is the image being sent, ``snap_offset`` the bytes acknowledged so far and
+    ``snap_inflight`` whether a chunk awaits its acknowledgement (one at a time).
+    ``read_ack`` is the highest read-index round this member has confirmed.
+    """
+
+    __slots__ = (
+        "inflights",
+        "learner",
+        "match",
+        "max_inflight",
+        "next",
+        "probe_sent",
+        "read_ack",
+        "recent_active",
+        "snap_inflight",
+        "snap_offset",
+        "snap_wait",
+        "snapshot",
+        "state",
+    )
+
+    def __init__(self, *, next: int, max_inflight: int, learner: bool, match: int = 0) -> None:
+        self.match = match
+        self.next = next
+        self.state = ProgressState.PROBE
+        self.learner = learner
+        self.recent_active = False
+        self.probe_sent = False
+        self.max_inflight = max_inflight
+        self.inflights: deque[int] = deque()
+        self.snapshot: Snapshot | None = None
+        self.snap_offset = 0
+        self.snap_inflight = False
+        self.snap_wait = 0
+        self.read_ack = 0
+
+    def _reset_state(self, state: ProgressState) -> None:
+        self.state = state
+        self.probe_sent = False
+        self.inflights.clear()
+        self.snapshot = None
+        self.snap_offset = 0
+        self.snap_inflight = False
+        self.snap_wait = 0
+
+    def become_probe(self) -> None:
+        self._reset_state(ProgressState.PROBE)
+        self.next = self.match + 1
+
+    def become_replicate(self) -> None:
+        self._reset_state(ProgressState.REPLICATE)
+        self.next = self.match + 1
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        self._reset_state(ProgressState.SNAPSHOT)
+        self.snapshot = snapshot
+
+    def maybe_update(self, index: int) -> bool:
+        """The follower acknowledged entries up to ``index``; True if match advanced."""
+        updated = index > self.match
+        if updated:
+            self.match = index
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = index + 1
+        return updated
+
+    def maybe_decr_to(self, rejected: int, hint: int) -> bool:
+        """The follower rejected the APPEND after ``rejected``; ``hint`` is where its log
+        may match. False when the rejection is stale (etcd's MaybeDecrTo)."""
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def is_paused(self) -> bool:
+        """No APPEND may be sent now (a probe is out, the window is full, or a snapshot)."""
+        state = self.state
+        if state is ProgressState.REPLICATE:
+            return len(self.inflights) >= self.max_inflight
+        if state is ProgressState.PROBE:
+            return self.probe_sent
+        return True
+
+    def sent_entries(self, count: int, last: int) -> None:
+        """An APPEND with ``count`` entries ending at ``last`` was sent."""
+        if self.state is ProgressState.REPLICATE:
+            if count:
+                self.next = last + 1
+                self.inflights.append(last)
+        elif self.state is ProgressState.PROBE:
+            self.probe_sent = True
+
+    def free_le(self, index: int) -> None:
+        """Acknowledged up to ``index``: free the window slots of APPENDs ending there."""
+        inflights = self.inflights
+        while inflights and inflights[0] <= index:
+            inflights.popleft()
+
+    def free_first_one(self) -> None:
+        if self.inflights:
+            self.inflights.popleft()
