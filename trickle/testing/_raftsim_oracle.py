@@ -145,7 +145,10 @@ class SimStore:
             )
         chain = self._oracle.snapshot_chain(self.node, snapshot)
         mine = self.entry(meta.index)
-        if mine is None or mine.term != meta.term:
+        term = mine.term if mine is not None else None
+        if term is None and self.snapshot is not None and meta.index == self.snap_index:
+            term = self.snapshot.meta.term
+        if term != meta.term:
             self._check_overwrite(self.entries, replacement=(), covered=meta.index)
             self.entries = []
             self.chains = []

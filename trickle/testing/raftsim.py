@@ -96,6 +96,7 @@ ELECTION_TICKS = 20  # elections after 200-400 ms without a leader
 ELECTION_TIMEOUT_MS = 1000.0  # 6.824's RaftElectionTimeout: the time allowed for an election
 TRACE_LINES = 300  # trace lines kept (and printed on a failure: the last 60)
 FAILURE_TRACE_LINES = 60
+STATUS_CHECK_EVERY = 8  # steps of a node between two checks of its full status()
 
 REQUEST_TYPES = frozenset(MessageType) - RESPONSES
 
@@ -124,6 +125,9 @@ class SimConfig:
     client_timeout_ms / client_retry_ms: a client retries elsewhere after the timeout, and
         after a refusal waits client_retry_ms before asking again.
     trace_lines: lines kept in the trace ring.
+    status_every_step: check each node's full ``status()`` after every one of its steps
+        (slower; by default every STATUS_CHECK_EVERY steps, and at every Ready that
+        reports a change of role, term or vote).
     wire_bytes: count bytes as the real wire encoding (``trickle.raft.wire``) would send
         them (slower); else estimate them (``message_bytes``).
     """
@@ -140,6 +144,7 @@ class SimConfig:
     client_retry_ms: float = 20.0
     trace_lines: int = TRACE_LINES
     wire_bytes: bool = False
+    status_every_step: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.tick_ms <= 0:
@@ -210,6 +215,8 @@ class SimNode:
         self.role = Role.FOLLOWER
         self.term = 0
         self.leader: NodeId | None = None
+        self.vote: NodeId | None = None
+        self.steps = 0
         self.conf: ConfState | None = bootstrap
         self.last_snapshot = 0
         self.pending_writes: dict[int, tuple[int, _Request]] = {}
@@ -358,6 +365,7 @@ class RaftSimulation:
         self._clients: list[Client] = []
         self._one_rr = 0
         self._wire_bytes = self.config.wire_bytes
+        self._status_every = 1 if self.config.status_every_step else STATUS_CHECK_EVERY
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
         for i in ids:
@@ -487,6 +495,7 @@ class RaftSimulation:
         node.leader = None
         st = node.raft.status()
         node.term = st.term
+        node.vote = st.vote
         self.oracle.on_restart(node.id, st.term, st.vote)
         self._trace(f"{node.id} start term={st.term} applied={node.app.applied}")
         self._schedule(
@@ -622,18 +631,25 @@ class RaftSimulation:
         self._check(node)
 
     def _check(self, node: SimNode) -> None:
-        """Invariants on a node's live state after it took a step."""
-        if not node.up or node.raft is None:
+        """After every step of a node: every STATUS_CHECK_EVERY steps (and always with
+        ``SimConfig.status_every_step``), its live status against the invariants. Every
+        change of role, term or vote is also checked when a Ready reports it."""
+        node.steps += 1
+        if node.steps % self._status_every or not node.up or node.raft is None:
             return
         st = node.raft.status()
-        was_leader = node.role is Role.LEADER
-        node.role = st.role
-        node.term = st.term
-        node.leader = st.leader
-        is_leader = st.role is Role.LEADER
-        if was_leader and not is_leader:
+        self._observe(node, st.role, st.term, st.vote, st.leader)
+
+    def _observe(
+        self, node: SimNode, role: Role, term: int, vote: NodeId | None, leader: NodeId | None
+    ) -> None:
+        if node.role is Role.LEADER and role is not Role.LEADER:
             self.oracle.forget_leader(node.id)
-        self.oracle.on_status(node.id, st.term, st.vote, is_leader)
+        node.role = role
+        node.term = term
+        node.vote = vote
+        node.leader = leader
+        self.oracle.on_status(node.id, term, vote, role is Role.LEADER)
 
     def _pump(self, node: SimNode) -> None:
         """Take Readys while the node has one and no save is in flight."""
@@ -645,10 +661,15 @@ class RaftSimulation:
             rd = raft.ready()
             self.stats.readies += 1
             self._trace(f"{node.id} ready {rd.describe()}")
-            if rd.soft_state is not None:
-                node.role = rd.soft_state.role
-                node.term = rd.soft_state.term
-                node.leader = rd.soft_state.leader
+            soft, hard = rd.soft_state, rd.hard_state
+            if soft is not None or hard is not None:
+                self._observe(
+                    node,
+                    soft.role if soft else node.role,
+                    hard.term if hard else soft.term if soft else node.term,
+                    hard.vote if hard else node.vote,
+                    soft.leader if soft else node.leader,
+                )
             if rd.conf is not None:
                 node.conf = rd.conf
             for m in rd.leader_messages:
