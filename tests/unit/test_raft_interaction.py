@@ -23,7 +23,13 @@ def test_raft_interaction_script(script: Path, rewrite: bool) -> None:
         assert actual == expected, f"{script.name} differs; run with --rewrite and review the diff"
 
 
-REQUIRED = ["election"]
+REQUIRED = [
+    "election",
+    "prevote",
+    "prevote_checkquorum",
+    "checkquorum",
+    "checkquorum_stuck_candidate",
+]
 
 
 def test_every_required_scenario_has_a_script() -> None:
