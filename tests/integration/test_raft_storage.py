@@ -671,7 +671,7 @@ def test_every_durability_setting_stores_the_same_state(
     tmp_path: Path, durability: Durability | str
 ) -> None:
     path = tmp_path / "raft.db"
-    with SqliteRaftStorage(path, durability=durability) as store:  # type: ignore[arg-type]
+    with SqliteRaftStorage(path, durability=durability) as store:
         assert store.durability is Durability(durability)
         store.save(
             hard_state=HardState(term=1, vote=NodeId("n1"), commit=1), entries=entries(1, 1, 2)
@@ -682,7 +682,7 @@ def test_every_durability_setting_stores_the_same_state(
 
 def test_unknown_durability_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="durability must be one of fsync, none"):
-        SqliteRaftStorage(tmp_path / "raft.db", durability="sometimes")  # type: ignore[arg-type]
+        SqliteRaftStorage(tmp_path / "raft.db", durability="sometimes")
 
 
 def test_store_is_created_with_its_directory_and_only_as_a_file(tmp_path: Path) -> None:

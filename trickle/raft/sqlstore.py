@@ -154,7 +154,8 @@ def snapshot_crc(index: int, term: int, conf: bytes, data: bytes) -> int:
 
 
 def _encode_conf(conf: ConfState) -> bytes:
-    return msgpack.packb([sorted(conf.voters), sorted(conf.learners)])
+    packed: bytes = msgpack.packb([sorted(conf.voters), sorted(conf.learners)])
+    return packed
 
 
 def _decode_conf(raw: bytes) -> ConfState:
@@ -173,6 +174,7 @@ class SqliteRaftStorage:
     returns, its writes survive a power loss (one WAL fsync per save).
     ``Durability.NONE`` -> ``synchronous=OFF``: no fsync at all; a process crash loses
     nothing, a power loss may lose recent saves (votes included) and is unsafe for Raft.
+    The values' strings ("fsync", "none") are accepted too; others raise ValidationError.
 
     One store at a time may open a file: a second one, in this process or another, gets
     RaftStorageError (a flock on ``<path>.lock``, released by ``close()``). A file that is
@@ -186,7 +188,9 @@ class SqliteRaftStorage:
     ``entries_written`` count completed calls.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: Durability = Durability.FSYNC):
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.FSYNC
+    ) -> None:
         try:
             self._durability = Durability(durability)
         except ValueError:

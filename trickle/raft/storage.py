@@ -44,7 +44,9 @@ class RaftStorage(Protocol):
         ...
 
     def compact(self, snapshot: Snapshot, *, keep_from: int) -> None:
-        """Store a snapshot the application took; delete entries below ``keep_from``."""
+        """Store a snapshot the application took; delete entries below ``keep_from``.
+        ValidationError if the snapshot is older than the stored one or does not match the
+        log at its index, or ``keep_from`` is beyond ``snapshot.meta.index + 1``."""
         ...
 
     def close(self) -> None: ...
