@@ -288,7 +288,7 @@ def test_term_and_vote_never_go_back_across_reopen(kind: StoreKind, sim_seed: in
     rng = random.Random(sim_seed)
     store = kind.open()
     term, vote = 0, None
-    for _ in range(12):
+    for _ in range(6):
         if rng.random() < 0.5 or vote is not None:
             term, vote = term + rng.randint(1, 3), rng.choice((None, *NODES))
         else:
