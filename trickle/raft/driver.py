@@ -52,7 +52,14 @@ from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, SoftState, Status
 from trickle.raft.messages import ConfChange, ConfState, Entry, NodeId, Snapshot
 from trickle.raft.storage import RaftStorage
-from trickle.raft.transport import ConnectionLost, PeerUnreachable, RpcError, RpcTimeout, Transport
+from trickle.raft.transport import (
+    ConnectionLost,
+    PeerUnreachable,
+    RpcError,
+    RpcTimeout,
+    Transport,
+    UnknownMethod,
+)
 from trickle.raft.wire import decode_conf_change, encode_conf_change
 
 logger = logging.getLogger(__name__)
@@ -225,10 +232,15 @@ class RaftDriver:
         status = node.status()
         self._soft = SoftState(role=status.role, leader=status.leader, term=status.term)
         self._conf = status.conf
-        self._transport.register(PROPOSE_METHOD, self._serve_propose)
-        self._transport.register(CONF_CHANGE_METHOD, self._serve_conf_change)
         self._node = node
+        registered: list[str] = []
         try:
+            for method, handler in (
+                (PROPOSE_METHOD, self._serve_propose),
+                (CONF_CHANGE_METHOD, self._serve_conf_change),
+            ):
+                self._transport.register(method, handler)
+                registered.append(method)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ticker, node)
                 nursery.start_soon(self._receiver, node)
@@ -236,8 +248,8 @@ class RaftDriver:
                 task_status.started()
         finally:
             self._node = None
-            self._transport.unregister(PROPOSE_METHOD)
-            self._transport.unregister(CONF_CHANGE_METHOD)
+            for method in registered:
+                self._transport.unregister(method)
             for waiters in self._waiters.values():
                 for waiter in waiters:
                     waiter.fail(EngineClosed())
@@ -521,8 +533,8 @@ class RaftDriver:
                 )
             except (ConnectionLost, RpcTimeout) as exc:
                 raise ProposalUnknown(f"forwarded to {leader}, no answer: {exc}") from None
-            except PeerUnreachable:
-                return None
+            except (PeerUnreachable, UnknownMethod):
+                return None  # nothing ran there: ask again once the leader is known
             except RpcError as exc:
                 raise ProposalDropped(f"the leader {leader} failed the proposal: {exc}") from None
             status, *rest = _unpack_reply(reply)

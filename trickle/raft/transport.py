@@ -24,7 +24,8 @@ Errors (RPC)::
         │   │                 the request did not go out
         │   └── ConnectionLost  lost after the request went out (it may have run)
         ├── RpcTimeout        no reply within the timeout (the call may have run remotely)
-        └── RemoteError       the remote handler failed or has no such method; ``error`` says why
+        └── RemoteError       the remote handler failed; ``error`` says why
+            └── UnknownMethod the remote has no handler for that method (it did not run)
 
 Malformed frames are dropped and counted; an oversized length prefix or a bad HELLO
 closes that connection. Nothing a peer sends can crash the node.
@@ -72,6 +73,7 @@ HANDSHAKE_TIMEOUT = 2.0  # seconds for the HELLO exchange
 WRITE_TIMEOUT = 10.0  # seconds one write may block before the connection is dropped
 BACKOFF_INITIAL = 0.05  # seconds before the second dial after a failure
 BACKOFF_MAX = 2.0  # seconds: the cap of the exponential backoff
+STABLE_CONNECTION = 1.0  # seconds a connection must last for its loss to be redialled at once
 CALL_TIMEOUT = 5.0  # seconds: default RPC timeout
 MAX_CONCURRENT_REQUESTS = 256  # RPC handlers running per incoming connection
 READ_BYTES = 256 * 1024  # bytes per receive_some
@@ -107,6 +109,13 @@ class RemoteError(RpcError):
         self.peer = peer
         self.method = method
         self.error = error
+
+
+class UnknownMethod(RemoteError):
+    """The remote side has no handler registered for the method: nothing ran."""
+
+
+UNKNOWN_METHOD = "no such method"  # how a RESPONSE says so
 
 
 class Transport(Protocol):
@@ -295,11 +304,10 @@ class _Link:
                     _ConnectionLost,
                 ) as exc:
                     self._failed(exc, failures)
-                    delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures)
+                    await self._backoff(failures)
                     failures += 1
-                    await trio.sleep(delay * self.t.rng.uniform(0.5, 1.0))
                     continue
-                failures = 0
+                connected_at = trio.current_time()
                 self.connects += 1
                 self.t.reconnects += self.connects > 1
                 logger.debug("%s: connected to %s at %s", self.t.node_id, self.peer, self.address)
@@ -316,6 +324,16 @@ class _Link:
                 )
                 self._lose_pending("connection lost before the reply")
                 self.t.unreachable.add(self.peer)
+                if trio.current_time() - connected_at >= STABLE_CONNECTION:
+                    failures = 0  # redial at once
+                else:  # a peer that keeps dropping us at once is not redialled in a loop
+                    self._set_state(self.BACKOFF)
+                    await self._backoff(failures)
+                    failures += 1
+
+    async def _backoff(self, failures: int) -> None:
+        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures)
+        await trio.sleep(delay * self.t.rng.uniform(0.5, 1.0))
 
     async def _dial(self) -> tuple[trio.SocketStream, FrameReader]:
         host, port = self.address
@@ -537,7 +555,7 @@ class TcpTransport:
         finally:
             self._nursery = None
             for link in self._links.values():
-                link._set_state(link.IDLE if link.state != link.STOPPED else link.STOPPED)
+                link._set_state(link.IDLE)
                 link._lose_pending("the transport stopped")
                 link.scope = trio.CancelScope()
 
@@ -659,6 +677,8 @@ class TcpTransport:
             assert call.response is not None
             if call.response.ok:
                 return call.response.payload
+            if call.response.error.startswith(UNKNOWN_METHOD):
+                raise UnknownMethod(peer, method, call.response.error)
             raise RemoteError(peer, method, call.response.error)
         if sent:
             raise RpcTimeout(f"{method} on {peer}: no reply within {timeout} s")
@@ -760,7 +780,7 @@ class TcpTransport:
             handler = self._handlers.get(request.method)
             if handler is None:
                 response = Response(
-                    request.call_id, False, error=f"no such method {request.method!r}"
+                    request.call_id, False, error=f"{UNKNOWN_METHOD} {request.method!r}"
                 )
             else:
                 try:

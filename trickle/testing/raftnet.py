@@ -30,6 +30,7 @@ from trickle.raft.transport import (
     PeerUnreachable,
     RemoteError,
     RpcTimeout,
+    UnknownMethod,
 )
 
 
@@ -213,7 +214,8 @@ class MemoryTransport:
             try:
                 handler = remote._handlers.get(method)
                 if handler is None:
-                    raise LookupError(f"no such method {method!r}")
+                    outcome.append(UnknownMethod(peer, method, f"no such method {method!r}"))
+                    return
                 answer = await handler(self.node_id, payload)
                 outcome.append(answer)
             except Exception as exc:
