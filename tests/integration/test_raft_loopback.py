@@ -56,7 +56,7 @@ class Server:
     async def run(self, peers: dict[NodeId, tuple[str, int]] | None, task_status) -> None:
         self.scope = trio.CancelScope()
         self.app = KvApp()
-        storage = SqliteRaftStorage(self.data_dir / f"{self.node}.db", **getattr(self, "storage_options", {}))
+        storage = SqliteRaftStorage(self.data_dir / f"{self.node}.db")
         try:
             with self.scope:
                 transport = self.transport = TcpTransport(self.node, bind=self.address)
