@@ -29,6 +29,11 @@ REQUIRED = [
     "prevote_checkquorum",
     "checkquorum",
     "checkquorum_stuck_candidate",
+    "read_index_leader",
+    "read_index_follower",
+    "transfer_caught_up",
+    "transfer_lagging",
+    "transfer_timeout",
 ]
 
 
