@@ -404,3 +404,40 @@ async def test_stopped_driver_refuses_calls_and_fails_waiters(autojump_clock):
             await cluster.drivers[leader].propose(b"x=1")
         assert cluster.drivers[follower].running
         nursery.cancel_scope.cancel()
+
+
+async def test_partitioned_leader_refuses_reads_instead_of_serving_stale_state(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            old = await cluster.leader()
+        cluster.net.isolate(old)
+        rest = cluster.followers(old)
+        with trio.fail_after(10):
+            new = await cluster.leader(rest)
+            await cluster.drivers[new].propose(b"fresh=1")
+        with trio.fail_after(30), pytest.raises(NotLeader):
+            await cluster.drivers[old].read_barrier(timeout=2.0)
+        assert b"fresh" not in cluster.apps[old].state
+        nursery.cancel_scope.cancel()
+
+
+async def test_proposals_commit_over_a_lossy_network(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, seed=3)
+        cluster.net.drop_rate = 0.2
+        await cluster.start_all()
+        with trio.fail_after(60):
+            await cluster.leader()
+            for n in range(20):
+                proposer = cluster.drivers[IDS[n % 3]]
+                _, value = await proposer.propose(f"k{n}={n}".encode())
+                assert value == str(n).encode()
+            cluster.net.drop_rate = 0.0
+            for i in IDS:
+                await cluster.drivers[i].read_barrier()
+        states = [cluster.apps[i].state for i in IDS]
+        assert states[0] == states[1] == states[2]
+        assert len(states[0]) == 20
+        nursery.cancel_scope.cancel()
