@@ -134,7 +134,7 @@ class _Waiter:
 @attrs.define(eq=False)
 class _Read:
     done: trio.Event = attrs.Factory(trio.Event)
-    index: int = 0
+    index: int | None = None  # None: no read state came (yet)
 
 
 class RaftDriver:
@@ -186,7 +186,6 @@ class RaftDriver:
         self._transport = transport
         self._app = app
         self._bootstrap = bootstrap
-        self._initial_applied = applied
         self._rng = rng or random.Random()
         self._snapshot_entries = snapshot_entries
         self._in_thread = storage_in_thread
@@ -197,6 +196,7 @@ class RaftDriver:
         # a leader is normally known within two election timeouts
         self._leader_wait = 4 * config.election_ticks * tick_seconds
         self._node: RaftNode | None = None
+        self._started = False
         self._soft = SoftState(role=Role.FOLLOWER, leader=None, term=0)
         self._conf = ConfState()
         self._applied = applied
@@ -216,18 +216,23 @@ class RaftDriver:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover from storage and run the node until cancelled. Started once the node
         is running (it may not know a leader yet: see ``wait_leader``)."""
-        if self._node is not None:
+        if self._started:
             raise RuntimeError("this driver is already running")
-        durable = await self._storage_call(self._storage.load)
-        node = RaftNode(
-            self.id,
-            config=self.config,
-            rng=self._rng,
-            durable=durable,
-            applied=self._initial_applied,
-            bootstrap=self._bootstrap,
-        )
-        self._applied = self._initial_applied
+        self._started = True
+        try:
+            durable = await self._storage_call(self._storage.load)
+            # a second run continues from what the application holds now
+            node = RaftNode(
+                self.id,
+                config=self.config,
+                rng=self._rng,
+                durable=durable,
+                applied=self._applied,
+                bootstrap=self._bootstrap,
+            )
+        except BaseException:
+            self._started = False
+            raise
         self._snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
         status = node.status()
         self._soft = SoftState(role=status.role, leader=status.leader, term=status.term)
@@ -248,6 +253,7 @@ class RaftDriver:
                 task_status.started()
         finally:
             self._node = None
+            self._started = False
             for method in registered:
                 self._transport.unregister(method)
             for waiters in self._waiters.values():
@@ -482,7 +488,7 @@ class RaftDriver:
                     await read.done.wait()
             finally:
                 self._reads.pop(ctx, None)
-            if read.index:
+            if read.index is not None:
                 with trio.move_on_at(deadline):
                     while self._applied < read.index:
                         self._running_node()
