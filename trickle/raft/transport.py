@@ -619,6 +619,10 @@ class TcpTransport:
             link._drop(1)
             logger.warning("%s: not sending %s: %s", self.node_id, message.type.name, exc)
             return
+        except (ValueError, TypeError):  # a message that cannot be encoded is a bug: log it
+            link._drop(1)
+            logger.exception("%s: cannot encode %s", self.node_id, message.describe())
+            return
         link.enqueue_raft(frame)
 
     def take_unreachable(self) -> list[NodeId]:
