@@ -34,6 +34,9 @@ REQUIRED = [
     "transfer_caught_up",
     "transfer_lagging",
     "transfer_timeout",
+    "confchange_learner_promote",
+    "confchange_remove_leader",
+    "confchange_two_nodes",
 ]
 
 

@@ -60,6 +60,15 @@ def describe_entry(entry: Entry) -> str:
     return entry.describe()
 
 
+def describe_message(m: Message) -> str:
+    """Message.describe with conf-change entries decoded and control bytes escaped."""
+    line = m.describe()
+    for e in m.entries:
+        if e.kind == EntryKind.CONF_CHANGE:
+            line = line.replace(e.describe(), describe_entry(e), 1)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+
+
 @attrs.define
 class MemStore:
     """What a node made durable: the result of carrying out its Readys in order."""
@@ -187,7 +196,7 @@ class InteractionEnv:
         rd = node.raft.ready()
         out = [f"> {node_id} handling {rd.describe()}"]
         for m in rd.leader_messages:
-            out.append(f"  send {m.describe()}")
+            out.append(f"  send {describe_message(m)}")
             self.network.append(m)
         if rd.snapshot is not None:
             out.append(f"  persist {rd.snapshot.describe()}")
@@ -195,7 +204,7 @@ class InteractionEnv:
             out.append(f"  persist {describe_entry(e)}")
         node.store.save(rd)
         for m in rd.messages:
-            out.append(f"  send-after-persist {m.describe()}")
+            out.append(f"  send-after-persist {describe_message(m)}")
             self.network.append(m)
         if rd.snapshot is not None:
             node.fsm.restore(rd.snapshot)
@@ -220,11 +229,11 @@ class InteractionEnv:
                 keep.append(m)
                 continue
             if drop:
-                out.append(f"  dropped {m.describe()}")
+                out.append(f"  dropped {describe_message(m)}")
             elif self.groups.get(m.src, 0) != self.groups.get(m.dst, 0):
-                out.append(f"  partitioned {m.describe()}")
+                out.append(f"  partitioned {describe_message(m)}")
             else:
-                out.append(f"  {m.describe()}")
+                out.append(f"  {describe_message(m)}")
                 before = _soft(self.nodes[dst].raft)
                 self.nodes[dst].raft.step(m)
                 out += _soft_change(dst, before, self.nodes[dst].raft)

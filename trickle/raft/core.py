@@ -300,7 +300,10 @@ class RaftNode:
         self._conf = self._log.conf_latest()
         self._conf_dirty = bool(self._conf.voters or self._conf.learners)
         self._voters: tuple[NodeId, ...] = tuple(sorted(self._conf.voters))
-        self._members: tuple[NodeId, ...] = tuple(sorted(self._conf.voters | self._conf.learners))
+        # A leader replicates to the members of the latest and of the committed
+        # configuration: a removed node still learns of its removal.
+        self._targets: tuple[NodeId, ...] = ()
+        self._committed_conf: ConfState | None = None
 
         # volatile role state
         self._role = Role.FOLLOWER
@@ -409,7 +412,12 @@ class RaftNode:
             return
         t = m.type
         if t in _RESPONSE_TYPES or t is _MT.READ_INDEX:
-            if m.src not in self._conf.voters and m.src not in self._conf.learners:
+            src = m.src
+            if (
+                src not in self._conf.voters
+                and src not in self._conf.learners
+                and src not in self._prs
+            ):
                 self._dropped += 1  # from outside the configuration
                 return
         if m.term > self._term:
@@ -658,7 +666,7 @@ class RaftNode:
     def status(self) -> Status:
         progress: dict[NodeId, Progress] = {}
         if self._role is Role.LEADER:
-            for node in self._members:
+            for node in self._targets:
                 pr = self._prs[node]
                 progress[node] = Progress(
                     match=pr.match,
@@ -779,7 +787,9 @@ class RaftNode:
         self._tick_role = self._tick_heartbeat
         self._lead = self._id
         last = self._log.last_index
-        for node in self._members:
+        self._committed_conf = self._log.conf(self._commit)
+        self._targets = self._replication_targets()
+        for node in self._targets:
             pr = self._new_progress(node, last + 1)
             if node == self._id:
                 pr.match = self._log.unstable_from - 1
@@ -794,8 +804,15 @@ class RaftNode:
         return PeerProgress(
             next=next_index,
             max_inflight=self._config.max_inflight,
-            learner=node in self._conf.learners,
+            learner=node not in self._conf.voters,
         )
+
+    def _replication_targets(self) -> tuple[NodeId, ...]:
+        conf, committed = self._conf, self._committed_conf
+        nodes = conf.voters | conf.learners
+        if committed is not None:
+            nodes = nodes | committed.voters | committed.learners
+        return tuple(sorted(nodes))
 
     # ticks --------------------------------------------------------------------------------
     def _tick_election(self) -> None:
@@ -1132,6 +1149,9 @@ class RaftNode:
             for context, requester in waiting:
                 self._leader_read(context, requester)
         conf = self._log.conf(index)
+        if conf is not self._committed_conf:
+            self._committed_conf = conf
+            self._sync_progress()
         if conf is not None and self._id not in conf.voters:
             # Our removal is committed: tell the others, hand over, and step down.
             self._bcast_append()
@@ -1200,7 +1220,7 @@ class RaftNode:
         self._bcast_pending = False
         if self._role is not Role.LEADER:
             return
-        for node in self._members:
+        for node in self._targets:
             if node != self._id:
                 while self._maybe_send_append(node, send_if_empty=False):
                     pass
@@ -1208,7 +1228,7 @@ class RaftNode:
     def _bcast_append(self) -> None:
         if self._role is not Role.LEADER:
             return
-        for node in self._members:
+        for node in self._targets:
             if node != self._id:
                 self._send_append(node)
 
@@ -1216,8 +1236,8 @@ class RaftNode:
         self._maybe_send_append(to, send_if_empty=True)
 
     def _maybe_send_append(self, to: NodeId, *, send_if_empty: bool) -> bool:
-        pr = self._prs[to]
-        if pr.is_paused():
+        pr = self._prs.get(to)
+        if pr is None or pr.is_paused():
             return False
         log = self._log
         prev = pr.next - 1
@@ -1271,7 +1291,7 @@ class RaftNode:
         pr.snap_wait = 0
 
     def _resend_stalled_snapshots(self) -> None:
-        for node in self._members:
+        for node in self._targets:
             pr = self._prs[node]
             if pr.state is ProgressState.SNAPSHOT and pr.snap_inflight:
                 pr.snap_wait += 1
@@ -1280,7 +1300,7 @@ class RaftNode:
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         commit = self._commit
-        for node in self._members:
+        for node in self._targets:
             if node != self._id:
                 pr = self._prs[node]
                 self._msgs.append(
@@ -1343,24 +1363,29 @@ class RaftNode:
         self._conf = conf
         self._conf_dirty = True
         self._voters = tuple(sorted(conf.voters))
-        self._members = tuple(sorted(conf.voters | conf.learners))
         if self._role is not Role.LEADER:
             return
-        next_index = self._log.last_index + 1
-        for node in list(self._prs):
-            if node not in conf.voters and node not in conf.learners:
-                del self._prs[node]
-        for node in self._members:
-            pr = self._prs.get(node)
-            if pr is None:
-                pr = self._prs[node] = self._new_progress(node, next_index)
-                pr.recent_active = True  # just added: give it a chance before CheckQuorum
-            pr.learner = node in conf.learners
+        self._sync_progress()
         if self._transferee is not None and self._transferee not in conf.voters:
             self._transferee = None
         self._release_reads()
         if self._maybe_commit():
             self._bcast_append()
+
+    def _sync_progress(self) -> None:
+        """Track exactly the replication targets (leader only)."""
+        self._targets = targets = self._replication_targets()
+        next_index = self._log.last_index + 1
+        for node in list(self._prs):
+            if node not in targets:
+                del self._prs[node]
+        voters = self._conf.voters
+        for node in targets:
+            pr = self._prs.get(node)
+            if pr is None:
+                pr = self._prs[node] = self._new_progress(node, next_index)
+                pr.recent_active = True  # just added: give it a chance before CheckQuorum
+            pr.learner = node not in voters
 
     # committed entries --------------------------------------------------------------------
     def _next_committed(self) -> list[Entry]:
