@@ -35,8 +35,11 @@ What is simulated:
 - Safety invariants (``trickle.testing._raftsim_oracle``) checked after every step; a
   violation raises ``InvariantViolation`` with the seed, the virtual time, the last trace
   lines and the command that replays it: ``pytest <test> --sim-seed S``.
-- A trace of every delivered message's and every Ready's ``describe()`` with its virtual
-  time: a bounded ring (``trace_tail()``) and a running hash (``trace_hash()``).
+- A trace of every delivered message and every Ready with its virtual time: a bounded ring
+  printed as ``describe()`` lines (``trace_tail()``), and a running hash (``trace_hash()``)
+  over a fingerprint of each: every header field, entries and snapshot data by index,
+  term and length, hashed as a tuple of ints and floats (their hash does not depend on
+  PYTHONHASHSEED). Rendering every ``describe()`` would cost half the simulator's time.
 - Counters: messages, RPCs (requests) and bytes sent, for 6.824's Count and RPCBytes.
 """
 
@@ -53,6 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
+import msgpack
 
 from trickle.errors import NotLeader, ProposalDropped, ValidationError
 from trickle.raft.config import RaftConfig
@@ -99,6 +103,7 @@ FAILURE_TRACE_LINES = 60
 STATUS_CHECK_EVERY = 8  # steps of a node between two checks of its full status()
 
 REQUEST_TYPES = frozenset(MessageType) - RESPONSES
+ROLE_NUMBERS = {role: number for number, role in enumerate(Role)}
 
 
 def sim_raft_config(**overrides: Any) -> RaftConfig:
@@ -357,8 +362,10 @@ class RaftSimulation:
         self._rng = random.Random(seed)
         self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
-        self._trace_ring: deque[str] = deque(maxlen=self.config.trace_lines)
+        self._trace_ring: deque[tuple[float, Any]] = deque(maxlen=self.config.trace_lines)
         self._hash = hashlib.blake2b(digest_size=16)
+        self._fp = 0  # running fingerprint of delivered messages and Readys
+        self._id_numbers: dict[NodeId, int] = {}
         self.oracle = Oracle(self._violation)
         self.net = Network(self.config.network, self._rng)
         self._history: list[list[Any]] = []
@@ -443,21 +450,99 @@ class RaftSimulation:
 
     # --- trace and failures --------------------------------------------------------------
     def _trace(self, text: str) -> None:
-        line = f"{self.now:.3f} {text}"
-        self._trace_ring.append(line)
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
+        self._trace_ring.append((self.now, text))
+        self._hash.update(msgpack.packb((self.now, text)))
 
-    def note(self, text: str) -> None:
-        """Put a scenario's own line in the trace (it counts in the hash)."""
-        self._trace(f"# {text}")
+    def _num(self, id: NodeId | None) -> int:
+        """A node id as an int for the fingerprint (str hashes depend on PYTHONHASHSEED)."""
+        if id is None:
+            return 0
+        return self._id_numbers.setdefault(id, len(self._id_numbers) + 1)
+
+    def _trace_message(self, msg: Message) -> None:
+        """A delivered message: kept as is (described when printed), folded into the
+        fingerprint by its fields (ints, bools and floats only: their hash is the same in
+        every process; str, bytes and None hashes are not)."""
+        self._trace_ring.append((self.now, msg))
+        entries = msg.entries
+        num = self._num
+        self._fp = hash(
+            (
+                self._fp,
+                self.now,
+                msg.type,
+                num(msg.src),
+                num(msg.dst),
+                msg.term,
+                msg.log_term,
+                msg.index,
+                msg.commit,
+                msg.reject,
+                msg.reject_hint,
+                len(msg.context),
+                len(entries),
+                entries[-1].index if entries else 0,
+                entries[-1].term if entries else 0,
+                msg.snapshot.index if msg.snapshot else 0,
+                msg.offset,
+                len(msg.data),
+                msg.done,
+            )
+        )
+
+    def _trace_ready(self, node: NodeId, rd: Ready) -> None:
+        """A Ready taken by ``node``: kept (described when printed), folded into the
+        fingerprint by its counts, index ranges, hard and soft state."""
+        self._trace_ring.append((self.now, (node, rd)))
+        hs, soft = rd.hard_state, rd.soft_state
+        entries, committed = rd.entries, rd.committed_entries
+        num = self._num
+        # no None in the tuple: hash(None) depends on its address before Python 3.12
+        self._fp = hash(
+            (
+                self._fp,
+                self.now,
+                num(node),
+                hs.term if hs else -1,
+                num(hs.vote) if hs else -1,
+                hs.commit if hs else -1,
+                entries[0].index if entries else 0,
+                entries[-1].index if entries else 0,
+                entries[-1].term if entries else 0,
+                rd.snapshot.meta.index if rd.snapshot else 0,
+                len(rd.leader_messages),
+                len(rd.messages),
+                committed[0].index if committed else 0,
+                committed[-1].index if committed else 0,
+                tuple(r.index for r in rd.read_states),
+                soft.term if soft else -1,
+                num(soft.leader) if soft else -1,
+                ROLE_NUMBERS[soft.role] if soft else -1,
+                len(rd.conf.voters) if rd.conf else -1,
+                len(rd.conf.learners) if rd.conf else -1,
+            )
+        )
 
     def trace_hash(self) -> str:
-        """Hex digest of every trace line so far: equal seeds give equal hashes."""
-        return self._hash.copy().hexdigest()
+        """Hex digest of everything traced so far: equal seeds give equal hashes, in any
+        process, whatever PYTHONHASHSEED is."""
+        h = self._hash.copy()
+        h.update(self._fp.to_bytes(8, "little", signed=True))
+        return h.hexdigest()
 
     def trace_tail(self, lines: int = FAILURE_TRACE_LINES) -> list[str]:
-        return list(self._trace_ring)[-lines:]
+        """The last ``lines`` trace lines: virtual time, then a delivered message's or a
+        Ready's ``describe()`` or a simulator event."""
+        out = []
+        for t, item in list(self._trace_ring)[-lines:]:
+            if isinstance(item, Message):
+                text = item.describe()
+            elif isinstance(item, tuple):
+                text = f"{item[0]} ready {item[1].describe()}"
+            else:
+                text = item
+            out.append(f"{t:.3f} {text}")
+        return out
 
     def replay_command(self) -> str:
         current = os.environ.get("PYTEST_CURRENT_TEST", "")
@@ -614,7 +699,7 @@ class RaftSimulation:
             self.stats.messages_dropped += 1
             return
         self.stats.messages_delivered += 1
-        self._trace(msg.describe())
+        self._trace_message(msg)
         assert node.raft is not None
         node.raft.step(msg)
         self._pump(node)
@@ -660,7 +745,7 @@ class RaftSimulation:
                 return
             rd = raft.ready()
             self.stats.readies += 1
-            self._trace(f"{node.id} ready {rd.describe()}")
+            self._trace_ready(node.id, rd)
             soft, hard = rd.soft_state, rd.hard_state
             if soft is not None or hard is not None:
                 self._observe(

@@ -1,0 +1,77 @@
+"""How much faster than real time the Raft simulator runs a 5-node cluster under load.
+
+Prints one JSON object: ``sim_speedup_5_nodes`` is simulated seconds per wall second for a
+5-node cluster (10 ms ticks, 10 heartbeats/s) with closed-loop clients writing and reading
+through ReadIndex over a reliable network, all safety invariants checked. The Raft
+benchmark (``benchmarks/raft.py``) calls ``sim_speedup()`` for its figure.
+
+    python benchmarks/raft_sim.py --seconds 60 --clients 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from trickle.testing.raftsim import RaftSimulation, SimConfig
+
+DEFAULT_SECONDS = 60.0  # simulated seconds
+DEFAULT_CLIENTS = 8  # closed-loop clients; each waits 0-20 ms between operations
+
+
+def run(
+    *,
+    nodes: int = 5,
+    seconds: float = DEFAULT_SECONDS,
+    clients: int = DEFAULT_CLIENTS,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """Simulate ``seconds`` of a ``nodes``-node cluster under client load; the figures."""
+    sim = RaftSimulation(nodes, seed=seed, config=SimConfig(snapshot_every=1000))
+    sim.check_one_leader()
+    load = [sim.client() for _ in range(clients)]
+    sim.start_workload(load, keys=[f"k{i}" for i in range(16)], duration_ms=seconds * 1000)
+    start_virtual = sim.now
+    t0 = time.perf_counter()
+    sim.run_for(seconds * 1000)
+    wall = time.perf_counter() - t0
+    ops = sum(c.completed for c in load)
+    return {
+        "nodes": nodes,
+        "simulated_s": seconds,
+        "wall_s": round(wall, 3),
+        "sim_speedup": round((sim.now - start_virtual) / 1000 / wall, 1),
+        "client_ops": ops,
+        "client_ops_per_simulated_s": round(ops / seconds, 1),
+        "committed_entries": sim.oracle.max_committed,
+        "events": sim.stats.events,
+        "events_per_wall_s": round(sim.stats.events / wall),
+    }
+
+
+def sim_speedup(seconds: float = 30.0) -> float:
+    """Simulated seconds per wall second of a 5-node cluster under load (for raft.py)."""
+    return float(run(nodes=5, seconds=seconds)["sim_speedup"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="simulated s")
+    parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
+    parser.add_argument("--nodes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = run(nodes=args.nodes, seconds=args.seconds, clients=args.clients, seed=args.seed)
+    print(
+        json.dumps(
+            {
+                "sim_speedup_5_nodes" if args.nodes == 5 else "sim_speedup": result["sim_speedup"],
+                **result,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
