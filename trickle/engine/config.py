@@ -14,6 +14,23 @@ from trickle.errors import ValidationError
 DEFAULT_DATA_DIR = Path("trickle.data")
 DEFAULT_HISTORY_LIMIT = 100  # execution records kept per job (Dkron: 100, fixed)
 DEFAULT_SUBSCRIBER_BUFFER = 1000  # events buffered per subscriber before it lags
+DEFAULT_RAFT_TICK = 0.025  # seconds per Raft tick
+DEFAULT_SNAPSHOT_ENTRIES = 8192  # applied entries between state snapshots
+
+
+def parse_host_port(value: str, *, field: str) -> tuple[str, int]:
+    """ "host:port" (IPv6 as "[::1]:6868") -> (host, port); ValidationError naming field."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValidationError(f"{field}: expected host:port, got {value!r}", field=field)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValidationError(f"{field}: port {port!r} is not a number", field=field) from None
+    if not 0 <= number <= 65535:
+        raise ValidationError(f"{field}: port {number} is out of range", field=field)
+    return host, number
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
@@ -35,8 +52,25 @@ class EngineConfig:
     max_concurrent: executions running at once on this node, overall (0: unlimited);
         runs beyond it wait in a queue, never dropped.
     executor_limits: the same, per executor name (e.g. ``{"shell": 4}``).
-    durability: SQLite ``synchronous`` for the store: "full" survives power loss,
-        "normal" (default) may lose the last commits on power loss but never corrupts.
+    durability: SQLite ``synchronous`` for the applied-state store: "full", "normal"
+        (default) or "off". The Raft log is what must survive a power loss (see
+        raft_durability); the store is rebuilt from the log after its last commit.
+    peers: the other servers of a static cluster, ``{node_name: "host:port"}`` of their
+        Raft listeners; every server lists the same set (itself included or not). Empty:
+        a single server that bootstraps a one-node cluster.
+    raft_bind: "host:port" this server's Raft/RPC listener binds (port 0 picks one);
+        None: no listener, only valid without peers.
+    raft_durability: "fsync" (default): every Raft append is fsynced before it is
+        acknowledged, so nothing acknowledged is lost when a minority loses power.
+        "none": never fsync (like PySyncObj); a power loss may lose acknowledged writes
+        and a vote, so a node can vote twice in a term. For benchmarks and scratch data.
+    raft_tick: seconds per Raft tick; elections start after 10 to 20 ticks without a
+        leader, heartbeats go every 4. Larger values suit slow networks.
+    linearizable_reads: reads first confirm with a quorum that this server has every
+        committed write (Raft's ReadIndex); False reads the local state, which may be
+        slightly behind on a follower.
+    snapshot_entries: applied log entries between two snapshots of the state (each
+        snapshot lets the Raft log be compacted).
     """
 
     data_dir: Path | None = attrs.field(default=DEFAULT_DATA_DIR, converter=_optional_path)
@@ -51,6 +85,12 @@ class EngineConfig:
     executor_limits: dict[str, int] = attrs.field(factory=dict, converter=dict)
     durability: str = "normal"
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER
+    peers: dict[str, str] = attrs.field(factory=dict, converter=dict)
+    raft_bind: str | None = None
+    raft_durability: str = "fsync"
+    raft_tick: float = DEFAULT_RAFT_TICK
+    linearizable_reads: bool = True
+    snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
 
     def __attrs_post_init__(self) -> None:
         if not self.node_name:
@@ -68,6 +108,22 @@ class EngineConfig:
                 )
         if self.durability not in ("full", "normal", "off"):
             raise ValidationError("durability must be full, normal or off", field="durability")
+        if self.raft_durability not in ("fsync", "none"):
+            raise ValidationError("raft_durability must be fsync or none", field="raft_durability")
+        for name, address in self.peers.items():
+            if not name:
+                raise ValidationError("a peer needs a node name", field="peers")
+            parse_host_port(address, field=f"peers.{name}")
+        if self.raft_bind is not None:
+            parse_host_port(self.raft_bind, field="raft_bind")
+        elif set(self.peers) - {self.node_name}:
+            raise ValidationError(
+                "a server with peers needs raft_bind (its Raft listener)", field="raft_bind"
+            )
+        if not self.raft_tick > 0:
+            raise ValidationError("raft_tick must be positive", field="raft_tick")
+        if self.snapshot_entries < 1:
+            raise ValidationError("snapshot_entries must be at least 1", field="snapshot_entries")
 
     @property
     def node_tags(self) -> dict[str, str]:
