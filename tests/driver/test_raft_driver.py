@@ -441,3 +441,20 @@ async def test_proposals_commit_over_a_lossy_network(autojump_clock):
         assert states[0] == states[1] == states[2]
         assert len(states[0]) == 20
         nursery.cancel_scope.cancel()
+
+
+async def test_commit_index_reaches_storage_without_a_sync_per_commit(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            await cluster.drivers[leader].propose(b"warm=1")
+            saves = cluster.storage[leader].saves
+            index, _ = await cluster.drivers[leader].propose(b"c=1")
+        # one save for the entry; the commit index that follows needs none of its own
+        assert cluster.storage[leader].saves - saves == 1
+        await trio.sleep(2)  # idle: the commit index is saved within COMMIT_FLUSH_SECONDS
+        for i in IDS:
+            assert cluster.storage[i].load().hard_state.commit >= index
+        nursery.cancel_scope.cancel()

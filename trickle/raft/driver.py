@@ -10,6 +10,11 @@ The loop: a timer ticks the core every ``tick_seconds``; received messages are s
 as they arrive; then, while the core has a Ready: send its leader messages, save its
 writes in ONE storage call (one fsync; in a worker thread, shielded from cancellation),
 send the other messages, restore a received snapshot, apply committed entries, advance.
+Committed entries that earlier Readys already made durable are applied before the
+save, and a Ready whose only write is a higher commit index is not saved at once (it
+rides on the next save, or is saved within COMMIT_FLUSH_SECONDS when idle): as in
+etcd, the commit index is not worth an fsync, since a restarted node learns it again.
+So the answer to a proposal does not wait for a second fsync.
 Messages that arrive while a save is in flight are stepped at once and their writes go
 in the next save (group commit). Every ``snapshot_entries`` applied entries the
 application's image is taken and the log compacted.
@@ -50,7 +55,7 @@ from trickle.errors import (
 )
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, SoftState, Status
-from trickle.raft.messages import ConfChange, ConfState, Entry, NodeId, Snapshot
+from trickle.raft.messages import ConfChange, ConfState, Entry, HardState, NodeId, Snapshot
 from trickle.raft.storage import RaftStorage
 from trickle.raft.transport import (
     ConnectionLost,
@@ -69,6 +74,7 @@ DEFAULT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)
 SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log compactions)
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
+COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
 PROPOSE_METHOD = "raft.propose"
 CONF_CHANGE_METHOD = "raft.conf_change"
 
@@ -201,6 +207,9 @@ class RaftDriver:
         self._conf = ConfState()
         self._applied = applied
         self._snapshot_index = 0
+        self._saved_hard_state = HardState()
+        self._unsaved_commit: HardState | None = None  # commit moved, not saved yet
+        self._commit_flushed_at = 0.0
         self._wake = trio.Event()
         self._state_changed = trio.Event()
         self._applied_changed = trio.Event()
@@ -234,6 +243,9 @@ class RaftDriver:
             self._started = False
             raise
         self._snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
+        self._saved_hard_state = durable.hard_state
+        self._unsaved_commit = None
+        self._commit_flushed_at = trio.current_time()
         status = node.status()
         self._soft = SoftState(role=status.role, leader=status.leader, term=status.term)
         self._conf = status.conf
@@ -287,6 +299,7 @@ class RaftDriver:
             while node.has_ready():
                 await self._handle(node, node.ready())
                 await self._maybe_snapshot(node)
+            await self._flush_commit()
             for peer in self._transport.take_unreachable():
                 node.report_unreachable(peer)
 
@@ -296,21 +309,25 @@ class RaftDriver:
             self._set_soft_state(rd.soft_state)
         for message in rd.leader_messages:
             send(message)
+        committed = rd.committed_entries
+        if (
+            committed
+            and rd.snapshot is None
+            and (not rd.entries or committed[-1].index < rd.entries[0].index)
+        ):
+            # Already durable here (saved by earlier Readys): apply before this Ready's
+            # save, so a proposer's answer does not wait for the commit index's fsync.
+            await self._apply(committed)
+            committed = ()
         if rd.must_sync:
-            save = partial(
-                self._storage.save,
-                hard_state=rd.hard_state,
-                entries=rd.entries,
-                snapshot=rd.snapshot,
-            )
-            await self._storage_call(save)
+            await self._save(rd)
         for message in rd.messages:
             send(message)
         if rd.snapshot is not None:
             await self._app.restore(rd.snapshot)
             self._restored(rd.snapshot.meta.index)
-        if rd.committed_entries:
-            await self._apply(rd.committed_entries)
+        if committed:
+            await self._apply(committed)
         for rs in rd.read_states:
             read = self._reads.get(rs.context)
             if read is not None:
@@ -323,6 +340,41 @@ class RaftDriver:
         node.advance(rd)
         if rd.snapshot is not None or rd.committed_entries:
             self._wake_appliers()
+
+    async def _save(self, rd: Ready) -> None:
+        hard_state = rd.hard_state
+        saved = self._saved_hard_state
+        if (
+            hard_state is not None
+            and not rd.entries
+            and rd.snapshot is None
+            and (hard_state.term, hard_state.vote) == (saved.term, saved.vote)
+        ):
+            # Only the commit index moved: it need not be durable at once (a restarted
+            # node learns it again), so it waits for the next save (etcd's MustSync).
+            self._unsaved_commit = hard_state
+            return
+        if hard_state is None:
+            hard_state = self._unsaved_commit
+        save = partial(
+            self._storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
+        )
+        await self._storage_call(save)
+        if hard_state is not None:
+            self._saved_hard_state = hard_state
+        self._unsaved_commit = None
+
+    async def _flush_commit(self) -> None:
+        """Persist a commit index that moved with nothing else to save, once in a while."""
+        if self._unsaved_commit is None:
+            return
+        now = trio.current_time()
+        if now - self._commit_flushed_at < COMMIT_FLUSH_SECONDS:
+            return
+        self._commit_flushed_at = now
+        hard_state, self._unsaved_commit = self._unsaved_commit, None
+        await self._storage_call(partial(self._storage.save, hard_state=hard_state))
+        self._saved_hard_state = hard_state
 
     async def _apply(self, entries: Sequence[Entry]) -> None:
         results = await self._app.apply(entries)
