@@ -37,6 +37,9 @@ REQUIRED = [
     "confchange_learner_promote",
     "confchange_remove_leader",
     "confchange_two_nodes",
+    "snapshot_lagging_follower",
+    "fast_backup",
+    "figure8",
 ]
 
 
