@@ -7,6 +7,8 @@ from what its completed saves left, with or without its state machine. The invar
 (one leader per term, log matching, leader completeness, same applied prefix, no committed
 entry overwritten, term and vote never back, persistence before send) are checked after
 every step; at the end every acknowledged write must be in the final state exactly once.
+Each runs with the plain Ready protocol and with ``lazy_commit`` (trickle's driver: the
+commit index alone is not synced, durable committed entries are applied before a save).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from trickle.testing.raftsim import (
     sim_raft_config,
 )
 
-LOAD_MS = 15_000.0  # virtual ms of client load per seed
+LOAD_MS = 10_000.0  # virtual ms of client load per seed
 
 
 def appends_acknowledged_exactly_once(sim: RaftSimulation) -> None:
@@ -68,8 +70,15 @@ def run_load(sim: RaftSimulation, rng: random.Random, *, crash_every_ms: float) 
     appends_acknowledged_exactly_once(sim)
 
 
-def test_crash_points_after_every_storage_step_keep_safety(sim_seed: int) -> None:
+MODES = pytest.mark.parametrize("lazy_commit", [False, True], ids=["strict", "lazy-commit"])
+
+
+@MODES
+def test_crash_points_after_every_storage_step_keep_safety(
+    sim_seed: int, lazy_commit: bool
+) -> None:
     config = SimConfig(
+        lazy_commit=lazy_commit,
         crash_point_rate=0.003,
         app_survives_crash=0.5,
         disk_ms=(0.5, 8.0),
@@ -81,8 +90,12 @@ def test_crash_points_after_every_storage_step_keep_safety(sim_seed: int) -> Non
     assert sim.stats.crashes > 0
 
 
-def test_crashes_losing_in_flight_saves_on_a_lossy_network_keep_safety(sim_seed: int) -> None:
+@MODES
+def test_crashes_losing_in_flight_saves_on_a_lossy_network_keep_safety(
+    sim_seed: int, lazy_commit: bool
+) -> None:
     config = SimConfig(
+        lazy_commit=lazy_commit,
         network=NetworkConfig.unreliable(),
         disk_ms=(1.0, 30.0),  # slow disks: a crash often loses a save in flight
         app_survives_crash=0.3,
@@ -94,10 +107,13 @@ def test_crashes_losing_in_flight_saves_on_a_lossy_network_keep_safety(sim_seed:
     assert sim.stats.crashes > 0
 
 
+@MODES
 def test_whole_cluster_crashes_repeatedly_and_recovers_every_acknowledged_write(
-    sim_seed: int,
+    sim_seed: int, lazy_commit: bool
 ) -> None:
-    config = SimConfig(disk_ms=(1.0, 15.0), app_survives_crash=0.5, snapshot_every=30)
+    config = SimConfig(
+        disk_ms=(1.0, 15.0), app_survives_crash=0.5, snapshot_every=30, lazy_commit=lazy_commit
+    )
     sim = RaftSimulation(3, seed=sim_seed, config=config)
     rng = random.Random(sim_seed * 31 + 3)
     clients = [sim.client() for _ in range(2)]

@@ -64,6 +64,8 @@ from trickle.raft.core import RaftNode, Ready, Role, Status
 from trickle.raft.messages import (
     ConfChange,
     ConfState,
+    Entry,
+    HardState,
     Message,
     MessageType,
     NodeId,
@@ -103,6 +105,7 @@ FAILURE_TRACE_LINES = 60
 STATUS_CHECK_EVERY = 8  # steps of a node between two checks of its full status()
 
 REQUEST_TYPES = frozenset(MessageType) - RESPONSES
+_FLUSHING = Ready()  # SimNode.inflight while a lazy commit index is being saved
 ROLE_NUMBERS = {role: number for number, role in enumerate(Role)}
 
 
@@ -130,6 +133,11 @@ class SimConfig:
     client_timeout_ms / client_retry_ms: a client retries elsewhere after the timeout, and
         after a refusal waits client_retry_ms before asking again.
     trace_lines: lines kept in the trace ring.
+    lazy_commit: run the Ready protocol as trickle's driver does (and etcd allows): a
+        Ready whose only write is a higher commit index is not saved (the commit rides
+        on the next save, or is saved after ``commit_flush_ms`` idle), and committed
+        entries that earlier saves made durable are applied before the Ready's save. A
+        crash can then leave a disk whose commit index is behind what was applied.
     status_every_step: check each node's full ``status()`` after every one of its steps
         (slower; by default every STATUS_CHECK_EVERY steps, and at every Ready that
         reports a change of role, term or vote).
@@ -150,6 +158,8 @@ class SimConfig:
     trace_lines: int = TRACE_LINES
     wire_bytes: bool = False
     status_every_step: bool = False
+    lazy_commit: bool = False
+    commit_flush_ms: float = 1000.0
 
     def __attrs_post_init__(self) -> None:
         if self.tick_ms <= 0:
@@ -215,7 +225,9 @@ class SimNode:
         self.raft: RaftNode | None = None
         self.up = False
         self.incarnation = 0
-        self.inflight: Ready | None = None
+        self.inflight: Ready | None = None  # or _FLUSHING
+        self.unsaved_commit: HardState | None = None  # lazy_commit: commit not yet saved
+        self.commit_flushed_at = 0.0
         self.inflight_leader_term = 0
         self.role = Role.FOLLOWER
         self.term = 0
@@ -372,6 +384,7 @@ class RaftSimulation:
         self._clients: list[Client] = []
         self._one_rr = 0
         self._wire_bytes = self.config.wire_bytes
+        self._lazy_commit = self.config.lazy_commit
         self._status_every = 1 if self.config.status_every_step else STATUS_CHECK_EVERY
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
@@ -576,6 +589,7 @@ class RaftSimulation:
         )
         node.up = True
         node.inflight = None
+        node.commit_flushed_at = self.now
         node.role = Role.FOLLOWER
         node.leader = None
         st = node.raft.status()
@@ -599,6 +613,7 @@ class RaftSimulation:
         node.incarnation += 1
         node.raft = None
         node.inflight = None
+        node.unsaved_commit = None
         node.pending_writes.clear()
         node.pending_reads.clear()
         node.ready_reads.clear()
@@ -712,6 +727,12 @@ class RaftSimulation:
         assert node.raft is not None
         node.raft.tick()
         self._schedule(self.config.tick_ms, self._on_tick, node, incarnation)
+        if (
+            node.unsaved_commit is not None
+            and node.inflight is None
+            and self.now - node.commit_flushed_at >= self.config.commit_flush_ms
+        ):
+            self._flush_commit(node)
         self._pump(node)
         self._check(node)
 
@@ -760,8 +781,34 @@ class RaftSimulation:
             for m in rd.leader_messages:
                 self.oracle.on_send(node.id, m, node.store, early=True)
                 self._send(node, m)
-            if rd.must_sync:
-                node.inflight = rd
+            must_sync = rd.must_sync
+            hard_state = rd.hard_state
+            applied_early = False
+            if self._lazy_commit:
+                committed = rd.committed_entries
+                if (
+                    committed
+                    and rd.snapshot is None
+                    and (not rd.entries or committed[-1].index < rd.entries[0].index)
+                ):
+                    # durable since earlier Readys: applied before this Ready's save
+                    node.inflight = rd
+                    if not self._apply(node, committed):
+                        return
+                    applied_early = True
+                saved = node.store.hard
+                if (
+                    hard_state is not None
+                    and not rd.entries
+                    and rd.snapshot is None
+                    and (hard_state.term, hard_state.vote) == (saved.term, saved.vote)
+                ):
+                    node.unsaved_commit = hard_state  # only the commit moved: not worth a sync
+                    must_sync = False
+                elif hard_state is None:
+                    hard_state = node.unsaved_commit
+            node.inflight = rd
+            if must_sync:
                 node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
                 self._schedule(
                     self._rng.uniform(*self.config.disk_ms),
@@ -769,27 +816,61 @@ class RaftSimulation:
                     node,
                     node.incarnation,
                     rd,
+                    hard_state,
+                    applied_early,
                 )
                 return
-            node.inflight = rd
-            if not self._finish(node, rd):
+            if not self._finish(node, rd, applied_early):
                 return
 
-    def _on_saved(self, node: SimNode, incarnation: int, rd: Ready) -> None:
+    def _on_saved(
+        self,
+        node: SimNode,
+        incarnation: int,
+        rd: Ready,
+        hard_state: HardState | None,
+        applied_early: bool,
+    ) -> None:
         if node.incarnation != incarnation:
             return  # the node crashed while this save was in flight: it is lost
-        node.store.save(hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        node.store.save(hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        if hard_state is not None:
+            node.unsaved_commit = None
         self.stats.saves += 1
         term = node.inflight_leader_term
         if term and any(e.term == term for e in rd.entries):
             self.oracle.on_leader_log_durable(node.id, term, node.store)
         if self._crash_point(node, "saved"):
             return
-        if self._finish(node, rd):
+        if self._finish(node, rd, applied_early):
             self._pump(node)
             self._check(node)
 
-    def _finish(self, node: SimNode, rd: Ready) -> bool:
+    def _flush_commit(self, node: SimNode) -> None:
+        """lazy_commit: save a commit index that moved with nothing else to save."""
+        hard_state, node.unsaved_commit = node.unsaved_commit, None
+        node.commit_flushed_at = self.now
+        node.inflight = _FLUSHING
+        self._schedule(
+            self._rng.uniform(*self.config.disk_ms),
+            self._on_flushed,
+            node,
+            node.incarnation,
+            hard_state,
+        )
+
+    def _on_flushed(self, node: SimNode, incarnation: int, hard_state: HardState) -> None:
+        if node.incarnation != incarnation:
+            return
+        node.store.save(hard_state=hard_state)
+        self.stats.saves += 1
+        node.inflight = None
+        if self._crash_point(node, "flushed"):
+            return
+        self._pump(node)
+        self._check(node)
+
+    def _finish(self, node: SimNode, rd: Ready, applied_early: bool = False) -> bool:
         """Send, apply, advance (the Ready's writes are durable). False if it crashed."""
         for m in rd.messages:
             self.oracle.on_send(node.id, m, node.store, early=False)
@@ -798,24 +879,9 @@ class RaftSimulation:
             return False
         if rd.snapshot is not None:
             self._restore(node, rd.snapshot)
+        if not applied_early and not self._apply(node, rd.committed_entries):
+            return False
         app = node.app
-        for e in rd.committed_entries:
-            if e.index != app.applied + 1:
-                self._violation(
-                    f"node {node.id} is given entry {e.index} to apply after {app.applied}"
-                )
-            output = app.apply(e)
-            self.oracle.on_applied(node.id, e, app.chain, node.term)
-            pending = node.pending_writes.pop(e.index, None)
-            if pending is not None:
-                term, req = pending
-                if term == e.term:
-                    self.oracle.acknowledge(e.index, e.data)
-                    self._reply(node, req, True, output)
-                else:
-                    self._reply(node, req, False, None, node.leader)
-            if self._crash_point(node, "applied"):
-                return False
         for rs in rd.read_states:
             req = node.pending_reads.pop(rs.context, None)
             if req is not None:
@@ -837,6 +903,28 @@ class RaftSimulation:
         if every is not None and app.applied - node.last_snapshot >= every:
             self._take_snapshot(node)
             if self._crash_point(node, "compacted"):
+                return False
+        return True
+
+    def _apply(self, node: SimNode, entries: Sequence[Entry]) -> bool:
+        """Apply committed entries in order, answering clients; False if it crashed."""
+        app = node.app
+        for e in entries:
+            if e.index != app.applied + 1:
+                self._violation(
+                    f"node {node.id} is given entry {e.index} to apply after {app.applied}"
+                )
+            output = app.apply(e)
+            self.oracle.on_applied(node.id, e, app.chain, node.term)
+            pending = node.pending_writes.pop(e.index, None)
+            if pending is not None:
+                term, req = pending
+                if term == e.term:
+                    self.oracle.acknowledge(e.index, e.data)
+                    self._reply(node, req, True, output)
+                else:
+                    self._reply(node, req, False, None, node.leader)
+            if self._crash_point(node, "applied"):
                 return False
         return True
 
