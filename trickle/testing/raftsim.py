@@ -990,6 +990,11 @@ class RaftSimulation:
             self.fail(f"expected one leader within {timeout_ms:.0f} ms, got none")
         return self.leaders()[-1][1]
 
+    def wait_leader(self, timeout_ms: float = 5000.0) -> NodeId:
+        """The leader of the latest term among connected nodes, once there is one (same as
+        ``check_one_leader``)."""
+        return self.check_one_leader(timeout_ms)
+
     def check_no_leader(self) -> None:
         """Fail if a connected node believes it leads."""
         found = self.leaders()
