@@ -149,3 +149,23 @@ def test_invariants_catch_a_disk_that_forgets_the_vote(sim_seed: int) -> None:
     store.hard = amnesiac
     with pytest.raises(InvariantViolation, match="restarts at term=.* vote=None"):
         sim.restart(victim)
+
+
+def test_crash_loses_the_save_in_flight_and_keeps_completed_ones(sim_seed: int) -> None:
+    """The disk model itself: what survives a crash is what the completed saves left."""
+    sim = RaftSimulation(3, seed=sim_seed, config=SimConfig(disk_ms=(100.0, 100.0)))
+    sim.one(b"before", 3)
+    leader = sim.check_one_leader()
+    store = sim.node(leader).store
+    index, _, ok = sim.start(leader, b"in-flight")
+    assert ok
+    sim.run_for(50)  # the leader's save takes 100 ms
+    sim.crash(leader)
+    assert store.last_index < index
+    assert all(e.data != b"in-flight" for e in store.load().entries)
+    sim.restart(leader)
+    index2 = sim.one(b"after", 3)
+    sim.run_for(200)
+    entries = {e.index: e.data for e in sim.node(leader).store.load().entries}
+    assert entries[index2] == b"after"
+    assert b"before" in entries.values()

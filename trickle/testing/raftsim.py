@@ -195,6 +195,16 @@ class ClientOp:
     call_time: float
     return_time: float
 
+    @property
+    def input(self) -> tuple[str, str, str | None]:
+        """(op, key, value): what the client asked."""
+        return self.op, self.key, self.value
+
+    @property
+    def pending(self) -> bool:
+        """Never returned: it may or may not have taken effect."""
+        return self.return_time == math.inf
+
 
 @attrs.define
 class SimStats:
@@ -342,7 +352,7 @@ class Client:
             op[4] = output
             op[6] = self.sim.now
             self._op = None
-            self.leader = frm if req.cmd.op != "get" or not self.unsafe_reads else self.leader
+            self.leader = frm  # it answered: ask it first next time
             self.completed += 1
             if self._on_done is not None:
                 self._on_done(ClientOp(*op))
