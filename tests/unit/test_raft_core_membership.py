@@ -226,3 +226,22 @@ def test_snapshot_meta_labels_an_index_with_its_term_and_configuration() -> None
     assert raft.snapshot_meta(4).conf == conf("123")
     assert raft.snapshot_meta(4).term == 2
     assert raft.snapshot_meta(5).conf == conf("123", "4")
+
+
+def test_leader_that_lost_its_lease_before_its_removal_committed_still_campaigns() -> None:
+    # Thesis 4.2.2 (fuzz seed 299 regression): node 1 appends its own removal, cannot
+    # reach node 2 and steps down (CheckQuorum). Node 2 lacks the entry: its voters are
+    # still (1, 2) and node 1, whose log is longer, refuses it. Node 1 must campaign
+    # although its latest configuration leaves it out; it then commits its removal and
+    # hands over.
+    env = cluster(2)
+    env.partition(["2"])
+    env.nodes[NodeId("1")].raft.propose_conf_change(change(Op.REMOVE, "1"))
+    env.stabilize()
+    env.tick("1", 20)
+    assert st(env, "1").role is Role.FOLLOWER
+    env.heal()
+    tick_all(env, 40)
+    assert st(env, "2").role is Role.LEADER and st(env, "2").conf == conf("2")
+    assert st(env, "1").role is Role.FOLLOWER
+    assert st(env, "2").commit == st(env, "2").last_index

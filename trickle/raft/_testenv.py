@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -80,11 +80,13 @@ class MemStore:
     def save(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
-            keep = [e for e in self.entries if e.index == meta.index and e.term == meta.term]
-            if keep:
+            held = self.snapshot is not None and (
+                (self.snapshot.meta.index, self.snapshot.meta.term) == (meta.index, meta.term)
+            )
+            if held or any(e.index == meta.index and e.term == meta.term for e in self.entries):
                 self.entries = [e for e in self.entries if e.index > meta.index]
             else:
-                self.entries = []
+                self.entries = []  # another history: the snapshot replaces the whole log
             self.snapshot = rd.snapshot
         if rd.entries:
             first = rd.entries[0].index
@@ -154,6 +156,7 @@ class InteractionEnv:
         self.network: list[Message] = []  # sent, not yet delivered, in send order
         self.groups: dict[NodeId, int] = {}  # partition group per node (default 0)
         self.read_states: dict[NodeId, list[tuple[int, bytes]]] = {}
+        self.on_apply: Callable[[NodeId, Entry], None] | None = None  # e.g. a safety checker
 
     # building ---------------------------------------------------------------------------
     def add_nodes(
@@ -210,6 +213,8 @@ class InteractionEnv:
             node.fsm.restore(rd.snapshot)
             out.append(f"  restore {rd.snapshot.describe()}")
         for e in rd.committed_entries:
+            if self.on_apply is not None:
+                self.on_apply(node.id, e)
             node.fsm.apply(e)
             out.append(f"  apply {describe_entry(e)}")
         for rs in rd.read_states:

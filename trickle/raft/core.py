@@ -304,6 +304,9 @@ class RaftNode:
         # configuration: a removed node still learns of its removal.
         self._targets: tuple[NodeId, ...] = ()
         self._committed_conf: ConfState | None = None
+        # Nodes whose removal committed, tracked until they hold the commit index
+        # given here (then told it) or for an election timeout (ticks left).
+        self._leaving: dict[NodeId, list[int]] = {}
 
         # volatile role state
         self._role = Role.FOLLOWER
@@ -747,6 +750,7 @@ class RaftNode:
         self._votes = {}
         self._prs = {}
         self._transferee = None
+        self._leaving = {}
         self._bcast_pending = False
         self._reads_waiting = []
         self._reads = []
@@ -809,7 +813,7 @@ class RaftNode:
 
     def _replication_targets(self) -> tuple[NodeId, ...]:
         conf, committed = self._conf, self._committed_conf
-        nodes = conf.voters | conf.learners
+        nodes = conf.voters | conf.learners | self._leaving.keys()
         if committed is not None:
             nodes = nodes | committed.voters | committed.learners
         return tuple(sorted(nodes))
@@ -835,6 +839,12 @@ class RaftNode:
                     return
             if self._transferee is not None:
                 self._transferee = None  # abandoned: it did not take over in time
+        if self._leaving:
+            for node, state in list(self._leaving.items()):
+                state[1] -= 1
+                if state[1] <= 0:
+                    del self._leaving[node]  # it did not answer: stop waiting for it
+                    self._sync_progress()
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             ctx = str(self._read_round).encode() if self._reads else b""
@@ -852,7 +862,16 @@ class RaftNode:
         return _quorum.quorum_value(active) == 1 if active else True
 
     def _promotable(self) -> bool:
-        return self._id in self._conf.voters
+        """May this node campaign? A voter of its latest configuration may; so may a voter
+        of the committed one while the change removing it is uncommitted (thesis 4.2.2:
+        it may still be needed, e.g. a leader that lost its lease before its own removal
+        committed, whose vote the remaining voters need)."""
+        if self._id in self._conf.voters:
+            return True
+        if self._log.last_conf_index() > self._commit:
+            committed = self._log.conf(self._commit)
+            return committed is not None and self._id in committed.voters
+        return False
 
     # elections ----------------------------------------------------------------------------
     def _hup(self, *, transfer: bool) -> None:
@@ -1087,6 +1106,9 @@ class RaftNode:
                 pr.become_replicate()
         else:
             pr.free_le(pr.match)
+        if m.src in self._leaving:
+            self._maybe_say_farewell(m.src)  # it holds its removal: tell it and forget it
+            return
         if self._maybe_commit():
             self._bcast_append()
         elif was_paused:
@@ -1151,6 +1173,7 @@ class RaftNode:
         conf = self._log.conf(index)
         if conf is not self._committed_conf:
             self._committed_conf = conf
+            self._start_farewells()
             self._sync_progress()
         if conf is not None and self._id not in conf.voters:
             # Our removal is committed: tell the others, hand over, and step down.
@@ -1371,6 +1394,35 @@ class RaftNode:
         self._release_reads()
         if self._maybe_commit():
             self._bcast_append()
+
+    def _start_farewells(self) -> None:
+        """Nodes whose removal just committed must learn it (or, still counting themselves
+        needed, they would campaign): keep replicating to each until it holds the commit
+        index, then tell it in a heartbeat (never paused); give up after an election
+        timeout."""
+        self._leaving = {}
+        keep = self._replication_targets()
+        for node in self._targets:
+            if node not in keep and node != self._id and node in self._prs:
+                self._leaving[node] = [self._commit, self._config.election_ticks]
+                self._maybe_say_farewell(node)
+
+    def _maybe_say_farewell(self, node: NodeId) -> None:
+        state = self._leaving.get(node)
+        pr = self._prs.get(node)
+        if state is None or pr is None or pr.match < state[0]:
+            return
+        self._msgs.append(
+            Message(
+                type=_MT.HEARTBEAT,
+                src=self._id,
+                dst=node,
+                term=self._term,
+                commit=min(pr.match, self._commit),
+            )
+        )
+        del self._leaving[node]
+        self._sync_progress()
 
     def _sync_progress(self) -> None:
         """Track exactly the replication targets (leader only)."""
