@@ -18,6 +18,7 @@ import random
 import attrs
 import pytest
 
+from trickle.errors import ValidationError
 from trickle.testing.raftsim import (
     ELECTION_TIMEOUT_MS,
     InvariantViolation,
@@ -169,3 +170,62 @@ def test_crash_loses_the_save_in_flight_and_keeps_completed_ones(sim_seed: int) 
     entries = {e.index: e.data for e in sim.node(leader).store.load().entries}
     assert entries[index2] == b"after"
     assert b"before" in entries.values()
+
+
+@MODES
+def test_random_nemesis_keeps_safety_and_recovers(sim_seed: int, lazy_commit: bool) -> None:
+    """Jepsen-style: every 50-400 ms one random fault (partition into random halves, a
+    one-way cut, a crash, a restart, a leadership transfer, a lossy or long-reordering
+    network, healing) under client load; then everything heals and every acknowledged
+    write must be there exactly once."""
+    config = SimConfig(
+        lazy_commit=lazy_commit,
+        snapshot_every=20,
+        app_survives_crash=0.5,
+        disk_ms=(0.5, 10.0),
+        raft=sim_raft_config(trailing_entries=5, snapshot_chunk_bytes=128),
+    )
+    sim = RaftSimulation(5, seed=sim_seed, config=config)
+    rng = random.Random(sim_seed * 31 + 4)
+    clients = [sim.client() for _ in range(3)]
+    sim.start_workload(clients, duration_ms=LOAD_MS, weights=(0.0, 0.8, 0.2, 0.0))
+    end = sim.now + LOAD_MS
+    while sim.now < end:
+        sim.run_for(rng.uniform(50, 400))
+        fault = rng.randrange(8)
+        ids = list(sim.ids)
+        if fault == 0:
+            rng.shuffle(ids)
+            cut = rng.randrange(1, len(ids))
+            sim.partition(ids[:cut], ids[cut:])
+        elif fault == 1:
+            a, b = rng.sample(ids, 2)
+            sim.cut(a, b)
+        elif fault == 2:
+            sim.crash(rng.choice(ids))
+        elif fault == 3:
+            sim.restart(rng.choice(ids))
+        elif fault == 4:
+            leaders = sim.leaders()
+            if leaders:
+                leader = leaders[-1][1]
+                try:
+                    sim.transfer_leadership(leader, rng.choice([i for i in ids if i != leader]))
+                except ValidationError:
+                    pass
+        elif fault == 5:
+            sim.set_network(
+                rng.choice([NetworkConfig.unreliable(), NetworkConfig.unreliable_long_reordering()])
+            )
+        else:
+            sim.heal()
+            sim.set_network(NetworkConfig.reliable())
+    sim.heal()
+    sim.set_network(NetworkConfig.reliable())
+    for nid in sim.ids:
+        sim.restart(nid)
+    if not sim.run_until(lambda: not any(c.busy for c in clients), 30_000):
+        sim.fail("clients did not finish after the faults stopped")
+    sim.one(b"final", 5)
+    sim.wait_applied_everywhere()
+    appends_acknowledged_exactly_once(sim)
