@@ -1,0 +1,638 @@
+"""Raft benchmark: trickle's Raft (fsync on) beside PySyncObj 0.3.17, 3 processes on loopback.
+
+    python benchmarks/raft.py --duration 10 [--clients 256] [--size 64]
+        [--failover-trials 20] [--systems trickle,pysyncobj] [--sim-seconds 30] [--dir DIR]
+
+Prints ONE JSON object
+``{"trickle": {...}, "pysyncobj": {...}, "sim_speedup_5_nodes": x, "host": {...},
+"targets": {...}}``; progress goes to stderr. Each side has ``commits_per_s``,
+``latency_ms_p50``, ``latency_ms_p99`` and ``fsync``; trickle's also ``failover_ms_p50``
+and ``failover_ms_p99``. Nothing is asserted: ``targets`` says which targets of issue 3
+the run met.
+
+Each system runs as three server processes (``benchmarks/_raft_server.py``) on 127.0.0.1,
+each bound to port 0; the ports come from each child's JSON ready line and are then sent
+to every child. trickle: RaftDriver (defaults) + TcpTransport + SqliteRaftStorage with
+Durability.FSYNC in a temp dir, a counter as the application. PySyncObj: a SyncObj with a
+replicated counter method, its default config (``appendEntriesUseBatch`` on) plus its
+file journal and dump file in the temp dir. PySyncObj never fsyncs (see ``FSYNC_NOTE``).
+
+The load generator is the same for both: client loops inside the leader's process, as
+PySyncObj's own benchmark calls its replicated methods in-process. A closed loop of
+``--clients`` outstanding proposals of ``--size``-byte commands (trickle: that many Trio
+tasks each awaiting ``driver.propose``; PySyncObj: that many calls of the replicated
+method, each callback issuing the next). A commit counts when the proposer gets its
+result (applied on the leader); latency is from the call to that result. ``--warmup``
+seconds are run first and not counted; then ``--duration`` seconds are counted.
+
+1. throughput: ``--clients`` pipelined clients (``commits_per_s``);
+2. latency: one sequential client (``latency_ms_p50``/``_p99``);
+3. (trickle) failover, ``--failover-trials`` times: every node runs a probe client
+   (sequential proposals, ``--probe-interval`` apart; a follower's are forwarded to the
+   leader). The leader's process group gets SIGKILL after a random 0-200 ms pause; the
+   failover time is from the kill to the first probe commit, on a survivor, of an entry of
+   a term above the dead leader's (a commit by the new leader). The killed node is then
+   restarted on its data dir (a new port, sent to the others), catches up (a ReadIndex
+   barrier) and probes again before the next trial.
+
+PySyncObj runs 1 and 2 in the same run, and again with ``appendEntriesUseBatch=False``
+(``pysyncobj.no_batch``), its best latency setting. ``sim_speedup_5_nodes`` comes from
+``benchmarks/raft_sim.py`` (``sim_speedup``), run after the servers are gone.
+
+Every child is in its own process group and is killed (SIGKILL to the group) and reaped
+when the benchmark ends, also on Ctrl-C, SIGTERM or an error; a child whose stdin closes
+exits by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from _raft_server import percentile  # noqa: E402
+
+SERVER = HERE / "_raft_server.py"
+SYSTEMS = ("trickle", "pysyncobj")
+IDS = ("s1", "s2", "s3")
+PYSYNCOBJ_VERSION = "0.3.17"
+READY_TIMEOUT = 60.0  # seconds for a child to print its ready line
+LEADER_TIMEOUT = 30.0  # seconds for a cluster to agree on a leader
+FAILOVER_TIMEOUT = 15.0  # seconds a survivor waits for a new leader's commit
+KILL_JITTER = 0.2  # seconds: random pause before each kill, so kills fall anywhere
+#                    between two heartbeats
+FSYNC_NOTE = (
+    "PySyncObj 0.3.17 never fsyncs: its file journal writes through mmap and is flushed "
+    "only when it is closed, and it keeps its term and vote in memory only (reset at "
+    "start-up), so a restarted node can vote twice in a term. trickle's figures are with "
+    "one fsync per Ready (SQLite synchronous=FULL)."
+)
+TARGETS = {
+    "throughput_vs_pysyncobj_min": 1.3,
+    "latency_ms_p50_max": 1.0,
+    "latency_ms_p99_max": 3.0,
+    "failover_ms_p50_max": 400.0,
+    "failover_ms_p99_max": 800.0,
+    "sim_speedup_5_nodes_min": 20.0,
+}
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A child failed or did not answer: the run cannot go on."""
+
+
+class Child:
+    """One server process: its JSON lines on stdout come through a reader thread."""
+
+    def __init__(self, system: str, node: str, data_dir: Path, log_path: Path, extra: list[str]):
+        self.system = system
+        self.node = node
+        self.log_path = log_path
+        cmd = [sys.executable, str(SERVER), system, "--id", node, "--data-dir", str(data_dir)]
+        self._log_file = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            cmd + extra,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            start_new_session=True,  # its own process group: killed as a whole
+        )
+        self.pid = self.proc.pid
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True, name=f"read-{node}").start()
+        try:
+            ready = self.reply(READY_TIMEOUT)
+            if not ready.get("ready"):
+                raise BenchError(f"{system} {node}: unexpected first line {ready}")
+        except BaseException:
+            self.kill()
+            raise
+        self.port = int(ready["port"])
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def send(self, op: str, **fields: Any) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise BenchError(f"{self.system} {self.node}: cannot send {op}: {exc}") from None
+
+    def reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(
+                f"{self.system} {self.node}: no answer within {timeout} s{self._tail()}"
+            ) from None
+        if line is None:
+            raise BenchError(f"{self.system} {self.node} exited ({self.proc.poll()}){self._tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"{self.system} {self.node}: {answer['error']}{self._tail()}")
+        return answer
+
+    def request(self, op: str, *, wait: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """Send one command and return its answer (``wait``: seconds to wait for it)."""
+        self.send(op, **fields)
+        return self.reply(wait)
+
+    def cpu_s(self) -> float:
+        try:
+            t = psutil.Process(self.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(t.user + t.system)
+
+    def kill(self) -> None:
+        """SIGKILL to the child's process group (PySyncObj forks for its log compaction),
+        then reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.reap()
+
+    def reap(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if self.proc.returncode is None:  # a child that left its group: kill it alone
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._log_file.close()
+
+    def _tail(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()[-15:]
+        except OSError:
+            return ""
+        return ("\n  " + "\n  ".join(text)) if text else ""
+
+
+class Cluster:
+    """Three server processes of one system; restartable node by node."""
+
+    def __init__(self, system: str, root: Path, extra: list[str] | None = None) -> None:
+        self.system = system
+        self.root = root
+        self.extra = list(extra or [])
+        if system == "trickle":
+            self.extra += ["--ids", ",".join(IDS)]
+        self.children: dict[str, Child] = {}
+        self.starts = 0
+        root.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for child in list(self.children.values()):
+            child.kill()
+        self.children.clear()
+
+    def start_node(self, node: str) -> Child:
+        self.starts += 1
+        data = self.root / node
+        log = self.root / f"{node}.log"
+        child = self.children[node] = Child(self.system, node, data, log, self.extra)
+        return child
+
+    def start(self) -> None:
+        for node in IDS:
+            self.start_node(node)
+        self.send_peers()
+
+    def send_peers(self) -> None:
+        peers = {n: ["127.0.0.1", c.port] for n, c in self.children.items()}
+        for child in self.children.values():
+            child.send("peers", peers=peers)
+        for child in self.children.values():
+            child.reply(30)
+
+    def all(self, op: str, *, wait: float = 30.0, **fields: Any) -> dict[str, dict[str, Any]]:
+        """Send one command to every node; their answers by node."""
+        for child in self.children.values():
+            child.send(op, **fields)
+        return {n: c.reply(wait) for n, c in self.children.items()}
+
+    def stable_leader(self, timeout: float = LEADER_TIMEOUT) -> tuple[str, int]:
+        """(leader, term) once every node names the same leader in the same term and that
+        node says it leads."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.all("status")
+            leaders = {(s["leader"], s["term"]) for s in status.values()}
+            if len(leaders) == 1:
+                leader, term = next(iter(leaders))
+                if leader in status and status[leader]["role"] == "leader":
+                    if self.system != "pysyncobj" or all(s["ready"] for s in status.values()):
+                        return leader, term
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.system}: no stable leader within {timeout} s: {status}")
+            time.sleep(0.02)
+
+    def load(self, node: str, *, clients: int, duration: float, warmup: float, size: int) -> dict:
+        """Run the load generator in ``node``; its report plus every node's CPU."""
+        cpu0 = {n: c.cpu_s() for n, c in self.children.items()}
+        load0 = os.getloadavg()[0]
+        report = self.children[node].request(
+            "load",
+            wait=warmup + duration + 120,
+            clients=clients,
+            duration=duration,
+            warmup=warmup,
+            size=size,
+        )
+        cpu = {n: round(c.cpu_s() - cpu0[n], 2) for n, c in self.children.items()}
+        report["cpu_s_by_node"] = cpu  # warm-up included
+        total = sum(cpu.values())
+        report["cpu_pct_total"] = round(100 * total / (warmup + duration), 1)
+        if report["commits"]:
+            report["cpu_ms_per_commit"] = round(
+                1000 * total / report["commits"] * duration / (warmup + duration), 3
+            )
+        report["proposer"] = node
+        report["loadavg_1m_before"] = round(load0, 2)
+        return report
+
+
+def measure_load(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput (``--clients``) then latency (one client) on the leader."""
+    leader, term = cluster.stable_leader()
+    _log(
+        f"{cluster.system}: leader {leader} (term {term}); {args.clients} clients, "
+        f"{args.duration:g} s"
+    )
+    throughput = cluster.load(
+        leader, clients=args.clients, duration=args.duration, warmup=args.warmup, size=args.size
+    )
+    _log(
+        f"{cluster.system}: {throughput['commits_per_s']} commits/s, "
+        f"p50 {throughput['latency_ms_p50']} ms"
+    )
+    leader, term = cluster.stable_leader()
+    sequential = cluster.load(
+        leader, clients=1, duration=args.duration, warmup=args.warmup, size=args.size
+    )
+    _log(
+        f"{cluster.system}: one client: p50 {sequential['latency_ms_p50']} ms, "
+        f"p99 {sequential['latency_ms_p99']} ms"
+    )
+    return {
+        "commits_per_s": throughput["commits_per_s"],
+        "latency_ms_p50": sequential["latency_ms_p50"],
+        "latency_ms_p99": sequential["latency_ms_p99"],
+        "throughput": throughput,
+        "sequential": sequential,
+    }
+
+
+def measure_failover(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
+    """Kill -9 the leader, time the next commit by a new leader, restart, repeat."""
+    rng = random.Random(args.seed)
+    cluster.all("probe_start", interval=args.probe_interval)
+    trials: list[dict[str, Any]] = []
+    for k in range(args.failover_trials):
+        leader, term = cluster.stable_leader()
+        time.sleep(rng.uniform(0.0, KILL_JITTER))
+        victim = cluster.children.pop(leader)
+        t_kill = time.monotonic()
+        victim.kill()
+        survivors = cluster.children
+        for child in survivors.values():
+            child.send("first_commit_after", t=t_kill, term_gt=term, timeout=FAILOVER_TIMEOUT)
+        answers = {n: c.reply(FAILOVER_TIMEOUT + 10) for n, c in survivors.items()}
+        commits = [a["t_commit"] for a in answers.values() if "t_commit" in a]
+        known = [a["t_leader_known"] for a in answers.values() if a.get("t_leader_known")]
+        trial: dict[str, Any] = {
+            "killed": leader,
+            "killed_term": term,
+            "failover_ms": round(1000 * (min(commits) - t_kill), 2) if commits else None,
+            "leader_known_ms": round(1000 * (min(known) - t_kill), 2) if known else None,
+            "new_leader": next(
+                (a.get("leader") for a in answers.values() if a.get("leader")), None
+            ),
+        }
+        restart0 = time.monotonic()
+        cluster.start_node(leader)
+        cluster.send_peers()
+        caught = cluster.children[leader].request("catch_up", wait=60, timeout=30)
+        cluster.children[leader].request("probe_start", interval=args.probe_interval)
+        trial["restart_s"] = round(time.monotonic() - restart0, 3)
+        trial["catch_up_s"] = caught["catch_up_s"]
+        trials.append(trial)
+        _log(
+            f"trickle failover {k + 1}/{args.failover_trials}: killed {leader} (term {term}): "
+            f"{trial['failover_ms']} ms to a commit by {trial['new_leader']}; "
+            f"rejoined in {trial['restart_s']} s"
+        )
+    probes = cluster.all("probe_stop")
+    done = sorted(t["failover_ms"] for t in trials if t["failover_ms"] is not None)
+    known = sorted(t["leader_known_ms"] for t in trials if t["leader_known_ms"] is not None)
+    restart = sorted(t["restart_s"] for t in trials)
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 2)
+
+    return {
+        "failover_ms_p50": r(percentile(done, 0.50)),
+        "failover_ms_p99": r(percentile(done, 0.99)),
+        "failover_ms_min": r(done[0] if done else None),
+        "failover_ms_max": r(done[-1] if done else None),
+        "failover_ms_mean": r(sum(done) / len(done) if done else None),
+        "leader_known_ms_p50": r(percentile(known, 0.50)),
+        "leader_known_ms_p99": r(percentile(known, 0.99)),
+        "failover_trials": len(trials),
+        "failover_failures": len(trials) - len(done),
+        "restart_s_p50": percentile(restart, 0.50),
+        "probe_interval_s": args.probe_interval,
+        "probe_errors_by_node": {n: p.get("errors", {}) for n, p in probes.items()},
+        "failover_trials_detail": trials,
+    }
+
+
+def run_trickle(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from trickle.raft.driver import DEFAULT_CONFIG, DEFAULT_TICK_SECONDS
+
+    out: dict[str, Any] = {"fsync": True}
+    with Cluster("trickle", root / "trickle", ["--durability", "fsync"]) as cluster:
+        _log("trickle: starting 3 servers")
+        cluster.start()
+        out |= measure_load(cluster, args)
+        if args.failover_trials:
+            out |= measure_failover(cluster, args)
+        else:
+            out |= {"failover_ms_p50": None, "failover_ms_p99": None, "failover_trials": 0}
+        out["processes_started"] = cluster.starts
+    out["settings"] = {
+        "durability": "fsync (SQLite synchronous=FULL, one fsync per Ready)",
+        "tick_s": DEFAULT_TICK_SECONDS,
+        "election_ticks": DEFAULT_CONFIG.election_ticks,
+        "heartbeat_ticks": DEFAULT_CONFIG.heartbeat_ticks,
+        "max_inflight": DEFAULT_CONFIG.max_inflight,
+        "pre_vote": DEFAULT_CONFIG.pre_vote,
+        "check_quorum": DEFAULT_CONFIG.check_quorum,
+    }
+    return out
+
+
+def run_pysyncobj(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    import pysyncobj.version
+
+    out: dict[str, Any] = {
+        "fsync": False,
+        "fsync_note": FSYNC_NOTE,
+        "version": getattr(pysyncobj.version, "VERSION", None),
+    }
+    with Cluster("pysyncobj", root / "pysyncobj") as cluster:
+        _log("pysyncobj: starting 3 servers (defaults: appendEntriesUseBatch=True)")
+        cluster.start()
+        out |= measure_load(cluster, args)
+    if args.pysyncobj_no_batch:
+        with Cluster("pysyncobj", root / "pysyncobj-no-batch", ["--no-batch"]) as cluster:
+            _log("pysyncobj: starting 3 servers with appendEntriesUseBatch=False")
+            cluster.start()
+            nb = measure_load(cluster, args)
+        out["no_batch"] = {
+            k: nb[k]
+            for k in (
+                "commits_per_s",
+                "latency_ms_p50",
+                "latency_ms_p99",
+                "throughput",
+                "sequential",
+            )
+        }
+    out["settings"] = {
+        "append_entries_use_batch": True,
+        "journal": "file (journalFile and fullDumpFile in the temp dir; never fsynced)",
+    }
+    return out
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """Each target of issue 3 with the measured figure and whether it was met."""
+    tr, ps = result.get("trickle") or {}, result.get("pysyncobj") or {}
+    ratio = None
+    if tr.get("commits_per_s") and ps.get("commits_per_s"):
+        ratio = round(tr["commits_per_s"] / ps["commits_per_s"], 2)
+
+    def check(value: float | None, limit: float, at_least: bool) -> dict[str, Any]:
+        met = None if value is None else (value >= limit if at_least else value <= limit)
+        return {"value": value, "target": limit, "met": met}
+
+    return {
+        "throughput_vs_pysyncobj": check(ratio, TARGETS["throughput_vs_pysyncobj_min"], True),
+        "latency_ms_p50": check(tr.get("latency_ms_p50"), TARGETS["latency_ms_p50_max"], False),
+        "latency_ms_p99": check(tr.get("latency_ms_p99"), TARGETS["latency_ms_p99_max"], False),
+        "failover_ms_p50": check(tr.get("failover_ms_p50"), TARGETS["failover_ms_p50_max"], False),
+        "failover_ms_p99": check(tr.get("failover_ms_p99"), TARGETS["failover_ms_p99_max"], False),
+        "sim_speedup_5_nodes": check(
+            result.get("sim_speedup_5_nodes"), TARGETS["sim_speedup_5_nodes_min"], True
+        ),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _filesystem(path: Path) -> str | None:
+    best = None
+    for part in psutil.disk_partitions(all=True):
+        if str(path).startswith(part.mountpoint) and (
+            best is None or len(part.mountpoint) > len(best.mountpoint)
+        ):
+            best = part
+    return None if best is None else best.fstype
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the children are killed and the dir removed."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds counted per load run (throughput, then latency)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds run before each counted window (default min(2, duration/4))",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=256, help="outstanding proposals in the throughput run"
+    )
+    parser.add_argument("--size", type=int, default=64, help="bytes per command")
+    parser.add_argument(
+        "--failover-trials", type=int, default=20, help="trickle leader kills (0: none)"
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=0.02,
+        help="seconds between two proposals of a failover probe client",
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated systems to run (default both)"
+    )
+    parser.add_argument(
+        "--no-pysyncobj-no-batch",
+        dest="pysyncobj_no_batch",
+        action="store_false",
+        help="skip PySyncObj's second run with appendEntriesUseBatch=False",
+    )
+    parser.add_argument(
+        "--sim-seconds",
+        type=float,
+        default=30.0,
+        help="simulated seconds for sim_speedup_5_nodes (0: skip, null)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the temp data dirs go (default: the system temp dir; "
+        "it must be on a real disk for fsync to mean anything)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill pauses")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.warmup is None:
+        args.warmup = min(2.0, args.duration / 4)
+    if args.warmup < 0:
+        parser.error("--warmup cannot be negative")
+    if args.clients < 1:
+        parser.error("--clients must be at least 1")
+    if args.size < 1:
+        parser.error("--size must be at least 1")
+    if args.failover_trials < 0:
+        parser.error("--failover-trials cannot be negative")
+    if args.probe_interval < 0:
+        parser.error("--probe-interval cannot be negative")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown or not systems:
+        parser.error(f"--systems: unknown {unknown}; use {', '.join(SYSTEMS)}")
+    if "pysyncobj" in systems and importlib.util.find_spec("pysyncobj") is None:
+        print(
+            "error: PySyncObj is not installed; the benchmark compares against it.\n"
+            f"  pip install pysyncobj=={PYSYNCOBJ_VERSION}\n"
+            "(or run with --systems trickle)",
+            file=sys.stderr,
+        )
+        return 2
+
+    root = Path(tempfile.mkdtemp(prefix="trickle-raft-bench-", dir=args.dir))
+    result: dict[str, Any] = {}
+    host: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "commit": _git_commit(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data_dir_fs": _filesystem(root),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    if host["data_dir_fs"] == "tmpfs":
+        _log("warning: the data dir is on tmpfs: fsync costs nothing there (see --dir)")
+    try:
+        with _terminate_on_sigterm():
+            for system in systems:
+                runner = run_trickle if system == "trickle" else run_pysyncobj
+                result[system] = runner(args, root)
+            if args.sim_seconds > 0:
+                import raft_sim
+
+                _log(f"simulator: 5 nodes, {args.sim_seconds:g} simulated s")
+                result["sim_speedup_5_nodes"] = raft_sim.sim_speedup(args.sim_seconds)
+            else:
+                result["sim_speedup_5_nodes"] = None
+    except BenchError as exc:
+        _log(f"error: {exc}")
+        return 1
+    finally:
+        if args.keep:
+            _log(f"data dirs and logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    for system in SYSTEMS:
+        result.setdefault(system, None)
+    host["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["host"] = host
+    result["targets"] = targets(result)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
