@@ -21,7 +21,8 @@ class PeerProgress:
     acknowledged; the window is full at ``max_inflight``. In SNAPSHOT state ``snapshot``
     is the image being sent, ``snap_offset`` the bytes acknowledged so far and
     ``snap_inflight`` whether a chunk awaits its acknowledgement (one at a time).
-    ``read_ack`` is the highest read-index round this member has confirmed.
+    ``read_ack`` is the highest read-index round this member has confirmed;
+    ``sent_commit`` the commit index of the last APPEND sent to it.
     """
 
     __slots__ = (
@@ -33,6 +34,7 @@ class PeerProgress:
         "probe_sent",
         "read_ack",
         "recent_active",
+        "sent_commit",
         "snap_inflight",
         "snap_offset",
         "snap_wait",
@@ -54,6 +56,7 @@ class PeerProgress:
         self.snap_inflight = False
         self.snap_wait = 0
         self.read_ack = 0
+        self.sent_commit = 0  # the commit index carried by the last APPEND sent
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state

@@ -168,8 +168,9 @@ class InteractionEnv:
         config: RaftConfig | None = None,
     ) -> list[str]:
         config = config or RaftConfig()
-        voters, learners = frozenset(map(NodeId, voters)), frozenset(map(NodeId, learners))
-        bootstrap = ConfState(voters=voters, learners=learners) if voters else None
+        voter_ids = frozenset(NodeId(v) for v in voters)
+        learner_ids = frozenset(NodeId(v) for v in learners)
+        bootstrap = ConfState(voters=voter_ids, learners=learner_ids) if voter_ids else None
         out = []
         for _ in range(count):
             node_id = NodeId(str(len(self.nodes) + 1))
@@ -287,11 +288,21 @@ class InteractionEnv:
 
     def transfer_leadership(self, src: str, dst: str) -> list[str]:
         raft = self.nodes[NodeId(src)].raft
-        return _call(lambda: (raft.transfer_leadership(NodeId(dst)), "ok")[1])
+
+        def go() -> str:
+            raft.transfer_leadership(NodeId(dst))
+            return "ok"
+
+        return _call(go)
 
     def read_index(self, node_id: str, ctx: bytes) -> list[str]:
         raft = self.nodes[NodeId(node_id)].raft
-        return _call(lambda: (raft.read_index(ctx), "ok")[1])
+
+        def go() -> str:
+            raft.read_index(ctx)
+            return "ok"
+
+        return _call(go)
 
     def compact(self, node_id: str, index: int) -> list[str]:
         node = self.nodes[NodeId(node_id)]
@@ -432,7 +443,7 @@ def make_node(
     config: RaftConfig | None = None,
     durable: DurableState | None = None,
     applied: int = 0,
-    seed: object = None,
+    seed: int | str | None = None,
 ) -> RaftNode:
     """A node bootstrapped with ``voters`` (unless ``durable`` is given) whose bootstrap
     Ready has already been carried out."""
@@ -488,7 +499,7 @@ def _ids(text: str) -> list[str]:
 
 
 def _config(kv: dict[str, str]) -> RaftConfig:
-    names = {
+    names: dict[str, tuple[str, Callable[[str], object]]] = {
         "pre-vote": ("pre_vote", lambda v: v == "true"),
         "check-quorum": ("check_quorum", lambda v: v == "true"),
         "election": ("election_ticks", int),
@@ -498,17 +509,17 @@ def _config(kv: dict[str, str]) -> RaftConfig:
         "chunk": ("snapshot_chunk_bytes", int),
         "trailing": ("trailing_entries", int),
     }
-    fields = {}
+    fields: dict[str, object] = {}
     for key, value in kv.items():
         if key in names:
             field, conv = names[key]
             fields[field] = conv(value)
-    return RaftConfig(**fields)
+    return RaftConfig(**fields)  # type: ignore[arg-type]
 
 
-def _call(fn: object) -> list[str]:
+def _call(fn: Callable[[], str]) -> list[str]:
     try:
-        return [fn()]  # type: ignore[operator]
+        return [fn()]
     except TrickleError as exc:
         return [f"error: {type(exc).__name__}: {exc}"]
 

@@ -320,6 +320,7 @@ class RaftNode:
         self._prs: dict[NodeId, PeerProgress] = {}
         self._transferee: NodeId | None = None
         self._bcast_pending = False
+        self._commit_bcast = False  # followers must hear of a new commit at the next flush
         self._reads_waiting: list[tuple[bytes, NodeId]] = []  # until committed in term
         self._reads: list[_PendingRead] = []
         self._read_round = 0
@@ -611,9 +612,11 @@ class RaftNode:
             raise RuntimeError("ready() called before advance() of the previous Ready")
         if self._bcast_pending:
             self._flush_appends()
-        hs = HardState(term=self._term, vote=self._vote, commit=self._commit)
-        hard_state = None if hs == self._prev_hs else hs
-        snapshot = self._unstable_snapshot
+        term, vote, commit = self._term, self._vote, self._commit
+        hs = self._prev_hs
+        hard_state = None
+        if hs.term != term or hs.vote != vote or hs.commit != commit:
+            hs = hard_state = HardState(term=term, vote=vote, commit=commit)
         leader_msgs: list[Message] = []
         msgs: list[Message] = []
         durable_term = self._durable_term
@@ -622,16 +625,20 @@ class RaftNode:
                 leader_msgs.append(m)
             else:
                 msgs.append(m)
-        soft = SoftState(role=self._role, leader=self._lead, term=self._term)
+        soft = self._prev_soft
+        soft_state = None
+        if soft.role is not self._role or soft.leader != self._lead or soft.term != term:
+            soft = soft_state = SoftState(role=self._role, leader=self._lead, term=term)
+        log = self._log
         rd = Ready(
             hard_state=hard_state,
-            entries=tuple(self._log.unstable_entries()),
-            snapshot=snapshot,
+            entries=tuple(log.unstable_entries()) if log.has_unstable() else (),
+            snapshot=self._unstable_snapshot,
             leader_messages=tuple(leader_msgs),
             messages=tuple(msgs),
-            committed_entries=tuple(self._next_committed()),
+            committed_entries=tuple(self._next_committed()) if commit > self._applied else (),
             read_states=tuple(self._read_states),
-            soft_state=None if soft == self._prev_soft else soft,
+            soft_state=soft_state,
             conf=self._conf if self._conf_dirty else None,
         )
         self._msgs = []
@@ -664,7 +671,7 @@ class RaftNode:
             pr = self._prs.get(self._id)
             if pr is not None and pr.maybe_update(self._log.unstable_from - 1):
                 if self._maybe_commit():
-                    self._bcast_append()
+                    self._announce_commit()
 
     def status(self) -> Status:
         progress: dict[NodeId, Progress] = {}
@@ -752,6 +759,7 @@ class RaftNode:
         self._transferee = None
         self._leaving = {}
         self._bcast_pending = False
+        self._commit_bcast = False
         self._reads_waiting = []
         self._reads = []
         self._read_round = 0
@@ -1110,7 +1118,7 @@ class RaftNode:
             self._maybe_say_farewell(m.src)  # it holds its removal: tell it and forget it
             return
         if self._maybe_commit():
-            self._bcast_append()
+            self._announce_commit()
         elif was_paused:
             self._send_append(m.src)
         if self._role is not Role.LEADER:
@@ -1239,14 +1247,23 @@ class RaftNode:
 
     def _flush_appends(self) -> None:
         """Send new entries to every follower that may take them (one APPEND per follower
-        for all proposals since the last flush)."""
+        for all proposals since the last flush), and a new commit index to those that got
+        nothing else (one empty APPEND however many times the commit moved)."""
         self._bcast_pending = False
+        commit_bcast, self._commit_bcast = self._commit_bcast, False
         if self._role is not Role.LEADER:
             return
         for node in self._targets:
             if node != self._id:
+                sent = False
                 while self._maybe_send_append(node, send_if_empty=False):
-                    pass
+                    sent = True
+                if commit_bcast and not sent and self._prs[node].sent_commit < self._commit:
+                    self._maybe_send_append(node, send_if_empty=True)
+
+    def _announce_commit(self) -> None:
+        self._commit_bcast = True
+        self._bcast_pending = True
 
     def _bcast_append(self) -> None:
         if self._role is not Role.LEADER:
@@ -1284,6 +1301,7 @@ class RaftNode:
             )
         )
         pr.sent_entries(len(entries), entries[-1].index if entries else prev)
+        pr.sent_commit = self._commit
         return True
 
     def _maybe_send_snapshot(self, to: NodeId, pr: PeerProgress) -> bool:
@@ -1393,7 +1411,7 @@ class RaftNode:
             self._transferee = None
         self._release_reads()
         if self._maybe_commit():
-            self._bcast_append()
+            self._announce_commit()
 
     def _start_farewells(self) -> None:
         """Nodes whose removal just committed must learn it (or, still counting themselves
