@@ -620,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         _log(f"error: {exc}")
         return 1
+    except KeyboardInterrupt:
+        _log("interrupted: every server process is killed")
+        return 130
     finally:
         if args.keep:
             _log(f"data dirs and logs kept in {root}")
