@@ -200,6 +200,7 @@ def test_misaddressed_unknown_and_malformed_messages_are_dropped() -> None:
         msg(MT.APPEND, "2", "1", 2, index=3, log_term=1, entries=(Entry(2, 9),)),  # gap
         msg(MT.APPEND, "2", "1", 2, index=3, log_term=1, entries=(Entry(3, 4),)),  # term > msg
         msg(MT.APPEND, "2", "1", 2, index=-1),
+        msg(MT.APPEND, "2", "1", 2, index=3, log_term=1, entries=(Entry(2, 4, 7),)),  # type: ignore[arg-type]
         msg(MT.SNAPSHOT, "2", "1", 2),  # no snapshot meta
         msg(MT.APPEND_RESP, "9", "1", 1, index=3),  # not a member
         msg(MT.READ_INDEX, "9", "1", 1, context=b"x"),

@@ -9,7 +9,11 @@ term and vote never go back. Runs over ``--sim-seeds`` seeds (``--sim-seed S`` r
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 from trickle.errors import TrickleError
 from trickle.raft._testenv import InteractionEnv, StateMachine
@@ -54,7 +58,7 @@ class Checker:
         assert known == key, f"{node_id} applied {e} where another applied {known}"
 
 
-def run(seed: int) -> None:
+def run(seed: int) -> InteractionEnv:
     rng = random.Random(seed)
     env = InteractionEnv()
     config = RaftConfig(
@@ -137,7 +141,33 @@ def run(seed: int) -> None:
     for s in statuses:
         if s.id in members:
             assert env.nodes[s.id].fsm.applied_index == commit, (s.id, s)
+    return env
 
 
 def test_random_runs_keep_raft_safe_and_converge(sim_seed: int) -> None:
     run(sim_seed)
+
+
+def test_same_seed_same_outcome_across_hash_seeds() -> None:
+    # Node ids are strings: iterating a set of them depends on PYTHONHASHSEED. The core
+    # must never let that order leak into its outputs.
+    code = (
+        "import hashlib, sys; sys.path.insert(0, 'tests/unit');"
+        "import test_raft_core_fuzz as f; env = f.run(5);"
+        "state = [(n, v.store.hard_state, v.store.entries, v.store.snapshot and"
+        " (v.store.snapshot.describe(), v.store.snapshot.data), v.raft.status().conf.describe())"
+        " for n, v in sorted(env.nodes.items())];"
+        "print(hashlib.sha256(repr(state).encode()).hexdigest())"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        )
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

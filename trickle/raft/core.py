@@ -83,6 +83,7 @@ SNAPSHOT_RESEND_HEARTBEATS = 2  # heartbeat intervals without an ack before a ch
 
 _MT = MessageType
 _LEADER_TYPES = frozenset({_MT.APPEND, _MT.HEARTBEAT, _MT.SNAPSHOT})
+_ENTRY_KINDS = frozenset(EntryKind)
 _RESPONSE_TYPES = frozenset(
     {_MT.PRE_VOTE_RESP, _MT.VOTE_RESP, _MT.APPEND_RESP, _MT.HEARTBEAT_RESP, _MT.SNAPSHOT_RESP}
 )
@@ -723,6 +724,7 @@ class RaftNode:
                         or e.index != index
                         or e.term < term
                         or e.term > m.term
+                        or e.kind not in _ENTRY_KINDS
                         or not isinstance(e.data, bytes)
                     ):
                         return False
