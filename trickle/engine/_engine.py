@@ -9,6 +9,7 @@ every command; the engine reacts to what it applied (events, the plan, retries, 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import socket
@@ -63,6 +64,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start sooner
+# Launch ahead: the scheduler commits the intents of the fires due in the next LAUNCH_AHEAD
+# once the earliest is LAUNCH_AHEAD_MIN away, and the dispatcher launches each at its instant.
+LAUNCH_AHEAD_MIN = timedelta(milliseconds=20)
+LAUNCH_AHEAD = timedelta(milliseconds=50)
 MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
 RESTORE_STAGGER = timedelta(milliseconds=1)  # between the anchors of restored jobs
 GOSSIP_PORT = 8946  # Dkron's serf port, reported in members until gossip lands
@@ -176,6 +181,18 @@ class Engine:
         self._launching = 0
         self._launch_idle = trio.Event()
         self._last_start = datetime(1970, 1, 1, tzinfo=UTC)
+        self._issued_ahead: set[datetime] = set()  # start instants given to fires ahead
+        self._issued_heap: list[datetime] = []
+        # committed runs waiting for their instant: (at, seq, job name, execution)
+        self._ahead: list[tuple[datetime, int, str, Execution]] = []
+        self._ahead_seq = 0
+        self._dispatch_scope: trio.CancelScope | None = None
+        self._dispatch_at: datetime | None = None
+        # forbid fires held back from launching ahead (previous run active): job -> instant
+        self._deferred: dict[str, datetime] = {}
+        self._deferred_heap: list[tuple[datetime, str]] = []
+        self._ahead_ids: set[str] = set()  # runs launched ahead, until launched or failed
+        self._started_events: dict[str, Event] = {}  # of runs committed ahead, by id
         self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
         self._retries_waiting: set[tuple[int, str, int]] = set()
         self._cm_nursery: Any = None
@@ -313,7 +330,10 @@ class Engine:
             self._sched_scope.cancel()
         if self._runner is None:
             return True
+        held = self._take_held()  # committed ahead, not launched yet: failed, not launched
         with trio.move_on_after(grace):
+            if held:
+                await self._fail_intents(held, self._drained_reason())
             while self._launching:
                 self._launch_idle = trio.Event()
                 await self._launch_idle.wait()
@@ -662,11 +682,20 @@ class Engine:
         attempt: int,
         trigger: Trigger,
         scheduled_at: datetime | None,
+        *,
+        start: datetime | None = None,
     ) -> Execution:
+        """A new execution record. It starts now, or at ``start`` (a fire launched ahead:
+        its scheduled instant, in the future)."""
         now = self.clock.now()
-        if now <= self._last_start:  # ids are <start nanos>-<node>: keep them unique
-            now = self._last_start + _MICRO
-        self._last_start = now
+        if start is not None and start > now:
+            now = self._start_ahead(start)
+        else:
+            if now <= self._last_start:  # ids are <start nanos>-<node>: keep them unique
+                now = self._last_start + _MICRO
+            while now in self._issued_ahead:
+                now += _MICRO
+            self._last_start = now
         return Execution(
             id=execution_id(now, node),
             job_name=job.name,
@@ -677,6 +706,22 @@ class Engine:
             trigger=trigger,
             scheduled_at=scheduled_at,
         )
+
+    def _start_ahead(self, at: datetime) -> datetime:
+        """A unique start instant for a fire launched ahead: ``at``, or just after it if
+        another run took that microsecond (runs of one instant are ordered by creation)."""
+        now = self.clock.now()
+        heap = self._issued_heap
+        while heap and heap[0] < now:  # instants in the past can no longer collide
+            self._issued_ahead.discard(heapq.heappop(heap))
+        start = at
+        if start <= self._last_start:  # taken by a run started now (or after, if bumped)
+            start = self._last_start + _MICRO
+        while start in self._issued_ahead:
+            start += _MICRO
+        self._issued_ahead.add(start)
+        heapq.heappush(heap, start)
+        return start
 
     def _dispatch(self, job: Job, execution: Execution) -> None:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
@@ -713,6 +758,7 @@ class Engine:
                     self._plan(effect.job)
                 elif isinstance(effect, c.JobRemoved):
                     self._planner.remove(effect.name)
+                    self._deferred.pop(effect.name, None)
             if replay:
                 continue
             for event in applied.events:
@@ -724,11 +770,19 @@ class Engine:
                     else:
                         self._counts["failed"] += 1
                         m.failed.labels(job_name=ex.job_name).inc()
+                if (
+                    event.kind == EventKind.EXECUTION_STARTED
+                    and event.execution is not None
+                    and event.execution.id in self._ahead_ids
+                ):  # committed ahead: published when it is launched
+                    self._started_events[event.execution.id] = event
+                    continue
                 self._publish(event)
             for reaction in applied.reactions:
                 self._react(reaction)
 
     def _plan(self, job: Job) -> None:
+        self._deferred.pop(job.name, None)  # a held-back fire is superseded by the new plan
         if job.disabled or job.parent_job or not job.schedule or job.next is None:
             self._planner.remove(job.name)
             return
@@ -949,12 +1003,20 @@ class Engine:
     async def _schedule_loop(self) -> None:
         assert self._sched_scope is not None
         with self._sched_scope:
-            await self._schedule_forever()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._dispatch_forever, name="trickle dispatcher")
+                await self._schedule_forever()
 
     async def _schedule_forever(self) -> None:
+        """Wake when the earliest planned fire is LAUNCH_AHEAD_MIN away (or a held-back fire
+        is due), commit the intents of the fires due within LAUNCH_AHEAD, and hand them to
+        the dispatcher, which launches each at its scheduled instant."""
         while True:
-            wake = self._planner.next_wakeup()
-            self._wake_at = wake
+            fire_at = self._planner.next_wakeup()
+            wake = None if fire_at is None else fire_at - LAUNCH_AHEAD_MIN
+            if self._deferred_heap and (wake is None or self._deferred_heap[0][0] < wake):
+                wake = self._deferred_heap[0][0]
+            self._wake_at = fire_at
             with trio.CancelScope() as scope:
                 self._wake_scope = scope
                 if wake is None:
@@ -962,18 +1024,135 @@ class Engine:
                 else:
                     await self.clock.sleep_until(wake)
             self._wake_scope = None
-            due = self._planner.due(self.clock.now(), limit=MAX_FIRES_PER_BATCH)
-            if due:
-                await self._fire(due)
+            now = self.clock.now()
+            held = self._deferred_due(now)
+            due = self._planner.due(now + LAUNCH_AHEAD, limit=MAX_FIRES_PER_BATCH)
+            if held or due:
+                await self._fire(held + due)
+
+    def _deferred_due(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Held-back fires whose instant has come, if their job was not re-planned since."""
+        out: list[tuple[str, datetime]] = []
+        heap = self._deferred_heap
+        while heap and heap[0][0] <= now:
+            at, name = heapq.heappop(heap)
+            if self._deferred.get(name) == at:
+                del self._deferred[name]
+                out.append((name, at))
+        return out
+
+    def _defer(self, name: str, at: datetime) -> None:
+        """Decide the fire of ``name`` at ``at`` at its instant, not ahead."""
+        self._deferred[name] = at
+        heapq.heappush(self._deferred_heap, (at, name))
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+
+    async def _dispatch_forever(self) -> None:
+        """Launch committed runs at their scheduled instants (all those due at once)."""
+        while True:
+            at = self._ahead[0][0] if self._ahead else None
+            self._dispatch_at = at
+            with trio.CancelScope() as scope:
+                self._dispatch_scope = scope
+                if at is None:
+                    await trio.sleep_forever()
+                else:
+                    await self.clock.sleep_until(at)
+            self._dispatch_scope = None
+            now = self.clock.now()
+            gone: list[Execution] = []
+            while self._ahead and self._ahead[0][0] <= now:
+                _at, _seq, name, ex = heapq.heappop(self._ahead)
+                job = self._fsm.jobs.get(name)
+                if job is None:
+                    gone.append(ex)
+                else:
+                    self._launch_now(job, ex)
+            if gone:
+                self._nursery_start(
+                    self._fail_intents,
+                    gone,
+                    "the job was deleted before the run's scheduled launch",
+                )
+
+    def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def _launch_now(self, job: Job, ex: Execution) -> None:
+        """Dispatch a committed run, publishing its held-back start event first."""
+        self._ahead_ids.discard(ex.id)
+        event = self._started_events.pop(ex.id, None)
+        if event is not None:
+            self._publish(event)
+        self._dispatch(job, ex)
+
+    def _hold(self, ex: Execution) -> None:
+        """Give the dispatcher a committed run to launch at its scheduled instant."""
+        assert ex.scheduled_at is not None
+        at = ex.scheduled_at
+        self._ahead_seq += 1
+        heapq.heappush(self._ahead, (at, self._ahead_seq, ex.job_name, ex))
+        if self._dispatch_scope is not None and (
+            self._dispatch_at is None or at < self._dispatch_at
+        ):
+            self._dispatch_scope.cancel()
+
+    def _take_held(self) -> list[Execution]:
+        """Remove and return every committed run still waiting for its instant."""
+        held = [ex for _at, _seq, _name, ex in sorted(self._ahead)]
+        self._ahead.clear()
+        return held
+
+    async def _fail_intents(self, executions: list[Execution], reason: str) -> None:
+        """Record committed runs that will not be launched as failed, with ``reason``.
+        Shielded and counted as a launch, so ``drain`` waits for it."""
+        self._launching += 1
+        try:
+            logger.info("not launching %d committed runs: %s", len(executions), reason)
+            for ex in executions:  # started (as committed), then finished with the reason
+                self._ahead_ids.discard(ex.id)
+                event = self._started_events.pop(ex.id, None)
+                if event is not None:
+                    self._publish(event)
+            with trio.CancelScope(shield=True):
+                await self._propose(
+                    [
+                        c.AbandonExecutions(
+                            execution_ids=tuple((ex.job_name, ex.id) for ex in executions),
+                            finished_at=self.clock.now(),
+                            reason=reason,
+                        )
+                    ]
+                )
+        except EngineClosed:
+            pass
+        finally:
+            self._launching -= 1
+            if self._launching == 0:
+                self._launch_idle.set()
 
     async def _fire(self, due: list[tuple[str, datetime]], *, catchup: bool = False) -> None:
-        """Launch due fires: one batch of commands, dispatched once committed."""
+        """Launch fires: one batch of commands; each run is dispatched once committed, at
+        its scheduled instant if that is still ahead (launch ahead), else at once.
+
+        A ``forbid`` job whose previous run is active is not decided ahead: its fire is
+        held back and decided at its instant, as the previous run may end meanwhile.
+        """
         now = self.clock.now()
         commands: list[c.Command] = []
         runs: list[tuple[Job, Execution]] = []
         for name, at in due:
             job = self._fsm.jobs.get(name)
             if job is None:
+                continue
+            if (
+                at > now
+                and job.concurrency == Concurrency.FORBID
+                and self._fsm.running_of(job.name)
+            ):
+                self._defer(name, at)
                 continue
             nxt = self._fsm.next_fire(job, max(at, now) if catchup else at)
             coalesced: list[datetime] = []
@@ -1000,7 +1179,9 @@ class Engine:
             gid = group_id(self.clock.now())
             trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
             for i, member in enumerate(targets):
-                ex = self._new_execution(job, gid, member.name, 1, trigger, at)
+                ex = self._new_execution(job, gid, member.name, 1, trigger, at, start=at)
+                if at > now:
+                    self._ahead_ids.add(ex.id)
                 commands.append(c.RunStarted(execution=ex, next=nxt, advance_next=i == 0))
                 runs.append((job, ex))
             self._counts["fires"] += 1
@@ -1010,16 +1191,35 @@ class Engine:
         try:
             results = await self._launch(commands)
         except EngineClosed:
+            self._ahead_ids.difference_update(ex.id for _job, ex in runs)
             return
         it = iter(runs)
+        unlaunched: list[Execution] = []
         for command, applied in zip(commands, results, strict=True):
             if not isinstance(command, c.RunStarted):
                 continue
             job, ex = next(it)
             if applied.error is None:
-                self._dispatch(job, ex)
-            elif isinstance(applied.error, TrickleError):
-                logger.info("job %s: run refused: %s", job.name, applied.error.message)
+                if ex.id not in self._ahead_ids or _at_of(ex) <= self.clock.now():
+                    self._launch_now(job, ex)
+                elif self._draining:
+                    unlaunched.append(ex)
+                else:
+                    self._hold(ex)
+            else:
+                self._ahead_ids.discard(ex.id)
+                if isinstance(applied.error, TrickleError):
+                    logger.info("job %s: run refused: %s", job.name, applied.error.message)
+        if unlaunched:
+            await self._fail_intents(unlaunched, self._drained_reason())
+
+    def _drained_reason(self) -> str:
+        return f"node {self.node_name} was drained before the run's scheduled launch"
+
+
+def _at_of(ex: Execution) -> datetime:
+    """The instant a run is launched at: its scheduled instant (runs launched ahead)."""
+    return ex.scheduled_at or ex.started_at
 
 
 def _local_address() -> str:
