@@ -45,7 +45,8 @@ class KvCommand:
 
 
 def encode_command(cmd: KvCommand) -> bytes:
-    return KV_PREFIX + msgpack.packb([cmd.client, cmd.seq, cmd.op, cmd.key, cmd.value])
+    body: bytes = msgpack.packb([cmd.client, cmd.seq, cmd.op, cmd.key, cmd.value])
+    return KV_PREFIX + body
 
 
 def decode_command(data: bytes) -> KvCommand | None:
@@ -105,7 +106,7 @@ class KvApp:
     def encode(self) -> bytes:
         """The snapshot image: applied index, chain, keys and the dedup table (sorted, so
         the same state gives the same bytes)."""
-        return msgpack.packb(
+        image: bytes = msgpack.packb(
             [
                 self.applied,
                 self.chain,
@@ -113,6 +114,7 @@ class KvApp:
                 sorted([c, s, o] for c, (s, o) in self.dedup.items()),
             ]
         )
+        return image
 
     @classmethod
     def decode(cls, image: bytes) -> KvApp:
