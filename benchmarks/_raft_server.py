@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -48,6 +49,7 @@ logger = logging.getLogger("raft-bench-server")
 
 COMMAND_BYTES = 64  # default size of one benchmark command
 PROBE_BYTES = 64  # size of one failover probe command
+PROPOSAL_GIVE_UP = 10.0  # seconds a client waits for one proposal before abandoning it
 MAX_SAMPLES = 2_000_000  # latency samples kept per load run (the rest are counted only)
 
 
@@ -82,8 +84,28 @@ def command(i: int, size: int) -> bytes:
 
 
 def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    """Write one JSON line to the benchmark; if it is gone, exit at once."""
+    try:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    except OSError:  # the benchmark closed its end: nobody will ever read us
+        os._exit(3)
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this process when the benchmark dies, even by SIGKILL.
+    (Elsewhere a closed stdin or stdout ends the process instead.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(3)
 
 
 class LoadWindow:
@@ -218,13 +240,20 @@ class _TrickleServer:
                 leader = await self.driver.wait_leader()
             return {"leader": leader, "term": self.driver.soft_state.term}
         if op == "load":
-            return await run_load(
+            term, changes = self.driver.soft_state.term, len(self.leaders)
+            report = await run_load(
                 self.driver,
                 clients=int(request["clients"]),
                 duration=float(request["duration"]),
                 warmup=float(request.get("warmup", 0)),
                 size=int(request.get("size", COMMAND_BYTES)),
+                give_up=float(request.get("give_up", PROPOSAL_GIVE_UP)),
             )
+            # a leader change under load is worth knowing: the figures then mix two leaders
+            report["soft_state_changes"] = len(self.leaders) - changes
+            report["term_before"], report["term_after"] = term, self.driver.soft_state.term
+            report["role_after"] = self.driver.soft_state.role.value
+            return report
         if op == "probe_start":
             if self.probe_scope is None:
                 self.probe_scope = trio.CancelScope()
@@ -272,11 +301,15 @@ class _TrickleServer:
             while True:
                 i += 1
                 try:
-                    term = await self.driver.propose(command(i, PROBE_BYTES))
+                    with trio.move_on_after(PROPOSAL_GIVE_UP) as scope:
+                        term = await self.driver.propose(command(i, PROBE_BYTES))
                 except TrickleError as exc:
                     name = type(exc).__name__
                     self.probe_errors[name] = self.probe_errors.get(name, 0) + 1
                     await trio.sleep(0.001)  # no hot loop if an error repeats at once
+                    continue
+                if scope.cancelled_caught:
+                    self.probe_errors["GaveUp"] = self.probe_errors.get("GaveUp", 0) + 1
                     continue
                 self.probes.append((time.monotonic(), int(term)))
                 self._notify()
@@ -306,12 +339,13 @@ class _TrickleServer:
 
 
 async def run_load(
-    driver: Any, *, clients: int, duration: float, warmup: float, size: int
+    driver: Any, *, clients: int, duration: float, warmup: float, size: int, give_up: float
 ) -> dict[str, Any]:
     """The load generator (trickle side): ``clients`` tasks in this process, each a
     closed loop of ``driver.propose(<size bytes>)``: a new proposal as soon as the last
     one returned (applied here). Counts the commits that complete in the window after
-    ``warmup`` and their latency (call to return)."""
+    ``warmup`` and their latency (call to return). A proposal still unanswered after
+    ``give_up`` seconds is abandoned and counted as an error (``GaveUp``)."""
     import trio
 
     from trickle.errors import TrickleError
@@ -326,10 +360,14 @@ async def run_load(
             if started >= window.end:
                 return
             try:
-                await driver.propose(command(next(counter), size))
+                with trio.move_on_after(give_up) as scope:
+                    await driver.propose(command(next(counter), size))
             except TrickleError as exc:
                 window.failed(type(exc).__name__)
                 await trio.sleep(0.001)
+                continue
+            if scope.cancelled_caught:
+                window.failed("GaveUp")
                 continue
             window.done(started, clock())
 
@@ -355,9 +393,10 @@ async def _read_commands(stream: Any) -> Any:
 async def _trickle_main(args: argparse.Namespace) -> None:
     import trio
 
-    async with trio.open_nursery() as nursery:
-        server = _TrickleServer(args, nursery)
-        try:
+    server: _TrickleServer | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            server = _TrickleServer(args, nursery)
             address = await nursery.start(server.transport.serve)
             emit({"ready": True, "id": args.id, "port": address[1], "pid": os.getpid()})
             stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -371,8 +410,9 @@ async def _trickle_main(args: argparse.Namespace) -> None:
                     reply = {"error": f"{type(exc).__name__}: {exc}"}
                 emit(reply)
             nursery.cancel_scope.cancel()
-        finally:
-            server.storage.close()
+    finally:
+        if server is not None:
+            server.storage.close()  # once the driver is stopped
 
 
 # -- PySyncObj ----------------------------------------------------------------------------
@@ -541,17 +581,30 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="this node's data directory")
     parser.add_argument("--durability", default="fsync", help="trickle: fsync or none")
     parser.add_argument("--no-batch", action="store_true", help="PySyncObj: no batching")
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="cProfile the main thread (CPU time) and write PREFIX-<id>-<pid>.pstats at exit",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.WARNING, format=f"{args.id} %(levelname)s %(name)s: %(message)s"
     )
+    die_with_parent()
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    if args.system == "trickle":
-        if args.id not in args.ids.split(","):
-            parser.error("--ids must list the initial voters, this node included")
-        run_trickle(args)
-    else:
-        run_pysyncobj(args)
+    if args.system == "trickle" and args.id not in args.ids.split(","):
+        parser.error("--ids must list the initial voters, this node included")
+    run = run_trickle if args.system == "trickle" else run_pysyncobj
+    if not args.profile:
+        run(args)
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time)
+    try:
+        profiler.runcall(run, args)
+    finally:
+        profiler.dump_stats(f"{args.profile}-{args.id}-{os.getpid()}.pstats")
 
 
 if __name__ == "__main__":
