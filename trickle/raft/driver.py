@@ -281,6 +281,12 @@ class RaftDriver:
     async def _ticker(self, node: RaftNode) -> None:
         deadline = trio.current_time()
         while True:
+            while self._alone():
+                # A lone voter that leads has nothing to time: no heartbeats to send, no
+                # election to fear. Sleeping here keeps an idle single server (and tests on
+                # a MockClock jumping through months) from waking every tick.
+                await self._state_changed.wait()
+                deadline = trio.current_time()
             # after a stall, tick once and go on: lost ticks are not replayed in a burst
             deadline = max(deadline + self.tick_seconds, trio.current_time())
             await trio.sleep_until(deadline)
@@ -335,6 +341,7 @@ class RaftDriver:
                 read.done.set()
         if rd.conf is not None:
             self._conf = rd.conf
+            self._changed()  # wakes the ticker of a lone leader that gained a member
             if self._on_conf is not None:
                 self._call_back(self._on_conf, rd.conf)
         node.advance(rd)
@@ -430,6 +437,14 @@ class RaftDriver:
             fn(value)
         except Exception:
             logger.exception("%s: callback %r failed", self.id, fn)
+
+    def _alone(self) -> bool:
+        conf = self._conf
+        return (
+            self._soft.role is Role.LEADER
+            and conf.voters == frozenset({self.id})
+            and not conf.learners
+        )
 
     def _changed(self) -> None:
         self._state_changed.set()
