@@ -132,6 +132,24 @@ def test_operations_that_touch_in_time_count_as_concurrent():
     assert verdict(put("x", "1", 0, 1), get("x", None, 1.001, 2)) is Outcome.ILLEGAL
 
 
+def test_order_touching_makes_a_return_precede_a_call_at_the_same_instant():
+    # A discrete-event simulation: the read was started at the instant the write returned.
+    touching = [put("x", "1", 0, 1), get("x", None, 1, 2)]
+    assert check(KvModel(), touching, order_touching=True).outcome is Outcome.ILLEGAL
+    # A pending write called at that instant cannot explain a read that returned then.
+    ops = [get("x", "2", 0, 1), put("x", "2", 1)]
+    assert check(KvModel(), ops).outcome is Outcome.OK
+    result = check(KvModel(), ops, order_touching=True)
+    assert result.outcome is Outcome.ILLEGAL
+    assert "must be placed next" in result.describe()
+    assert "put('x', '2')" not in result.describe()  # not a candidate: called too late
+
+
+def test_order_touching_rejects_operations_that_take_no_time():
+    with pytest.raises(ValueError, match="takes no time"):
+        check(KvModel(), [get("x", None, 1, 1)], order_touching=True)
+
+
 def test_classic_two_register_example_needs_the_right_interleaving():
     # Herlihy & Wing's queue-like example on a register: three writers and readers overlapping.
     assert (

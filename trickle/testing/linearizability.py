@@ -51,7 +51,8 @@ class Operation(Generic[InputT, OutputT]):
     call_time / return_time: when it was issued and when the answer arrived, on one clock
         shared by all clients. ``return_time = math.inf`` marks an operation that never
         returned: it may or may not have taken effect. Operation A precedes B in real time
-        only when ``A.return_time < B.call_time``; equal times count as concurrent.
+        only when ``A.return_time < B.call_time``; equal times count as concurrent unless
+        ``check(order_touching=True)``.
     """
 
     client_id: Hashable
@@ -253,8 +254,15 @@ def check(
     history: Iterable[Operation[Any, Any]],
     *,
     timeout: float | None = None,
+    order_touching: bool = False,
 ) -> CheckResult:
     """Decide whether ``history`` is linearizable with respect to ``model``.
+
+    ``order_touching``: False (the default, Porcupine's rule) counts an operation that
+    returned at time t and one called at t as concurrent, the safe reading of a clock too
+    coarse to order them. True makes the return precede the call, as in a discrete-event
+    simulation where an operation started at the instant another returned was caused after
+    it; every operation must then take time (``return_time > call_time``, else ValueError).
 
     ``timeout`` (seconds, shared by all parts) bounds the search; when it strikes, parts not
     yet decided are UNKNOWN (the search is exponential in the worst case, though histories
@@ -263,6 +271,14 @@ def check(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     ops = list(history)
+    if order_touching:
+        for op in ops:
+            if op.return_time == op.call_time:
+                raise ValueError(
+                    f"operation {op.input!r} of client {op.client_id!r} takes no time "
+                    f"(called and returned at {op.call_time}): order_touching needs "
+                    "return_time > call_time"
+                )
     results: list[PartitionResult] = []
     timed_out = False
     for label, part in model.partition(ops):
@@ -271,7 +287,7 @@ def check(
             results.append(PartitionResult(label=label, outcome=Outcome.UNKNOWN, operations=part))
             continue
         try:
-            results.append(_check_part(model, label, part, deadline))
+            results.append(_check_part(model, label, part, deadline, order_touching))
         except _Timeout:
             timed_out = True
             results.append(PartitionResult(label=label, outcome=Outcome.UNKNOWN, operations=part))
@@ -291,11 +307,12 @@ def _check_part(
     label: Hashable,
     ops: tuple[Operation[Any, Any], ...],
     deadline: float | None,
+    order_touching: bool,
 ) -> PartitionResult:
     """Wing & Gong's search with Lowe's memo, two refinements for pending operations.
 
     Completed operations live in a doubly linked list of call and return events sorted by
-    time (calls first at equal times); pending ones, having no return, in a second list by
+    time (at equal times calls first, or returns first with ``order_touching``); pending ones, having no return, in a second list by
     call time. At each point the candidates are the calls before the first return event
     (real time allows nothing else), completed ones first: pending ones are tried only
     after, so the search first looks for an order in which they had no effect. The memo
@@ -305,11 +322,12 @@ def _check_part(
     """
     n = len(ops)
     # Main list: node 0 is the head; op i's call is node 2i+1 and its return node 2i+2.
+    call_rank, return_rank = (1, 0) if order_touching else (0, 1)
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         if not op.pending:
-            events.append((op.call_time, 0, 2 * i + 1))
-            events.append((op.return_time, 1, 2 * i + 2))
+            events.append((op.call_time, call_rank, 2 * i + 1))
+            events.append((op.return_time, return_rank, 2 * i + 2))
     events.sort()
     nxt = [0] * (2 * n + 1)  # 0 doubles as "none": the head is never a successor
     prv = [0] * (2 * n + 1)
@@ -356,7 +374,9 @@ def _check_part(
             node = -pnxt[n] - 1
             continue
         i = node // 2 if node > 0 else -node - 1
-        if i == n or (node < 0 and ops[i].call_time > ops[(blocking - 1) // 2].return_time):
+        if i == n or (
+            node < 0 and not _called_before(ops[i], ops[(blocking - 1) // 2], order_touching)
+        ):
             # No candidate left here: backtrack.
             if best is None or len(stack) > len(best[0]):
                 best = (list(stack), state, blocking)
@@ -405,7 +425,17 @@ def _check_part(
             steps=steps,
         )
     assert best is not None
-    return _failure(model, label, ops, best, initial, steps)
+    return _failure(model, label, ops, best, initial, steps, order_touching)
+
+
+def _called_before(
+    op: Operation[Any, Any], returned: Operation[Any, Any], order_touching: bool
+) -> bool:
+    """Whether ``op`` may take effect before ``returned`` does (was called before it
+    returned, in real time)."""
+    if order_touching:
+        return op.call_time < returned.return_time
+    return op.call_time <= returned.return_time
 
 
 def _call_of(ops: tuple[Operation[Any, Any], ...]) -> Any:
@@ -428,6 +458,7 @@ def _failure(
     best: tuple[list[tuple[int, Any, int]], Any, int],
     initial: Any,
     steps: int,
+    order_touching: bool,
 ) -> PartitionResult:
     stack, state, blocking_node = best
     placed = {i for i, _, _ in stack}
@@ -436,7 +467,7 @@ def _failure(
     # Candidates: unplaced operations called before the blocking one returned.
     candidates = []
     for i, op in enumerate(ops):
-        if i in placed or not op.call_time <= blocking.return_time:
+        if i in placed or not _called_before(op, blocking, order_touching):
             continue
         legal, _, out = model.step(state, op.input)
         candidates.append(
