@@ -216,7 +216,10 @@ def test_pending_delete_may_or_may_not_take_effect():
 
 
 def test_pending_read_is_ignored():
-    assert verdict(put("x", "1", 0, 1), op("r", KvInput.get("x"), None, 2)) is Outcome.OK
+    result = check(KvModel(), [put("x", "1", 0, 1), op("r", KvInput.get("x"), None, 2)])
+    assert result.ok
+    assert len(result.partitions[0].operations) == 1
+    assert result.describe() == "linearizable: 2 operations in 1 part(s)"
 
 
 # --- partitions and reports ------------------------------------------------------------

@@ -170,6 +170,7 @@ class CheckResult:
     outcome: Outcome
     partitions: tuple[PartitionResult, ...]
     model: Any = attrs.field(repr=False, eq=False)
+    total: int = 0  # operations in the history (parts hold those the model kept)
 
     @property
     def ok(self) -> bool:
@@ -188,7 +189,7 @@ class CheckResult:
         """A readable report: the verdict, and for each failing part the last ``max_prefix``
         operations of the longest linearizable prefix, the state reached, and the operations
         that could not be placed after it."""
-        total = sum(len(p.operations) for p in self.partitions)
+        total = self.total or sum(len(p.operations) for p in self.partitions)
         lines = [
             f"{self.outcome.value}: {total} operations in {len(self.partitions)} part(s)"
             + (
@@ -299,7 +300,7 @@ def check(
         if Outcome.UNKNOWN in outcomes
         else Outcome.OK
     )
-    return CheckResult(outcome=outcome, partitions=tuple(results), model=model)
+    return CheckResult(outcome=outcome, partitions=tuple(results), model=model, total=len(ops))
 
 
 def _check_part(
