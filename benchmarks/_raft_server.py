@@ -173,6 +173,49 @@ class CounterApp:
         return str(self.count).encode()
 
 
+class TimedStorage:
+    """The node's RaftStorage, with the duration and size of every ``save`` recorded
+    (they run in the driver's worker thread; the driver waits for each one, and sends
+    nothing of the next Ready meanwhile)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.saves: list[tuple[float, int]] = []  # (seconds, entries)
+
+    def load(self) -> Any:
+        return self._storage.load()
+
+    def save(self, **writes: Any) -> None:
+        started = time.perf_counter()
+        self._storage.save(**writes)
+        self.saves.append((time.perf_counter() - started, len(writes.get("entries") or ())))
+
+    def compact(self, snapshot: Any, *, keep_from: int) -> None:
+        self._storage.compact(snapshot, keep_from=keep_from)
+
+    def close(self) -> None:
+        self._storage.close()
+
+    def statistics(self) -> dict[str, Any]:
+        """Saves since the last call: count, duration percentiles, entries per save."""
+        saves, self.saves = self.saves, []
+        ms = sorted(d * 1000 for d, _ in saves)
+        sizes = sorted(n for _, n in saves)
+        return {
+            "saves": len(saves),
+            "save_ms_p50": _round(percentile(ms, 0.5)),
+            "save_ms_p99": _round(percentile(ms, 0.99)),
+            "save_ms_max": _round(ms[-1] if ms else None),
+            "save_ms_total": _round(sum(ms)),
+            "save_entries_p50": percentile(sizes, 0.5),
+            "save_entries_max": sizes[-1] if sizes else None,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 class _TrickleServer:
     def __init__(self, args: argparse.Namespace, nursery: Any) -> None:
         from trickle.raft.messages import NodeId
@@ -184,8 +227,10 @@ class _TrickleServer:
         self.nursery = nursery
         self.id = NodeId(args.id)
         self.ids = [NodeId(i) for i in args.ids.split(",")]
-        self.storage = SqliteRaftStorage(
-            Path(args.data_dir) / "raft.db", durability=Durability(args.durability)
+        self.storage = TimedStorage(
+            SqliteRaftStorage(
+                Path(args.data_dir) / "raft.db", durability=Durability(args.durability)
+            )
         )
         self.transport = TcpTransport(self.id, bind=("127.0.0.1", 0))
         self.app = CounterApp()
@@ -235,6 +280,8 @@ class _TrickleServer:
             return {"ok": True}
         if op == "status":
             return self.status()
+        if op == "storage_stats":
+            return self.storage.statistics()
         if op == "wait_leader":
             with trio.fail_after(float(request.get("timeout", 10))):
                 leader = await self.driver.wait_leader()
@@ -344,8 +391,9 @@ async def run_load(
     """The load generator (trickle side): ``clients`` tasks in this process, each a
     closed loop of ``driver.propose(<size bytes>)``: a new proposal as soon as the last
     one returned (applied here). Counts the commits that complete in the window after
-    ``warmup`` and their latency (call to return). A proposal still unanswered after
-    ``give_up`` seconds is abandoned and counted as an error (``GaveUp``)."""
+    ``warmup`` and their latency (call to return). A proposal still unanswered
+    ``give_up`` seconds after the window is abandoned and counted as an error
+    (``GaveUp``)."""
     import trio
 
     from trickle.errors import TrickleError
@@ -355,21 +403,21 @@ async def run_load(
     clock = time.perf_counter
 
     async def client() -> None:
-        while True:
-            started = clock()
-            if started >= window.end:
-                return
-            try:
-                with trio.move_on_after(give_up) as scope:
+        # one cancel scope per client, not per proposal: its cost would be the client's
+        with trio.move_on_after(window.end - clock() + give_up) as scope:
+            while True:
+                started = clock()
+                if started >= window.end:
+                    return
+                try:
                     await driver.propose(command(next(counter), size))
-            except TrickleError as exc:
-                window.failed(type(exc).__name__)
-                await trio.sleep(0.001)
-                continue
-            if scope.cancelled_caught:
-                window.failed("GaveUp")
-                continue
-            window.done(started, clock())
+                except TrickleError as exc:
+                    window.failed(type(exc).__name__)
+                    await trio.sleep(0.001)
+                    continue
+                window.done(started, clock())
+        if scope.cancelled_caught:
+            window.failed("GaveUp")
 
     async with trio.open_nursery() as nursery:
         for _ in range(clients):

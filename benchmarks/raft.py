@@ -23,8 +23,8 @@ outstanding proposals of ``--size``-byte commands (trickle: W Trio tasks each aw
 ``driver.propose``; PySyncObj: W calls of the replicated method, each callback issuing
 the next). A commit counts when the proposer gets its result (applied on the leader);
 latency is from the call to that result. ``--warmup`` seconds are run first and not
-counted; then ``--duration`` seconds are counted. A trickle proposal unanswered after
-10 s is abandoned and counted in ``errors`` (``GaveUp``).
+counted; then ``--duration`` seconds are counted. A trickle proposal still unanswered
+10 s after the window is abandoned and counted in ``errors`` (``GaveUp``).
 
 1. throughput: one run per window W in ``--clients`` (default 250, 1000 and 2000: PySyncObj
    batches every 100 ms, so it needs a wide window); ``commits_per_s`` is the best run's,
@@ -279,6 +279,8 @@ class Cluster:
 
     def load(self, node: str, *, clients: int, duration: float, warmup: float, size: int) -> dict:
         """Run the load generator in ``node``; its report plus every node's CPU."""
+        if self.system == "trickle":
+            self.all("storage_stats")  # from now on
         cpu0 = {n: c.cpu_s() for n, c in self.children.items()}
         load0 = os.getloadavg()[0]
         report = self.children[node].request(
@@ -291,6 +293,8 @@ class Cluster:
         )
         cpu = {n: round(c.cpu_s() - cpu0[n], 2) for n, c in self.children.items()}
         report["cpu_s_by_node"] = cpu  # warm-up included
+        if self.system == "trickle":  # warm-up included
+            report["storage_by_node"] = self.all("storage_stats")
         total = sum(cpu.values())
         report["cpu_pct_total"] = round(100 * total / (warmup + duration), 1)
         if report["commits"]:
