@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Hashable, Sequence
@@ -516,3 +517,65 @@ def test_a_partition_of_thousands_of_operations_is_checked():
     result = check(KvModel(), bad)
     assert result.outcome is Outcome.ILLEGAL
     assert result.failures[0].blocking is bad[middle]
+
+
+# --- agreement with brute force ----------------------------------------------------------
+
+
+def brute_force(ops: Sequence[Operation], order_touching: bool) -> bool:
+    """Try every subset of the pending operations and every order: the definition itself,
+    with its own copy of the key-value semantics."""
+
+    def precedes(a: Operation, b: Operation) -> bool:
+        return a.return_time <= b.call_time if order_touching else a.return_time < b.call_time
+
+    done = [o for o in ops if not o.pending]
+    pending = [o for o in ops if o.pending]
+    for mask in range(1 << len(pending)):
+        chosen = done + [p for i, p in enumerate(pending) if mask >> i & 1]
+        for order in itertools.permutations(chosen):
+            if any(precedes(b, a) for i, a in enumerate(order) for b in order[i + 1 :]):
+                continue
+            data: dict[str, str] = {}
+            for o in order:
+                inp = o.input
+                if inp.op is KvOp.GET:
+                    if not o.pending and data.get(inp.key) != o.output:
+                        break
+                elif inp.op is KvOp.PUT:
+                    data[inp.key] = inp.value
+                elif inp.op is KvOp.APPEND:
+                    data[inp.key] = data.get(inp.key, "") + inp.value
+                else:
+                    data.pop(inp.key, None)
+            else:
+                return True
+    return False
+
+
+small_ops = st.lists(
+    st.builds(
+        lambda kind, key, value, out, call, length, pending: op(
+            "c",
+            KvInput(kind, key, value if kind in (KvOp.PUT, KvOp.APPEND) else None),
+            out if kind is KvOp.GET else None,
+            call,
+            INF if pending else call + length,
+        ),
+        kind=st.sampled_from(list(KvOp)),
+        key=st.sampled_from(("x", "y")),
+        value=st.sampled_from(("1", "2")),
+        out=st.sampled_from((None, "1", "2", "12", "21", "11")),
+        call=st.integers(0, 6),  # small integer times: many ties
+        length=st.integers(1, 4),
+        pending=st.integers(0, 3).map(lambda x: x == 0),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_ops, st.booleans())
+def test_verdict_agrees_with_trying_every_order(ops: list[Operation], order_touching: bool):
+    result = check(KvModel(), ops, order_touching=order_touching)
+    assert result.ok == brute_force(ops, order_touching), result.describe()
