@@ -149,6 +149,7 @@ class PartitionResult:
     blocking: for ILLEGAL, the operation that had returned by then yet could not be placed
         (real time forces it into the prefix), else None.
     candidates: for ILLEGAL, every operation that could have come next, with why it did not.
+    steps: search steps taken (a measure of how hard the part was).
     """
 
     label: Hashable
