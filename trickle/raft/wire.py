@@ -346,7 +346,7 @@ class FrameReader:
         self._pos = 0
         self._max = max_frame_bytes
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos and self._pos >= len(self._buf) // 2:
             del self._buf[: self._pos]
             self._pos = 0
