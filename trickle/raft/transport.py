@@ -307,6 +307,12 @@ class _Link:
                     await self._backoff(failures)
                     failures += 1
                     continue
+                except Exception as exc:  # a bug must not take the node down: log, retry
+                    logger.exception("%s: dialling %s failed", self.t.node_id, self.peer)
+                    self._failed(exc, failures)
+                    await self._backoff(failures)
+                    failures += 1
+                    continue
                 connected_at = trio.current_time()
                 self.connects += 1
                 self.t.reconnects += self.connects > 1
@@ -316,6 +322,9 @@ class _Link:
                     await self._pump(stream, reader)
                 except _STREAM_ERRORS as exc:
                     self.t.oversized += isinstance(exc, FrameTooLarge)
+                    self.last_error = _describe(exc)
+                except Exception as exc:  # a bug must not take the node down: log, redial
+                    logger.exception("%s: connection to %s failed", self.t.node_id, self.peer)
                     self.last_error = _describe(exc)
                 finally:
                     await trio.aclose_forcefully(stream)
@@ -363,7 +372,7 @@ class _Link:
         async def guard(fn: Callable[..., Awaitable[None]], *args: object) -> None:
             try:
                 await fn(*args)
-            except _STREAM_ERRORS as exc:
+            except Exception as exc:  # the stream's errors, or a bug: re-raised below
                 failure.append(exc)
             nursery.cancel_scope.cancel()
 
