@@ -17,7 +17,8 @@ Commands (``op``):
 - ``wait_leader`` ``{"timeout"}``: ``{"leader", "term"}`` once this node knows a leader.
 - ``load`` ``{"clients", "duration", "warmup", "size"}``: the load generator, run in this
   process (see ``run_load`` for trickle, ``_PySyncObjServer.load`` for PySyncObj).
-- trickle only, for the failover trials: ``probe_start`` ``{"interval"}`` / ``probe_stop``,
+- trickle only: ``node_stats`` (saves: count, duration, entries; how late the Trio loop
+  wakes a 10 ms sleeper; both since the last call); for the failover trials: ``probe_start`` ``{"interval"}`` / ``probe_stop``,
   ``first_commit_after`` ``{"t", "term_gt", "timeout"}`` and ``catch_up`` ``{"timeout"}``.
 - ``quit``.
 
@@ -49,6 +50,7 @@ logger = logging.getLogger("raft-bench-server")
 
 COMMAND_BYTES = 64  # default size of one benchmark command
 PROBE_BYTES = 64  # size of one failover probe command
+LAG_PERIOD = 0.01  # seconds between two loop-lag probes
 PROPOSAL_GIVE_UP = 10.0  # seconds a client waits for one proposal before abandoning it
 MAX_SAMPLES = 2_000_000  # latency samples kept per load run (the rest are counted only)
 
@@ -240,6 +242,20 @@ class _TrickleServer:
         self.probe_errors: dict[str, int] = {}
         self.leaders: list[tuple[float, str | None, int]] = []  # (monotonic, leader, term)
         self.changed: Any = None
+        self.lags: list[float] = []  # seconds each LAG_PERIOD sleep overslept
+
+    async def watch_loop_lag(self) -> None:
+        """How late this process's Trio loop wakes a task that sleeps LAG_PERIOD: the
+        delay any timer (the driver's ticks) or message sees at that moment."""
+        import trio
+
+        clock = time.perf_counter
+        while True:
+            due = clock() + LAG_PERIOD
+            await trio.sleep(LAG_PERIOD)
+            self.lags.append(max(0.0, clock() - due))
+            if len(self.lags) > 1_000_000:
+                del self.lags[:500_000]
 
     def _on_soft_state(self, soft: Any) -> None:
         self.leaders.append((time.monotonic(), soft.leader, soft.term))
@@ -280,8 +296,15 @@ class _TrickleServer:
             return {"ok": True}
         if op == "status":
             return self.status()
-        if op == "storage_stats":
-            return self.storage.statistics()
+        if op == "node_stats":
+            lags, self.lags = self.lags, []
+            ms = sorted(x * 1000 for x in lags)
+            return {
+                **self.storage.statistics(),
+                "loop_lag_ms_p50": _round(percentile(ms, 0.5)),
+                "loop_lag_ms_p99": _round(percentile(ms, 0.99)),
+                "loop_lag_ms_max": _round(ms[-1] if ms else None),
+            }
         if op == "wait_leader":
             with trio.fail_after(float(request.get("timeout", 10))):
                 leader = await self.driver.wait_leader()
@@ -446,6 +469,7 @@ async def _trickle_main(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             server = _TrickleServer(args, nursery)
             address = await nursery.start(server.transport.serve)
+            nursery.start_soon(server.watch_loop_lag)
             emit({"ready": True, "id": args.id, "port": address[1], "pid": os.getpid()})
             stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
             async for request in _read_commands(stdin):

@@ -50,8 +50,10 @@ when the benchmark ends, also on Ctrl-C, SIGTERM or an error; on Linux the kerne
 a child whose benchmark died (PR_SET_PDEATHSIG), elsewhere it exits when its stdin closes.
 
 ``host`` has the machine's state: cpu count, load averages at the start and the end, and
-``cpu_probe_ms`` (a fixed pure-Python loop timed in CPU time at the start and the end,
-so runs on a busy or slow machine can be told apart; about 40 ms on an idle modern core).
+``cpu_probe_ms`` (a fixed pure-Python loop timed in CPU time at the start and the end:
+lower is a faster core; it tells runs on a slowed-down machine apart) and
+``fdatasync_ms`` (p50/p99 of a 256-byte append's fdatasync in the data dir's file system,
+at the start and the end: the floor of one durable commit while the run went on).
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ class Cluster:
     def load(self, node: str, *, clients: int, duration: float, warmup: float, size: int) -> dict:
         """Run the load generator in ``node``; its report plus every node's CPU."""
         if self.system == "trickle":
-            self.all("storage_stats")  # from now on
+            self.all("node_stats")  # from now on
         cpu0 = {n: c.cpu_s() for n, c in self.children.items()}
         load0 = os.getloadavg()[0]
         report = self.children[node].request(
@@ -294,7 +296,7 @@ class Cluster:
         cpu = {n: round(c.cpu_s() - cpu0[n], 2) for n, c in self.children.items()}
         report["cpu_s_by_node"] = cpu  # warm-up included
         if self.system == "trickle":  # warm-up included
-            report["storage_by_node"] = self.all("storage_stats")
+            report["node_stats"] = self.all("node_stats")
         total = sum(cpu.values())
         report["cpu_pct_total"] = round(100 * total / (warmup + duration), 1)
         if report["commits"]:
@@ -538,6 +540,29 @@ def cpu_probe_ms() -> float:
     return round(1000 * (time.thread_time() - start), 1)
 
 
+def fsync_probe_ms(directory: Path, samples: int = 200) -> dict[str, float | None]:
+    """fdatasync of a 256-byte append in ``directory``: p50 and p99 in ms (the disk's
+    floor under whatever else runs on the machine now)."""
+    path = directory / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times: list[float] = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 256)
+            start = time.perf_counter()
+            os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
+    return {
+        "p50": None if p50 is None else round(p50, 3),
+        "p99": None if p99 is None else round(p99, 3),
+    }
+
+
 def _filesystem(path: Path) -> str | None:
     best = None
     for part in psutil.disk_partitions(all=True):
@@ -656,16 +681,16 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _git_commit(),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "data_dir_fs": _filesystem(root),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "cpu_probe_ms_start": cpu_probe_ms(),
     }
     if host["data_dir_fs"] == "tmpfs":
         _log("warning: the data dir is on tmpfs: fsync costs nothing there (see --dir)")
     try:
         with _terminate_on_sigterm():
+            host |= _machine_now("start", root)
             for system in systems:
                 runner = run_trickle if system == "trickle" else run_pysyncobj
                 result[system] = runner(args, root)
+            host |= _machine_now("end", root)
             if args.sim_seconds > 0:
                 import raft_sim
 
@@ -686,12 +711,18 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     for system in SYSTEMS:
         result.setdefault(system, None)
-    host["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    host["cpu_probe_ms_end"] = cpu_probe_ms()
     result["host"] = host
     result["targets"] = targets(result)
     print(json.dumps(result))
     return 0
+
+
+def _machine_now(when: str, root: Path) -> dict[str, Any]:
+    return {
+        f"loadavg_{when}": [round(x, 2) for x in os.getloadavg()],
+        f"cpu_probe_ms_{when}": cpu_probe_ms(),
+        f"fdatasync_ms_{when}": fsync_probe_ms(root),
+    }
 
 
 if __name__ == "__main__":
