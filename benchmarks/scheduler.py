@@ -530,7 +530,7 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             first_fires = []
             anchor_errors = []
             for spec in specs:
-                job = engine.get_job(spec.name)
+                job = await engine.get_job(spec.name)
                 assert job.next is not None
                 first_fires.append(job.next.timestamp())
                 if spec.name in intended:

@@ -86,7 +86,7 @@ async def test_run_finishes_and_counts_on_the_job(autojump_clock):
         with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
             for _ in range(3):
                 await sub.receive()
-        job = engine.get_job("tick")
+        job = await engine.get_job("tick")
         assert job.success_count == 3 and job.status == "success"
         page, total = await engine.list_executions("tick")
         assert total == 3 and page[0].started_at > page[-1].started_at
@@ -114,7 +114,7 @@ async def test_failed_run_is_retried_after_retry_interval(autojump_clock):
     assert (attempts[1][1] - attempts[0][1]).total_seconds() >= 30
     assert [e.success for e in finished] == [False, False, True]
     assert len({e.group for e in finished}) == 1
-    assert engine.get_job("f").status == "success"
+    assert (await engine.get_job("f")).status == "success"
 
 
 async def test_child_runs_after_parent_succeeds(autojump_clock):
@@ -222,7 +222,7 @@ async def test_unknown_executor_is_refused_at_create_listing_the_known_ones(auto
             await engine.put_job(Job(name="x", schedule="@daily", executor="nope"))
         assert info.value.field == "executor"
         assert "http" in info.value.message and "shell" in info.value.message
-        assert engine.list_jobs()[1] == 0
+        assert (await engine.list_jobs())[1] == 0
 
 
 async def test_expired_job_stops_firing_and_is_kept(autojump_clock):
@@ -239,7 +239,7 @@ async def test_expired_job_stops_firing_and_is_kept(autojump_clock):
         )
         starts = await collect_starts(engine, start + timedelta(minutes=2))
         assert len(starts) == 3
-        assert engine.get_job("e").next is None
+        assert (await engine.get_job("e")).next is None
 
 
 async def test_drain_stops_launching_and_waits_for_running_executions(autojump_clock):
@@ -307,7 +307,7 @@ async def test_fires_the_scheduler_falls_behind_on_are_recorded_as_missed(autoju
         missed = next(e for e in events if e.kind == EventKind.FIRE_MISSED)
         assert missed.data["count"] == 2
         assert "fell behind" in missed.execution.output
-        assert engine.get_job("t").missed_count == 2
+        assert (await engine.get_job("t")).missed_count == 2
 
 
 async def test_restored_every_jobs_do_not_all_fire_in_the_same_instant(autojump_clock):
@@ -316,7 +316,7 @@ async def test_restored_every_jobs_do_not_all_fire_in_the_same_instant(autojump_
         engine.register_executor("noop", noop)
         jobs = [Job(name=f"r{i}", schedule="@every 10s", executor="noop") for i in range(50)]
         await engine.restore(jobs)
-        nexts = {engine.get_job(f"r{i}").next for i in range(50)}
+        nexts = {(await engine.get_job(f"r{i}")).next for i in range(50)}
         assert len(nexts) == 50
         assert max(nexts) - min(nexts) < timedelta(seconds=1)
 

@@ -57,7 +57,7 @@ async def test_the_intent_is_committed_ahead_and_the_run_launched_at_its_instant
             [record] = page
             assert record.status == "running"
             assert record.scheduled_at == FIRST and record.started_at == FIRST
-            assert engine.get_job("tick").next == FIRST + timedelta(seconds=10)
+            assert (await engine.get_job("tick")).next == FIRST + timedelta(seconds=10)
             assert calls.at == []
             event = await sub.receive()  # published when launched, not when committed
             assert engine.clock.now() == FIRST

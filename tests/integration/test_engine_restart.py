@@ -38,7 +38,7 @@ async def test_restart_keeps_jobs_history_and_counters(tmp_path):
             await engine.run_job("a")
             await sub.receive()
     async with engine_at(tmp_path, clock) as engine:
-        job = engine.get_job("a")
+        job = await engine.get_job("a")
         assert job.metadata == {"team": "ops"} and job.success_count == 1
         page, total = await engine.list_executions("a")
         assert total == 1 and page[0].output == "ok\n" and page[0].success
@@ -59,7 +59,7 @@ async def test_execution_running_when_the_node_stopped_is_failed_at_restart(tmp_
         assert ex.finished_at is not None and not ex.success
         assert ex.status == "failed"
         assert "stopped while the execution was running" in ex.output
-        assert engine.get_job("h").error_count == 1
+        assert (await engine.get_job("h")).error_count == 1
         assert engine.busy() == []
 
 
@@ -81,7 +81,7 @@ async def test_missed_fires_inside_the_window_run_once_late(tmp_path):
             assert missed.data["count"] == 2
             assert late.trigger == "catchup"
             assert late.scheduled_at == T0 + timedelta(seconds=180)
-            job = engine.get_job("m")
+            job = await engine.get_job("m")
             assert job.missed_count == 2
             assert job.next == T0 + timedelta(seconds=240)
 
@@ -100,7 +100,7 @@ async def test_missed_fire_outside_the_window_is_recorded_not_run(tmp_path):
         assert record.status == "missed" and not record.success
         assert record.scheduled_at == T0 + timedelta(hours=1)
         assert "outside the catch-up window" in record.output
-        job = engine.get_job("h")
+        job = await engine.get_job("h")
         assert job.missed_count == 1 and job.error_count == 0
         assert job.next == T0 + timedelta(hours=2)
         assert engine.busy() == []

@@ -20,17 +20,17 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import attrs
+import msgpack
 import trio
 
 from trickle._version import __version__
 from trickle.engine import commands as c
 from trickle.engine.clock import Clock, SystemClock
-from trickle.engine.config import EngineConfig
+from trickle.engine.config import EngineConfig, parse_host_port
 from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
 from trickle.engine.ledger import ProcessLedger
-from trickle.engine.log import LocalLog, decode_meta
 from trickle.engine.metrics import EngineMetrics
 from trickle.engine.model import (
     BusyExecution,
@@ -44,6 +44,7 @@ from trickle.engine.model import (
     group_id,
 )
 from trickle.engine.planner import Planner
+from trickle.engine.replog import ReplicatedLog, decode_meta
 from trickle.engine.runner import Runner
 from trickle.engine.schedule import parse_schedule, upcoming
 from trickle.engine.store import Store
@@ -56,14 +57,29 @@ from trickle.errors import (
     JobDisabled,
     JobNotFound,
     NotFound,
+    NotLeader,
+    ProposalDropped,
     SubmissionsPaused,
     TrickleError,
     ValidationError,
 )
+from trickle.raft.config import RaftConfig
+from trickle.raft.core import Role, SoftState
+from trickle.raft.driver import ProposalUnknown, RaftDriver
+from trickle.raft.messages import ConfChangeOp, ConfState, DurableState, EntryKind, NodeId
+from trickle.raft.sqlstore import SqliteRaftStorage
+from trickle.raft.storage import MemoryStorage, RaftStorage
+from trickle.raft.transport import RpcError, TcpTransport
+from trickle.raft.wire import decode_conf_change
+from trickle.testing.raftnet import MemoryNetwork
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+RAFT_DB = "raft.db"  # the Raft log, term/vote and snapshots, beside the store's trickle.db
+RAFT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)  # x raft_tick seconds
+RUN_JOB_METHOD = "trickle.run_job"  # a follower hands a manual run to the leader
+LAUNCH_TIMEOUT = 60.0  # seconds a launch waits for its intent to commit before giving up
 MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start sooner
 # Launch ahead: the scheduler commits the intents of the fires due in the next LAUNCH_AHEAD
 # once the earliest is LAUNCH_AHEAD_MIN away, and the dispatcher launches each at its instant.
@@ -91,6 +107,14 @@ EXECUTION_SORTS = {
     "finished_at": "finished_at",
     "attempt": "attempt",
 }
+
+
+class LeaderRefused(TrickleError):
+    """The leader refused a request this server handed it; carries the leader's status."""
+
+    def __init__(self, message: str, *, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status  # type: ignore[misc]
 
 
 class NoTargetNodes(NotFound):
@@ -170,7 +194,12 @@ class Engine:
         self._fsm = StateMachine()
         self._planner = Planner()
         self._store: Store | None = None
-        self._log: LocalLog | None = None
+        self._log: ReplicatedLog | None = None
+        self._raft: RaftDriver | None = None
+        self._transport: Any = None
+        self._lead_scope: trio.CancelScope | None = None
+        self._lead_term = 0
+        self._led = trio.Event()  # set once this node acts as leader (single server: start)
         self._runner: Runner | None = None
         self._nursery: trio.Nursery | None = None
         self._wake_scope: trio.CancelScope | None = None
@@ -239,22 +268,34 @@ class Engine:
             lambda: Store(cfg.data_dir, durability=cfg.durability, history_limit=cfg.history_limit)
         )
         self._store = store
+        raft_storage: RaftStorage | None = None
         try:
             self._addr = await trio.to_thread.run_sync(_local_address)
             self._member = None
+            raft_storage = await trio.to_thread.run_sync(self._open_raft_storage)
+            durable = await self._raft_storage_call(raft_storage.load)
             loaded = await self._db(store.load)
+            if durable.is_empty() and loaded.applied_index > 0:
+                loaded = await self._adopt_pre_raft_state(loaded)
             self._fsm.restore(
                 applied_index=loaded.applied_index,
                 jobs=loaded.jobs,
                 running=loaded.running,
                 meta=decode_meta(loaded.fsm_meta),
             )
-            self._log = LocalLog(
-                store, self._fsm, on_applied=self._on_applied, inline=cfg.data_dir is None
+            self._log = ReplicatedLog(
+                store,
+                self._fsm,
+                on_applied=self._on_applied,
+                on_restored=self._on_restored,
+                inline=cfg.data_dir is None,
             )
-            replayed = await self._log.recover()
-            if replayed:
-                logger.info("replayed %d logged commands", replayed)
+            stored = _stored_conf(durable)
+            if stored is not None and self.node_name not in stored.voters | stored.learners:
+                raft_storage = await self._adopt_renamed_server(raft_storage, durable, stored)
+                durable = DurableState()
+            # entries committed before this start are replayed quietly (no events again)
+            self._log.replay_until = durable.hard_state.commit
             ledger = ProcessLedger(cfg.data_dir / "processes" if cfg.data_dir else None)
             reaped = await trio.to_thread.run_sync(ledger.reap)
             if reaped:
@@ -278,33 +319,240 @@ class Engine:
             )
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                transport = await self._start_transport(nursery)
+                voters = frozenset(NodeId(n) for n in {self.node_name, *cfg.peers})
+                self._raft = RaftDriver(
+                    NodeId(self.node_name),
+                    config=RAFT_CONFIG,
+                    storage=raft_storage,
+                    transport=transport,
+                    app=self._log,
+                    tick_seconds=cfg.raft_tick,
+                    bootstrap=ConfState(voters=voters),
+                    applied=self._fsm.applied_index,
+                    rng=random.Random(self._rng.getrandbits(64)),
+                    snapshot_entries=cfg.snapshot_entries,
+                    storage_in_thread=cfg.data_dir is not None,
+                    on_soft_state=self._on_soft_state,
+                )
+                self._log.attach(self._raft)
+                transport.register(RUN_JOB_METHOD, self._serve_run_job)
+                await nursery.start(self._raft.run)
                 await nursery.start(self._log.run)
                 await nursery.start(self._runner.run)
                 self._open = True
-                self._metrics.is_leader.set(1)
-                await self._abandon_orphans()
-                for retry in self._fsm.pending_retries():
-                    self._spawn_retry(retry)
-                for due in self._fsm.pending_dependents():
-                    nursery.start_soon(self._run_dependents, due)
-                await self._plan_all_and_catch_up()
-                self._sched_scope = trio.CancelScope()
-                nursery.start_soon(self._schedule_loop, name="trickle scheduler")
+                nursery.start_soon(self._abandon_orphans_when_possible)
+                if voters == {self.node_name}:
+                    await self._led.wait()  # a lone server leads from its first tick
                 logger.info(
-                    "engine %s ready: %d jobs, data in %s",
+                    "engine %s ready: %d jobs, data in %s, %d Raft voters",
                     self.node_name,
                     len(self._fsm.jobs),
                     cfg.data_dir or "memory",
+                    len(voters),
                 )
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
             self._open = False
             self._nursery = None
+            self._raft = None
+            self._lead_term = 0
             self._metrics.is_leader.set(0)
             self._hub.close_all()
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
+                if raft_storage is not None:
+                    await trio.to_thread.run_sync(raft_storage.close)
+
+    def _open_raft_storage(self) -> RaftStorage:
+        cfg = self.config
+        if cfg.data_dir is None:
+            return MemoryStorage()
+        durability = "fsync" if cfg.raft_durability == "fsync" else "none"
+        return SqliteRaftStorage(cfg.data_dir / RAFT_DB, durability=durability)
+
+    async def _raft_storage_call(self, fn: Callable[[], T]) -> T:
+        if self.config.data_dir is None:
+            return fn()
+        return await trio.to_thread.run_sync(fn)
+
+    async def _adopt_pre_raft_state(self, loaded: Any) -> Any:
+        """A data dir written by a single-node trickle from before Raft: its state is kept
+        as the start of a new log (indexes start again at 1). Refused in a cluster: the
+        other servers would not hold that state."""
+        if set(self.config.peers) - {self.node_name}:
+            raise ValidationError(
+                f"{self.config.data_dir} holds state from a single-node trickle without a "
+                "Raft log; start it alone once (no peers) to adopt it, then add peers",
+                field="data_dir",
+            )
+        logger.warning("adopting the state of a data dir from before Raft into a new log")
+        await self._db(self._store_reset_index)
+        return attrs.evolve(loaded, applied_index=0)
+
+    async def _adopt_renamed_server(
+        self, storage: RaftStorage, durable: DurableState, stored: ConfState
+    ) -> RaftStorage:
+        """This server's name is not in its stored Raft configuration. A lone server whose
+        name changed (the default name is the host name, which containers change) keeps
+        its state: committed entries are applied, then a new log starts with it under the
+        new name. Anywhere else this is refused: the cluster does not know this name."""
+        cfg = self.config
+        voters = ", ".join(sorted(stored.voters)) or "none"
+        if set(cfg.peers) - {self.node_name} or len(stored.voters) != 1:
+            raise ValidationError(
+                f"node name {self.node_name!r} is not a member of the Raft configuration "
+                f"stored in {cfg.data_dir} (voters: {voters}); start it with its old "
+                "--node-name, or use a new data dir",
+                field="node_name",
+            )
+        assert self._log is not None and self._store is not None
+        applied, commit = self._fsm.applied_index, durable.hard_state.commit
+        pending = [e for e in durable.entries if applied < e.index <= commit]
+        if pending:
+            self._log.replay_until = commit
+            await self._log.apply(pending)
+        logger.warning(
+            "node name changed from %s to %s: the state is kept and a new Raft log starts",
+            voters,
+            self.node_name,
+        )
+        await trio.to_thread.run_sync(storage.close)
+        if cfg.data_dir is None:
+            fresh: RaftStorage = MemoryStorage()
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                (cfg.data_dir / (RAFT_DB + suffix)).unlink(missing_ok=True)
+            fresh = await trio.to_thread.run_sync(self._open_raft_storage)
+        await self._raft_storage_call(fresh.load)
+        await self._db(self._store_reset_index)
+        self._fsm.applied_index = 0
+        return fresh
+
+    def _store_reset_index(self) -> None:
+        assert self._store is not None
+        self._store.reset_applied_index(0)
+
+    async def _start_transport(self, nursery: trio.Nursery) -> Any:
+        """The Raft/RPC listener, or an in-process one for a server without peers."""
+        cfg = self.config
+        if cfg.raft_bind is None:
+            self._transport = MemoryNetwork().transport(NodeId(self.node_name))
+        else:
+            host, port = parse_host_port(cfg.raft_bind, field="raft_bind")
+            self._transport = TcpTransport(NodeId(self.node_name), bind=(host, port))
+            self._transport.set_peers(
+                {
+                    NodeId(name): parse_host_port(addr, field=f"peers.{name}")
+                    for name, addr in cfg.peers.items()
+                    if name != self.node_name
+                }
+            )
+        await nursery.start(self._transport.serve)
+        return self._transport
+
+    @property
+    def raft_address(self) -> tuple[str, int] | None:
+        """Where this server's Raft/RPC listener is bound (None: no listener)."""
+        address = getattr(self._transport, "address", None)
+        return None if address is None else (str(address[0]), int(address[1]))
+
+    # -- leadership ----------------------------------------------------------------------
+    def _on_soft_state(self, soft: SoftState) -> None:
+        leading = soft.role is Role.LEADER
+        self._metrics.is_leader.set(1 if leading else 0)
+        if leading and self._lead_term != soft.term:
+            if self._lead_scope is not None:
+                self._lead_scope.cancel()
+            self._lead_term = soft.term
+            if self._nursery is not None:
+                self._nursery.start_soon(self._lead, soft.term, name="trickle leadership")
+        elif not leading and self._lead_term:
+            logger.info("%s: no longer the leader (term %d)", self.node_name, soft.term)
+            self._lead_term = 0
+            if self._log is not None:
+                self._log.leader_term = 0
+            if self._lead_scope is not None:
+                self._lead_scope.cancel()
+
+    async def _lead(self, term: int) -> None:
+        """While this server leads in ``term``: catch up, then schedule (fenced by term)."""
+        assert self._raft is not None and self._log is not None
+        scope = trio.CancelScope()
+        self._lead_scope = scope
+        try:
+            with scope:
+                # every entry of earlier terms is applied here before we decide anything
+                await self._raft.read_barrier()
+                if self._lead_term != term or self._nursery is None:
+                    return
+                self._log.leader_term = term
+                logger.info("%s: leading in term %d", self.node_name, term)
+                for retry in self._fsm.pending_retries():
+                    self._spawn_retry(retry)
+                for due in self._fsm.pending_dependents():
+                    self._nursery.start_soon(self._run_dependents, due)
+                await self._plan_all_and_catch_up()
+                self._led.set()
+                if self._draining:
+                    return
+                self._sched_scope = trio.CancelScope()
+                await self._schedule_loop()
+        except (NotLeader, ProposalDropped, EngineClosed) as exc:
+            logger.info("%s: leadership in term %d ended: %s", self.node_name, term, exc)
+        finally:
+            if self._log.leader_term == term:
+                self._log.leader_term = 0
+            held = self._take_held()
+            if held and self._nursery is not None:
+                self._nursery.start_soon(
+                    self._fail_intents, held, "leadership moved before the run's scheduled launch"
+                )
+
+    async def _on_restored(self) -> None:
+        """The state was replaced by a snapshot: plan every job again."""
+        self._planner = Planner()
+        for job in self._fsm.jobs.values():
+            self._plan(job)
+
+    async def _abandon_orphans_when_possible(self) -> None:
+        """Fail this node's executions left running by its previous life, once a leader
+        takes the command (retried while there is none)."""
+        assert self._raft is not None
+        while True:
+            try:
+                await self._abandon_orphans()
+                return
+            except (NotLeader, ProposalDropped) as exc:
+                logger.info("recording interrupted runs waits for a leader: %s", exc)
+                await self._raft.wait_leader()
+                await trio.sleep(self.config.raft_tick * RAFT_CONFIG.election_ticks)
+
+    async def _serve_run_job(self, src: str, payload: bytes) -> bytes:
+        """RUN_JOB_METHOD: a follower's manual run, launched here on the leader."""
+        try:
+            job = await self.run_job(payload.decode())
+        except TrickleError as exc:
+            return msgpack.packb([False, exc.http_status, exc.message])
+        return msgpack.packb([True, job.name, ""])
+
+    async def _forward_run(self, name: str) -> Job:
+        assert self._raft is not None and self._transport is not None
+        leader = self._raft.soft_state.leader
+        if leader is None:
+            raise NotLeader(None)
+        try:
+            reply = await self._transport.call(
+                leader, RUN_JOB_METHOD, name.encode(), timeout=LAUNCH_TIMEOUT
+            )
+        except RpcError as exc:
+            raise NotLeader(leader) from exc
+        ok, status, message = msgpack.unpackb(reply)
+        if not ok:
+            raise LeaderRefused(message, http_status=status)
+        await self._read_barrier()
+        return self._job(name)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """A store read: in a worker thread, or inline for the in-memory store (short
@@ -374,14 +622,30 @@ class Engine:
         result: tuple[Job, bool] = await self._propose_one(c.PutJob(job=job, now=now))
         return result
 
-    def get_job(self, name: str) -> Job:
+    async def get_job(self, name: str) -> Job:
+        """The job as of now: linearizable (see ``EngineConfig.linearizable_reads``). On
+        a stopped engine: as it last knew it."""
+        await self._read_barrier()
+        return self._job(name)
+
+    def _job(self, name: str) -> Job:
         job = self._fsm.jobs.get(name)
         if job is None:
             raise JobNotFound(name)
         return job
 
-    def list_jobs(self, query: JobQuery | None = None) -> tuple[list[Job], int]:
-        """One page of jobs and the count after filtering, before slicing."""
+    async def _read_barrier(self) -> None:
+        """Wait until this server's state holds every write committed before the call."""
+        if self.config.linearizable_reads and self._open and self._log is not None:
+            await self._log.read_barrier()
+
+    async def list_jobs(self, query: JobQuery | None = None) -> tuple[list[Job], int]:
+        """One page of jobs and the count after filtering, before slicing (linearizable;
+        on a stopped engine: as it last knew them)."""
+        await self._read_barrier()
+        return self._list_jobs(query)
+
+    def _list_jobs(self, query: JobQuery | None) -> tuple[list[Job], int]:
         q = query or JobQuery()
         sort = JOB_SORTS.get(q.sort)
         if sort is None:
@@ -439,7 +703,9 @@ class Engine:
         ``EngineClosed`` (503) while draining.
         """
         self._check_launch()
-        job = self.get_job(name)
+        if not self.is_leader():
+            return await self._forward_run(name)
+        job = self._job(name)
         if job.disabled:
             raise JobDisabled(name)
         if job.concurrency == Concurrency.FORBID and self._fsm.running_of(name):
@@ -455,7 +721,7 @@ class Engine:
             if applied.error is not None:
                 raise applied.error
             self._dispatch(job, ex)
-        return self.get_job(name)
+        return self._job(name)
 
     async def restore(self, jobs: list[Job]) -> list[str]:
         """Create or replace many jobs, parents first (Dkron's ``/v1/restore``).
@@ -510,7 +776,8 @@ class Engine:
     ) -> tuple[list[Execution], int]:
         """One page of a job's history (newest first by default) and its total size."""
         self._check_open()
-        self.get_job(job_name)
+        await self._read_barrier()
+        self._job(job_name)
         column = EXECUTION_SORTS.get(sort)
         if column is None:
             raise ValidationError(
@@ -531,7 +798,8 @@ class Engine:
 
     async def get_execution(self, job_name: str, execution_id: str) -> Execution:
         self._check_open()
-        self.get_job(job_name)
+        await self._read_barrier()
+        self._job(job_name)
         assert self._store is not None
         found = await self._db(self._store.get_execution, job_name, execution_id)
         if found is None:
@@ -552,6 +820,7 @@ class Engine:
     async def stats(self, days: int = 30) -> list[DayStats]:
         """Executions finished per UTC day over the last ``days`` days, oldest first."""
         self._check_open()
+        await self._read_barrier()
         days = max(1, min(days, 365))
         today = self.clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         first = today - timedelta(days=days - 1)
@@ -612,14 +881,39 @@ class Engine:
         return self._open
 
     def members(self) -> list[Member]:
-        """The cluster's members: on one node, this node."""
-        return [self._self_member()]
+        """The servers of the Raft configuration (this one first when alone). Until gossip
+        lands, a peer's status is "alive" while this server has a connection to it."""
+        raft = self._raft
+        if raft is None or not self._open:
+            return [self._self_member()]
+        conf = raft.conf
+        names = sorted(conf.voters | conf.learners) or [self.node_name]
+        return [self._member_of(name) for name in names]
 
     def leader(self) -> Member | None:
-        return self._self_member() if self._open else None
+        raft = self._raft
+        if raft is None or not self._open or raft.soft_state.leader is None:
+            return None
+        return self._member_of(raft.soft_state.leader)
 
     def is_leader(self) -> bool:
-        return self._open
+        raft = self._raft
+        return self._open and raft is not None and raft.soft_state.role is Role.LEADER
+
+    def _member_of(self, name: str) -> Member:
+        if name == self.node_name:
+            return self._self_member()
+        address = self.config.peers.get(name, "")
+        host = parse_host_port(address, field="peers")[0] if address else ""
+        connected = getattr(self._transport, "is_connected", None)
+        alive = connected is None or bool(connected(NodeId(name)))
+        return Member(
+            name=name,
+            addr=host,
+            port=GOSSIP_PORT,
+            tags={"server": "true", "dkron_server": "true"},
+            status="alive" if alive else "failed",
+        )
 
     def next_fires(
         self, schedule: str, *, timezone: str = "", job_name: str = "", count: int = 5
@@ -673,7 +967,9 @@ class Engine:
         return self._member
 
     def _targets(self, job: Job) -> list[Member]:
-        return select_targets(job.tags, self.members(), region=self.config.region, rng=self._rng)
+        # Until dispatch over RPC (the cluster issue), the leader runs every job itself.
+        members = [self._self_member()]
+        return select_targets(job.tags, members, region=self.config.region, rng=self._rng)
 
     def _new_execution(
         self,
@@ -733,12 +1029,18 @@ class Engine:
         self._runner.submit(job, execution)
 
     async def _launch(self, commands: list[c.Command]) -> list[Applied]:
-        """Propose run intents; shielded, so that a run committed is also dispatched (the
-        caller dispatches right after), and ``drain`` waits for launches in flight."""
+        """Propose run intents, fenced by this leader's term; shielded, so that a run
+        committed is also dispatched (the caller dispatches right after), and ``drain``
+        waits for launches in flight. Raises NotLeader / ProposalDropped when this server
+        does not lead (then nothing was launched), EngineClosed when it stops or after
+        LAUNCH_TIMEOUT without a commit (the cluster lost its quorum)."""
         self._launching += 1
         try:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + LAUNCH_TIMEOUT
                 results = await self._propose(commands, urgent=True)
+            if scope.cancelled_caught:
+                raise EngineClosed()
             return results
         finally:
             self._launching -= 1
@@ -826,7 +1128,7 @@ class Engine:
                 self._dispatch(job, ex)
             else:
                 logger.warning("retry of %s refused: %s", job.name, applied.error.message)
-        except EngineClosed:
+        except (EngineClosed, NotLeader, ProposalDropped):
             pass
         finally:
             self._retries_waiting.discard(key)
@@ -854,7 +1156,7 @@ class Engine:
         commands.append(c.DependentsLaunched(group=due.group))
         try:
             results = await self._launch(commands)
-        except EngineClosed:
+        except (EngineClosed, NotLeader, ProposalDropped):
             return
         for (child, ex), applied in zip(runs, results[: len(runs)], strict=True):
             if applied.error is None:
@@ -895,7 +1197,19 @@ class Engine:
                 self._metrics.lateness.observe(max(0.0, late))
 
     async def _report(self, finished: c.RunFinished) -> None:
-        [applied] = await self._propose([finished])
+        """Commit a run's result; across leader changes it is offered again until a leader
+        takes it (a result committed twice is refused the second time, harmlessly)."""
+        while True:
+            try:
+                [applied] = await self._propose([finished])
+                break
+            except (NotLeader, ProposalDropped, ProposalUnknown) as exc:
+                logger.info("result of %s waits for a leader: %s", finished.execution_id, exc)
+                if self._raft is None:
+                    raise EngineClosed() from exc
+                with trio.move_on_after(self.config.raft_tick * RAFT_CONFIG.election_ticks * 4):
+                    await self._raft.wait_leader()
+                await trio.sleep(self.config.raft_tick * RAFT_CONFIG.heartbeat_ticks)
         if applied.error is not None:
             logger.warning("result of %s refused: %s", finished.execution_id, applied.error.message)
 
@@ -1127,7 +1441,7 @@ class Engine:
                         )
                     ]
                 )
-        except EngineClosed:
+        except (EngineClosed, NotLeader, ProposalDropped):
             pass
         finally:
             self._launching -= 1
@@ -1191,7 +1505,7 @@ class Engine:
             return
         try:
             results = await self._launch(commands)
-        except EngineClosed:
+        except (EngineClosed, NotLeader, ProposalDropped):
             self._ahead_ids.difference_update(ex.id for _job, ex in runs)
             return
         it = iter(runs)
@@ -1221,6 +1535,30 @@ class Engine:
 def _at_of(ex: Execution) -> datetime:
     """The instant a run is launched at: its scheduled instant (runs launched ahead)."""
     return ex.scheduled_at or ex.started_at
+
+
+def _stored_conf(durable: DurableState) -> ConfState | None:
+    """The Raft configuration a durable state holds: the snapshot's, then each membership
+    change in the log (None: nothing stored yet)."""
+    conf = durable.snapshot.meta.conf if durable.snapshot is not None else None
+    start = durable.snapshot.meta.index if durable.snapshot is not None else 0
+    for entry in durable.entries:
+        if entry.index <= start or entry.kind is not EntryKind.CONF_CHANGE:
+            continue
+        change = decode_conf_change(entry.data)
+        voters = set(conf.voters) if conf else set()
+        learners = set(conf.learners) if conf else set()
+        node = change.node
+        if change.op is ConfChangeOp.ADD_LEARNER:
+            learners.add(node)
+        elif change.op in (ConfChangeOp.PROMOTE, ConfChangeOp.ADD_VOTER):
+            learners.discard(node)
+            voters.add(node)
+        elif change.op is ConfChangeOp.REMOVE:
+            voters.discard(node)
+            learners.discard(node)
+        conf = ConfState(voters=frozenset(voters), learners=frozenset(learners))
+    return conf
 
 
 def _local_address() -> str:

@@ -308,7 +308,7 @@ class _Api:
             start=_non_negative_int("_start", 0) or 0,
             end=_non_negative_int("_end", None),
         )
-        jobs, total = self.engine.list_jobs(query)
+        jobs, total = await self.engine.list_jobs(query)
         return _json([schemas.job_to_json(j) for j in jobs], headers={"X-Total-Count": str(total)})
 
     async def put_job(self, job: str | None = None) -> Response:
@@ -346,7 +346,7 @@ class _Api:
             logger.warning("runoncreate: job %s did not run: %s", name, exc.message)
 
     async def get_job(self, job: str) -> Response:
-        return _json(schemas.job_to_json(self.engine.get_job(job)))
+        return _json(schemas.job_to_json(await self.engine.get_job(job)))
 
     async def delete_job(self, job: str) -> Response:
         return _json(schemas.job_to_json(await self.engine.delete_job(job)))
@@ -361,7 +361,7 @@ class _Api:
     # -- executions ---------------------------------------------------------------------
 
     async def list_executions(self, job: str) -> Response:
-        timezone = self.engine.get_job(job).timezone
+        timezone = (await self.engine.get_job(job)).timezone
         sort = _sort(EXECUTION_SORTS, "started_at")
         order = _order("desc")
         start = _non_negative_int("_start", 0) or 0
@@ -384,7 +384,7 @@ class _Api:
         return _json(schemas.job_to_json(await self.engine.delete_executions(job)))
 
     async def get_execution(self, job: str, execution: str) -> Response:
-        timezone = self.engine.get_job(job).timezone
+        timezone = (await self.engine.get_job(job)).timezone
         found = await self.engine.get_execution(job, execution)
         return _json(schemas.execution_to_json(found, timezone=timezone))
 
@@ -396,7 +396,7 @@ class _Api:
             name = item.execution.job_name
             if name not in zones:
                 try:
-                    zones[name] = self.engine.get_job(name).timezone
+                    zones[name] = (await self.engine.get_job(name)).timezone
                 except JobNotFound:
                     zones[name] = ""
             out.append(schemas.busy_to_json(item, timezone=zones[name]))

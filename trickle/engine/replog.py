@@ -1,0 +1,269 @@
+"""The replicated command log: the engine's commands through Raft, applied on every server.
+
+``ReplicatedLog.propose`` is the engine's one way to change state: a caller hands commands
+over and gets each one's ``Applied`` once the entry holding them is committed by a quorum,
+applied by the state machine and its effects stored. Concurrent proposals are batched into one
+log entry (one append, one fsync for many fires), and several entries can be in flight.
+
+Every server applies every committed entry to its own ``StateMachine`` and store, so any
+server can answer reads; ``read_barrier`` makes such a read linearizable (Raft's
+ReadIndex). The store is a materialised view of the log: its ``applied_index`` is a Raft
+index, a restart replays the entries after it, and a Raft snapshot is the store's image.
+
+Fencing: launches (``urgent`` proposals: run intents) carry the term of the leader that
+decided them; when an entry is applied in another term (the proposer lost leadership
+and someone else appended it), its launches are refused on every server alike, so a
+deposed leader never launches a run the new one does not know about.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgpack
+import trio
+
+from trickle.engine.commands import Command, coalesce_effects
+from trickle.engine.fsm import Applied, StateMachine
+from trickle.engine.store import Store
+from trickle.engine.wire import decode_command, encode_command
+from trickle.errors import EngineClosed, NotLeader, ProposalDropped
+from trickle.raft.messages import Entry, EntryKind, Snapshot
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 2048  # commands in one log entry
+MAX_IN_FLIGHT = 4  # entries proposed and not yet applied, per node
+ENTRY_VERSION = 1
+
+AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
+RestoredCallback = Callable[[], Awaitable[None]]
+
+
+class _Proposal:
+    __slots__ = ("commands", "fence", "done", "results", "error")
+
+    def __init__(self, commands: Sequence[Command], fence: int) -> None:
+        self.commands = list(commands)
+        self.fence = fence
+        self.done = trio.Event()
+        self.results: list[Applied] = []
+        self.error: BaseException | None = None
+
+
+def decode_meta(raw: bytes | None) -> dict[str, Any] | None:
+    """The state machine's own small state as the store keeps it (msgpack)."""
+    if not raw:
+        return None
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+
+
+def encode_entry(commands: Sequence[Command], *, term: int = 0) -> bytes:
+    """The data of one log entry: a version, the fencing term (0: none), the commands."""
+    return msgpack.packb([ENTRY_VERSION, term, [encode_command(c) for c in commands]])
+
+
+def decode_entry(data: bytes) -> tuple[int, list[Command]]:
+    """(fencing term, commands) of an entry written by ``encode_entry``."""
+    version, term, payloads = msgpack.unpackb(data)
+    if version != ENTRY_VERSION:
+        raise ValueError(f"log entry version {version} is not {ENTRY_VERSION}")
+    return int(term), [decode_command(p) for p in payloads]
+
+
+class ReplicatedLog:
+    """Commands replicated by a Raft driver, applied to ``fsm`` and ``store`` on each server.
+
+    It is the driver's application (``apply``/``restore``/``snapshot``). ``on_applied(pairs,
+    replay)`` is called after each applied batch is stored (``replay`` while catching up
+    on entries committed before this node started); ``on_restored()`` after the state was
+    replaced by a snapshot.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        fsm: StateMachine,
+        *,
+        on_applied: AppliedCallback,
+        on_restored: RestoredCallback,
+        inline: bool = False,
+    ) -> None:
+        self._store = store
+        self._fsm = fsm
+        self._on_applied = on_applied
+        self._on_restored = on_restored
+        self._inline = inline
+        self._driver: Any = None
+        self._pending: deque[_Proposal] = deque()
+        self._urgent: deque[_Proposal] = deque()
+        self._wakeup = trio.Event()
+        self._closed = True
+        self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
+        self.replay_until = 0  # entries up to this index were committed before we started
+        self.leader_term = 0  # the term this node leads in (0: not the leader)
+        self._last_urgent = False
+        self.batches = 0
+        self.commands_applied = 0
+
+    def attach(self, driver: Any) -> None:
+        """The Raft driver this log proposes through (it calls back ``apply`` etc.)."""
+        self._driver = driver
+
+    # -- the driver's application ----------------------------------------------------------
+    async def apply(self, entries: Sequence[Entry]) -> list[list[Applied]]:
+        """Apply committed entries in order, store their effects in one transaction."""
+        pairs: list[tuple[Command, Applied]] = []
+        results: list[list[Applied]] = []
+        for entry in entries:
+            commands: list[Command] = []
+            fence = 0
+            if entry.kind is EntryKind.NORMAL and entry.data:
+                try:
+                    fence, commands = decode_entry(entry.data)
+                except Exception:  # a bug or a newer writer: never silently half-applied
+                    logger.exception("log entry %d cannot be decoded", entry.index)
+                    raise
+            if fence and fence != entry.term:
+                # Proposed by a leader of another term: its launches are refused everywhere.
+                self._fsm.apply_entry(entry.index, [])
+                stale = Applied(error=ProposalDropped("leadership changed before the launch"))
+                results.append([stale for _ in commands])
+                continue
+            applied = self._fsm.apply_entry(entry.index, commands)
+            pairs.extend(zip(commands, applied, strict=True))
+            results.append(applied)
+        if entries:
+            effects = coalesce_effects([e for _, a in pairs for e in a.effects])
+            meta = msgpack.packb(self._fsm.export_meta(), use_bin_type=True)
+            index = entries[-1].index
+            await self._call(self._store.apply, effects, applied_index=index, fsm_meta=meta)
+            self.batches += 1
+            self.commands_applied += len(pairs)
+            self._on_applied(pairs, index <= self.replay_until)
+        return results
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        """Replace the applied state with a snapshot's image (a far-behind follower)."""
+        index = await self._call(self._store.import_image, snapshot.data)
+        loaded = await self._call(self._store.load)
+        self._fsm.restore(
+            applied_index=index,
+            jobs=loaded.jobs,
+            running=loaded.running,
+            meta=decode_meta(loaded.fsm_meta),
+        )
+        logger.info("state restored from a snapshot at index %d", index)
+        await self._on_restored()
+
+    async def snapshot(self) -> bytes:
+        return await self._call(self._store.export_image)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    # -- proposing -------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Batch pending proposals into entries; several entries may be in flight."""
+        self._closed = False
+        task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if not self._pending and not self._urgent:
+                        self._wakeup = trio.Event()
+                        await self._wakeup.wait()
+                    await self._in_flight.acquire()
+                    nursery.start_soon(self._propose_batch, self._take_batch())
+        finally:
+            self._closed = True
+            for proposal in (*self._urgent, *self._pending):
+                proposal.error = EngineClosed()
+                proposal.done.set()
+            self._urgent.clear()
+            self._pending.clear()
+
+    def _take_batch(self) -> list[_Proposal]:
+        # Launches first, up to MAX_BATCH commands, in entries of their own: a burst of
+        # fires is not held up behind results, and a stale fence refuses the whole entry,
+        # so fenced and unfenced proposals (and two fences) never share one.
+        # Results are not starved either: after a launch entry, pending results go next.
+        batch: list[_Proposal] = []
+        size = 0
+        if self._urgent and not (self._last_urgent and self._pending):
+            self._last_urgent = True
+            fence = self._urgent[0].fence
+            while self._urgent and size < MAX_BATCH and self._urgent[0].fence == fence:
+                proposal = self._urgent.popleft()
+                batch.append(proposal)
+                size += len(proposal.commands)
+            return batch
+        self._last_urgent = False
+        while self._pending and size < MAX_BATCH:
+            proposal = self._pending.popleft()
+            batch.append(proposal)
+            size += len(proposal.commands)
+        return batch
+
+    async def _propose_batch(self, batch: list[_Proposal]) -> None:
+        try:
+            commands = [cmd for p in batch for cmd in p.commands]
+            fence = batch[0].fence
+            try:
+                data = encode_entry(commands, term=fence)
+            except Exception as exc:  # an unencodable command: refused, nothing applied
+                logger.exception("encoding %d commands failed", len(commands))
+                self._fail(batch, exc)
+                return
+            try:
+                results = await self._driver.propose(data)
+            except (NotLeader, ProposalDropped, EngineClosed) as exc:
+                self._fail(batch, exc)
+                return
+            it = iter(results)
+            for p in batch:
+                p.results = [next(it) for _ in p.commands]
+                p.done.set()
+        finally:
+            self._in_flight.release()
+
+    @staticmethod
+    def _fail(batch: list[_Proposal], exc: BaseException) -> None:
+        for p in batch:
+            p.error = exc
+            p.done.set()
+
+    async def propose(self, commands: Sequence[Command], *, urgent: bool = False) -> list[Applied]:
+        """Commit and apply ``commands`` in order; returns one ``Applied`` per command.
+
+        ``urgent`` proposals (run launches) go first and are fenced by the term in which
+        this node leads (NotLeader at once if it does not).
+        Raises NotLeader / ProposalDropped when the cluster could not take them (nothing
+        was applied), EngineClosed when the log stopped."""
+        if self._closed:
+            raise EngineClosed()
+        if not commands:
+            return []
+        fence = 0
+        if urgent:
+            fence = self.leader_term
+            if not fence:
+                raise NotLeader(None)
+        proposal = _Proposal(commands, fence=fence)
+        (self._urgent if urgent else self._pending).append(proposal)
+        self._wakeup.set()
+        await proposal.done.wait()
+        if proposal.error is not None:
+            raise proposal.error
+        return proposal.results
+
+    async def read_barrier(self) -> None:
+        """Return once this server's state includes every write committed before the call
+        (linearizable reads)."""
+        await self._driver.read_barrier()
