@@ -179,6 +179,7 @@ class Engine:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        raft_transport: Any = None,
     ) -> None:
         from trickle.engine.executors.registry import ExecutorRegistry
         from trickle.engine.processors import ProcessorRegistry
@@ -196,7 +197,9 @@ class Engine:
         self._store: Store | None = None
         self._log: ReplicatedLog | None = None
         self._raft: RaftDriver | None = None
-        self._transport: Any = None
+        self._transport: Any = raft_transport
+        self._own_transport = raft_transport is None
+        self._peer_addresses: dict[str, str] = dict(self.config.peers)
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -437,7 +440,15 @@ class Engine:
     async def _start_transport(self, nursery: trio.Nursery) -> Any:
         """The Raft/RPC listener, or an in-process one for a server without peers."""
         cfg = self.config
+        if not self._own_transport:
+            if not getattr(self._transport, "serving", False):
+                await nursery.start(self._transport.serve)
+            return self._transport
         if cfg.raft_bind is None:
+            if set(cfg.peers) - {self.node_name}:
+                raise ValidationError(
+                    "a server with peers needs raft_bind (its Raft listener)", field="raft_bind"
+                )
             self._transport = MemoryNetwork().transport(NodeId(self.node_name))
         else:
             host, port = parse_host_port(cfg.raft_bind, field="raft_bind")
@@ -451,6 +462,20 @@ class Engine:
             )
         await nursery.start(self._transport.serve)
         return self._transport
+
+    def update_peers(self, addresses: Mapping[str, str]) -> None:
+        """Tell this server where peers' Raft listeners are now, ``{name: "host:port"}``
+        (e.g. after a peer restarted on another port). Names must be in ``peers``."""
+        parsed = {}
+        for name, address in addresses.items():
+            if name not in self.config.peers:
+                raise ValidationError(f"{name} is not a peer of this server", field="peers")
+            parsed[NodeId(name)] = parse_host_port(address, field=f"peers.{name}")
+        self._peer_addresses.update(addresses)
+        if self._own_transport and isinstance(self._transport, TcpTransport):
+            current = dict(self._transport.peers())
+            current.update(parsed)
+            self._transport.set_peers(current)
 
     @property
     def raft_address(self) -> tuple[str, int] | None:
@@ -903,7 +928,7 @@ class Engine:
     def _member_of(self, name: str) -> Member:
         if name == self.node_name:
             return self._self_member()
-        address = self.config.peers.get(name, "")
+        address = self._peer_addresses.get(name, "")
         host = parse_host_port(address, field="peers")[0] if address else ""
         connected = getattr(self._transport, "is_connected", None)
         alive = connected is None or bool(connected(NodeId(name)))

@@ -59,7 +59,8 @@ class EngineConfig:
         Raft listeners; every server lists the same set (itself included or not). Empty:
         a single server that bootstraps a one-node cluster.
     raft_bind: "host:port" this server's Raft/RPC listener binds (port 0 picks one);
-        None: no listener, only valid without peers.
+        None: no listener, which a server with peers cannot start with (unless the
+        embedding program hands the Engine its own ``raft_transport``).
     raft_durability: "fsync" (default): every Raft append is fsynced before it is
         acknowledged, so nothing acknowledged is lost when a minority loses power.
         "none": never fsync (like PySyncObj); a power loss may lose acknowledged writes
@@ -116,10 +117,6 @@ class EngineConfig:
             parse_host_port(address, field=f"peers.{name}")
         if self.raft_bind is not None:
             parse_host_port(self.raft_bind, field="raft_bind")
-        elif set(self.peers) - {self.node_name}:
-            raise ValidationError(
-                "a server with peers needs raft_bind (its Raft listener)", field="raft_bind"
-            )
         if not self.raft_tick > 0:
             raise ValidationError("raft_tick must be positive", field="raft_tick")
         if self.snapshot_entries < 1:

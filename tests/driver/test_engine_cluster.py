@@ -1,0 +1,139 @@
+"""Three Engines as one Raft cluster on trio's MockClock, over the in-memory network."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import trio
+import trio.testing
+
+from trickle import Engine, EngineConfig, ExecutionContext, Job
+from trickle.engine.clock import TrioClock
+from trickle.errors import JobNotFound
+from trickle.raft.messages import NodeId
+from trickle.testing.raftnet import MemoryNetwork
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+NAMES = ("a", "b", "c")
+PEERS = {name: f"{name}.invalid:6868" for name in NAMES}  # unused: the network is injected
+
+
+class Cluster:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.network = MemoryNetwork()
+        self.engines: dict[str, Engine] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.stopped: dict[str, trio.Event] = {}
+        self.runs: list[tuple[str, str, datetime | None]] = []  # (node, job, scheduled_at)
+        self.ran = trio.Event()  # set at the first run
+        self.clock = TrioClock(START)  # one wall clock for all, as servers share real time
+
+    async def start(self, name: str, seed: int) -> Engine:
+        engine = Engine(
+            EngineConfig(data_dir=None, node_name=name, peers=PEERS),
+            clock=self.clock,
+            rng=random.Random(seed),
+            raft_transport=self.network.transport(NodeId(name)),
+        )
+
+        async def record(ctx: ExecutionContext) -> None:
+            self.runs.append((name, ctx.execution.job_name, ctx.execution.scheduled_at))
+            self.ran.set()
+
+        engine.register_executor("record", record)
+        scope = trio.CancelScope()
+        stopped = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with scope:
+                    await engine.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+        await self.nursery.start(run)
+        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
+        return engine
+
+    async def leader(self) -> Engine:
+        while True:
+            leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
+            if len(leaders) == 1:
+                return leaders[0]
+            await trio.sleep(0.05)
+
+    async def stop(self, name: str) -> None:
+        self.scopes[name].cancel()
+        await self.stopped[name].wait()
+
+
+async def test_a_write_on_a_follower_is_read_everywhere(autojump_clock: trio.testing.MockClock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for i, name in enumerate(NAMES):
+            await cluster.start(name, i)
+        leader = await cluster.leader()
+        follower = next(e for e in cluster.engines.values() if e is not leader)
+        stored, created = await follower.put_job(
+            Job(name="j", schedule="@every 1h", executor="record")
+        )
+        assert created and stored.name == "j"
+        for engine in cluster.engines.values():  # linearizable: no waiting for replication
+            assert (await engine.get_job("j")).schedule == "@every 1h"
+        assert {m.name for m in follower.members()} == set(NAMES)
+        assert follower.leader() is not None and follower.leader().name == leader.node_name
+        await follower.delete_job("j")
+        for engine in cluster.engines.values():
+            try:
+                await engine.get_job("j")
+            except JobNotFound:
+                continue
+            raise AssertionError(f"{engine.node_name} still has the deleted job")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_manual_run_asked_of_a_follower_runs_on_the_leader(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for i, name in enumerate(NAMES):
+            await cluster.start(name, i)
+        leader = await cluster.leader()
+        follower = next(e for e in cluster.engines.values() if e is not leader)
+        await follower.put_job(Job(name="m", schedule="@manually", executor="record"))
+        await follower.run_job("m")
+        await cluster.ran.wait()
+        assert cluster.runs == [(leader.node_name, "m", None)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_when_the_leader_dies_the_next_one_fires_every_schedule_once(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for i, name in enumerate(NAMES):
+            await cluster.start(name, i)
+        first = await cluster.leader()
+        await first.put_job(Job(name="tick", schedule="@every 10s", executor="record"))
+        await trio.sleep(31)
+        await cluster.stop(first.node_name)
+        second = await cluster.leader()
+        assert second is not first
+        await trio.sleep(60)
+        survivor_view, _ = await second.list_executions("tick", end=1000)
+        nursery.cancel_scope.cancel()
+
+    fires = [at for _node, job, at in cluster.runs if job == "tick"]
+    assert len(fires) == len(set(fires)), "a fire ran twice"
+    assert {node for node, _job, _at in cluster.runs} == {first.node_name, second.node_name}
+    # every 10 s from the first fire to the last ran, across the failover
+    first_fire, last_fire = min(fires), max(fires)
+    expected = int((last_fire - first_fire).total_seconds() // 10) + 1
+    assert len(fires) == expected
+    assert last_fire >= START + timedelta(seconds=80)
+    # and the new leader's history holds them all
+    assert {e.scheduled_at for e in survivor_view} == set(fires)
