@@ -29,9 +29,16 @@ class Entry:
     data: bytes = b""
 
     def describe(self) -> str:
-        kind = "" if self.kind is EntryKind.NORMAL else "conf:"
-        body = _short(self.data) if self.data else "noop" if not kind else ""
-        return f"{self.term}/{self.index} {kind}{body}"
+        if self.kind is EntryKind.CONF_CHANGE:
+            from trickle.raft.wire import decode_conf_change  # wire imports this module
+
+            try:
+                body = decode_conf_change(self.data).describe()
+            except ValueError:
+                body = f"?{_short(self.data)}"
+            return f"{self.term}/{self.index} conf:{body}"
+        body = _short(self.data) if self.data else "noop"
+        return f"{self.term}/{self.index} {body}"
 
 
 @attrs.frozen
@@ -173,6 +180,7 @@ class Message:
             tail += " done" if self.done else ""
         elif t is MessageType.SNAPSHOT_RESP:
             tail = f" {'reject ' if self.reject else ''}index={self.index}"
+            tail += " done" if self.done else ""
         elif t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP):
             tail = f" index={self.index} ctx={_short(self.context)}"
             tail += " rejected" if self.reject else ""
