@@ -267,6 +267,7 @@ class Engine:
         if self._open:
             raise RuntimeError("this engine is already running")
         cfg = self.config
+        self._led = trio.Event()
         store = await trio.to_thread.run_sync(
             lambda: Store(cfg.data_dir, durability=cfg.durability, history_limit=cfg.history_limit)
         )
