@@ -7,10 +7,17 @@ merged, so ``--tag a=1`` replaces the file's ``[tags]`` table, as Dkron's ``--ta
 
 Every error is a ``ConfigError`` whose message names the setting and where the bad value
 came from (the flag, the environment variable, or the key and the file).
+
+Raft settings: ``raft-addr`` (the Raft/RPC listener, none by default: a lone server needs
+none), ``peer`` (the other servers of a static cluster, ``NAME=HOST:PORT``), and the tuning
+keys ``raft-durability``, ``raft-tick``, ``stale-reads`` and ``snapshot-entries``. A server
+with peers must be given ``raft-addr`` explicitly: trickle never binds a port it was not
+told to (Dkron's users will recognise ``--raft-addr :6868``, the port Dkron's RPC uses).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,7 +25,14 @@ from typing import Any
 
 import attrs
 
-from trickle.engine.config import DEFAULT_DATA_DIR, DEFAULT_HISTORY_LIMIT, EngineConfig
+from trickle.engine.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_RAFT_TICK,
+    DEFAULT_SNAPSHOT_ENTRIES,
+    EngineConfig,
+    parse_host_port,
+)
 from trickle.engine.executors.base import DEFAULT_OUTPUT_LIMIT
 from trickle.errors import ValidationError
 
@@ -29,6 +43,10 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8080"  # where the client commands look for 
 ENV_PREFIX = "TRICKLE_"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 DURABILITIES = ("full", "normal", "off")
+RAFT_DURABILITIES = ("fsync", "none")
+DKRON_RAFT_PORT = 6868  # Dkron's RPC/Raft port: the one suggested, never bound unasked
+MIN_RAFT_TICK = 0.001  # seconds; below this the timers cost more than they buy
+MAX_RAFT_TICK = 10.0  # seconds; elections would take minutes beyond this
 ALL_INTERFACES = "0.0.0.0"
 # Tags the node sets itself (EngineConfig.node_tags); a user value would be overwritten.
 RESERVED_TAGS = {
@@ -129,6 +147,78 @@ def parse_http_addr(text: str, *, where: str = "--http-addr") -> tuple[str, int]
     return host, port
 
 
+def format_host_port(host: str, port: int) -> str:
+    """``(host, port)`` -> ``"host:port"``, IPv6 hosts in brackets (``[::1]:6868``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_raft_addr(text: str, *, where: str = "--raft-addr") -> str:
+    """Parse the Raft listener's ``host:port`` as ``--http-addr`` does (``:6868`` is every
+    interface, ``[::1]:6868`` IPv6, port 0 any free port); returns ``"host:port"``."""
+    return format_host_port(*parse_http_addr(text, where=where))
+
+
+_UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def parse_peer(text: str, *, where: str = "--peer") -> tuple[str, str]:
+    """Parse ``NAME=HOST:PORT``, another server's node name and its Raft listener, into
+    ``(name, "host:port")``. The host is required (``:6868`` names no machine to dial)
+    and cannot be 0.0.0.0 or ``::``; the port is 1 to 65535."""
+    name, sep, address = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ConfigError(f"{where}: malformed peer {text!r}: expected NAME=HOST:PORT")
+    if not name:
+        raise ConfigError(f"{where}: malformed peer {text!r}: the node name is empty")
+    if "," in name or any(c.isspace() for c in name):
+        raise ConfigError(
+            f"{where}: malformed peer {text!r}: the node name contains a comma or whitespace"
+        )
+    return name, _peer_address(address, where=f"{where} {name}")
+
+
+def _peer_address(text: str, *, where: str) -> str:
+    host, port = parse_http_addr(text, where=where)
+    stripped = text.strip()
+    if stripped.startswith(":") or host in _UNSPECIFIED_HOSTS:
+        raise ConfigError(
+            f"{where}: bad address {stripped!r}: give the host the peer is reached at "
+            f"(e.g. 10.0.0.2:{port or DKRON_RAFT_PORT}), not every interface"
+        )
+    if port == 0:
+        raise ConfigError(f"{where}: bad address {stripped!r}: port 0 cannot be dialled")
+    return format_host_port(host, port)
+
+
+def parse_peers(items: Iterable[str], *, where: str = "--peer") -> dict[str, str]:
+    """Parse repeated ``NAME=HOST:PORT`` items into ``{name: "host:port"}``; a name given
+    twice is an error (two addresses for one server is a typo, not an override)."""
+    peers: dict[str, str] = {}
+    for item in items:
+        name, address = parse_peer(item, where=where)
+        if name in peers:
+            raise ConfigError(
+                f"{where}: peer {name!r} is given twice ({peers[name]} and {address})"
+            )
+        peers[name] = address
+    return peers
+
+
+def parse_peer_list(text: str, *, where: str) -> dict[str, str]:
+    """Parse the environment form ``a=host:port,b=host:port`` (empty items are ignored)."""
+    return parse_peers((p for p in text.split(",") if p.strip()), where=where)
+
+
+def parse_raft_tick(text: str, *, where: str = "--raft-tick") -> float:
+    """A duration (``25ms``, ``0.1s``; a bare number is seconds) from ``MIN_RAFT_TICK`` to
+    ``MAX_RAFT_TICK``, in seconds."""
+    seconds = _duration(text, where=where, example="25ms")
+    if not MIN_RAFT_TICK <= seconds <= MAX_RAFT_TICK:
+        raise ConfigError(f"{where}: must be from 1ms to 10s, got {text.strip()!r}")
+    return seconds
+
+
 def parse_executor_limit(text: str, *, where: str = "--executor-limit") -> tuple[str, int]:
     """Parse ``executor=N`` (N >= 0, 0 = unlimited)."""
     name, sep, value = text.partition("=")
@@ -177,7 +267,8 @@ def _positive_int(text: str, *, where: str) -> int:
     return value
 
 
-def _grace(text: str, *, where: str) -> float:
+def _duration(text: str, *, where: str, example: str = "30s or 5m") -> float:
+    """A Go duration (``30s``, ``1m30s``, ``25ms``) or a bare number of seconds; >= 0."""
     from trickle.engine.durations import parse_go_duration
 
     try:
@@ -187,11 +278,17 @@ def _grace(text: str, *, where: str) -> float:
             seconds = float(text)
         except ValueError:
             raise ConfigError(
-                f"{where}: expected a duration such as 30s or 5m, got {text!r}"
+                f"{where}: expected a duration such as {example}, got {text!r}"
             ) from None
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{where}: expected a duration such as {example}, got {text!r}")
     if seconds < 0:
         raise ConfigError(f"{where}: cannot be negative, got {text!r}")
     return seconds
+
+
+def _grace(text: str, *, where: str) -> float:
+    return _duration(text, where=where)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
@@ -219,9 +316,11 @@ def _nonempty(text: str, *, where: str) -> str:
 class _Setting:
     """One setting: its name (the flag's name), the TOML kind, its text parser, its default.
 
-    kind: "str", "int", "bool", "tags" or "limits" (what a TOML value must be).
+    kind: "str", "int", "bool", "tags", "limits" or "peers" (what a TOML value must be;
+        the last three are tables, and repeatable flags).
     parse: ``(text, *, where) -> value``; the value is final (``http-addr`` gives
-        ``(host, port)``, choices are lower-cased), so every source yields the same types.
+        ``(host, port)``, ``raft-addr`` ``"host:port"``, choices are lower-cased), so every
+        source yields the same types.
     """
 
     name: str
@@ -238,8 +337,9 @@ class _Setting:
         return _FLAG_NAMES.get(self.name, f"--{self.name}")
 
 
-_FLAG_NAMES = {"tags": "--tag", "executor-limits": "--executor-limit"}
-_FILE_ALIASES = {"tag": "tags", "executor-limit": "executor-limits"}
+_FLAG_NAMES = {"tags": "--tag", "executor-limits": "--executor-limit", "peers": "--peer"}
+_FILE_ALIASES = {"tag": "tags", "executor-limit": "executor-limits", "peer": "peers"}
+_TABLE_KINDS = ("tags", "limits", "peers")
 
 
 def _executor_limit_list(text: str, *, where: str) -> dict[str, int]:
@@ -263,7 +363,19 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
         _Setting("durability", "str", _choice(DURABILITIES), "normal"),
         _Setting("shutdown-grace", "str", _grace, DEFAULT_SHUTDOWN_GRACE),
+        _Setting("raft-addr", "str", parse_raft_addr, None),  # None: no Raft listener
+        _Setting("peers", "peers", parse_peer_list, {}),
+        _Setting("raft-durability", "str", _choice(RAFT_DURABILITIES), "fsync"),
+        _Setting("raft-tick", "str", parse_raft_tick, DEFAULT_RAFT_TICK),
+        _Setting("stale-reads", "bool", parse_bool, False),
+        _Setting("snapshot-entries", "int", _positive_int, DEFAULT_SNAPSHOT_ENTRIES),
     )
+}
+# EngineConfig field -> setting, where the names differ (for its ValidationErrors)
+_ENGINE_FIELDS = {
+    "raft_bind": "raft-addr",
+    "linearizable_reads": "stale-reads",
+    "executor_limits": "executor-limits",
 }
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not given
 
@@ -274,7 +386,8 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not
 def from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """Settings given as ``TRICKLE_*`` variables: name -> (value, source). Empty = unset.
 
-    Maps are written ``k=v,k2=v2`` (``TRICKLE_TAGS``, ``TRICKLE_EXECUTOR_LIMITS``)."""
+    Maps are written ``k=v,k2=v2`` (``TRICKLE_TAGS``, ``TRICKLE_EXECUTOR_LIMITS``,
+    ``TRICKLE_PEERS=node2=10.0.0.2:6868,node3=10.0.0.3:6868``)."""
     found: dict[str, tuple[Any, str]] = {}
     for setting in SETTINGS.values():
         text = environ.get(setting.env)
@@ -288,7 +401,7 @@ def load_config_file(path: str | Path) -> dict[str, tuple[Any, str]]:
     """Read a TOML config file: name -> (value, source).
 
     Keys are the flag names (``data-dir``, ``http-addr``, ``server = true``, a ``[tags]``
-    table, an ``[executor-limits]`` table). Raises ``ConfigError`` naming the file (and the
+    table, an ``[executor-limits]`` table, a ``[peers]`` table of ``name = "host:port"``). Raises ``ConfigError`` naming the file (and the
     key) for a missing or unreadable file, bad TOML, an unknown key or a wrong type.
     """
     path = Path(path)
@@ -351,6 +464,15 @@ def _file_value(setting: _Setting, key: str, value: Any, path: Path) -> Any:
             tag_key, tag_value = parse_tag(f"{tag}={item}", where=item_where)
             tags[tag_key] = tag_value
         return tags
+    if setting.kind == "peers":
+        peers: dict[str, str] = {}
+        for name, item in value.items():
+            item_where = f"{key}.{name} in {path}"
+            if not isinstance(item, str):
+                raise ConfigError(f"{item_where}: expected a string, got {_type_name(item)}")
+            peer_name, address = parse_peer(f"{name}={item}", where=item_where)
+            peers[peer_name] = address
+        return peers
     limits: dict[str, int] = {}
     for executor, item in value.items():
         item_where = f"{key}.{executor} in {path}"
@@ -365,8 +487,8 @@ def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
 
     ``None`` (or an empty sequence for a repeatable flag) means "not given". Repeatable
     flags come as sequences of text (``tags``: ``["k=v"]``, ``executor-limits``:
-    ``["shell=4"]``); other values as click gives them (text, int or bool). The key
-    ``config`` (the config file) is skipped.
+    ``["shell=4"]``, ``peers``: ``["node2=10.0.0.2:6868"]``); other values as click gives
+    them (text, int or bool). The key ``config`` (the config file) is skipped.
     """
     found: dict[str, tuple[Any, str]] = {}
     for name, value in flags.items():
@@ -375,13 +497,15 @@ def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
         setting = SETTINGS.get(name)
         if setting is None:
             raise ConfigError(f"unknown setting {name!r}")
-        if value is None or (setting.kind in ("tags", "limits") and not value):
+        if value is None or (setting.kind in _TABLE_KINDS and not value):
             continue
         where = setting.flag
         if setting.kind == "tags":
             parsed: Any = parse_tags(value, where=where)
         elif setting.kind == "limits":
             parsed = parse_executor_limits(value, where=where)
+        elif setting.kind == "peers":
+            parsed = parse_peers(value, where=where)
         elif setting.kind == "bool":
             parsed = bool(value)
         else:
@@ -431,15 +555,23 @@ def resolve(
         "max_concurrent": values["max-concurrent"],
         "executor_limits": values["executor-limits"],
         "durability": values["durability"],
+        "peers": values["peers"],
+        "raft_bind": values["raft-addr"],
+        "raft_durability": values["raft-durability"],
+        "raft_tick": values["raft-tick"],
+        "linearizable_reads": not values["stale-reads"],
+        "snapshot_entries": values["snapshot-entries"],
     }
     if values["node-name"] is not None:
         engine_kwargs["node_name"] = values["node-name"]
     try:
         engine = EngineConfig(**engine_kwargs)
     except ValidationError as exc:
-        name = exc.field.replace("_", "-")
+        field = exc.field.split(".", 1)[0]
+        name = _ENGINE_FIELDS.get(field, field.replace("_", "-"))
         where = _where(name, sources) if name in sources else "configuration"
         raise ConfigError(f"{where}: {exc.message}") from None
+    _check_raft(engine, host, port, sources)
     return ServeSettings(
         engine=engine,
         http_host=host,
@@ -448,6 +580,35 @@ def resolve(
         sources=sources,
         shutdown_grace=values["shutdown-grace"],
     )
+
+
+def _check_raft(
+    engine: EngineConfig, http_host: str, http_port: int, sources: Mapping[str, str]
+) -> None:
+    """A server with peers needs its own Raft listener, and it cannot share the API's port."""
+    others = sorted(set(engine.peers) - {engine.node_name})
+    if others and engine.raft_bind is None:
+        own = engine.peers.get(engine.node_name)
+        hint = own or f":{DKRON_RAFT_PORT}"  # its own entry, if the list names it
+        raise ConfigError(
+            f"--raft-addr: a server with peers ({', '.join(others)}, given by "
+            f"{_where('peers', sources)}) needs its Raft listener, e.g. --raft-addr {hint} "
+            f"(or TRICKLE_RAFT_ADDR, or raft-addr in the config file)"
+        )
+    if engine.raft_bind is None:
+        return
+    raft_host, raft_port = parse_host_port(engine.raft_bind, field="raft_bind")
+    clash = raft_port == http_port != 0 and (
+        raft_host == http_host or {raft_host, http_host} & _UNSPECIFIED_HOSTS
+    )
+    if clash:
+        http_where = _where("http-addr", sources)
+        if sources["http-addr"] == "default":
+            http_where = f"the default --http-addr {DEFAULT_HTTP_ADDR}"
+        raise ConfigError(
+            f"{_where('raft-addr', sources)}: port {raft_port} is also the HTTP API's "
+            f"({http_where}); give each its own port"
+        )
 
 
 def _where(name: str, sources: Mapping[str, str]) -> str:

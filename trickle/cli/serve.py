@@ -5,10 +5,12 @@ and learn the bound port (``--http-addr 127.0.0.1:0`` picks a free one)::
 
     {"event": "ready", "node": "node1", "http": "http://127.0.0.1:8080",
      "http_addresses": ["http://0.0.0.0:8080"], "data_dir": "/abs/trickle.data",
-     "version": "0.1.0", "pid": 4242}
+     "version": "0.1.0", "pid": 4242, "raft": "0.0.0.0:6868"}
 
 ``http`` is a URL a local client can use (0.0.0.0 is shown as 127.0.0.1); ``http_addresses``
-are the bound addresses as the server reports them. Logs go to stderr.
+are the bound addresses as the server reports them. ``raft`` is the bound ``host:port`` of
+the Raft/RPC listener (``--raft-addr``; port 0 shows the port picked); it is absent for a
+lone server started without one. Logs go to stderr.
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
 taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
@@ -41,10 +43,12 @@ from trickle._version import __version__
 from trickle.cli.config import (
     DURABILITIES,
     LOG_LEVELS,
+    RAFT_DURABILITIES,
     ConfigError,
     ServeSettings,
     resolve,
 )
+from trickle.engine.config import parse_host_port
 
 logger = logging.getLogger("trickle.cli.serve")
 
@@ -78,6 +82,12 @@ _FLAG_SETTINGS = {
     "output_limit": "output-limit",
     "durability": "durability",
     "shutdown_grace": "shutdown-grace",
+    "raft_addr": "raft-addr",
+    "peers": "peers",
+    "raft_durability": "raft-durability",
+    "raft_tick": "raft-tick",
+    "stale_reads": "stale-reads",
+    "snapshot_entries": "snapshot-entries",
 }
 
 
@@ -173,6 +183,48 @@ class StartupError(Exception):
     "this long to finish; a second signal stops at once.  [default: 30s; "
     "env: TRICKLE_SHUTDOWN_GRACE]",
 )
+@click.option(
+    "--raft-addr",
+    metavar="HOST:PORT",
+    help="Address of this server's Raft/RPC listener (Dkron's is :6868); ':6868' listens "
+    "on all interfaces, port 0 picks a free port. Required with --peer.  [default: none, "
+    "a lone server needs no listener; env: TRICKLE_RAFT_ADDR]",
+)
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="NAME=HOST:PORT",
+    help="Another server of a static cluster: its node name and Raft address "
+    "(repeatable; list the same servers on each, itself included or not).  "
+    "[env: TRICKLE_PEERS=node2=10.0.0.2:6868,node3=10.0.0.3:6868]",
+)
+@click.option(
+    "--raft-durability",
+    metavar="[" + "|".join(RAFT_DURABILITIES) + "]",
+    help="fsync: every Raft append is on disk before it is acknowledged; none: never "
+    "fsync (a power loss may lose acknowledged writes).  [default: fsync; "
+    "env: TRICKLE_RAFT_DURABILITY]",
+)
+@click.option(
+    "--raft-tick",
+    metavar="DURATION",
+    help="Raft's clock tick, from 1ms to 10s: elections after 10-20 ticks without a "
+    "leader, heartbeats every 4.  [default: 25ms; env: TRICKLE_RAFT_TICK]",
+)
+@click.option(
+    "--stale-reads",
+    is_flag=True,
+    help="Answer reads from this server's own state without confirming with a quorum "
+    "(faster; a follower may be slightly behind).  [default: linearizable reads; "
+    "env: TRICKLE_STALE_READS]",
+)
+@click.option(
+    "--snapshot-entries",
+    metavar="N",
+    help="Applied Raft entries between two snapshots of the state (each lets the log "
+    "be compacted).  [default: 8192; env: TRICKLE_SNAPSHOT_ENTRIES]",
+)
 @click.pass_context
 def serve(ctx: click.Context, **params: Any) -> None:
     """Run a trickle node until SIGTERM or Ctrl-C.
@@ -222,6 +274,9 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
     )
     try:
         check_http_addr(settings.http_host, settings.http_port)
+        if settings.engine.raft_bind is not None:
+            host, port = parse_host_port(settings.engine.raft_bind, field="raft_bind")
+            check_http_addr(host, port, flag="--raft-addr")
         check_data_dir(settings.engine.data_dir)
         return trio.run(partial(serve_node, settings, stdout=stdout or sys.stdout))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
@@ -244,14 +299,15 @@ _BIND_ERRORS = {
 }
 
 
-def check_http_addr(host: str, port: int) -> None:
+def check_http_addr(host: str, port: int, *, flag: str = "") -> None:
     """Fail fast, before the engine opens its store, when ``host:port`` cannot be bound
-    (``StartupError``). Port 0 always can. The HTTP server binds for real later; a port
-    taken in between is still reported, as the server's own bind error."""
+    (``StartupError``). Port 0 always can. The HTTP server (or the Raft listener) binds for
+    real later; a port taken in between is still reported, as the server's own bind error.
+    ``flag`` is named after the address in the message (``--raft-addr``)."""
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    where = _format_hostport(host, port)
+    where = _format_hostport(host, port) + (f" ({flag})" if flag else "")
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
@@ -290,6 +346,9 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
 
     engine = Engine(settings.engine)
     stop = _Stop(engine=engine, grace=settings.shutdown_grace)
+    raft_bind = settings.engine.raft_bind
+    # what a bind error while starting is about: the Raft listener, then the HTTP API
+    binding = None if raft_bind is None else f"{raft_bind} (--raft-addr)"
     try:
         async with trio.open_nursery() as nursery:
             stop.scope = nursery.cancel_scope
@@ -303,6 +362,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             gc.collect()
             gc.freeze()
             where = _format_hostport(settings.http_host, settings.http_port)
+            binding = where
             http = partial(
                 serve_http,
                 engine,
@@ -320,14 +380,14 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
                 )
             )
             stop.http_running = True
-            line = ready_line(settings, urls)
+            line = ready_line(settings, urls, raft=engine.raft_address)
             stdout.write(json.dumps(line) + "\n")
             stdout.flush()
             logger.info("ready: node %s, API at %s", line["node"], line["http"])
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise StartupError(_explain(exc, settings)) from exc
+        raise StartupError(_explain(exc, binding)) from exc
     logger.info("stopped (%s)", stop.reason or "all tasks ended")
     return 0
 
@@ -415,15 +475,18 @@ async def _supervised(
         raise StartupError(f"{what} stopped unexpectedly")
 
 
-def ready_line(settings: ServeSettings, urls: Any) -> dict[str, Any]:
-    """The JSON object printed once the API listens (see the module docstring)."""
+def ready_line(
+    settings: ServeSettings, urls: Any, *, raft: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    """The JSON object printed once the API listens (see the module docstring); ``raft``
+    is the bound Raft listener (``Engine.raft_address``), None when there is none."""
     bound = [str(u) for u in (urls or [])]
     if bound:
         http = connectable_url(bound[0])
     else:  # a server that did not report its addresses: say what was asked for
         http = connectable_url(f"http://{_format_hostport(settings.http_host, settings.http_port)}")
     data_dir = settings.engine.data_dir
-    return {
+    line: dict[str, Any] = {
         "event": "ready",
         "node": settings.engine.node_name,
         "http": http,
@@ -432,6 +495,9 @@ def ready_line(settings: ServeSettings, urls: Any) -> dict[str, Any]:
         "version": __version__,
         "pid": os.getpid(),
     }
+    if raft is not None:
+        line["raft"] = _format_hostport(*raft)
+    return line
 
 
 def connectable_url(url: str) -> str:
@@ -456,14 +522,14 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _explain(exc: BaseException, settings: ServeSettings) -> str:
-    """One line saying why the node could not start or stopped."""
+def _explain(exc: BaseException, binding: str | None) -> str:
+    """One line saying why the node could not start or stopped; ``binding`` is the
+    ``host:port`` being bound when it failed (the Raft listener, then the HTTP API)."""
     from trickle.errors import TrickleError
 
-    where = _format_hostport(settings.http_host, settings.http_port)
     for leaf in _leaves(exc):
         if isinstance(leaf, OSError) and leaf.errno in _BIND_ERRORS and not leaf.filename:
-            return f"cannot listen on {where}: {_BIND_ERRORS[leaf.errno]}"
+            return f"cannot listen on {binding or 'its address'}: {_BIND_ERRORS[leaf.errno]}"
         if isinstance(leaf, OSError) and isinstance(leaf.strerror, str) and leaf.filename:
             return f"{leaf.filename}: {leaf.strerror}"
     for leaf in _leaves(exc):
