@@ -7,7 +7,6 @@ import random
 import pytest
 
 from trickle.errors import NotLeader, StorageCorrupt, ValidationError
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg, sent
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Role
 from trickle.raft.messages import (
@@ -20,6 +19,7 @@ from trickle.raft.messages import (
     NodeId,
 )
 from trickle.raft.wire import decode_conf_change
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
 
 MT = MessageType
 NO_PREVOTE = RaftConfig(pre_vote=False, check_quorum=False)

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from trickle.errors import TrickleError
-from trickle.raft._testenv import InteractionEnv, StateMachine
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import Role
 from trickle.raft.messages import ConfChange, ConfChangeOp, Entry, NodeId
+from trickle.testing.raftenv import InteractionEnv, StateMachine
 
 STEPS = 1500
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from trickle.errors import ConfChangeRejected, NotLeader
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import Role
 from trickle.raft.messages import (
@@ -18,6 +17,7 @@ from trickle.raft.messages import (
     NodeId,
 )
 from trickle.raft.wire import encode_conf_change
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg
 
 MT = MessageType
 Op = ConfChangeOp

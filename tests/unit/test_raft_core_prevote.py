@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg, sent
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import Role
 from trickle.raft.messages import HardState, MessageType, NodeId
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
 
 MT = MessageType
 

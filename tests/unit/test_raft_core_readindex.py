@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from trickle.errors import NotLeader
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg, sent
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, ReadState, Role
 from trickle.raft.messages import MessageType, NodeId
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
 
 MT = MessageType
 CFG = RaftConfig(pre_vote=False, check_quorum=False)

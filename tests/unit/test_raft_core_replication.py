@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg, sent
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import ProgressState, RaftNode, Role
 from trickle.raft.messages import (
@@ -16,6 +15,7 @@ from trickle.raft.messages import (
     NodeId,
 )
 from trickle.raft.wire import encode_conf_change
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
 
 MT = MessageType
 NO_PREVOTE = RaftConfig(pre_vote=False, check_quorum=False)

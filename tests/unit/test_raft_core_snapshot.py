@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from trickle.errors import ValidationError
-from trickle.raft._testenv import InteractionEnv, drain, make_node, msg, sent
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import ProgressState, Role
 from trickle.raft.messages import (
@@ -18,6 +17,7 @@ from trickle.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
+from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
 
 MT = MessageType
 VOTERS = ConfState(voters=frozenset({NodeId("1"), NodeId("2"), NodeId("3")}))

@@ -1,6 +1,6 @@
 """Golden interaction scripts for the Raft core: each command's output must match the file.
 
-Scripts live in ``raft_scripts/*.txt`` (syntax in ``trickle.raft._testenv``). After a
+Scripts live in ``raft_scripts/*.txt`` (syntax in ``trickle.testing.raftenv``). After a
 deliberate change, regenerate them with ``pytest tests/unit/test_raft_interaction.py
 --rewrite`` and review the diff.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trickle.raft._testenv import run_script
+from trickle.testing.raftenv import run_script
 
 SCRIPTS = sorted((Path(__file__).parent / "raft_scripts").glob("*.txt"))
 

@@ -4,7 +4,7 @@ Nodes named "1", "2", ... each with an in-memory store (what ``process_ready`` p
 a tiny state machine (the applied data) and a mailbox. Nothing moves unless a command
 moves it: ``tick``, ``deliver_msgs``, ``process_ready``, ``stabilize``. Every command
 returns the lines it printed, so golden scripts (``run_script``) show exactly what was
-persisted, sent and applied. Used by the unit tests; not part of trickle's public API.
+persisted, sent and applied. A test helper (trickle.testing), used by the core's unit tests.
 
 Script syntax: a command line, a line ``----``, the expected output, a blank line.
 Lines starting with ``#`` are comments. Commands::
