@@ -169,13 +169,17 @@ def parse_peer(text: str, *, where: str = "--peer") -> tuple[str, str]:
     name = name.strip()
     if not sep:
         raise ConfigError(f"{where}: malformed peer {text!r}: expected NAME=HOST:PORT")
+    _check_peer_name(name, text, where=where)
+    return name, _peer_address(address, where=f"{where} {name}")
+
+
+def _check_peer_name(name: str, text: str, *, where: str) -> None:
     if not name:
         raise ConfigError(f"{where}: malformed peer {text!r}: the node name is empty")
     if "," in name or any(c.isspace() for c in name):
         raise ConfigError(
             f"{where}: malformed peer {text!r}: the node name contains a comma or whitespace"
         )
-    return name, _peer_address(address, where=f"{where} {name}")
 
 
 def _peer_address(text: str, *, where: str) -> str:
@@ -470,8 +474,8 @@ def _file_value(setting: _Setting, key: str, value: Any, path: Path) -> Any:
             item_where = f"{key}.{name} in {path}"
             if not isinstance(item, str):
                 raise ConfigError(f"{item_where}: expected a string, got {_type_name(item)}")
-            peer_name, address = parse_peer(f"{name}={item}", where=item_where)
-            peers[peer_name] = address
+            _check_peer_name(name, f"{name} = {item!r}", where=item_where)
+            peers[name] = _peer_address(item, where=item_where)
         return peers
     limits: dict[str, int] = {}
     for executor, item in value.items():
