@@ -913,7 +913,7 @@ class Engine:
         if raft is None or not self._open:
             return [self._self_member()]
         conf = raft.conf
-        names = sorted(conf.voters | conf.learners) or [self.node_name]
+        names: list[str] = sorted(conf.voters | conf.learners) or [self.node_name]
         return [self._member_of(name) for name in names]
 
     def leader(self) -> Member | None:
