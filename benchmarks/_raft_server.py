@@ -291,6 +291,7 @@ class _TrickleServer:
                     app=self.app,
                     bootstrap=ConfState(voters=frozenset(self.ids)),
                     on_soft_state=self._on_soft_state,
+                    storage_in_thread=not self.args.storage_inline,
                 )
                 await self.nursery.start(self.driver.run)
             return {"ok": True}
@@ -653,6 +654,13 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="this node's data directory")
     parser.add_argument("--durability", default="fsync", help="trickle: fsync or none")
     parser.add_argument("--no-batch", action="store_true", help="PySyncObj: no batching")
+    parser.add_argument(
+        "--storage-inline",
+        action="store_true",
+        help="trickle, an experiment: the driver calls SQLite on its Trio thread "
+        "(storage_in_thread=False), blocking the loop during each save, instead of "
+        "handing each save to a worker thread",
+    )
     parser.add_argument(
         "--profile",
         metavar="PREFIX",
