@@ -662,6 +662,13 @@ def main() -> None:
         "handing each save to a worker thread",
     )
     parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="an experiment: sys.setswitchinterval(S) (Python's default is 0.005 s: a "
+        "thread back from a syscall may wait that long for the GIL)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="PREFIX",
         help="cProfile the main thread (CPU time) and write PREFIX-<id>-<pid>.pstats at exit",
@@ -671,6 +678,8 @@ def main() -> None:
         level=logging.WARNING, format=f"{args.id} %(levelname)s %(name)s: %(message)s"
     )
     die_with_parent()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     if args.system == "trickle" and args.id not in args.ids.split(","):
         parser.error("--ids must list the initial voters, this node included")
