@@ -297,6 +297,41 @@ async def test_proposal_on_a_deposed_leader_is_dropped(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_proposals_of_a_deposed_leader_beyond_the_new_log_are_dropped(autojump_clock):
+    """The deposed leader appended three entries; the new leader's log ends before the
+    last two and nothing more is proposed: those proposals must still end (regression:
+    they waited forever for an index nobody would ever fill)."""
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            old = await cluster.leader()
+        cluster.net.isolate(old)
+        outcomes: list[object] = []
+        settled = trio.Event()
+
+        async def propose_on_old(data: bytes) -> None:
+            try:
+                outcomes.append(await cluster.drivers[old].propose(data))
+            except ProposalDropped as exc:
+                outcomes.append(exc)
+            if len(outcomes) == 3:
+                settled.set()
+
+        for n in range(3):
+            nursery.start_soon(propose_on_old, b"lost=%d" % n)
+        rest = cluster.followers(old)
+        with trio.fail_after(10):
+            for i in rest:
+                await cluster.drivers[i].wait_state(lambda s: s.leader not in (None, old))
+            await cluster.leader(rest)  # its no-op is the only new entry
+        cluster.net.heal()
+        with trio.fail_after(30):
+            await settled.wait()
+        assert all(isinstance(o, ProposalDropped) for o in outcomes), outcomes
+        nursery.cancel_scope.cancel()
+
+
 async def test_snapshot_compaction_and_restart_from_storage(autojump_clock):
     config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=2)
     async with trio.open_nursery() as nursery:

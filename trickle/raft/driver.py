@@ -206,6 +206,7 @@ class RaftDriver:
         self._soft = SoftState(role=Role.FOLLOWER, leader=None, term=0)
         self._conf = ConfState()
         self._applied = applied
+        self._applied_term = 0  # term of the last applied entry (as far as applied here)
         self._snapshot_index = 0
         self._saved_hard_state = HardState()
         self._unsaved_commit: HardState | None = None  # commit moved, not saved yet
@@ -397,7 +398,32 @@ class RaftDriver:
                     waiter.resolve(entry.term, result)
             if capture:
                 self._captured[entry.index] = (entry.term, result)
-        self._applied = entries[-1].index
+        last = entries[-1]
+        self._applied = last.index
+        if last.term > self._applied_term:
+            self._applied_term = last.term
+            self._drop_superseded()
+
+    def _drop_superseded(self) -> None:
+        """Waiters of an older term above the last applied entry can never be resolved:
+        log matching puts only entries of this term or later after it (a deposed leader's
+        proposals beyond the new leader's log would otherwise wait forever)."""
+        term, index = self._applied_term, self._applied
+        for i in [i for i in self._waiters if i > index]:
+            keep = []
+            for waiter in self._waiters[i]:
+                if waiter.term < term:
+                    waiter.fail(
+                        ProposalDropped(
+                            f"entry {i} of term {waiter.term} was superseded by term {term}"
+                        )
+                    )
+                else:
+                    keep.append(waiter)
+            if keep:
+                self._waiters[i] = keep
+            else:
+                del self._waiters[i]
 
     def _restored(self, index: int) -> None:
         for i in sorted(i for i in self._waiters if i <= index):
@@ -643,6 +669,13 @@ class RaftDriver:
 
     def _register(self, term: int, index: int) -> _Waiter:
         waiter = _Waiter(term)
+        if term < self._applied_term and index > self._applied:
+            waiter.fail(
+                ProposalDropped(
+                    f"entry {index} of term {term} was superseded by term {self._applied_term}"
+                )
+            )
+            return waiter
         self._waiters.setdefault(index, []).append(waiter)
         return waiter
 
