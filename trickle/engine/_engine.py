@@ -525,7 +525,7 @@ class Engine:
                     return
                 self._sched_scope = trio.CancelScope()
                 await self._schedule_loop()
-        except (NotLeader, ProposalDropped, EngineClosed) as exc:
+        except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
             logger.info("%s: leadership in term %d ended: %s", self.node_name, term, exc)
         finally:
             if self._log.leader_term == term:
@@ -550,7 +550,7 @@ class Engine:
             try:
                 await self._abandon_orphans()
                 return
-            except (NotLeader, ProposalDropped) as exc:
+            except (NotLeader, ProposalDropped, ProposalUnknown) as exc:
                 logger.info("recording interrupted runs waits for a leader: %s", exc)
                 await self._raft.wait_leader()
                 await trio.sleep(self.config.raft_tick * RAFT_CONFIG.election_ticks)
@@ -1154,7 +1154,7 @@ class Engine:
                 self._dispatch(job, ex)
             else:
                 logger.warning("retry of %s refused: %s", job.name, applied.error.message)
-        except (EngineClosed, NotLeader, ProposalDropped):
+        except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             pass
         finally:
             self._retries_waiting.discard(key)
@@ -1182,7 +1182,7 @@ class Engine:
         commands.append(c.DependentsLaunched(group=due.group))
         try:
             results = await self._launch(commands)
-        except (EngineClosed, NotLeader, ProposalDropped):
+        except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             return
         for (child, ex), applied in zip(runs, results[: len(runs)], strict=True):
             if applied.error is None:
@@ -1467,7 +1467,7 @@ class Engine:
                         )
                     ]
                 )
-        except (EngineClosed, NotLeader, ProposalDropped):
+        except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             pass
         finally:
             self._launching -= 1
@@ -1531,7 +1531,7 @@ class Engine:
             return
         try:
             results = await self._launch(commands)
-        except (EngineClosed, NotLeader, ProposalDropped):
+        except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             self._ahead_ids.difference_update(ex.id for _job, ex in runs)
             return
         it = iter(runs)

@@ -30,7 +30,7 @@ from trickle.engine.commands import Command, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.store import Store
 from trickle.engine.wire import decode_command, encode_command
-from trickle.errors import EngineClosed, NotLeader, ProposalDropped
+from trickle.errors import EngineClosed, NotLeader, ProposalDropped, TrickleError
 from trickle.raft.messages import Entry, EntryKind, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -223,9 +223,14 @@ class ReplicatedLog:
                 return
             try:
                 results = await self._driver.propose(data)
-            except (NotLeader, ProposalDropped, EngineClosed) as exc:
+            except TrickleError as exc:  # NotLeader, ProposalDropped, ProposalUnknown...
                 self._fail(batch, exc)
                 return
+            except BaseException:
+                # cancelled (the log stops) or the outcome is unknown: whoever waits on
+                # these proposals (some shielded) must hear of it now, not never
+                self._fail(batch, EngineClosed())
+                raise
             it = iter(results)
             for p in batch:
                 p.results = [next(it) for _ in p.commands]
