@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 
+from trickle._filelock import hold_lock
 from trickle.engine.commands import (
     Effect,
     ExecutionSaved,
@@ -45,11 +46,6 @@ from trickle.engine.commands import (
 from trickle.engine.model import DayStats, Execution, ExecutionId, Job
 from trickle.engine.wire import decode_job, encode_job
 from trickle.errors import TrickleError
-
-try:  # advisory lock on the data dir; POSIX only
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -439,17 +435,12 @@ class Store:
         if path.exists() and not path.is_dir():
             raise StoreError(f"data dir {path} exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover - Windows
-            return
-        lock_file = open(path / LOCK_FILENAME, "ab")  # held until close
         try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_file = hold_lock(path / LOCK_FILENAME)
         except BlockingIOError:
-            lock_file.close()
             raise StoreError(
                 f"data dir {path} is in use by another trickle store (lock {LOCK_FILENAME})"
             ) from None
-        self._lock_file = lock_file
 
     def _release_dir(self) -> None:
         if self._lock_file is not None:

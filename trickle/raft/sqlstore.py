@@ -37,6 +37,7 @@ from typing import IO, Any
 import msgpack
 import sqlalchemy as sa
 
+from trickle._filelock import hold_lock
 from trickle.errors import StorageCorrupt, ValidationError
 from trickle.raft.messages import (
     ConfState,
@@ -54,11 +55,6 @@ from trickle.raft.storage import (
     plan_compact,
     plan_save,
 )
-
-try:  # advisory lock beside the database file; POSIX only
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -282,18 +278,13 @@ class SqliteRaftStorage:
         self.close()
 
     def _acquire_file_lock(self) -> None:
-        if fcntl is None:  # pragma: no cover - Windows
-            return
         lock_path = self._path.with_name(self._path.name + LOCK_SUFFIX)
-        lock_file = open(lock_path, "ab")  # held until close
         try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_file = hold_lock(lock_path)
         except BlockingIOError:
-            lock_file.close()
             raise RaftStorageError(
                 f"{self._path} is in use by another raft store (lock {lock_path.name})"
             ) from None
-        self._lock_file = lock_file
 
     def _release_file_lock(self) -> None:
         if self._lock_file is not None:
