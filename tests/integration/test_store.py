@@ -165,8 +165,6 @@ def test_fresh_store_holds_nothing(store: Store) -> None:
     assert state.jobs == []
     assert state.running == []
     assert state.fsm_meta is None
-    assert store.last_command_index() == 0
-    assert store.read_commands(0) == []
 
 
 def test_bad_settings_are_refused_with_the_setting_named(open_store: StoreFactory) -> None:
@@ -725,87 +723,20 @@ def test_reopened_file_store_has_the_same_state(file_store_dir: Path) -> None:
         running = run("a", 50, finished=False)
         apply(JobSaved(FULL_JOB), JobSaved(Job(name="a")), *saved(run("a", 1), running))
         apply(StatsAdded(_day(2025, 3, 30), 2, 1), fsm_meta=b"fsm")
-        store.append_commands([(1, b"one"), (2, b"two"), (3, b"three")])
-        store.compact_commands(1)
         before = (
             store.load(),
             store.list_executions("a"),
-            store.read_commands(1),
             store.daily_stats(_day(2025, 3, 29), _day(2025, 3, 31)),
         )
     with Store(file_store_dir, history_limit=LIMIT) as store:
         after = (
             store.load(),
             store.list_executions("a"),
-            store.read_commands(1),
             store.daily_stats(_day(2025, 3, 29), _day(2025, 3, 31)),
         )
-        assert store.last_command_index() == 3
     assert after == before
     assert before[0].applied_index == 2 and before[0].fsm_meta == b"fsm"
     assert before[0].running == [running]
-
-
-# -- command log -----------------------------------------------------------------------------
-
-
-def test_command_log_appends_and_reads_in_order(store: Store) -> None:
-    store.append_commands([(1, b"a"), (2, b"b")])
-    store.append_commands([(3, b"\x00" * 100_000)])
-    store.append_commands([])
-    assert store.last_command_index() == 3
-    assert store.read_commands(0) == [(1, b"a"), (2, b"b"), (3, b"\x00" * 100_000)]
-    assert store.read_commands(2) == [(3, b"\x00" * 100_000)]
-    assert store.read_commands(3) == []
-
-
-@pytest.mark.parametrize(
-    "entries",
-    [[(2, b"x")], [(1, b"x"), (3, b"y")], [(0, b"x")], [(1, b"x"), (1, b"y")]],
-    ids=["skips-one", "gap-inside", "zero", "repeated"],
-)
-def test_command_log_refuses_a_gap_and_writes_nothing(
-    store: Store, entries: list[tuple[int, bytes]]
-) -> None:
-    with pytest.raises(StoreError, match="does not continue the log"):
-        store.append_commands(entries)
-    assert store.last_command_index() == 0
-    assert store.read_commands(0) == []
-
-
-def test_command_log_refuses_an_index_already_written(store: Store) -> None:
-    store.append_commands([(1, b"a")])
-    with pytest.raises(StoreError, match="expected 2"):
-        store.append_commands([(1, b"again")])
-    assert store.read_commands(0) == [(1, b"a")]
-
-
-def test_compaction_forgets_entries_but_not_the_last_index(store: Store) -> None:
-    store.append_commands([(i, str(i).encode()) for i in range(1, 6)])
-    store.compact_commands(3)
-    assert store.read_commands(3) == [(4, b"4"), (5, b"5")]
-    store.compact_commands(2)  # behind: nothing to do
-    store.compact_commands(5)
-    assert store.read_commands(5) == []
-    assert store.last_command_index() == 5
-    store.append_commands([(6, b"6")])
-    assert store.read_commands(5) == [(6, b"6")]
-
-
-def test_reading_compacted_entries_is_an_error_not_a_silent_gap(store: Store) -> None:
-    store.append_commands([(1, b"a"), (2, b"b"), (3, b"c")])
-    store.compact_commands(2)
-    with pytest.raises(StoreError, match="compacted"):
-        store.read_commands(0)
-
-
-def test_compaction_past_the_end_moves_the_log_start(store: Store) -> None:
-    store.compact_commands(10)
-    assert store.last_command_index() == 10
-    with pytest.raises(StoreError, match="expected 11"):
-        store.append_commands([(1, b"a")])
-    store.append_commands([(11, b"k")])
-    assert store.read_commands(10) == [(11, b"k")]
 
 
 # -- concurrency -----------------------------------------------------------------------------

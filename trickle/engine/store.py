@@ -1,4 +1,4 @@
-"""The SQLAlchemy store: command log, applied state (jobs, executions, daily stats).
+"""The SQLAlchemy store: the applied state (jobs, executions, daily stats) and its images.
 
 Every method is synchronous and is meant to be called from a worker thread
 (``trio.to_thread.run_sync``, never abandoned on cancellation while it writes). Writes are
@@ -9,7 +9,7 @@ and nowhere else.
 Exceptions::
 
     TrickleError
-    └── StoreError                 the store cannot do what was asked (closed, in use, gap)
+    └── StoreError                 the store cannot do what was asked (closed, in use, not a trickle database)
         └── StoreVersionError      the database was written by another schema version
 
 Bad arguments (an unknown sort, a negative slice index, a naive datetime) raise
@@ -69,7 +69,7 @@ _MICRO = timedelta(microseconds=1)
 
 
 class StoreError(TrickleError):
-    """The store cannot do what was asked: it is closed, in use, or the log has a gap."""
+    """The store cannot do what was asked: it is closed, in use, or not a trickle database."""
 
 
 class StoreVersionError(StoreError):
@@ -88,6 +88,7 @@ meta_table = sa.Table(
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
 
+# Unused since the command log moved to Raft (raft.db); kept so the schema stays version 1.
 commands_table = sa.Table(
     "commands",
     metadata,
@@ -159,7 +160,6 @@ stats_table = sa.Table(
 _META_SCHEMA_VERSION = "schema_version"
 _META_APPLIED_INDEX = "applied_index"
 _META_FSM = "fsm_meta"
-_META_LOG_START = "log_compacted_index"  # entries up to here were compacted away
 
 _X = executions_table.c
 _EXECUTION_COLUMNS = (
@@ -282,7 +282,6 @@ _PRUNE_OLDEST_SQL = (
 
 # The batch write path (commit/apply) runs on the DBAPI cursor: one batch is a handful of
 # statements, and SQLAlchemy's per-statement overhead was most of a small batch's cost.
-_INSERT_COMMAND_SQL = "INSERT INTO commands (idx, payload) VALUES (?, ?)"
 _UPSERT_JOB_SQL = (
     "INSERT INTO jobs (name, payload) VALUES (?, ?)"
     " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload"
@@ -319,7 +318,7 @@ _put_meta = _ins_meta.on_conflict_do_update(
 class LoadedState:
     """What a store holds at open: the applied state and where the log stands."""
 
-    applied_index: int  # index of the last command whose effects are stored (0: none)
+    applied_index: int  # the last Raft log entry whose effects are stored (0: none)
     jobs: list[Job]
     running: list[Execution]  # executions with finished_at None
     fsm_meta: bytes | None  # the state machine's own small state, as last stored
@@ -362,7 +361,6 @@ class Store:
         # per job: an upper bound of its finished records (None/absent: unknown)
         self._finished_bound: dict[str, int] = {}
         self._applied_index = 0
-        self._last_appended: int | None = None  # the log's last index, once known
 
         if self._path is None:
             self._memory_lock = threading.Lock()
@@ -552,38 +550,7 @@ class Store:
         ).scalar_one_or_none()
         return None if value is None else bytes(value)
 
-    # -- command log ---------------------------------------------------------------------
-    def append_commands(self, entries: list[tuple[int, bytes]]) -> None:
-        """Durably append (index, payload) entries in one transaction.
-
-        Indexes must continue the log without a gap: the first is
-        ``last_command_index() + 1`` and each next one is one more. Raises ``StoreError``
-        otherwise (nothing is written).
-        """
-        if not entries:
-            return
-        with self._raw_write() as cur:
-            last = self._append(cur, entries)
-        self._last_appended = last
-
-    def commit(
-        self,
-        entries: list[tuple[int, bytes]],
-        effects: list[Effect],
-        *,
-        applied_index: int,
-        fsm_meta: bytes,
-    ) -> None:
-        """``append_commands`` and ``apply`` in one transaction: the commands and their
-        effects are stored together or not at all (one fsync for the batch)."""
-        bounds: dict[str, int] = {}
-        with self._raw_write() as cur:
-            last = self._append(cur, entries) if entries else None
-            self._apply_effects(cur, effects, applied_index, fsm_meta, bounds)
-        if last is not None:
-            self._last_appended = last
-        self._publish_applied(applied_index, bounds)
-
+    # -- writes ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
         """A write transaction on the DBAPI connection: BEGIN IMMEDIATE ... COMMIT, or
@@ -605,65 +572,6 @@ class Store:
                     cur.close()
             finally:
                 raw.close()  # back to the pool
-
-    def _append(self, cur: Any, entries: list[tuple[int, bytes]]) -> int:
-        if self._last_appended is None:
-            row = cur.execute("SELECT max(idx) FROM commands").fetchone()
-            start = cur.execute(
-                "SELECT value FROM meta WHERE key = ?", (_META_LOG_START,)
-            ).fetchone()
-            self._last_appended = max(row[0] or 0, int(start[0]) if start else 0)
-        expected = self._last_appended + 1
-        for index, payload in entries:
-            if index != expected:
-                raise StoreError(
-                    f"command index {index} does not continue the log (expected {expected})"
-                )
-            if not isinstance(payload, bytes | bytearray | memoryview):
-                raise TypeError(f"command {index} payload must be bytes, not {type(payload)}")
-            expected += 1
-        cur.executemany(_INSERT_COMMAND_SQL, [(i, bytes(p)) for i, p in entries])
-        return expected - 1
-
-    def read_commands(self, after_index: int) -> list[tuple[int, bytes]]:
-        """Entries with index > after_index, in order.
-
-        Raises ``StoreError`` if entries after ``after_index`` were compacted away (the
-        caller would otherwise miss them silently).
-        """
-        with self._read() as conn:
-            start = self._log_start(conn)
-            if after_index < start:
-                raise StoreError(
-                    f"commands up to {start} were compacted; cannot read after {after_index}"
-                )
-            rows = conn.execute(
-                sa.select(commands_table.c.idx, commands_table.c.payload)
-                .where(commands_table.c.idx > after_index)
-                .order_by(commands_table.c.idx)
-            )
-            return [(idx, bytes(payload)) for idx, payload in rows]
-
-    def last_command_index(self) -> int:
-        """Index of the last log entry ever appended (0: none), compacted ones included."""
-        with self._read() as conn:
-            return self._last_index(conn)
-
-    def compact_commands(self, upto_index: int) -> None:
-        """Forget log entries with index <= upto_index (their effects are stored)."""
-        with self._write() as conn:
-            if upto_index <= self._log_start(conn):
-                return
-            conn.execute(commands_table.delete().where(commands_table.c.idx <= upto_index))
-            conn.execute(_put_meta, [{"key": _META_LOG_START, "value": _int_bytes(upto_index)}])
-
-    def _log_start(self, conn: sa.Connection) -> int:
-        raw = self._get_meta(conn, _META_LOG_START)
-        return 0 if raw is None else int(raw)
-
-    def _last_index(self, conn: sa.Connection) -> int:
-        last = conn.execute(sa.select(sa.func.max(commands_table.c.idx))).scalar()
-        return max(last or 0, self._log_start(conn))
 
     # -- applied state ---------------------------------------------------------------------
     def apply(self, effects: list[Effect], *, applied_index: int, fsm_meta: bytes) -> None:
