@@ -1,0 +1,1 @@
+"""SWIM membership with Lifeguard: who is alive, where it listens, which tags it carries."""
