@@ -126,8 +126,8 @@ class GossipTransport(Protocol):
     def statistics(self) -> TransportStatistics: ...
 
 
-class _Counters:
-    """The mutable counters behind TransportStatistics (shared by both transports)."""
+class TransportCounters:
+    """The mutable counters behind TransportStatistics (for transports to share)."""
 
     def __init__(self) -> None:
         self.packets_sent = 0
@@ -313,7 +313,7 @@ class UdpTcpTransport:
         self._address: Address | None = None
         self._advertise: Address | None = None
         self._incoming = 0
-        self._c = _Counters()
+        self._c = TransportCounters()
 
     # lifecycle ------------------------------------------------------------------------
     @property
