@@ -23,10 +23,30 @@ def cli() -> None:
     """
 
 
+@click.command("keygen")
+@click.option(
+    "--size",
+    type=click.Choice(["16", "24", "32"]),
+    default="32",
+    show_default=True,
+    help="Key length in bytes: 16, 24 or 32 for AES-128, AES-192 or AES-256.",
+)
+def keygen(size: str) -> None:
+    """Print a new random gossip encryption key, base64-encoded.
+
+    Give the same key to every node with --encrypt (or the config file key 'encrypt');
+    see docs/gossip-encryption.md for rotating keys.
+    """
+    from trickle.gossip.keyring import encode_key, generate_key
+
+    click.echo(encode_key(generate_key(int(size))))
+
+
 cli.add_command(serve)
 cli.add_command(jobs)
 cli.add_command(executions)
 cli.add_command(version)
+cli.add_command(keygen)
 
 
 def main() -> None:
