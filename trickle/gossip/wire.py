@@ -93,13 +93,25 @@ class MessageType(enum.IntEnum):
     PUSH_PULL = 9
 
 
+# the codes as plain ints: msgpack packs an IntEnum member on a slower path
+_PING = int(MessageType.PING)
+_INDIRECT_PING = int(MessageType.INDIRECT_PING)
+_ACK = int(MessageType.ACK)
+_NACK = int(MessageType.NACK)
+_ALIVE = int(MessageType.ALIVE)
+_SUSPECT = int(MessageType.SUSPECT)
+_DEAD = int(MessageType.DEAD)
+_USER_EVENT = int(MessageType.USER_EVENT)
+_PUSH_PULL = int(MessageType.PUSH_PULL)
+
+
 # -- sizes the core checks before it accepts input -------------------------------------------
 
 
 def tags_size(tags: Mapping[str, str]) -> int:
     """Bytes of `tags` as encoded: what META_MAX_BYTES limits. Tags larger than that are
     rejected by every receiver, so a member must refuse them before it gossips them."""
-    return len(msgpack.packb(_tags_to_wire(tags), use_bin_type=True))
+    return len(_packb(_tags_to_wire(tags)))
 
 
 def user_event_size(name: str, payload: bytes) -> int:
@@ -122,12 +134,12 @@ def _addr_to_wire(addr: Address) -> list[Any]:
 
 
 def _ping(m: Ping) -> list[Any]:
-    return [MessageType.PING, m.seq, m.target, m.source, _addr_to_wire(m.source_addr)]
+    return [_PING, m.seq, m.target, m.source, _addr_to_wire(m.source_addr)]
 
 
 def _indirect_ping(m: IndirectPing) -> list[Any]:
     return [
-        MessageType.INDIRECT_PING,
+        _INDIRECT_PING,
         m.seq,
         m.target,
         _addr_to_wire(m.target_addr),
@@ -138,27 +150,27 @@ def _indirect_ping(m: IndirectPing) -> list[Any]:
 
 
 def _ack(m: Ack) -> list[Any]:
-    return [MessageType.ACK, m.seq, m.source]
+    return [_ACK, m.seq, m.source]
 
 
 def _nack(m: Nack) -> list[Any]:
-    return [MessageType.NACK, m.seq, m.source]
+    return [_NACK, m.seq, m.source]
 
 
 def _alive(m: Alive) -> list[Any]:
-    return [MessageType.ALIVE, m.incarnation, m.node, _addr_to_wire(m.addr), _tags_to_wire(m.tags)]
+    return [_ALIVE, m.incarnation, m.node, _addr_to_wire(m.addr), _tags_to_wire(m.tags)]
 
 
 def _suspect(m: Suspect) -> list[Any]:
-    return [MessageType.SUSPECT, m.incarnation, m.node, m.source]
+    return [_SUSPECT, m.incarnation, m.node, m.source]
 
 
 def _dead(m: Dead) -> list[Any]:
-    return [MessageType.DEAD, m.incarnation, m.node, m.source]
+    return [_DEAD, m.incarnation, m.node, m.source]
 
 
 def _user_event(m: UserEvent) -> list[Any]:
-    return [MessageType.USER_EVENT, m.ltime, m.name, m.payload]
+    return [_USER_EVENT, m.ltime, m.name, m.payload]
 
 
 def _push_pull(m: PushPull) -> list[Any]:
@@ -167,7 +179,7 @@ def _push_pull(m: PushPull) -> list[Any]:
         for s in m.members
     ]
     events = [[e.ltime, e.name, e.payload] for e in m.events]
-    return [MessageType.PUSH_PULL, m.join, m.source, members, m.event_ltime, events]
+    return [_PUSH_PULL, m.join, m.source, members, m.event_ltime, events]
 
 
 _TO_WIRE: dict[type, Callable[[Any], list[Any]]] = {
@@ -192,9 +204,14 @@ def message_to_wire(message: Message) -> list[Any]:
     return to_wire(message)
 
 
+# One packer for the module (no per-call setup). Packing never calls back into Python (no
+# `default` hook), so it runs start to end under the GIL and cannot be re-entered.
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
 def _packb(obj: Any) -> bytes:
     try:
-        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+        return _PACKER.pack(obj)  # type: ignore[no-any-return]
     except (OverflowError, TypeError, ValueError) as exc:
         raise WireError(f"cannot encode: {type(exc).__name__}: {exc}"[:200]) from exc
 
