@@ -462,7 +462,7 @@ def test_bit_flips_of_valid_packets_only_raise_wire_error(
     decodes_or_wire_error(bytes(packet))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(messages, st.data())
 def test_a_field_replaced_by_any_value_only_raises_wire_error(
     message: Message, data: st.DataObject
@@ -480,7 +480,7 @@ def test_a_field_replaced_by_any_value_only_raises_wire_error(
     decodes_or_wire_error(packet_of(wire))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(msgpack_values)
 def test_arbitrary_msgpack_structures_only_raise_wire_error(value: object) -> None:
     decodes_or_wire_error(msgpack.packb(value))
