@@ -408,6 +408,11 @@ def test_malformed_packets_are_rejected_naming_the_problem(data: bytes, problem:
         decode_packet(data)
 
 
+def test_a_user_event_name_is_limited_by_the_event_size_only() -> None:
+    event = UserEvent(1, "n" * 300, b"p" * (USER_EVENT_MAX_BYTES - 300))
+    assert decode_packet(encode_packet([event])) == [event]
+
+
 def test_a_packet_with_one_bad_message_is_dropped_whole() -> None:
     data = packet_of([3, 1, "a"], [1, 1, "b", "a", ["h", 70000]])
     with pytest.raises(WireError):

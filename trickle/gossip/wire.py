@@ -69,7 +69,7 @@ PER_MESSAGE_OVERHEAD = 0  # bytes a packet adds per message beyond message_size(
 MAX_PACKET_BYTES = 65_535  # the largest packet decode_packet accepts (a UDP datagram's limit)
 STREAM_PREFIX_BYTES = 4  # the big-endian length prefix of a TCP frame
 MAX_STREAM_BYTES = 8 * 1024 * 1024  # bytes of one TCP frame body (a push-pull of 10k members)
-MAX_NAME_CHARS = 256  # node names (node, source, target) and user event names
+MAX_NAME_CHARS = 256  # member names (node, source, target); a member must refuse longer ones
 MAX_HOST_CHARS = 255  # the host of an address (a DNS name is at most 253)
 MAX_UINT = 2**64 - 1  # seq, incarnation and Lamport times are unsigned 64-bit
 
@@ -320,7 +320,7 @@ def _tags(value: Any, what: str) -> dict[str, str]:
 def _event_fields(ltime: Any, name: Any, payload: Any, what: str) -> UserEvent:
     event = UserEvent(
         ltime=_uint(ltime, f"{what} ltime"),
-        name=_str(name, f"{what} name"),
+        name=_str(name, f"{what} name", max_chars=USER_EVENT_MAX_BYTES),  # size checked below
         payload=_bytes(payload, f"{what} payload"),
     )
     if user_event_size(event.name, event.payload) > USER_EVENT_MAX_BYTES:
