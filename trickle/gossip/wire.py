@@ -66,7 +66,7 @@ WIRE_VERSION = 1  # the packet and frame layout; anything of another version is 
 ENCRYPTION_OVERHEAD = 29  # bytes the keyring adds: version byte + 12-byte nonce + 16-byte tag
 COMPOUND_OVERHEAD = 7  # bytes of a packet besides its messages: 1 + 1 + up to 5 (see above)
 PER_MESSAGE_OVERHEAD = 0  # bytes a packet adds per message beyond message_size()
-MAX_PACKET_BYTES = 65_535  # the largest packet decode_packet accepts (a UDP datagram's limit)
+MAX_DATAGRAM_BYTES = 65_535  # the largest packet decode_packet accepts (any UDP datagram fits)
 STREAM_PREFIX_BYTES = 4  # the big-endian length prefix of a TCP frame
 MAX_STREAM_BYTES = 8 * 1024 * 1024  # bytes of one TCP frame body (a push-pull of 10k members)
 MAX_NAME_CHARS = 256  # member names (node, source, target); a member must refuse longer ones
@@ -470,8 +470,8 @@ def _versioned(raw: Any, what: str) -> list[Any]:
 def decode_packet(data: bytes) -> list[Message]:
     """The messages of one UDP packet, in order. Raises WireError (and nothing else) on
     anything malformed: the whole packet is then dropped."""
-    if len(data) > MAX_PACKET_BYTES:
-        raise WireError(f"packet of {len(data)} bytes is over the {MAX_PACKET_BYTES} limit")
+    if len(data) > MAX_DATAGRAM_BYTES:
+        raise WireError(f"packet of {len(data)} bytes is over the {MAX_DATAGRAM_BYTES} limit")
     raw = _versioned(_unpackb(data), "packet")
     body = _list(raw[1], "packet messages")
     if not body:
