@@ -27,21 +27,57 @@ What it does, after memberlist and serf:
 
 from __future__ import annotations
 
+import heapq
+import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import attrs
 
-from trickle.gossip.config import GossipConfig
+from trickle.errors import ValidationError
+from trickle.gossip import wire
+from trickle.gossip.config import EVENT_BUFFER, META_MAX_BYTES, USER_EVENT_MAX_BYTES, GossipConfig
 from trickle.gossip.messages import (
+    Ack,
     Address,
+    Alive,
+    Broadcast,
+    Dead,
     Event,
+    EventKind,
+    IndirectPing,
     Member,
+    MemberEvent,
+    MemberState,
     Message,
+    Nack,
     Outgoing,
+    Ping,
+    PushPull,
+    State,
+    Suspect,
+    UserEvent,
+    UserEventReceived,
 )
 
 REAP_INTERVAL = 15.0  # seconds between two sweeps for members to reap (serf's ReapInterval)
+
+# timer kinds; a timer is (kind, key) with one live token at a time
+_PROBE = 0  # start the next probe
+_PROBE_TIMEOUT = 1  # key: seq; no direct ack yet: go indirect
+_PROBE_END = 2  # key: seq; the probe period is over
+_RELAY_TIMEOUT = 3  # key: local seq of a ping sent for someone's IndirectPing
+_SUSPICION = 4  # key: member name
+_GOSSIP = 5
+_PUSH_PULL = 6
+_RECONNECT = 7
+_REAP = 8
+
+_MIN_BROADCAST_BYTES = 8  # hardly any broadcast encodes smaller: stop looking below this
+_MAX_MISSES = 8  # broadcasts too big for what is left of a packet before giving up
+_ALIVE_OR_SUSPECT = (State.ALIVE, State.SUSPECT)
+_GONE = (State.DEAD, State.LEFT)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +102,169 @@ class GossipStats:
     broadcasts_queued: int  # pending piggybacked updates
 
 
+class _Node:
+    """One member's record, mutated in place (Member is its frozen snapshot)."""
+
+    __slots__ = ("name", "addr", "incarnation", "state", "tags", "state_since", "suspicion")
+
+    def __init__(
+        self, name: str, addr: Address, incarnation: int, tags: Mapping[str, str], now: float
+    ) -> None:
+        self.name = name
+        self.addr = addr
+        self.incarnation = incarnation
+        self.state = State.ALIVE
+        self.tags = tags
+        self.state_since = now
+        self.suspicion: _Suspicion | None = None
+
+    def snapshot(self) -> Member:
+        return Member(
+            name=self.name,
+            addr=self.addr,
+            incarnation=self.incarnation,
+            state=self.state,
+            tags=self.tags,
+            state_since=self.state_since,
+        )
+
+    def as_state(self) -> MemberState:
+        return MemberState(self.name, self.addr, self.incarnation, self.state, self.tags)
+
+
+class _Suspicion:
+    """Lifeguard's suspicion timer: starts at `longest`, falls towards `shortest` as
+    `needed` independent members confirm (memberlist's suspicion.go)."""
+
+    __slots__ = ("start", "needed", "shortest", "longest", "confirmers", "incarnation")
+
+    def __init__(
+        self, start: float, needed: int, shortest: float, longest: float, source: str, inc: int
+    ) -> None:
+        self.start = start
+        self.needed = needed
+        self.shortest = shortest
+        self.longest = longest
+        self.confirmers = {source}
+        self.incarnation = inc
+
+    def timeout(self) -> float:
+        if self.needed < 1:
+            return self.shortest
+        confirmed = len(self.confirmers) - 1
+        fraction = math.log(confirmed + 1) / math.log(self.needed + 1)
+        raw = self.longest - fraction * (self.longest - self.shortest)
+        return max(self.shortest, math.floor(raw * 1000.0) / 1000.0)
+
+    def confirm(self, source: str) -> bool:
+        """Count `source`'s independent confirmation; False if it adds nothing."""
+        if len(self.confirmers) - 1 >= self.needed or source in self.confirmers:
+            return False
+        self.confirmers.add(source)
+        return True
+
+
+class _Probe:
+    __slots__ = ("target", "expected_nacks", "nacks")
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.expected_nacks = 0
+        self.nacks = 0
+
+
+class _Relay:
+    """A ping this member sent on behalf of someone's IndirectPing."""
+
+    __slots__ = ("seq", "source", "nack")
+
+    def __init__(self, seq: int, source: Address, nack: bool) -> None:
+        self.seq = seq
+        self.source = source
+        self.nack = nack
+
+
+class _Queued:
+    __slots__ = ("message", "size", "transmits", "order")
+
+    def __init__(self, message: Broadcast, size: int, order: int) -> None:
+        self.message = message
+        self.size = size
+        self.transmits = 0
+        self.order = order
+
+
+class _BroadcastQueue:
+    """Updates waiting to be piggybacked, each sent `limit` times; fewest transmits first,
+    newest first among equals (memberlist's TransmitLimitedQueue). A newer update about
+    a member replaces the older one (same key). Kept in one bucket per transmit count, so
+    taking a packet's worth costs what it takes, not a sort of the whole queue."""
+
+    def __init__(self) -> None:
+        self._where: dict[object, int] = {}  # key -> transmits (its bucket)
+        self._buckets: list[dict[object, _Queued]] = []  # by transmits; oldest first inside
+        self._order = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def put(self, key: object, message: Broadcast) -> None:
+        old = self._where.get(key)
+        if old is not None:
+            del self._buckets[old][key]
+        if not self._buckets:
+            self._buckets.append({})
+        self._order += 1
+        self._buckets[0][key] = _Queued(message, wire.message_size(message), self._order)
+        self._where[key] = 0
+
+    def take(self, space: int, limit: int) -> list[Broadcast]:
+        """Messages that fit in `space` bytes (per-message overhead included)."""
+        if not self._where:
+            return []
+        out: list[Broadcast] = []
+        per = wire.PER_MESSAGE_OVERHEAD
+        buckets = self._buckets
+        where = self._where
+        moved: list[tuple[object, _Queued]] = []
+        for transmits, bucket in enumerate(buckets):
+            if not bucket:
+                continue
+            taken: list[object] = []
+            misses = 0
+            for key in reversed(bucket):  # newest first
+                item = bucket[key]
+                need = item.size + per
+                if need > space:
+                    misses += 1
+                    if space < _MIN_BROADCAST_BYTES or misses > _MAX_MISSES:
+                        break
+                    continue
+                space -= need
+                out.append(item.message)
+                taken.append(key)
+            for key in taken:
+                item = bucket.pop(key)
+                item.transmits = transmits + 1
+                if item.transmits >= limit:
+                    del where[key]
+                else:
+                    moved.append((key, item))
+            if space < _MIN_BROADCAST_BYTES or misses > _MAX_MISSES:
+                break
+        for key, item in moved:
+            while len(buckets) <= item.transmits:
+                buckets.append({})
+            buckets[item.transmits][key] = item
+            where[key] = item.transmits
+        while buckets and not buckets[-1]:
+            buckets.pop()
+        return out
+
+
 class Membership:
     """One member's SWIM state machine. See the module docstring for what it does.
 
@@ -79,6 +278,9 @@ class Membership:
     (when `poll` must be called next).
 
     The member itself is in `members()` from the start (a JOIN event reports it).
+    `known` members are taken as they are, without telling anyone (a simulator's warm
+    start, or a restart that trusts its last view until the first push-pull), with no
+    event: read them with `members()`.
     """
 
     def __init__(
@@ -92,25 +294,90 @@ class Membership:
         tags: Mapping[str, str] | None = None,
         incarnation: int = 0,
         event_ltime: int = 0,
+        known: Iterable[MemberState] = (),
     ) -> None:
-        raise NotImplementedError
+        if not isinstance(name, str) or not name or len(name) > wire.MAX_NAME_CHARS:
+            raise ValidationError(
+                f"a member needs a name of 1 to {wire.MAX_NAME_CHARS} characters", field="name"
+            )
+        self._name = name
+        self._addr: Address = (str(addr[0]), int(addr[1]))
+        self._config = config
+        self._rng = rng
+        self._budget = config.max_packet_bytes - wire.ENCRYPTION_OVERHEAD - wire.COMPOUND_OVERHEAD
+        self._outgoing: list[Outgoing] = []
+        self._events: list[Event] = []
+        self._nodes: dict[str, _Node] = {}
+        self._names: list[str] = []  # every known name, for random picks
+        self._name_index: dict[str, int] = {}
+        self._counts = [0, 0, 0, 0]  # members per State
+        self._gone: set[str] = set()  # members DEAD or LEFT, waiting to be reaped
+        self._probe_order: list[str] = []
+        self._probe_next = 0
+        self._probes: dict[int, _Probe] = {}
+        self._relays: dict[int, _Relay] = {}
+        self._seq = 0
+        self._health = 0
+        self._leaving = False
+        self._synced = False  # a push-pull answer was merged (old user events ignored)
+        self._now = now  # the latest `now` passed in
+        self._gossip_idle = False  # the gossip timer sleeps while there is nothing to send
+        self._gossip_phase = now
+        self._bcasts = _BroadcastQueue()
+        self._event_clock = event_ltime
+        self._event_min = 0
+        self._event_slots: dict[int, tuple[int, set[tuple[str, bytes]], list[UserEvent]]] = {}
+        self._timers: dict[tuple[int, object], int] = {}
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._token = 0
+        self._stats = dict.fromkeys(
+            (
+                "probes",
+                "probes_failed",
+                "indirect_probes",
+                "suspicions",
+                "refutations",
+                "failures",
+                "messages_received",
+                "messages_ignored",
+            ),
+            0,
+        )
+        own_tags = self._checked_tags(tags or {})
+        me = self._add_node(name, self._addr, incarnation, own_tags, now)
+        self._queue(Alive(me.incarnation, name, self._addr, own_tags))
+        self._event(EventKind.JOIN, me)
+        for state in known:
+            if state.name != name and state.name not in self._nodes:
+                node = self._add_node(state.name, state.addr, state.incarnation, state.tags, now)
+                if state.state in _GONE:  # a suspicion is not carried over
+                    self._set_state(node, state.state, now)
+        self._schedule(_PROBE, None, now + rng.random() * config.probe_interval)
+        self._gossip_phase = now + rng.random() * config.gossip_interval
+        self._schedule(_GOSSIP, None, self._gossip_phase)
+        if config.push_pull_interval > 0:
+            period = config.push_pull_period(len(self._nodes))
+            self._schedule(_PUSH_PULL, None, now + rng.random() * period)
+        if config.reconnect_interval > 0:
+            self._schedule(_RECONNECT, None, now + config.reconnect_interval)
+        self._schedule(_REAP, None, now + REAP_INTERVAL)
 
     @property
     def name(self) -> str:
-        raise NotImplementedError
+        return self._name
 
     @property
     def addr(self) -> Address:
-        raise NotImplementedError
+        return self._addr
 
     @property
     def config(self) -> GossipConfig:
-        raise NotImplementedError
+        return self._config
 
     @property
     def leaving(self) -> bool:
         """True once `leave` was called."""
-        raise NotImplementedError
+        return self._leaving
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -118,68 +385,656 @@ class Membership:
         """Handle the messages of one UDP packet from `source` (or the answer to a TCP
         request this member made). Stale or misaddressed messages are ignored and counted;
         a PushPull here is the answer to this member's own push-pull and is merged."""
-        raise NotImplementedError
+        self._now = now
+        for message in messages:
+            self._stats["messages_received"] += 1
+            self._dispatch(message, now)
 
     def receive_stream(self, source: Address, message: Message, *, now: float) -> Message | None:
         """Handle one TCP request and return the answer to write back on the same
         connection: a PushPull is merged and answered with this member's state; a Ping
         addressed to this member is answered with an Ack. Anything else: None."""
-        raise NotImplementedError
+        self._now = now
+        self._stats["messages_received"] += 1
+        if isinstance(message, PushPull):
+            answer = self._push_pull(join=False)
+            self._merge(message, now, answer=False)
+            return answer
+        if isinstance(message, Ping):
+            if message.target and message.target != self._name:
+                self._stats["messages_ignored"] += 1
+                return None
+            return Ack(message.seq, self._name)
+        self._stats["messages_ignored"] += 1
+        return None
 
     def poll(self, *, now: float) -> None:
         """Run every timer due at or before `now` (probes, timeouts, suspicions, gossip,
         push-pull, rejoin, reaping)."""
-        raise NotImplementedError
+        self._now = now
+        heap = self._heap
+        timers = self._timers
+        while heap and heap[0][0] <= now:
+            _, token, kind, key = heapq.heappop(heap)
+            if timers.get((kind, key)) != token:
+                continue
+            del timers[(kind, key)]
+            self._fire(kind, key, now)
 
     def join(self, addresses: Iterable[Address], *, now: float) -> None:
         """Ask each address for a full-state exchange (a TCP PushPull with join=True). The
         driver reports no failure: a join that reached nobody leaves this member alone."""
-        raise NotImplementedError
+        self._now = now
+        request = self._push_pull(join=True)
+        for address in addresses:
+            address = (str(address[0]), int(address[1]))
+            if address != self._addr:
+                self._outgoing.append(Outgoing(address, (request,), stream=True))
 
     def leave(self, *, now: float) -> None:
         """Leave gracefully: broadcast this member's own death as a leave, so others mark it
         LEFT, not failed. Probing stops; news of its own death is no longer refuted. Wait for
         `leave_done()` (bounded by a timeout) before shutting the driver down."""
-        raise NotImplementedError
+        self._now = now
+        if self._leaving:
+            return
+        self._leaving = True
+        me = self._nodes[self._name]
+        self._on_dead(Dead(me.incarnation, self._name, self._name), now)
 
     def leave_done(self) -> bool:
         """True when the leave has been sent as often as an update is, or there was nobody
         alive to tell."""
-        raise NotImplementedError
+        if not self._leaving:
+            return False
+        alive_others = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        return alive_others == 0 or ("m", self._name) not in self._bcasts
 
     def set_tags(self, tags: Mapping[str, str], *, now: float) -> None:
         """Replace this member's tags and tell everyone (a new incarnation). Raises
         ValidationError if the encoded tags exceed META_MAX_BYTES."""
-        raise NotImplementedError
+        self._now = now
+        checked = self._checked_tags(tags)
+        me = self._nodes[self._name]
+        me.incarnation += 1
+        me.tags = checked
+        self._queue(Alive(me.incarnation, self._name, self._addr, checked))
+        self._event(EventKind.UPDATE, me)
 
     def send_user_event(self, name: str, payload: bytes = b"", *, now: float) -> int:
         """Broadcast a user event stamped with the next Lamport time, which is returned. It
         is delivered here too (a UserEventReceived). Raises ValidationError if name +
         payload exceed USER_EVENT_MAX_BYTES or the name is empty."""
-        raise NotImplementedError
+        self._now = now
+        if not isinstance(name, str) or not name:
+            raise ValidationError("a user event needs a non-empty name", field="name")
+        if not isinstance(payload, bytes):
+            raise ValidationError("a user event's payload must be bytes", field="payload")
+        try:
+            name.encode()
+            size = wire.user_event_size(name, payload)
+        except (UnicodeEncodeError, wire.WireError) as exc:
+            raise ValidationError(f"bad user event name: {exc}", field="name") from None
+        if size > USER_EVENT_MAX_BYTES:
+            raise ValidationError(
+                f"user event is {size} bytes (name + payload); the limit is {USER_EVENT_MAX_BYTES}",
+                field="payload",
+            )
+        ltime = self._event_clock
+        self._event_clock += 1
+        self._on_user_event(UserEvent(ltime, name, payload), now)
+        return ltime
 
     # -- outputs -----------------------------------------------------------------------------
 
     def take_outgoing(self) -> list[Outgoing]:
         """What to send, oldest first; the list is emptied."""
-        raise NotImplementedError
+        out, self._outgoing = self._outgoing, []
+        return out
 
     def take_events(self) -> list[Event]:
         """What changed, oldest first; the list is emptied."""
-        raise NotImplementedError
+        out, self._events = self._events, []
+        return out
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `poll` has work (always finite: the probe timer)."""
-        raise NotImplementedError
+        heap = self._heap
+        timers = self._timers
+        while heap:
+            _, token, kind, key = heap[0]
+            if timers.get((kind, key)) == token:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return math.inf  # unreachable: the probe timer always runs
 
     # -- queries -----------------------------------------------------------------------------
 
     def members(self) -> list[Member]:
         """Every member not yet reaped, this one included, sorted by name."""
-        raise NotImplementedError
+        return [self._nodes[name].snapshot() for name in sorted(self._nodes)]
 
     def member(self, name: str) -> Member | None:
-        raise NotImplementedError
+        node = self._nodes.get(name)
+        return None if node is None else node.snapshot()
 
     def statistics(self) -> GossipStats:
-        raise NotImplementedError
+        counts = self._counts
+        return GossipStats(
+            alive=counts[State.ALIVE],
+            suspect=counts[State.SUSPECT],
+            dead=counts[State.DEAD],
+            left=counts[State.LEFT],
+            incarnation=self._nodes[self._name].incarnation,
+            health_score=self._health,
+            event_ltime=self._event_clock,
+            broadcasts_queued=len(self._bcasts),
+            **self._stats,
+        )
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _schedule(self, kind: int, key: object, at: float) -> None:
+        self._token += 1
+        self._timers[(kind, key)] = self._token
+        heapq.heappush(self._heap, (at, self._token, kind, key))
+
+    def _cancel(self, kind: int, key: object) -> None:
+        self._timers.pop((kind, key), None)
+
+    def _fire(self, kind: int, key: object, now: float) -> None:
+        if kind == _PROBE:
+            self._probe(now)
+        elif kind == _PROBE_TIMEOUT:
+            self._probe_timeout(key, now)  # type: ignore[arg-type]
+        elif kind == _PROBE_END:
+            self._probe_end(key, now)  # type: ignore[arg-type]
+        elif kind == _RELAY_TIMEOUT:
+            relay = self._relays.pop(key, None)  # type: ignore[call-overload]
+            if relay is not None and relay.nack:
+                self._send(relay.source, [Nack(relay.seq, self._name)])
+        elif kind == _SUSPICION:
+            self._suspicion_expired(key, now)  # type: ignore[arg-type]
+        elif kind == _GOSSIP:
+            self._gossip(now)
+        elif kind == _PUSH_PULL:
+            self._periodic_push_pull(now)
+        elif kind == _RECONNECT:
+            self._reconnect(now)
+        elif kind == _REAP:
+            self._reap(now)
+
+    # -- probing -------------------------------------------------------------------------------
+
+    def _scale(self, seconds: float) -> float:
+        """Lifeguard's local health: an unhealthy member waits longer."""
+        return seconds * (self._health + 1) if self._config.lifeguard else seconds
+
+    def _adjust_health(self, delta: int) -> None:
+        if self._config.lifeguard:
+            top = self._config.awareness_max_multiplier - 1
+            self._health = min(top, max(0, self._health + delta))
+
+    def _next_target(self) -> _Node | None:
+        order = self._probe_order
+        for _ in range(len(self._nodes) + 1):
+            if self._probe_next >= len(order):
+                order[:] = [name for name in self._nodes if name != self._name]
+                self._rng.shuffle(order)
+                self._probe_next = 0
+                if not order:
+                    return None
+            name = order[self._probe_next]
+            self._probe_next += 1
+            node = self._nodes.get(name)
+            if node is not None and node.state in _ALIVE_OR_SUSPECT and name != self._name:
+                return node
+        return None
+
+    def _probe(self, now: float) -> None:
+        period = self._scale(self._config.probe_interval)
+        self._schedule(_PROBE, None, now + period)
+        if self._leaving:
+            return
+        target = self._next_target()
+        if target is None:
+            return
+        self._seq += 1
+        seq = self._seq
+        self._stats["probes"] += 1
+        messages: list[Message] = [Ping(seq, target.name, self._name, self._addr)]
+        if self._config.lifeguard and target.state is State.SUSPECT:
+            # tell the suspect at once, so it can refute (Lifeguard's buddy system)
+            messages.append(Suspect(target.incarnation, target.name, self._name))
+        self._send(target.addr, messages)
+        self._probes[seq] = _Probe(target.name)
+        self._schedule(_PROBE_TIMEOUT, seq, now + self._scale(self._config.probe_timeout))
+        self._schedule(_PROBE_END, seq, now + period)
+
+    def _probe_timeout(self, seq: int, now: float) -> None:
+        probe = self._probes.get(seq)
+        if probe is None:
+            return
+        target = self._nodes.get(probe.target)
+        if target is None:
+            return
+        name = self._name
+        helpers = self._random_nodes(
+            self._config.indirect_checks,
+            lambda n: n.state is State.ALIVE and n.name != name and n.name != probe.target,
+        )
+        nack = self._config.lifeguard
+        request = IndirectPing(seq, target.name, target.addr, name, self._addr, nack)
+        for helper in helpers:
+            self._stats["indirect_probes"] += 1
+            self._send(helper.addr, [request])
+        if nack:
+            probe.expected_nacks = len(helpers)
+        # and a probe over TCP, in case only UDP is lost on the way
+        ping = Ping(seq, target.name, name, self._addr)
+        self._outgoing.append(Outgoing(target.addr, (ping,), stream=True))
+
+    def _probe_end(self, seq: int, now: float) -> None:
+        probe = self._probes.pop(seq, None)
+        if probe is None:
+            return
+        self._stats["probes_failed"] += 1
+        if probe.expected_nacks > 0:
+            self._adjust_health(max(0, probe.expected_nacks - probe.nacks))
+        else:
+            self._adjust_health(1)
+        target = self._nodes.get(probe.target)
+        if target is not None and target.state in _ALIVE_OR_SUSPECT:
+            self._on_suspect(Suspect(target.incarnation, target.name, self._name), now)
+
+    def _random_nodes(self, k: int, keep: Callable[[_Node], bool]) -> list[_Node]:
+        """Up to k distinct members for which keep() holds, at random (memberlist's
+        kRandomNodes: 3n tries at most)."""
+        names = self._names
+        n = len(names)
+        out: list[_Node] = []
+        if k <= 0 or n == 0:
+            return out
+        nodes = self._nodes
+        randbelow = self._rng.randrange
+        for _ in range(3 * n):
+            node = nodes[names[randbelow(n)]]
+            if keep(node) and node not in out:
+                out.append(node)
+                if len(out) >= k:
+                    break
+        return out
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send(self, to: Address, messages: list[Message]) -> None:
+        """One UDP packet: `messages`, then as many broadcasts as fit."""
+        if self._bcasts:
+            per = wire.PER_MESSAGE_OVERHEAD
+            space = self._budget - sum(wire.message_size(m) + per for m in messages)
+            if space >= _MIN_BROADCAST_BYTES:
+                messages.extend(self._bcasts.take(space, self._retransmit_limit()))
+        self._outgoing.append(Outgoing(to, tuple(messages)))
+
+    def _retransmit_limit(self) -> int:
+        return self._config.retransmit_limit(
+            self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        )
+
+    def _queue(self, message: Broadcast) -> None:
+        if isinstance(message, UserEvent):
+            self._bcasts.put(message, message)
+        else:
+            self._bcasts.put(("m", message.node), message)
+        if self._gossip_idle:
+            # wake the gossip round at its next tick (memberlist's cadence, no idle timer)
+            self._gossip_idle = False
+            interval = self._config.gossip_interval
+            ticks = math.ceil((self._now - self._gossip_phase) / interval)
+            self._schedule(_GOSSIP, None, self._gossip_phase + max(0, ticks) * interval)
+
+    def _gossip(self, now: float) -> None:
+        if not self._bcasts:
+            self._gossip_idle = True  # nothing to spread: sleep until something is queued
+            return
+        self._schedule(_GOSSIP, None, now + self._config.gossip_interval)
+        name = self._name
+        dead_window = self._config.gossip_to_the_dead_time
+
+        def keep(node: _Node) -> bool:
+            if node.name == name:
+                return False
+            if node.state in _ALIVE_OR_SUSPECT:
+                return True
+            return node.state is State.DEAD and now - node.state_since <= dead_window
+
+        limit = self._retransmit_limit()
+        for node in self._random_nodes(self._config.gossip_nodes, keep):
+            messages = self._bcasts.take(self._budget, limit)
+            if not messages:
+                return
+            self._outgoing.append(Outgoing(node.addr, tuple(messages)))
+
+    # -- push-pull, rejoin, reap -----------------------------------------------------------
+
+    def _push_pull(self, *, join: bool) -> PushPull:
+        events: list[UserEvent] = []
+        for _, _, slot_events in self._event_slots.values():
+            events.extend(slot_events)
+        events.sort(key=lambda e: e.ltime)
+        return PushPull(
+            join=join,
+            source=self._name,
+            members=tuple(node.as_state() for node in self._nodes.values()),
+            event_ltime=self._event_clock,
+            events=tuple(events),
+        )
+
+    def _periodic_push_pull(self, now: float) -> None:
+        alive = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        self._schedule(_PUSH_PULL, None, now + self._config.push_pull_period(alive))
+        name = self._name
+        picked = self._random_nodes(1, lambda n: n.state is State.ALIVE and n.name != name)
+        if picked:
+            request = self._push_pull(join=False)
+            self._outgoing.append(Outgoing(picked[0].addr, (request,), stream=True))
+
+    def _reconnect(self, now: float) -> None:
+        """Try to rejoin one failed member, with probability failed/alive (serf): how a
+        healed partition merges back."""
+        self._schedule(_RECONNECT, None, now + self._config.reconnect_interval)
+        failed = self._counts[State.DEAD]
+        if failed == 0 or self._leaving:
+            return
+        alive = max(1, self._counts[State.ALIVE])
+        if self._rng.random() > failed / alive:
+            return
+        picked = self._random_nodes(1, lambda n: n.state is State.DEAD)
+        if picked:
+            request = self._push_pull(join=False)
+            self._outgoing.append(Outgoing(picked[0].addr, (request,), stream=True))
+
+    def _reap(self, now: float) -> None:
+        self._schedule(_REAP, None, now + REAP_INTERVAL)
+        config = self._config
+        for name in list(self._gone):
+            node = self._nodes[name]
+            if node.name == self._name:
+                continue
+            if node.state is State.DEAD:
+                keep_for = config.reconnect_timeout
+            elif node.state is State.LEFT:
+                keep_for = config.tombstone_timeout
+            else:
+                continue
+            if now - node.state_since >= keep_for:
+                self._remove_node(node)
+                self._event(EventKind.REAP, node)
+
+    def _merge(self, remote: PushPull, now: float, *, answer: bool) -> None:
+        """Merge a remote full state. On the first answer this member gets, user events
+        older than the remote's clock are not replayed (serf's join without replay)."""
+        if answer and not self._synced:
+            self._event_min = max(self._event_min, remote.event_ltime)
+        if answer:
+            self._synced = True
+        nodes = self._nodes
+        for state in remote.members:
+            node = nodes.get(state.name)
+            if (
+                node is not None
+                and state.incarnation <= node.incarnation
+                and state.addr == node.addr
+                and state.name != self._name
+            ):
+                continue  # nothing newer than what this member knows (the common case)
+            if state.state is State.ALIVE:
+                self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
+            elif state.state is State.LEFT:
+                self._on_dead(Dead(state.incarnation, state.name, state.name), now)
+            else:
+                # a member the remote thinks dead is only suspected here: it may refute
+                self._on_suspect(Suspect(state.incarnation, state.name, remote.source), now)
+        self._witness(remote.event_ltime)
+        for event in remote.events:
+            self._on_user_event(event, now)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _dispatch(self, message: Message, now: float) -> None:
+        if isinstance(message, Ping):
+            if message.target and message.target != self._name:
+                self._stats["messages_ignored"] += 1
+                return
+            self._send(message.source_addr, [Ack(message.seq, self._name)])
+        elif isinstance(message, Ack):
+            self._on_ack(message)
+        elif isinstance(message, Alive):
+            self._on_alive(message, now)
+        elif isinstance(message, Suspect):
+            self._on_suspect(message, now)
+        elif isinstance(message, Dead):
+            self._on_dead(message, now)
+        elif isinstance(message, IndirectPing):
+            self._on_indirect_ping(message, now)
+        elif isinstance(message, Nack):
+            probe = self._probes.get(message.seq)
+            if probe is None:
+                self._stats["messages_ignored"] += 1
+            else:
+                probe.nacks += 1
+        elif isinstance(message, UserEvent):
+            self._on_user_event(message, now)
+        elif isinstance(message, PushPull):
+            self._merge(message, now, answer=True)
+        else:  # pragma: no cover - the wire decodes nothing else
+            self._stats["messages_ignored"] += 1
+
+    def _on_ack(self, ack: Ack) -> None:
+        if self._probes.pop(ack.seq, None) is not None:
+            self._cancel(_PROBE_TIMEOUT, ack.seq)
+            self._cancel(_PROBE_END, ack.seq)
+            self._adjust_health(-1)
+            return
+        relay = self._relays.pop(ack.seq, None)
+        if relay is not None:
+            self._cancel(_RELAY_TIMEOUT, ack.seq)
+            self._send(relay.source, [Ack(relay.seq, self._name)])
+            return
+        self._stats["messages_ignored"] += 1  # late, or a duplicate
+
+    def _on_indirect_ping(self, request: IndirectPing, now: float) -> None:
+        self._seq += 1
+        seq = self._seq
+        self._relays[seq] = _Relay(request.seq, request.source_addr, request.nack)
+        self._schedule(_RELAY_TIMEOUT, seq, now + self._config.probe_timeout)
+        self._send(request.target_addr, [Ping(seq, request.target, self._name, self._addr)])
+
+    def _on_alive(self, alive: Alive, now: float) -> None:
+        if alive.node == self._name:
+            me = self._nodes[self._name]
+            if self._leaving or alive.incarnation < me.incarnation:
+                return
+            if (
+                alive.incarnation == me.incarnation
+                and alive.addr == me.addr
+                and alive.tags == me.tags
+            ):
+                return
+            self._refute(me, alive.incarnation)
+            return
+        node = self._nodes.get(alive.node)
+        if node is None:
+            node = self._add_node(alive.node, alive.addr, alive.incarnation, alive.tags, now)
+            order = self._probe_order
+            order.insert(self._rng.randrange(len(order) + 1), node.name)
+            self._queue(alive)
+            self._event(EventKind.JOIN, node)
+            return
+        moved = alive.addr != node.addr
+        if moved:
+            reclaim = self._config.dead_node_reclaim_time
+            if not (node.state in _GONE and reclaim > 0 and now - node.state_since >= reclaim):
+                self._stats["messages_ignored"] += 1  # a name conflict: keep the one we know
+                return
+        elif alive.incarnation <= node.incarnation:
+            return
+        old_state = node.state
+        changed = moved or alive.tags != node.tags
+        node.incarnation = alive.incarnation
+        node.addr = alive.addr
+        node.tags = alive.tags
+        if old_state is not State.ALIVE:
+            node.suspicion = None
+            self._cancel(_SUSPICION, node.name)
+            self._set_state(node, State.ALIVE, now)
+        self._queue(alive)
+        if old_state in _GONE:
+            self._event(EventKind.JOIN, node)
+        elif changed:
+            self._event(EventKind.UPDATE, node)
+
+    def _on_suspect(self, suspect: Suspect, now: float) -> None:
+        node = self._nodes.get(suspect.node)
+        if node is None or suspect.incarnation < node.incarnation:
+            return
+        if node.state in _GONE:
+            return
+        if node.state is State.SUSPECT:
+            suspicion = node.suspicion
+            if suspicion is not None and suspicion.confirm(suspect.source):
+                self._schedule(_SUSPICION, node.name, suspicion.start + suspicion.timeout())
+                self._queue(suspect)
+            return
+        if node.name == self._name:
+            self._refute(node, suspect.incarnation)
+            return
+        config = self._config
+        n = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        shortest = config.suspicion_timeout(n)
+        if config.lifeguard:
+            needed = config.suspicion_confirmations(n)
+            longest = config.suspicion_max_timeout(n)
+        else:
+            needed, longest = 0, shortest
+        node.incarnation = suspect.incarnation
+        self._set_state(node, State.SUSPECT, now)
+        node.suspicion = _Suspicion(
+            now, needed, shortest, longest, suspect.source, node.incarnation
+        )
+        self._schedule(_SUSPICION, node.name, now + node.suspicion.timeout())
+        if suspect.source == self._name:
+            self._stats["suspicions"] += 1
+        self._queue(suspect)
+
+    def _suspicion_expired(self, name: str, now: float) -> None:
+        node = self._nodes.get(name)
+        if node is None or node.state is not State.SUSPECT or node.suspicion is None:
+            return
+        if node.suspicion.incarnation != node.incarnation:
+            return
+        self._on_dead(Dead(node.incarnation, name, self._name), now)
+
+    def _on_dead(self, dead: Dead, now: float) -> None:
+        node = self._nodes.get(dead.node)
+        if node is None or dead.incarnation < node.incarnation or node.state in _GONE:
+            return
+        if node.name == self._name and not self._leaving:
+            self._refute(node, dead.incarnation)
+            return
+        node.incarnation = dead.incarnation
+        node.suspicion = None
+        self._cancel(_SUSPICION, node.name)
+        if dead.is_leave:
+            self._set_state(node, State.LEFT, now)
+            self._queue(dead)
+            self._event(EventKind.LEAVE, node)
+        else:
+            self._set_state(node, State.DEAD, now)
+            self._stats["failures"] += 1
+            self._queue(dead)
+            self._event(EventKind.FAIL, node)
+
+    def _refute(self, me: _Node, accused: int) -> None:
+        """Deny news of this member's suspicion or death with a higher incarnation."""
+        me.incarnation = max(me.incarnation, accused) + 1
+        self._stats["refutations"] += 1
+        self._adjust_health(1)
+        self._queue(Alive(me.incarnation, self._name, self._addr, me.tags))
+
+    # -- user events ---------------------------------------------------------------------------
+
+    def _witness(self, ltime: int) -> None:
+        if ltime >= self._event_clock:
+            self._event_clock = ltime + 1
+
+    def _on_user_event(self, event: UserEvent, now: float) -> None:
+        self._witness(event.ltime)
+        if event.ltime < self._event_min:
+            return
+        if self._event_clock > EVENT_BUFFER and event.ltime < self._event_clock - EVENT_BUFFER:
+            self._stats["messages_ignored"] += 1  # too old to tell from a duplicate
+            return
+        index = event.ltime % EVENT_BUFFER
+        slot = self._event_slots.get(index)
+        if slot is None or slot[0] != event.ltime:
+            slot = (event.ltime, set(), [])
+            self._event_slots[index] = slot
+        identity = (event.name, event.payload)
+        if identity in slot[1]:
+            return
+        slot[1].add(identity)
+        slot[2].append(event)
+        self._events.append(UserEventReceived(event.ltime, event.name, event.payload))
+        self._queue(event)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _checked_tags(self, tags: Mapping[str, str]) -> Mapping[str, str]:
+        checked: dict[str, str] = {}
+        for key, value in tags.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValidationError("tags map strings to strings", field="tags")
+            checked[key] = value
+        try:
+            size = wire.tags_size(checked)
+        except (UnicodeEncodeError, wire.WireError) as exc:
+            raise ValidationError(f"bad tags: {exc}", field="tags") from None
+        if size > META_MAX_BYTES:
+            raise ValidationError(
+                f"tags take {size} bytes encoded; the limit is {META_MAX_BYTES}", field="tags"
+            )
+        return MappingProxyType(checked)
+
+    def _add_node(
+        self, name: str, addr: Address, incarnation: int, tags: Mapping[str, str], now: float
+    ) -> _Node:
+        node = _Node(name, addr, incarnation, tags, now)
+        self._nodes[name] = node
+        self._name_index[name] = len(self._names)
+        self._names.append(name)
+        self._counts[State.ALIVE] += 1
+        return node
+
+    def _remove_node(self, node: _Node) -> None:
+        del self._nodes[node.name]
+        self._gone.discard(node.name)
+        self._counts[node.state] -= 1
+        index = self._name_index.pop(node.name)
+        last = self._names.pop()
+        if last != node.name:
+            self._names[index] = last
+            self._name_index[last] = index
+
+    def _set_state(self, node: _Node, state: State, now: float) -> None:
+        self._counts[node.state] -= 1
+        self._counts[state] += 1
+        if state in _GONE:
+            self._gone.add(node.name)
+        else:
+            self._gone.discard(node.name)
+        node.state = state
+        node.state_since = now
+
+    def _event(self, kind: EventKind, node: _Node) -> None:
+        self._events.append(MemberEvent(kind, node.snapshot()))
