@@ -63,6 +63,15 @@ from trickle.errors import (
     TrickleError,
     ValidationError,
 )
+from trickle.gossip.config import PRESETS as GOSSIP_PRESETS
+from trickle.gossip.config import GossipConfig
+from trickle.gossip.driver import LEAVE_TIMEOUT as GOSSIP_LEAVE_TIMEOUT
+from trickle.gossip.driver import EventsLost, GossipDriver, GossipSubscription
+from trickle.gossip.keyring import Keyring, decode_key
+from trickle.gossip.messages import EventKind as GossipEventKind
+from trickle.gossip.messages import Member as GossipMember
+from trickle.gossip.messages import MemberEvent as GossipMemberEvent
+from trickle.gossip.messages import State as GossipState
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import Role, SoftState
 from trickle.raft.driver import ProposalUnknown, RaftDriver
@@ -87,7 +96,21 @@ LAUNCH_AHEAD_MIN = timedelta(milliseconds=20)
 LAUNCH_AHEAD = timedelta(milliseconds=50)
 MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
 RESTORE_STAGGER = timedelta(milliseconds=1)  # between the anchors of restored jobs
-GOSSIP_PORT = 8946  # Dkron's serf port, reported in members until gossip lands
+GOSSIP_PORT = 8946  # Dkron's serf port: gossip's default, reported for nodes without gossip
+DEFAULT_GOSSIP_BIND = "0.0.0.0"  # gossip binds every interface unless gossip_bind says
+_MEMBER_EVENT_KINDS = {
+    GossipEventKind.JOIN: EventKind.MEMBER_JOINED,
+    GossipEventKind.UPDATE: EventKind.MEMBER_UPDATED,
+    GossipEventKind.LEAVE: EventKind.MEMBER_LEFT,
+    GossipEventKind.FAIL: EventKind.MEMBER_FAILED,
+    GossipEventKind.REAP: EventKind.MEMBER_REAPED,
+}
+_MEMBER_STATUS = {
+    GossipState.ALIVE: "alive",
+    GossipState.SUSPECT: "alive",  # serf reports a suspect as alive until it is declared dead
+    GossipState.DEAD: "failed",
+    GossipState.LEFT: "left",
+}
 _MICRO = timedelta(microseconds=1)
 JOB_SORTS = {
     "id": "name",
@@ -180,6 +203,8 @@ class Engine:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         raft_transport: Any = None,
+        gossip_transport: Any = None,
+        gossip_config: GossipConfig | None = None,
     ) -> None:
         from trickle.engine.executors.registry import ExecutorRegistry
         from trickle.engine.processors import ProcessorRegistry
@@ -200,6 +225,10 @@ class Engine:
         self._transport: Any = raft_transport
         self._own_transport = raft_transport is None
         self._peer_addresses: dict[str, str] = dict(self.config.peers)
+        self._gossip_transport: Any = gossip_transport
+        self._gossip_config = gossip_config
+        self._gossip: GossipDriver | None = None
+        self._leaving_cluster = False
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -324,6 +353,7 @@ class Engine:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 transport = await self._start_transport(nursery)
+                await self._start_gossip(nursery)
                 voters = frozenset(NodeId(n) for n in {self.node_name, *cfg.peers})
                 self._raft = RaftDriver(
                     NodeId(self.node_name),
@@ -463,6 +493,108 @@ class Engine:
             )
         await nursery.start(self._transport.serve)
         return self._transport
+
+    async def _start_gossip(self, nursery: trio.Nursery) -> None:
+        """Gossip (SWIM membership), when configured: serve it, follow its events, and
+        join the configured addresses in the background (retried until one answers)."""
+        cfg = self.config
+        if not cfg.gossip_enabled and self._gossip_transport is None:
+            self._gossip = None
+            return
+        if self._gossip is None:
+            keys = [decode_key(k) for k in cfg.encrypt]
+            keyring = Keyring(keys, primary=keys[0]) if keys else Keyring()
+            bind = cfg.gossip_bind or f"{DEFAULT_GOSSIP_BIND}:{GOSSIP_PORT}"
+            own_transport = self._gossip_transport is None
+            self._gossip = GossipDriver(
+                self.node_name,
+                config=self._gossip_config or GOSSIP_PRESETS[cfg.gossip_profile](),
+                transport=self._gossip_transport,
+                bind=bind if own_transport else None,
+                advertise=cfg.gossip_advertise if own_transport else None,
+                keyring=keyring,
+                tags=self._gossip_tags(),
+                rng=random.Random(self._rng.getrandbits(64)),
+            )
+        else:
+            self._gossip.set_tags(self._gossip_tags())  # the Raft port may have changed
+        subscription = self._gossip.subscribe()
+        await nursery.start(self._gossip.serve)
+        self._member = None
+        nursery.start_soon(self._follow_gossip, subscription, name="trickle gossip events")
+        if cfg.join:
+            nursery.start_soon(self._join_gossip, name="trickle gossip join")
+
+    def _gossip_tags(self) -> dict[str, str]:
+        """What this node tells the cluster: its tags (with the reserved ones), its
+        version and, on a server with a Raft/RPC listener, ``rpc_addr``."""
+        tags = self.config.node_tags
+        tags["version"] = __version__
+        address = self.raft_address
+        if address is not None:
+            host = address[0] if address[0] not in ("0.0.0.0", "::", "") else self._addr
+            tags["rpc_addr"] = f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+            tags["port"] = str(address[1])
+        return tags
+
+    async def _join_gossip(self) -> None:
+        assert self._gossip is not None
+        cfg = self.config
+        answered = await self._gossip.join(
+            cfg.join, attempts=None, retry_interval=cfg.join_retry_interval
+        )
+        logger.info("%s joined the cluster through %d of %s", self.node_name, answered, cfg.join)
+
+    async def _follow_gossip(self, subscription: GossipSubscription) -> None:
+        """Membership changes become engine events (member_joined, ...)."""
+        with subscription:
+            async for event in subscription:
+                if isinstance(event, GossipMemberEvent):
+                    kind = _MEMBER_EVENT_KINDS[event.kind]
+                    member = _member_from_gossip(event.member)
+                    self._publish(
+                        Event(
+                            kind=kind,
+                            at=self.clock.now(),
+                            data={
+                                "member": member.name,
+                                "status": member.status,
+                                "addr": member.addr,
+                                "port": member.port,
+                                "tags": dict(member.tags),
+                            },
+                        )
+                    )
+                    if event.member.name != self.node_name:
+                        logger.info("member %s: %s", event.kind.value, event.member.describe())
+                elif isinstance(event, EventsLost):
+                    logger.warning("%s: %s", self.node_name, event.describe())
+
+    async def leave(self, timeout: float = GOSSIP_LEAVE_TIMEOUT) -> bool:  # noqa: ASYNC109
+        """Leave the cluster gracefully: the other nodes see this one as "left", not
+        "failed". Waits up to ``timeout`` seconds for the news to spread; returns True if
+        it did (or there is no gossip, so nobody to tell). Stop the engine afterwards."""
+        self._check_open()
+        if self._gossip is None:
+            return True
+        self._leaving_cluster = True
+        return await self._gossip.leave(timeout)
+
+    @property
+    def gossip_address(self) -> tuple[str, int] | None:
+        """Where this node's gossip listens (advertised host, bound port); None without
+        gossip."""
+        gossip = self._gossip
+        if gossip is None or not gossip.serving:
+            return None
+        address = gossip.address
+        return None if address is None else (str(address[0]), int(address[1]))
+
+    @property
+    def gossip(self) -> GossipDriver | None:
+        """The gossip member of this node (None without gossip): statistics, keyring
+        rotation (``install_key``/``use_key``/``remove_key``), user events."""
+        return self._gossip
 
     def update_peers(self, addresses: Mapping[str, str]) -> None:
         """Tell this server where peers' Raft listeners are now, ``{name: "host:port"}``
@@ -907,20 +1039,38 @@ class Engine:
         return self._open
 
     def members(self) -> list[Member]:
-        """The servers of the Raft configuration (this one first when alone). Until gossip
-        lands, a peer's status is "alive" while this server has a connection to it."""
+        """The members of the cluster, sorted by name: every node gossip knows (alive,
+        failed or left, until reaped), and the servers of the Raft configuration that
+        gossip does not know (static peers: "alive" while this server has a connection
+        to them). Without gossip: this node and its Raft peers."""
+        found: dict[str, Member] = {}
+        gossip = self._gossip
+        if gossip is not None and self._open:
+            for gm in gossip.members():
+                found[gm.name] = _member_from_gossip(
+                    gm, leaving=self._leaving_cluster and gm.name == self.node_name
+                )
         raft = self._raft
-        if raft is None or not self._open:
-            return [self._self_member()]
-        conf = raft.conf
-        names: list[str] = sorted(conf.voters | conf.learners) or [self.node_name]
-        return [self._member_of(name) for name in names]
+        names: set[str] = {self.node_name}
+        if raft is not None and self._open:
+            names |= raft.conf.voters | raft.conf.learners
+        for name in names - found.keys():
+            found[name] = self._member_of(name)
+        return [found[name] for name in sorted(found)]
 
     def leader(self) -> Member | None:
         raft = self._raft
         if raft is None or not self._open or raft.soft_state.leader is None:
             return None
-        return self._member_of(raft.soft_state.leader)
+        name = raft.soft_state.leader
+        gossip = self._gossip
+        if gossip is not None:
+            gm = gossip.member(name)
+            if gm is not None:
+                return _member_from_gossip(
+                    gm, leaving=self._leaving_cluster and gm.name == self.node_name
+                )
+        return self._member_of(name)
 
     def is_leader(self) -> bool:
         raft = self._raft
@@ -982,6 +1132,13 @@ class Engine:
 
     # -- internals: members and targets ----------------------------------------------------------
     def _self_member(self) -> Member:
+        gossip = self._gossip
+        if gossip is not None and self._open:
+            gm = gossip.member(self.node_name)
+            if gm is not None:
+                return _member_from_gossip(
+                    gm, leaving=self._leaving_cluster and gm.name == self.node_name
+                )
         if self._member is None:
             self._member = Member(
                 name=self.node_name,
@@ -1585,6 +1742,21 @@ def _stored_conf(durable: DurableState) -> ConfState | None:
             learners.discard(node)
         conf = ConfState(voters=frozenset(voters), learners=frozenset(learners))
     return conf
+
+
+def _member_from_gossip(member: GossipMember, *, leaving: bool = False) -> Member:
+    """A gossip member as the API shows it (serf's statuses; "leaving" while this node's
+    own leave spreads)."""
+    status = _MEMBER_STATUS[member.state]
+    if leaving and status == "alive":
+        status = "leaving"
+    return Member(
+        name=member.name,
+        addr=member.addr[0],
+        port=member.addr[1],
+        tags=dict(member.tags),
+        status=status,
+    )
 
 
 def _local_address() -> str:

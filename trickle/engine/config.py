@@ -16,6 +16,7 @@ DEFAULT_HISTORY_LIMIT = 100  # execution records kept per job (Dkron: 100, fixed
 DEFAULT_SUBSCRIBER_BUFFER = 1000  # events buffered per subscriber before it lags
 DEFAULT_RAFT_TICK = 0.025  # seconds per Raft tick
 DEFAULT_SNAPSHOT_ENTRIES = 8192  # applied entries between state snapshots
+DEFAULT_JOIN_RETRY_INTERVAL = 30.0  # seconds between gossip join attempts (Dkron's)
 
 
 def parse_host_port(value: str, *, field: str) -> tuple[str, int]:
@@ -72,6 +73,18 @@ class EngineConfig:
         slightly behind on a follower.
     snapshot_entries: applied log entries between two snapshots of the state (each
         snapshot lets the Raft log be compacted).
+    gossip_bind: "host:port" where this node's gossip (SWIM membership, UDP and TCP on
+        the same port; Dkron's --bind-addr, port 8946) listens; port 0 picks one. None
+        (and no ``join``): no gossip, the node knows only itself and its Raft peers.
+    gossip_advertise: "host:port" (or "host") other nodes reach this one's gossip at,
+        when it differs from the bound address (NAT, containers, 0.0.0.0).
+    join: gossip addresses ("host:port" or "host" for 8946) to join at start; retried
+        every ``join_retry_interval`` seconds until one answers. Implies gossip (on
+        0.0.0.0:8946 when ``gossip_bind`` is None).
+    gossip_profile: timing preset of gossip: "lan" (default, memberlist's), "wan",
+        "local" or "fast" (see docs/gossip.md for each one's detection time and cost).
+    encrypt: base64 gossip keys (16, 24 or 32 bytes; ``trickle keygen`` makes one); the
+        first encrypts, all are accepted (rotation). Empty: gossip in plaintext.
     """
 
     data_dir: Path | None = attrs.field(default=DEFAULT_DATA_DIR, converter=_optional_path)
@@ -92,6 +105,16 @@ class EngineConfig:
     raft_tick: float = DEFAULT_RAFT_TICK
     linearizable_reads: bool = True
     snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
+    gossip_bind: str | None = None
+    gossip_advertise: str | None = None
+    join: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    join_retry_interval: float = DEFAULT_JOIN_RETRY_INTERVAL
+    gossip_profile: str = "lan"
+    encrypt: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    @property
+    def gossip_enabled(self) -> bool:
+        return self.gossip_bind is not None or bool(self.join)
 
     def __attrs_post_init__(self) -> None:
         if not self.node_name:
@@ -121,6 +144,35 @@ class EngineConfig:
             raise ValidationError("raft_tick must be positive", field="raft_tick")
         if self.snapshot_entries < 1:
             raise ValidationError("snapshot_entries must be at least 1", field="snapshot_entries")
+        self._check_gossip()
+
+    def _check_gossip(self) -> None:
+        from trickle.gossip.config import PRESETS
+        from trickle.gossip.keyring import decode_key
+        from trickle.gossip.transport import parse_address
+
+        if self.gossip_bind is not None:
+            parse_host_port(self.gossip_bind, field="gossip_bind")
+        checks = [("gossip_advertise", self.gossip_advertise)] if self.gossip_advertise else []
+        checks += [("join", address) for address in self.join]
+        for field, address in checks:
+            try:
+                parse_address(address)
+            except ValidationError as exc:
+                raise ValidationError(f"{field}: {exc.message}", field=field) from None
+        if not self.join_retry_interval > 0:
+            raise ValidationError(
+                "join_retry_interval must be positive", field="join_retry_interval"
+            )
+        if self.gossip_profile not in PRESETS:
+            raise ValidationError(
+                f"gossip_profile must be one of {', '.join(PRESETS)}", field="gossip_profile"
+            )
+        for key in self.encrypt:
+            try:
+                decode_key(key)
+            except ValidationError as exc:
+                raise ValidationError(f"encrypt: {exc.message}", field="encrypt") from None
 
     @property
     def node_tags(self) -> dict[str, str]:

@@ -31,9 +31,11 @@ class EventKind(enum.StrEnum):
     EXECUTION_FINISHED = "execution_finished"
     FIRE_SKIPPED = "fire_skipped"
     FIRE_MISSED = "fire_missed"
-    MEMBER_JOINED = "member_joined"
+    MEMBER_JOINED = "member_joined"  # data: member, status, addr, port, tags
+    MEMBER_UPDATED = "member_updated"  # its tags or address changed
     MEMBER_FAILED = "member_failed"
     MEMBER_LEFT = "member_left"
+    MEMBER_REAPED = "member_reaped"  # a failed or left member is forgotten
     LEADER_CHANGED = "leader_changed"
     PAUSED = "paused"
     UNPAUSED = "unpaused"

@@ -1,0 +1,163 @@
+"""Engines with gossip on trio's MockClock: members, their tags and statuses, and the
+membership events, over the in-memory Raft and gossip networks."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+import trio
+import trio.testing
+
+from trickle import Engine, EngineConfig
+from trickle.engine.clock import TrioClock
+from trickle.engine.events import EventKind
+from trickle.errors import ValidationError
+from trickle.gossip.config import local
+from trickle.raft.messages import NodeId
+from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
+from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+NAMES = ("a", "b", "c")
+PEERS = {name: f"{name}.invalid:6868" for name in NAMES}
+
+
+def gossip_addr(name: str) -> tuple[str, int]:
+    return (f"10.0.0.{NAMES.index(name) + 1}", 8946)
+
+
+class Cluster:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.raft = RaftNetwork()
+        self.gossip = GossipNetwork(rng=random.Random(7))
+        self.engines: dict[str, Engine] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.stopped: dict[str, trio.Event] = {}
+        self.clock = TrioClock(START)
+
+    async def start(self, name: str, *, tags: dict[str, str] | None = None) -> Engine:
+        join = () if name == "a" else ("10.0.0.1:8946",)
+        engine = Engine(
+            EngineConfig(data_dir=None, node_name=name, peers=PEERS, join=join, tags=tags or {}),
+            clock=self.clock,
+            rng=random.Random(NAMES.index(name)),
+            raft_transport=self.raft.transport(NodeId(name)),
+            gossip_transport=self.gossip.transport(gossip_addr(name)),
+            gossip_config=local(),
+        )
+        scope = trio.CancelScope()
+        stopped = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with scope:
+                    await engine.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+        await self.nursery.start(run)
+        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
+        return engine
+
+    async def stop(self, name: str) -> None:
+        self.scopes[name].cancel()
+        await self.stopped[name].wait()
+
+
+async def wait_status(engine: Engine, name: str, status: str) -> None:
+    with trio.fail_after(120):
+        while True:
+            found = {m.name: m.status for m in engine.members()}
+            if found.get(name) == status:
+                return
+            await trio.sleep(0.1)
+
+
+async def test_members_come_from_gossip_with_each_nodes_tags(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for name in NAMES:
+            await cluster.start(name, tags={"zone": f"z-{name}"})
+        a = cluster.engines["a"]
+        for name in NAMES:
+            await wait_status(a, name, "alive")
+        members = {m.name: m for m in a.members()}
+        assert set(members) == set(NAMES)
+        c = members["c"]
+        assert (c.addr, c.port) == gossip_addr("c")
+        assert c.tags["zone"] == "z-c"
+        assert c.tags["server"] == "true" and c.tags["dkron_server"] == "true"
+        assert c.tags["region"] == "global" and c.tags["dc"] == "dc1"
+        assert "version" in c.tags
+        assert a.gossip_address == gossip_addr("a")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_killed_node_is_failed_and_a_leaving_one_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for name in NAMES:
+            await cluster.start(name)
+        a = cluster.engines["a"]
+        for name in NAMES:
+            await wait_status(a, name, "alive")
+        seen: list[tuple[EventKind, str]] = []
+
+        async def record() -> None:
+            async with a.subscribe(kinds=[k for k in EventKind if k.startswith("member_")]) as sub:
+                async for event in sub:
+                    seen.append((event.kind, event.data["member"]))
+
+        nursery.start_soon(record)
+        await trio.sleep(0)
+        assert await cluster.engines["b"].leave(timeout=10)
+        await cluster.stop("b")
+        await wait_status(a, "b", "left")
+
+        cluster.gossip.kill(gossip_addr("c"))
+        await cluster.stop("c")
+        await wait_status(a, "c", "failed")
+        assert (EventKind.MEMBER_LEFT, "b") in seen
+        assert (EventKind.MEMBER_FAILED, "c") in seen
+        assert (EventKind.MEMBER_FAILED, "b") not in seen  # left is not failed
+        nursery.cancel_scope.cancel()
+
+
+async def test_tags_reach_other_nodes_on_restart(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for name in NAMES:
+            await cluster.start(name)
+        a = cluster.engines["a"]
+        await wait_status(a, "c", "alive")
+        await cluster.stop("c")
+        cluster.gossip.kill(gossip_addr("c"))
+        await wait_status(a, "c", "failed")
+        await cluster.start("c", tags={"gpu": "true"})
+        with trio.fail_after(120):
+            while True:
+                c = next(m for m in a.members() if m.name == "c")
+                if c.status == "alive" and c.tags.get("gpu") == "true":
+                    break
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+
+
+def test_bad_gossip_settings_name_the_field() -> None:
+    cases = {
+        "join": {"join": ["host:99999"]},
+        "encrypt": {"encrypt": ["not a key"]},
+        "gossip_profile": {"gossip_profile": "moon"},
+        "gossip_bind": {"gossip_bind": "nohostport"},
+    }
+    for field, kwargs in cases.items():
+        with pytest.raises(ValidationError) as caught:
+            EngineConfig(data_dir=None, **kwargs)  # type: ignore[arg-type]
+        assert caught.value.field == field
