@@ -1,0 +1,82 @@
+"""Engines gossiping over real UDP/TCP sockets on 127.0.0.1: /v1/members in Dkron's shape,
+encryption with a shared key, and a node with the wrong key kept out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from trickle import Engine, EngineConfig
+from trickle.gossip.config import local
+from trickle.gossip.keyring import encode_key, generate_key
+from trickle.http.app import create_app
+
+
+def _config(name: str, *, join: Sequence[str] = (), encrypt: Sequence[str] = ()) -> EngineConfig:
+    return EngineConfig(
+        data_dir=None,
+        node_name=name,
+        gossip_bind="127.0.0.1:0",
+        join=tuple(join),
+        encrypt=tuple(encrypt),
+        join_retry_interval=0.2,
+    )
+
+
+def _address(engine: Engine) -> str:
+    address = engine.gossip_address
+    assert address is not None
+    return f"{address[0]}:{address[1]}"
+
+
+async def _members_json(engine: Engine) -> list[dict[str, Any]]:
+    app = create_app(engine)
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().get("/v1/members")
+        assert response.status_code == 200
+        assert response.headers["X-Total-Count"] == str(len(await response.get_json()))
+        members: list[dict[str, Any]] = await response.get_json()
+        return members
+
+
+async def _wait_members(engine: Engine, names: set[str], status: str = "alive") -> None:
+    with trio.fail_after(20):
+        while {m.name for m in engine.members() if m.status == status} != names:
+            await trio.sleep(0.05)
+
+
+async def test_v1_members_lists_gossip_members_in_dkrons_shape() -> None:
+    async with Engine(_config("one"), gossip_config=local()) as one:
+        async with Engine(_config("two", join=[_address(one)]), gossip_config=local()) as two:
+            await _wait_members(one, {"one", "two"})
+            members = {m["Name"]: m for m in await _members_json(one)}
+            assert set(members) == {"one", "two"}
+            peer = members["two"]
+            assert f"{peer['Addr']}:{peer['Port']}" == _address(two)
+            assert peer["Status"] == 1 and peer["statusText"] == "alive"
+            assert peer["Tags"]["server"] == "true" and peer["Tags"]["region"] == "global"
+            assert await two.leave(timeout=5)
+        await _wait_members(one, {"two"}, status="left")
+        members = {m["Name"]: m for m in await _members_json(one)}
+        assert members["two"]["Status"] == 3 and members["two"]["statusText"] == "left"
+
+
+async def test_encrypted_gossip_admits_the_key_holder_and_rejects_the_wrong_key() -> None:
+    key, wrong = encode_key(generate_key()), encode_key(generate_key())
+    async with Engine(_config("one", encrypt=[key]), gossip_config=local()) as one:
+        async with Engine(
+            _config("two", join=[_address(one)], encrypt=[key]), gossip_config=local()
+        ) as two:
+            await _wait_members(one, {"one", "two"})
+            await _wait_members(two, {"one", "two"})
+        intruder_config = _config("intruder", join=[_address(one)], encrypt=[wrong])
+        async with Engine(intruder_config, gossip_config=local()) as intruder:
+            gossip = one.gossip
+            assert gossip is not None
+            with trio.fail_after(20):
+                while gossip.statistics().rejected_decrypt == 0:
+                    await trio.sleep(0.05)
+            assert "intruder" not in {m.name for m in one.members()}
+            assert {m.name for m in intruder.members()} == {"intruder"}
