@@ -67,13 +67,14 @@ class Cluster:
         await self.stopped[name].wait()
 
 
+MEMBER_EVENTS = [kind for kind in EventKind if kind.startswith("member_")]
+
+
 async def wait_status(engine: Engine, name: str, status: str) -> None:
-    with trio.fail_after(120):
-        while True:
-            found = {m.name: m.status for m in engine.members()}
-            if found.get(name) == status:
-                return
-            await trio.sleep(0.1)
+    """Until `name` has `status` in engine's members, checked after every member event."""
+    with trio.fail_after(120), engine.subscribe(kinds=MEMBER_EVENTS) as events:
+        while {m.name: m.status for m in engine.members()}.get(name) != status:
+            await events.receive()
 
 
 async def test_members_come_from_gossip_with_each_nodes_tags(
@@ -110,13 +111,13 @@ async def test_a_killed_node_is_failed_and_a_leaving_one_left(
             await wait_status(a, name, "alive")
         seen: list[tuple[EventKind, str]] = []
 
-        async def record() -> None:
-            async with a.subscribe(kinds=[k for k in EventKind if k.startswith("member_")]) as sub:
+        async def record(task_status: trio.TaskStatus[None]) -> None:
+            async with a.subscribe(kinds=MEMBER_EVENTS) as sub:
+                task_status.started()
                 async for event in sub:
                     seen.append((event.kind, event.data["member"]))
 
-        nursery.start_soon(record)
-        await trio.sleep(0)
+        await nursery.start(record)
         assert await cluster.engines["b"].leave(timeout=10)
         await cluster.stop("b")
         await wait_status(a, "b", "left")
@@ -141,12 +142,12 @@ async def test_tags_reach_other_nodes_on_restart(autojump_clock: trio.testing.Mo
         cluster.gossip.kill(gossip_addr("c"))
         await wait_status(a, "c", "failed")
         await cluster.start("c", tags={"gpu": "true"})
-        with trio.fail_after(120):
+        with trio.fail_after(120), a.subscribe(kinds=MEMBER_EVENTS) as events:
             while True:
                 c = next(m for m in a.members() if m.name == "c")
                 if c.status == "alive" and c.tags.get("gpu") == "true":
                     break
-                await trio.sleep(0.1)
+                await events.receive()
         nursery.cancel_scope.cancel()
 
 
