@@ -8,8 +8,12 @@
 
 The loop: a timer ticks the core every ``tick_seconds``; received messages are stepped
 as they arrive; then, while the core has a Ready: send its leader messages, save its
-writes in ONE storage call (one fsync; in a worker thread, shielded from cancellation),
-send the other messages, restore a received snapshot, apply committed entries, advance.
+writes in ONE storage call (one fsync), send the other messages, restore a received
+snapshot, apply committed entries, advance. The task that received a message carries
+out the Readys itself (no hop to another task); ticks and proposals wake the loop task.
+A small save runs on the Trio thread while saves are quick (a worker-thread hand-off
+costs more than a quick fsync); big or slow ones go to a worker thread, shielded from
+cancellation.
 Committed entries that earlier Readys already made durable are applied before the
 save, and a Ready whose only write is a higher commit index is not saved at once (it
 rides on the next save, or is saved within COMMIT_FLUSH_SECONDS when idle): as in
@@ -37,6 +41,7 @@ import collections
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -75,6 +80,8 @@ SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log comp
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
+INLINE_SAVE_SECONDS = 0.002  # saves quicker than this (smoothed) run on the Trio thread
+INLINE_SAVE_BYTES = 256 * 1024  # saves with more entry data go to a worker thread
 PROPOSE_METHOD = "raft.propose"
 CONF_CHANGE_METHOD = "raft.conf_change"
 
@@ -154,8 +161,10 @@ class RaftDriver:
     applied: the last index the application already holds (entries up to it are not
         applied again).
     snapshot_entries: take a snapshot and compact every this many applied entries.
-    storage_in_thread: call storage in a worker thread (SQLite); False for in-memory
-        stores, which keeps MockClock tests deterministic.
+    storage_in_thread: True (SQLite): load, compaction and big saves run in a worker
+        thread, and so do all saves while they are slow (smoothed duration above
+        INLINE_SAVE_SECONDS); quick small saves run on the Trio thread. False: every
+        call on the Trio thread (in-memory stores; keeps MockClock tests deterministic).
     on_soft_state: called (synchronously, in the loop) when role/leader/term change.
     on_conf: called with the new membership when it changes.
     """
@@ -212,6 +221,9 @@ class RaftDriver:
         self._unsaved_commit: HardState | None = None  # commit moved, not saved yet
         self._commit_flushed_at = 0.0
         self._wake = trio.Event()
+        self._processing = False  # a task is carrying out Readys (see _process)
+        self._save_seconds = 0.0  # smoothed duration of a save (see _save_took)
+        self._inline_saves = True
         self._state_changed = trio.Event()
         self._applied_changed = trio.Event()
         self._waiters: dict[int, list[_Waiter]] = {}
@@ -295,20 +307,53 @@ class RaftDriver:
             self._wake.set()
 
     async def _receiver(self, node: RaftNode) -> None:
-        async for message in self._transport.messages:
-            node.step(message)
-            self._wake.set()
+        """Step what arrives and carry out its Readys in this task (no hop to the loop
+        task); while another task is carrying out Readys, only step: that task picks the
+        new state up before it stops."""
+        receive = self._transport.messages.receive
+        while True:
+            node.step(await receive())
+            self._drain(node)
+            await self._process(node)
 
     async def _loop(self, node: RaftNode) -> None:
+        """Carry out the Readys of ticks, proposals and reads (see ``_receiver``)."""
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            while node.has_ready():
-                await self._handle(node, node.ready())
-                await self._maybe_snapshot(node)
-            await self._flush_commit()
-            for peer in self._transport.take_unreachable():
-                node.report_unreachable(peer)
+            await self._process(node)
+
+    def _drain(self, node: RaftNode) -> None:
+        """Step every message already received, without waiting."""
+        receive_nowait = self._transport.messages.receive_nowait
+        while True:
+            try:
+                message = receive_nowait()
+            except trio.WouldBlock:
+                return
+            node.step(message)
+
+    async def _process(self, node: RaftNode) -> None:
+        """Carry out Readys until there is none; a no-op while another task does it (it
+        checks ``has_ready`` again after each await, and nothing else awaits in between)."""
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while True:
+                self._drain(node)
+                if node.has_ready():
+                    await self._handle(node, node.ready())
+                    await self._maybe_snapshot(node)
+                    continue
+                if await self._flush_commit():
+                    continue
+                for peer in self._transport.take_unreachable():
+                    node.report_unreachable(peer)
+                if not node.has_ready():
+                    return
+        finally:
+            self._processing = False
 
     async def _handle(self, node: RaftNode, rd: Ready) -> None:
         send = self._transport.send
@@ -354,35 +399,43 @@ class RaftDriver:
         saved = self._saved_hard_state
         if (
             hard_state is not None
-            and not rd.entries
-            and rd.snapshot is None
             and (hard_state.term, hard_state.vote) == (saved.term, saved.vote)
+            and rd.snapshot is None
         ):
             # Only the commit index moved: it need not be durable at once (a restarted
-            # node learns it again), so it waits for the next save (etcd's MustSync).
+            # node learns it again; etcd's MustSync), so it is saved at most every
+            # COMMIT_FLUSH_SECONDS: one row less to write per save.
             self._unsaved_commit = hard_state
-            return
-        if hard_state is None:
-            hard_state = self._unsaved_commit
+            if not rd.entries:
+                return
+            hard_state = None
+        if hard_state is None and self._unsaved_commit is not None:
+            now = trio.current_time()
+            if rd.snapshot is not None or now - self._commit_flushed_at >= COMMIT_FLUSH_SECONDS:
+                hard_state = self._unsaved_commit
+                self._commit_flushed_at = now
         save = partial(
             self._storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
         )
-        await self._storage_call(save)
-        if hard_state is not None:
+        size = sum(len(e.data) for e in rd.entries) if rd.snapshot is None else INLINE_SAVE_BYTES
+        await self._storage_call(save, size=size)
+        if hard_state is not None:  # the latest hard state: nothing is left unsaved
             self._saved_hard_state = hard_state
-        self._unsaved_commit = None
+            self._unsaved_commit = None
 
-    async def _flush_commit(self) -> None:
-        """Persist a commit index that moved with nothing else to save, once in a while."""
+    async def _flush_commit(self) -> bool:
+        """Persist a commit index that moved with nothing else to save, once in a while;
+        True if it did (it awaited)."""
         if self._unsaved_commit is None:
-            return
+            return False
         now = trio.current_time()
         if now - self._commit_flushed_at < COMMIT_FLUSH_SECONDS:
-            return
+            return False
         self._commit_flushed_at = now
         hard_state, self._unsaved_commit = self._unsaved_commit, None
-        await self._storage_call(partial(self._storage.save, hard_state=hard_state))
+        await self._storage_call(partial(self._storage.save, hard_state=hard_state), size=0)
         self._saved_hard_state = hard_state
+        return True
 
     async def _apply(self, entries: Sequence[Entry]) -> None:
         results = await self._app.apply(entries)
@@ -444,11 +497,42 @@ class RaftDriver:
         self.snapshots_taken += 1
         logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
 
-    async def _storage_call(self, fn: Callable[[], Any]) -> Any:
+    async def _storage_call(self, fn: Callable[[], Any], *, size: int | None = None) -> Any:
+        """Run a storage call: on this thread without storage_in_thread; else a save of
+        ``size`` bytes below INLINE_SAVE_BYTES runs here too while saves are quick
+        (their smoothed duration below INLINE_SAVE_SECONDS: handing one to a worker
+        thread costs more CPU and time than a quick save itself), and anything else
+        (load, compact, big or slow saves) in a worker thread, shielded from
+        cancellation (a write once started is finished)."""
         if not self._in_thread:
             return fn()
-        with trio.CancelScope(shield=True):  # a write once started is finished
-            return await trio.to_thread.run_sync(fn)
+        if size is not None and size < INLINE_SAVE_BYTES and self._inline_saves:
+            started = time.perf_counter()
+            result = fn()
+            self._save_took(time.perf_counter() - started)
+            return result
+        if size is None:
+            with trio.CancelScope(shield=True):
+                return await trio.to_thread.run_sync(fn)
+
+        def timed() -> Any:
+            started = time.perf_counter()
+            result = fn()
+            self._save_took(time.perf_counter() - started)
+            return result
+
+        with trio.CancelScope(shield=True):
+            return await trio.to_thread.run_sync(timed)
+
+    def _save_took(self, seconds: float) -> None:
+        """Follow how long saves take (an EWMA); they run inline while it stays below
+        INLINE_SAVE_SECONDS, and again once it is back under half of it. (Called from a
+        worker thread too: a float store and a bool store, each atomic.)"""
+        ewma = self._save_seconds = 0.8 * self._save_seconds + 0.2 * seconds
+        if ewma > INLINE_SAVE_SECONDS:
+            self._inline_saves = False
+        elif ewma < INLINE_SAVE_SECONDS / 2:
+            self._inline_saves = True
 
     def _set_soft_state(self, soft: SoftState) -> None:
         if soft.leader != self._soft.leader or soft.role != self._soft.role:

@@ -299,6 +299,10 @@ class SqliteRaftStorage:
             dbapi_conn.isolation_level = None  # transactions are ours: BEGIN IMMEDIATE
             cur = dbapi_conn.cursor()
             try:
+                # Only this connection ever uses the file (the flock sees to it): with
+                # exclusive locking, set before WAL is first used, SQLite keeps the WAL
+                # index in memory and takes no shared-memory locks per transaction.
+                cur.execute("PRAGMA locking_mode=EXCLUSIVE")
                 mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise RaftStorageError(

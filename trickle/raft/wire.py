@@ -16,6 +16,7 @@ stream cannot be resynchronised and the connection should be closed.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,6 +139,37 @@ def _pack_meta(meta: SnapshotMeta | None) -> list[Any] | None:
 
 def message_to_wire(m: Message) -> list[Any]:
     """The msgpack-ready array for ``m`` (see the layout above)."""
+    head = [int(m.type), m.src, m.dst, m.term]
+    if (
+        m.snapshot is None
+        and m.done is False
+        and type(m.data) is bytes
+        and not m.data
+        and type(m.offset) is int
+        and not m.offset
+    ):
+        # Every message but SNAPSHOT (the hot path): the last four fields are at their
+        # defaults, so the first seven decide where the array ends (as below).
+        index, log_term, commit, reject = m.index, m.log_term, m.commit, m.reject
+        hint, context = m.reject_hint, m.context
+        if type(context) is not bytes or context:
+            n = 7
+        elif type(hint) is not int or hint:
+            n = 6
+        elif reject is not False:
+            n = 5
+        elif m.entries:
+            n = 4
+        elif type(commit) is not int or commit:
+            n = 3
+        elif type(log_term) is not int or log_term:
+            n = 2
+        elif type(index) is not int or index:
+            n = 1
+        else:
+            return head
+        head += (index, log_term, commit, _pack_entries(m.entries), reject, hint, context)[:n]
+        return head
     tail = [
         m.index,
         m.log_term,
@@ -154,7 +186,8 @@ def message_to_wire(m: Message) -> list[Any]:
     n = len(tail)
     while n and tail[n - 1] == _DEFAULTS[n - 1] and type(tail[n - 1]) is type(_DEFAULTS[n - 1]):
         n -= 1
-    return [int(m.type), m.src, m.dst, m.term, *tail[:n]]
+    head += tail[:n]
+    return head
 
 
 def _uint(value: Any, what: str) -> int:
@@ -226,8 +259,92 @@ def _unpack_meta(value: Any) -> SnapshotMeta | None:
     )
 
 
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
+_ENTRY_KINDS = {int(k): k for k in EntryKind}
+_DEFAULT_TAILS = tuple(list(_DEFAULTS[k:]) for k in range(len(_DEFAULTS) + 1))
+
+
 def message_from_wire(raw: Any) -> Message:
     """Inverse of message_to_wire; WireError on anything that is not a valid message."""
+    # The hot path checks every field in a few expressions; anything it does not accept
+    # goes through _checked_message_from_wire, which says what is wrong.
+    if type(raw) is list and 4 <= len(raw) <= 4 + len(_DEFAULTS):
+        mtype, src, dst, term = raw[0], raw[1], raw[2], raw[3]
+        f = raw[4:]
+        f += _DEFAULT_TAILS[len(f)]
+        index, log_term, commit, packed, reject, hint, context, meta, offset, data, done = f
+        if (
+            type(mtype) is int
+            and mtype in _MESSAGE_TYPES
+            and type(src) is str
+            and 0 < len(src) <= MAX_NAME_CHARS
+            and type(dst) is str
+            and 0 < len(dst) <= MAX_NAME_CHARS
+            and type(term) is int
+            and type(index) is int
+            and type(log_term) is int
+            and type(commit) is int
+            and type(hint) is int
+            and type(offset) is int
+            and min(term, index, log_term, commit, hint, offset) >= 0
+            and type(reject) is bool
+            and type(done) is bool
+            and type(context) is bytes
+            and type(data) is bytes
+            and meta is None
+        ):
+            entries = _fast_entries(packed) if packed is not None else ()
+            if entries is not None:
+                return Message(
+                    type=_MESSAGE_TYPES[mtype],
+                    src=src,
+                    dst=dst,
+                    term=term,
+                    index=index,
+                    log_term=log_term,
+                    commit=commit,
+                    entries=entries,
+                    reject=reject,
+                    reject_hint=hint,
+                    context=context,
+                    offset=offset,
+                    data=data,
+                    done=done,
+                )
+    return _checked_message_from_wire(raw)
+
+
+def _fast_entries(packed: Any) -> tuple[Entry, ...] | None:
+    """The entries of a well-formed ``entries`` array; None for anything else."""
+    if type(packed) is not list or len(packed) < 2:
+        return None
+    index = packed[0]
+    if type(index) is not int or index < 0:
+        return None
+    out = []
+    kinds = _ENTRY_KINDS
+    normal = EntryKind.NORMAL
+    for item in packed[1:]:
+        if type(item) is not list:
+            return None
+        if len(item) == 2:
+            term, data = item
+            kind = normal
+        elif len(item) == 3:
+            term, data, k = item
+            if type(k) is not int or k not in kinds:
+                return None
+            kind = kinds[k]
+        else:
+            return None
+        if type(term) is not int or term < 0 or type(data) is not bytes:
+            return None
+        out.append(Entry(term, index, kind, data))
+        index += 1
+    return tuple(out)
+
+
+def _checked_message_from_wire(raw: Any) -> Message:
     raw = _list(raw, "message")
     if not 4 <= len(raw) <= 4 + len(_DEFAULTS):
         raise WireError(f"a message has 4 to {4 + len(_DEFAULTS)} fields, not {len(raw)}")
@@ -289,10 +406,22 @@ def frame_body(frame: Frame) -> list[Any]:
 def encode_frame(frame: Frame) -> bytes:
     """Length prefix + body. Raises FrameTooLarge if the body exceeds MAX_FRAME_BYTES
     (the sender drops and counts it: a peer would refuse it anyway)."""
-    body = msgpack.packb(frame_body(frame), use_bin_type=True)
+    body = _packer().pack(frame_body(frame))
     if len(body) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"frame of {len(body)} bytes is over the {MAX_FRAME_BYTES} limit")
     return len(body).to_bytes(HEADER_BYTES, "big") + body
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's Packer (msgpack.packb makes a new one per call, at twice the cost)."""
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 def decode_frame(body: bytes) -> Frame:
