@@ -74,6 +74,15 @@ async def test_encrypted_gossip_admits_the_key_holder_and_rejects_the_wrong_key(
         ) as two:
             await _wait_members(one, {"one", "two"})
             await _wait_members(two, {"one", "two"})
+            app = create_app(one)
+            async with app.test_app() as test_app:
+                client = test_app.test_client()
+                index = await (await client.get("/v1/")).get_json()
+                assert index["serf"]["encrypted"] == "true"
+                assert index["serf"]["members"] == "2"
+                metrics = await (await client.get("/metrics")).get_data(as_text=True)
+                assert 'trickle_gossip_members{state="alive"} 2.0' in metrics
+                assert "trickle_gossip_rejected_decrypt_total 0.0" in metrics
         intruder_config = _config("intruder", join=[_address(one)], encrypt=[wrong])
         async with Engine(intruder_config, gossip_config=local()) as intruder:
             gossip = one.gossip

@@ -66,7 +66,7 @@ from trickle.errors import (
 from trickle.gossip.config import PRESETS as GOSSIP_PRESETS
 from trickle.gossip.config import GossipConfig
 from trickle.gossip.driver import LEAVE_TIMEOUT as GOSSIP_LEAVE_TIMEOUT
-from trickle.gossip.driver import EventsLost, GossipDriver, GossipSubscription
+from trickle.gossip.driver import EventsLost, GossipDriver, GossipDriverStats, GossipSubscription
 from trickle.gossip.keyring import Keyring, decode_key
 from trickle.gossip.messages import EventKind as GossipEventKind
 from trickle.gossip.messages import Member as GossipMember
@@ -217,6 +217,7 @@ class Engine:
         self._processors = ProcessorRegistry()
         self._hub = EventHub(default_maxsize=self.config.subscriber_buffer)
         self._metrics = EngineMetrics()
+        self._metrics.watch_gossip(self._gossip_statistics)
         self._fsm = StateMachine()
         self._planner = Planner()
         self._store: Store | None = None
@@ -589,6 +590,10 @@ class Engine:
             return None
         address = gossip.address
         return None if address is None else (str(address[0]), int(address[1]))
+
+    def _gossip_statistics(self) -> GossipDriverStats | None:
+        gossip = self._gossip
+        return None if gossip is None else gossip.statistics()
 
     @property
     def gossip(self) -> GossipDriver | None:

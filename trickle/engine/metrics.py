@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_GOSSIP_COUNTERS = (  # GossipDriverStats field -> help
+    ("packets_sent", "UDP packets sent."),
+    ("packets_received", "UDP packets received."),
+    ("bytes_sent", "Gossip bytes sent, UDP and TCP."),
+    ("bytes_received", "Gossip bytes received, UDP and TCP."),
+    ("packets_dropped", "Gossip packets dropped: buffer full or a send that failed."),
+    ("oversize", "Gossip packets or frames over their size limit, dropped."),
+    ("malformed", "Gossip packets or frames that did not decode, dropped."),
+    ("rejected_decrypt", "Gossip packets or frames refused by encryption (plaintext, wrong key)."),
+    ("streams_failed", "Gossip TCP requests without an answer."),
+)
 
 
 class EngineMetrics:
@@ -68,3 +85,43 @@ class EngineMetrics:
         )
         self.is_leader = Gauge("trickle_is_leader", "1 when this node is the leader.", registry=r)
         self.paused = Gauge("trickle_paused", "1 while new job submissions are paused.", registry=r)
+
+    def watch_gossip(self, stats: Callable[[], Any]) -> None:
+        """Export gossip's figures, read from ``stats()`` (a GossipDriverStats, or None
+        while gossip is off) at each scrape."""
+        self.registry.register(_GossipCollector(stats))
+
+
+class _GossipCollector(Collector):
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []  # names vary with what gossip runs; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return
+        membership = stats.membership
+        if membership is not None:
+            members = GaugeMetricFamily(
+                "trickle_gossip_members", "Members known to gossip, by state.", labels=["state"]
+            )
+            for state in ("alive", "suspect", "dead", "left"):
+                members.add_metric([state], getattr(membership, state))
+            yield members
+            yield GaugeMetricFamily(
+                "trickle_gossip_health_score",
+                "Lifeguard's local health score (0 is healthy; higher probes more slowly).",
+                value=membership.health_score,
+            )
+            yield CounterMetricFamily(
+                "trickle_gossip_probes_failed",
+                "Probes of this node that got no ack in their period.",
+                value=membership.probes_failed,
+            )
+        for field, help_text in _GOSSIP_COUNTERS:
+            yield CounterMetricFamily(
+                f"trickle_gossip_{field}", help_text, value=getattr(stats, field)
+            )

@@ -230,12 +230,14 @@ class _Api:
         me = next((m for m in members if m.name == self.engine.node_name), None)
         tags = dict(me.tags) if me is not None else self.engine.config.node_tags
         count = {s: sum(1 for m in members if m.status == s) for s in ("failed", "left")}
+        gossip = self.engine.gossip
+        stats = gossip.statistics().membership if gossip is not None else None
         serf = {
-            "encrypted": "false",
+            "encrypted": "true" if gossip is not None and gossip.keyring.enabled else "false",
             "event_queue": "0",
-            "event_time": "1",
+            "event_time": str(stats.event_ltime if stats is not None else 1),
             "failed": str(count["failed"]),
-            "health_score": "0",
+            "health_score": str(stats.health_score if stats is not None else 0),
             "intent_queue": "0",
             "left": str(count["left"]),
             "member_time": "1",
