@@ -13,6 +13,12 @@ none), ``peer`` (the other servers of a static cluster, ``NAME=HOST:PORT``), and
 keys ``raft-durability``, ``raft-tick``, ``stale-reads`` and ``snapshot-entries``. A server
 with peers must be given ``raft-addr`` explicitly: trickle never binds a port it was not
 told to (Dkron's users will recognise ``--raft-addr :6868``, the port Dkron's RPC uses).
+
+Gossip settings (Dkron's names): ``bind-addr`` (the gossip port, UDP and TCP; none by
+default), ``advertise-addr``, ``join`` (repeatable; ``--retry-join`` and the file key
+``retry-join`` are accepted too), ``retry-interval``, ``encrypt`` (repeatable base64 keys,
+the first encrypts) and ``profile``. Gossip runs when ``bind-addr`` or ``join`` is given;
+``join`` alone binds ``:8946``. Encryption keys never appear in error messages or reprs.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import attrs
 from trickle.engine.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_HISTORY_LIMIT,
+    DEFAULT_JOIN_RETRY_INTERVAL,
     DEFAULT_RAFT_TICK,
     DEFAULT_SNAPSHOT_ENTRIES,
     EngineConfig,
@@ -35,6 +42,9 @@ from trickle.engine.config import (
 )
 from trickle.engine.executors.base import DEFAULT_OUTPUT_LIMIT
 from trickle.errors import ValidationError
+from trickle.gossip.config import DEFAULT_PORT as DEFAULT_GOSSIP_PORT
+from trickle.gossip.config import PRESETS as GOSSIP_PRESETS
+from trickle.gossip.keyring import decode_key
 
 DEFAULT_HTTP_ADDR = ":8080"
 DEFAULT_LOG_LEVEL = "info"
@@ -48,6 +58,10 @@ DKRON_RAFT_PORT = 6868  # Dkron's RPC/Raft port: the one suggested, never bound 
 MIN_RAFT_TICK = 0.001  # seconds; below this the timers cost more than they buy
 MAX_RAFT_TICK = 10.0  # seconds; elections would take minutes beyond this
 ALL_INTERFACES = "0.0.0.0"
+GOSSIP_PROFILES = tuple(GOSSIP_PRESETS)  # lan (default), wan, local, fast
+DEFAULT_GOSSIP_BIND = f":{DEFAULT_GOSSIP_PORT}"  # where --join alone makes gossip listen
+# settings that only matter when gossip runs (with bind-addr or join)
+GOSSIP_ONLY_SETTINGS = ("advertise-addr", "retry-interval", "encrypt", "profile")
 # Tags the node sets itself (EngineConfig.node_tags); a user value would be overwritten.
 RESERVED_TAGS = {
     "server": "--server",
@@ -75,12 +89,21 @@ class ServeSettings:
     ``"flag --data-dir"``, ``"environment TRICKLE_DATA_DIR"``, ``"config file /x.toml"``).
     """
 
-    engine: EngineConfig
+    engine: EngineConfig = attrs.field(repr=lambda engine: _engine_repr(engine))
     http_host: str
     http_port: int
     log_level: str
     sources: Mapping[str, str]
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+
+
+def _engine_repr(engine: EngineConfig) -> str:
+    """The EngineConfig's repr with its gossip keys masked (a repr may end up in a log)."""
+    text = repr(engine)
+    if engine.encrypt:
+        count = len(engine.encrypt)
+        text = text.replace(repr(engine.encrypt), f"<{count} key{'' if count == 1 else 's'}>")
+    return text
 
 
 # --- parsers of single values (each raises ConfigError naming `where`) ---------------------
@@ -223,6 +246,123 @@ def parse_raft_tick(text: str, *, where: str = "--raft-tick") -> float:
     return seconds
 
 
+def _with_default_port(text: str, port: int) -> str:
+    """``host`` or ``[v6]`` -> with ``:port`` appended; anything else unchanged."""
+    if text.startswith("[") and text.endswith("]"):
+        return f"{text}:{port}"
+    if text and ":" not in text:
+        return f"{text}:{port}"
+    return text
+
+
+def parse_bind_addr(text: str, *, where: str = "--bind-addr") -> str:
+    """Parse the gossip listener (UDP and TCP on one port) as ``--http-addr`` does,
+    with the port optional as in Dkron: ``:8946`` is every interface, ``10.0.0.1`` is
+    ``10.0.0.1:8946``, ``[::1]:8946`` IPv6, port 0 any free port; -> ``"host:port"``."""
+    stripped = text.strip()
+    if not stripped:
+        raise ConfigError(f"{where}: cannot be empty")
+    return format_host_port(
+        *parse_http_addr(_with_default_port(stripped, DEFAULT_GOSSIP_PORT), where=where)
+    )
+
+
+def _dialable(text: str, *, where: str, default_port: int | None) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` that other machines can reach:
+    (host, port), port None when absent and ``default_port`` is None."""
+    stripped = text.strip()
+    if not stripped:
+        raise ConfigError(f"{where}: cannot be empty")
+    if stripped.startswith("["):
+        host, bracket, rest = stripped[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{where}: bad address {stripped!r}: expected [ipv6] or [ipv6]:port")
+        port_text: str | None = rest[1:] if rest else None
+    elif stripped.count(":") > 1:
+        raise ConfigError(
+            f"{where}: bad address {stripped!r}: write IPv6 hosts as [host] or [host]:port"
+        )
+    else:
+        host, colon, port_text_ = stripped.partition(":")
+        port_text = port_text_ if colon else None
+        if not host:
+            raise ConfigError(
+                f"{where}: bad address {stripped!r}: give the host it is reached at, "
+                f"e.g. 10.0.0.1{stripped}"
+            )
+    if host in _UNSPECIFIED_HOSTS:
+        raise ConfigError(
+            f"{where}: bad address {stripped!r}: give the host it is reached at "
+            "(e.g. 10.0.0.1), not every interface"
+        )
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{where}: bad port in {stripped!r}: expected a number from 1 to 65535")
+    if int(port_text) == 0:
+        raise ConfigError(f"{where}: bad address {stripped!r}: port 0 cannot be dialled")
+    return host, int(port_text)
+
+
+def parse_advertise_addr(text: str, *, where: str = "--advertise-addr") -> str:
+    """Parse the gossip address other nodes reach this one at: ``host`` (the bound port
+    is advertised) or ``host:port`` (NAT, containers), IPv6 in brackets. A real host:
+    not 0.0.0.0 or ``::``; not port 0. -> ``"host"`` or ``"host:port"``."""
+    host, port = _dialable(text, where=where, default_port=None)
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def parse_join(text: str, *, where: str = "--join") -> str:
+    """Parse one gossip address to join: ``host`` (port 8946) or ``host:port``, IPv6 in
+    brackets; a real host, not port 0. -> ``"host:port"``."""
+    host, port = _dialable(text, where=where, default_port=DEFAULT_GOSSIP_PORT)
+    assert port is not None
+    return format_host_port(host, port)
+
+
+def parse_joins(items: Iterable[str], *, where: str = "--join") -> tuple[str, ...]:
+    """Parse repeated join addresses; a repeated address is kept once, in first order."""
+    found: dict[str, None] = {}
+    for item in items:
+        found[parse_join(item, where=where)] = None
+    return tuple(found)
+
+
+def parse_retry_interval(text: str, *, where: str = "--retry-interval") -> float:
+    """The time between two join attempts: a duration (``30s``, ``1m``; a bare number is
+    seconds), more than zero. -> seconds."""
+    seconds = _duration(text, where=where, example="30s")
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be more than 0, got {text.strip()!r}")
+    return seconds
+
+
+def parse_encrypt_keys(items: Iterable[str], *, where: str = "--encrypt") -> tuple[str, ...]:
+    """Parse gossip encryption keys (base64 of 16, 24 or 32 bytes; the first encrypts,
+    all decrypt). A key given twice is kept once. Errors name the key by its position,
+    never by its text: a key must not end up in a log."""
+    keys = [item.strip() for item in items]
+    found: dict[str, None] = {}
+    for number, key in enumerate(keys, start=1):
+        try:
+            decode_key(key)
+        except ValidationError as exc:
+            which = f" (key {number} of {len(keys)})" if len(keys) > 1 else ""
+            raise ConfigError(f"{where}{which}: {exc.message}") from None
+        found[key] = None
+    return tuple(found)
+
+
+def _comma_list(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """The environment form of a list setting: ``a,b`` (empty items are ignored)."""
+
+    def parse_text(text: str, *, where: str) -> Any:
+        return parse((p for p in text.split(",") if p.strip()), where=where)
+
+    return parse_text
+
+
 def parse_executor_limit(text: str, *, where: str = "--executor-limit") -> tuple[str, int]:
     """Parse ``executor=N`` (N >= 0, 0 = unlimited)."""
     name, sep, value = text.partition("=")
@@ -320,17 +460,21 @@ def _nonempty(text: str, *, where: str) -> str:
 class _Setting:
     """One setting: its name (the flag's name), the TOML kind, its text parser, its default.
 
-    kind: "str", "int", "bool", "tags", "limits" or "peers" (what a TOML value must be;
-        the last three are tables, and repeatable flags).
+    kind: "str", "int", "bool", "tags", "limits", "peers" or "list" (what a TOML value must
+        be; "tags", "limits" and "peers" are tables, "list" an array of strings or one
+        string; the last four are repeatable flags).
     parse: ``(text, *, where) -> value``; the value is final (``http-addr`` gives
         ``(host, port)``, ``raft-addr`` ``"host:port"``, choices are lower-cased), so every
-        source yields the same types.
+        source yields the same types. For a "list", ``text`` is the environment's ``a,b``.
+    items: for a "list", ``(texts, *, where) -> value`` parsing the flag's or the file's
+        items.
     """
 
     name: str
     kind: str
     parse: Callable[..., Any]
     default: Any
+    items: Callable[..., Any] | None = None
 
     @property
     def env(self) -> str:
@@ -342,8 +486,13 @@ class _Setting:
 
 
 _FLAG_NAMES = {"tags": "--tag", "executor-limits": "--executor-limit", "peers": "--peer"}
-_FILE_ALIASES = {"tag": "tags", "executor-limit": "executor-limits", "peer": "peers"}
-_TABLE_KINDS = ("tags", "limits", "peers")
+_FILE_ALIASES = {
+    "tag": "tags",
+    "executor-limit": "executor-limits",
+    "peer": "peers",
+    "retry-join": "join",  # Dkron's name for a join that is retried (trickle's always is)
+}
+_REPEATABLE_KINDS = ("tags", "limits", "peers", "list")
 
 
 def _executor_limit_list(text: str, *, where: str) -> dict[str, int]:
@@ -373,6 +522,12 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("raft-tick", "str", parse_raft_tick, DEFAULT_RAFT_TICK),
         _Setting("stale-reads", "bool", parse_bool, False),
         _Setting("snapshot-entries", "int", _positive_int, DEFAULT_SNAPSHOT_ENTRIES),
+        _Setting("bind-addr", "str", parse_bind_addr, None),  # None: no gossip unless join
+        _Setting("advertise-addr", "str", parse_advertise_addr, None),  # None: the bound one
+        _Setting("join", "list", _comma_list(parse_joins), (), items=parse_joins),
+        _Setting("retry-interval", "str", parse_retry_interval, DEFAULT_JOIN_RETRY_INTERVAL),
+        _Setting("encrypt", "list", _comma_list(parse_encrypt_keys), (), items=parse_encrypt_keys),
+        _Setting("profile", "str", _choice(GOSSIP_PROFILES), "lan"),
     )
 }
 # EngineConfig field -> setting, where the names differ (for its ValidationErrors)
@@ -380,6 +535,10 @@ _ENGINE_FIELDS = {
     "raft_bind": "raft-addr",
     "linearizable_reads": "stale-reads",
     "executor_limits": "executor-limits",
+    "gossip_bind": "bind-addr",
+    "gossip_advertise": "advertise-addr",
+    "join_retry_interval": "retry-interval",
+    "gossip_profile": "profile",
 }
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not given
 
@@ -391,7 +550,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     """Settings given as ``TRICKLE_*`` variables: name -> (value, source). Empty = unset.
 
     Maps are written ``k=v,k2=v2`` (``TRICKLE_TAGS``, ``TRICKLE_EXECUTOR_LIMITS``,
-    ``TRICKLE_PEERS=node2=10.0.0.2:6868,node3=10.0.0.3:6868``)."""
+    ``TRICKLE_PEERS=node2=10.0.0.2:6868,node3=10.0.0.3:6868``), lists ``a,b``
+    (``TRICKLE_JOIN=10.0.0.1,10.0.0.2:8946``, ``TRICKLE_ENCRYPT=key1,key2``)."""
     found: dict[str, tuple[Any, str]] = {}
     for setting in SETTINGS.values():
         text = environ.get(setting.env)
@@ -405,8 +565,10 @@ def load_config_file(path: str | Path) -> dict[str, tuple[Any, str]]:
     """Read a TOML config file: name -> (value, source).
 
     Keys are the flag names (``data-dir``, ``http-addr``, ``server = true``, a ``[tags]``
-    table, an ``[executor-limits]`` table, a ``[peers]`` table of ``name = "host:port"``). Raises ``ConfigError`` naming the file (and the
-    key) for a missing or unreadable file, bad TOML, an unknown key or a wrong type.
+    table, an ``[executor-limits]`` table, a ``[peers]`` table of ``name = "host:port"``,
+    ``join = ["10.0.0.1", ...]``, ``encrypt = "key"`` or ``["key1", "key2"]``). Raises
+    ``ConfigError`` naming the file (and the key) for a missing or unreadable file, bad
+    TOML, an unknown key or a wrong type.
     """
     path = Path(path)
     try:
@@ -443,6 +605,13 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def _describe_array(value: Any) -> str:
+    if isinstance(value, list):
+        odd = next(i for i in value if not isinstance(i, str))
+        return f"an array holding {_type_name(odd)}"
+    return _type_name(value)
+
+
 def _file_value(setting: _Setting, key: str, value: Any, path: Path) -> Any:
     where = f"{key} in {path}"
     if setting.kind == "bool":
@@ -457,6 +626,14 @@ def _file_value(setting: _Setting, key: str, value: Any, path: Path) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {_type_name(value)}")
         return setting.parse(value, where=where)
+    if setting.kind == "list":
+        assert setting.items is not None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(
+                f"{where}: expected an array of strings, got {_describe_array(value)}"
+            )
+        return setting.items(items, where=where)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table, got {_type_name(value)}")
     if setting.kind == "tags":
@@ -491,8 +668,9 @@ def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
 
     ``None`` (or an empty sequence for a repeatable flag) means "not given". Repeatable
     flags come as sequences of text (``tags``: ``["k=v"]``, ``executor-limits``:
-    ``["shell=4"]``, ``peers``: ``["node2=10.0.0.2:6868"]``); other values as click gives
-    them (text, int or bool). The key ``config`` (the config file) is skipped.
+    ``["shell=4"]``, ``peers``: ``["node2=10.0.0.2:6868"]``, ``join``: ``["10.0.0.1"]``,
+    ``encrypt``: ``["<base64>"]``); other values as click gives them (text, int or bool).
+    The key ``config`` (the config file) is skipped.
     """
     found: dict[str, tuple[Any, str]] = {}
     for name, value in flags.items():
@@ -501,7 +679,7 @@ def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
         setting = SETTINGS.get(name)
         if setting is None:
             raise ConfigError(f"unknown setting {name!r}")
-        if value is None or (setting.kind in _TABLE_KINDS and not value):
+        if value is None or (setting.kind in _REPEATABLE_KINDS and not value):
             continue
         where = setting.flag
         if setting.kind == "tags":
@@ -510,6 +688,9 @@ def from_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
             parsed = parse_executor_limits(value, where=where)
         elif setting.kind == "peers":
             parsed = parse_peers(value, where=where)
+        elif setting.kind == "list":
+            assert setting.items is not None
+            parsed = setting.items(value, where=where)
         elif setting.kind == "bool":
             parsed = bool(value)
         else:
@@ -565,6 +746,12 @@ def resolve(
         "raft_tick": values["raft-tick"],
         "linearizable_reads": not values["stale-reads"],
         "snapshot_entries": values["snapshot-entries"],
+        "gossip_bind": _gossip_bind(values["bind-addr"], values["join"]),
+        "gossip_advertise": values["advertise-addr"],
+        "join": values["join"],
+        "join_retry_interval": values["retry-interval"],
+        "gossip_profile": values["profile"],
+        "encrypt": values["encrypt"],
     }
     if values["node-name"] is not None:
         engine_kwargs["node_name"] = values["node-name"]
@@ -576,6 +763,7 @@ def resolve(
         where = _where(name, sources) if name in sources else "configuration"
         raise ConfigError(f"{where}: {exc.message}") from None
     _check_raft(engine, host, port, sources)
+    _check_gossip(engine, host, port, sources)
     return ServeSettings(
         engine=engine,
         http_host=host,
@@ -602,10 +790,7 @@ def _check_raft(
     if engine.raft_bind is None:
         return
     raft_host, raft_port = parse_host_port(engine.raft_bind, field="raft_bind")
-    clash = raft_port == http_port != 0 and (
-        raft_host == http_host or {raft_host, http_host} & _UNSPECIFIED_HOSTS
-    )
-    if clash:
+    if _overlap(raft_host, raft_port, http_host, http_port):
         http_where = _where("http-addr", sources)
         if sources["http-addr"] == "default":
             http_where = f"the default --http-addr {DEFAULT_HTTP_ADDR}"
@@ -613,6 +798,64 @@ def _check_raft(
             f"{_where('raft-addr', sources)}: port {raft_port} is also the HTTP API's "
             f"({http_where}); give each its own port"
         )
+
+
+def _gossip_bind(bind_addr: str | None, join: tuple[str, ...]) -> str | None:
+    """Where gossip listens: ``bind-addr``; with only ``join``, every interface on 8946
+    (Dkron's port); with neither, nowhere (no gossip)."""
+    if bind_addr is not None:
+        return bind_addr
+    return parse_bind_addr(DEFAULT_GOSSIP_BIND) if join else None
+
+
+def _overlap(host_a: str, port_a: int, host_b: str, port_b: int) -> bool:
+    """Two listeners on the same non-zero port whose hosts may be the same interface."""
+    return port_a == port_b != 0 and (
+        host_a == host_b or bool({host_a, host_b} & _UNSPECIFIED_HOSTS)
+    )
+
+
+def _check_gossip(
+    engine: EngineConfig, http_host: str, http_port: int, sources: Mapping[str, str]
+) -> None:
+    """The gossip port (UDP and TCP) cannot be the HTTP API's or the Raft listener's."""
+    if engine.gossip_bind is None:
+        return
+    host, port = parse_host_port(engine.gossip_bind, field="gossip_bind")
+    if sources["bind-addr"] == "default":  # gossip runs because of join
+        subject = (
+            f"{_where('join', sources)}: gossip listens on the default --bind-addr "
+            f"{DEFAULT_GOSSIP_BIND}, and port {port}"
+        )
+        hint = "give --bind-addr another port"
+    else:
+        subject = f"{_where('bind-addr', sources)}: gossip port {port}"
+        hint = "give each its own port"
+    others = [("http-addr", "the HTTP API's", (http_host, http_port))]
+    if engine.raft_bind is not None:
+        raft = parse_host_port(engine.raft_bind, field="raft_bind")
+        others.append(("raft-addr", "the Raft listener's", raft))
+    for name, whose, (other_host, other_port) in others:
+        if _overlap(host, port, other_host, other_port):
+            other_where = _where(name, sources)
+            if name == "http-addr" and sources[name] == "default":
+                other_where = f"the default --http-addr {DEFAULT_HTTP_ADDR}"
+            raise ConfigError(
+                f"{subject} is also {whose} ({other_where}); gossip uses TCP as well as UDP, {hint}"
+            )
+
+
+def ignored_gossip_settings(settings: ServeSettings) -> list[str]:
+    """Gossip settings given (not defaults) although gossip does not run (no
+    ``bind-addr``, no ``join``), each named as its source names it (``--encrypt``,
+    ``TRICKLE_PROFILE``, ``profile in /etc/trickle.toml``): worth a warning."""
+    if settings.engine.gossip_enabled:
+        return []
+    return [
+        _where(name, settings.sources)
+        for name in GOSSIP_ONLY_SETTINGS
+        if settings.sources.get(name, "default") != "default"
+    ]
 
 
 def _where(name: str, sources: Mapping[str, str]) -> str:

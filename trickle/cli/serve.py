@@ -5,12 +5,19 @@ and learn the bound port (``--http-addr 127.0.0.1:0`` picks a free one)::
 
     {"event": "ready", "node": "node1", "http": "http://127.0.0.1:8080",
      "http_addresses": ["http://0.0.0.0:8080"], "data_dir": "/abs/trickle.data",
-     "version": "0.1.0", "pid": 4242, "raft": "0.0.0.0:6868"}
+     "version": "0.1.0", "pid": 4242, "raft": "0.0.0.0:6868", "gossip": "10.0.0.5:8946"}
 
 ``http`` is a URL a local client can use (0.0.0.0 is shown as 127.0.0.1); ``http_addresses``
 are the bound addresses as the server reports them. ``raft`` is the bound ``host:port`` of
 the Raft/RPC listener (``--raft-addr``; port 0 shows the port picked); it is absent for a
-lone server started without one. Logs go to stderr.
+lone server started without one. ``gossip`` is the ``host:port`` other nodes reach this
+one's gossip at (the advertised host, or the bound one, with the bound port), what their
+``--join`` takes; it is absent when gossip does not run (neither ``--bind-addr`` nor
+``--join``). Logs go to stderr.
+
+A graceful stop (the first SIGTERM or SIGINT) first leaves the gossip cluster, so that
+the others see this node as "left", not "failed" (at most ``LEAVE_TIMEOUT`` seconds), then
+drains the engine and the API.
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
 taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
@@ -42,10 +49,12 @@ from click.core import ParameterSource
 from trickle._version import __version__
 from trickle.cli.config import (
     DURABILITIES,
+    GOSSIP_PROFILES,
     LOG_LEVELS,
     RAFT_DURABILITIES,
     ConfigError,
     ServeSettings,
+    ignored_gossip_settings,
     resolve,
 )
 from trickle.engine.config import parse_host_port
@@ -88,6 +97,12 @@ _FLAG_SETTINGS = {
     "raft_tick": "raft-tick",
     "stale_reads": "stale-reads",
     "snapshot_entries": "snapshot-entries",
+    "bind_addr": "bind-addr",
+    "advertise_addr": "advertise-addr",
+    "join": "join",
+    "retry_interval": "retry-interval",
+    "encrypt": "encrypt",
+    "profile": "profile",
 }
 
 
@@ -225,6 +240,51 @@ class StartupError(Exception):
     help="Applied Raft entries between two snapshots of the state (each lets the log "
     "be compacted).  [default: 8192; env: TRICKLE_SNAPSHOT_ENTRIES]",
 )
+@click.option(
+    "--bind-addr",
+    metavar="HOST[:PORT]",
+    help="Address of this node's gossip (cluster membership), UDP and TCP on one port "
+    "(Dkron's flag; its port is 8946); ':8946' listens on all interfaces, a host alone "
+    "means port 8946, port 0 picks a free port.  [default: none, no gossip; --join alone "
+    "listens on :8946; env: TRICKLE_BIND_ADDR]",
+)
+@click.option(
+    "--advertise-addr",
+    metavar="HOST[:PORT]",
+    help="Address other nodes reach this node's gossip at, when it is not the bound one "
+    "(NAT, containers); without a port, the bound port.  [default: the bound address, or "
+    "this host's outbound address when bound to all interfaces; env: TRICKLE_ADVERTISE_ADDR]",
+)
+@click.option(
+    "--join",
+    "--retry-join",
+    "join",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="The gossip address of a node of the cluster to join at start (port 8946 if "
+    "none), retried every --retry-interval until one answers (repeatable; --retry-join "
+    "is the same).  [env: TRICKLE_JOIN=10.0.0.1,10.0.0.2:8946]",
+)
+@click.option(
+    "--retry-interval",
+    metavar="DURATION",
+    help="Time between two join attempts.  [default: 30s; env: TRICKLE_RETRY_INTERVAL]",
+)
+@click.option(
+    "--encrypt",
+    multiple=True,
+    metavar="KEY",
+    help="Base64 key (16, 24 or 32 bytes; 'trickle keygen' makes one) encrypting gossip; "
+    "repeatable for a rotation: the first encrypts, all are accepted.  [default: none, "
+    "plaintext; env: TRICKLE_ENCRYPT=key1,key2]",
+)
+@click.option(
+    "--profile",
+    metavar="[" + "|".join(GOSSIP_PROFILES) + "]",
+    help="Gossip timing: lan (memberlist's defaults), wan (slow, lossy links), local (one "
+    "host), fast (quicker failure detection on a healthy LAN, more traffic).  "
+    "[default: lan; env: TRICKLE_PROFILE]",
+)
 @click.pass_context
 def serve(ctx: click.Context, **params: Any) -> None:
     """Run a trickle node until SIGTERM or Ctrl-C.
@@ -272,11 +332,20 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
         settings,
         engine=attrs.evolve(settings.engine, data_dir=_absolute(settings.engine.data_dir)),
     )
+    ignored = ignored_gossip_settings(settings)
+    if ignored:
+        logger.warning(
+            "gossip does not run (neither --bind-addr nor --join is given): %s ignored",
+            ", ".join(ignored),
+        )
     try:
         check_http_addr(settings.http_host, settings.http_port)
         if settings.engine.raft_bind is not None:
             host, port = parse_host_port(settings.engine.raft_bind, field="raft_bind")
             check_http_addr(host, port, flag="--raft-addr")
+        if settings.engine.gossip_bind is not None:
+            host, port = parse_host_port(settings.engine.gossip_bind, field="gossip_bind")
+            check_http_addr(host, port, flag=_gossip_flag(settings), udp=True)
         check_data_dir(settings.engine.data_dir)
         return trio.run(partial(serve_node, settings, stdout=stdout or sys.stdout))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
@@ -286,6 +355,13 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
         logger.debug("startup failed", exc_info=True)
         click.echo(f"error: {exc}", err=True)
         return 1
+
+
+def _gossip_flag(settings: ServeSettings) -> str:
+    """How a gossip address error names the setting: --bind-addr, or its default."""
+    if settings.sources.get("bind-addr", "default") == "default":
+        return "--bind-addr's default, used with --join"
+    return "--bind-addr"
 
 
 def _absolute(path: Path | None) -> Path | None:
@@ -299,11 +375,12 @@ _BIND_ERRORS = {
 }
 
 
-def check_http_addr(host: str, port: int, *, flag: str = "") -> None:
+def check_http_addr(host: str, port: int, *, flag: str = "", udp: bool = False) -> None:
     """Fail fast, before the engine opens its store, when ``host:port`` cannot be bound
-    (``StartupError``). Port 0 always can. The HTTP server (or the Raft listener) binds for
-    real later; a port taken in between is still reported, as the server's own bind error.
-    ``flag`` is named after the address in the message (``--raft-addr``)."""
+    (``StartupError``): TCP, and UDP too when ``udp`` (gossip listens on both). Port 0
+    always can. The HTTP server (or the Raft or gossip listener) binds for real later; a
+    port taken in between is still reported, as the server's own bind error. ``flag`` is
+    named after the address in the message (``--raft-addr``)."""
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -312,6 +389,9 @@ def check_http_addr(host: str, port: int, *, flag: str = "") -> None:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
             probe.bind((host, port))
+        if udp:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((host, port))
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
     except OSError as exc:
@@ -347,8 +427,13 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     engine = Engine(settings.engine)
     stop = _Stop(engine=engine, grace=settings.shutdown_grace)
     raft_bind = settings.engine.raft_bind
-    # what a bind error while starting is about: the Raft listener, then the HTTP API
-    binding = None if raft_bind is None else f"{raft_bind} (--raft-addr)"
+    gossip_bind = settings.engine.gossip_bind
+    # what a bind error while starting is about: the Raft or the gossip listener (told
+    # apart by where it was raised), then the HTTP API
+    binding = _Binding(
+        raft=None if raft_bind is None else f"{raft_bind} (--raft-addr)",
+        gossip=None if gossip_bind is None else f"{gossip_bind} ({_gossip_flag(settings)})",
+    )
     try:
         async with trio.open_nursery() as nursery:
             stop.scope = nursery.cancel_scope
@@ -362,7 +447,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             gc.collect()
             gc.freeze()
             where = _format_hostport(settings.http_host, settings.http_port)
-            binding = where
+            binding = _Binding(http=where)
             http = partial(
                 serve_http,
                 engine,
@@ -380,10 +465,14 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
                 )
             )
             stop.http_running = True
-            line = ready_line(settings, urls, raft=engine.raft_address)
+            line = ready_line(
+                settings, urls, raft=engine.raft_address, gossip=engine.gossip_address
+            )
             stdout.write(json.dumps(line) + "\n")
             stdout.flush()
             logger.info("ready: node %s, API at %s", line["node"], line["http"])
+            if "gossip" in line:
+                logger.info("gossip at %s (other nodes --join it)", line["gossip"])
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -393,6 +482,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
 
 
 HTTP_STOP_TIMEOUT = 5.0  # seconds the API gets to finish requests in flight at a stop
+LEAVE_TIMEOUT = 5.0  # seconds a stop waits for the gossip leave to spread (as Dkron)
 
 
 @attrs.define(eq=False)
@@ -408,10 +498,12 @@ class _Stop:
     http_done: trio.Event = attrs.field(factory=trio.Event)
 
     async def stop(self, reason: str) -> None:
-        """Drain the engine (no new runs; running ones get ``grace`` seconds), stop the API
+        """Leave the gossip cluster (if gossip runs; bounded by ``LEAVE_TIMEOUT``), drain
+        the engine (no new runs; running ones get ``grace`` seconds), stop the API
         gracefully (if it runs; bounded by ``HTTP_STOP_TIMEOUT``), then cancel everything."""
         self.reason = reason
         logger.info("%s, stopping", reason)
+        await self.leave()
         if self.engine is not None and self.engine.running:
             busy = len(self.engine.busy())
             if busy:
@@ -427,6 +519,32 @@ class _Stop:
             with trio.move_on_after(HTTP_STOP_TIMEOUT):
                 await self.http_done.wait()
         self.cancel()
+
+    async def leave(self) -> None:
+        """Tell the cluster this node leaves, so that the others mark it "left" rather
+        than suspect it and declare it failed. Never fails the stop: a leave that does
+        not finish in time, or cannot be made, is logged and the stop goes on."""
+        from trickle.errors import TrickleError
+
+        engine = self.engine
+        if engine is None or not engine.running or engine.gossip_address is None:
+            return
+        logger.info("leaving the cluster")
+        left = False
+        try:
+            with trio.move_on_after(LEAVE_TIMEOUT + 1.0):  # leave() bounds itself; belt
+                left = await engine.leave(LEAVE_TIMEOUT)
+        except TrickleError as exc:
+            logger.warning("could not leave the cluster: %s", exc.message)
+            return
+        if left:
+            logger.info("left the cluster")
+        else:
+            logger.warning(
+                "the leave was not spread within %.0fs; other nodes may see this one as "
+                "failed rather than left",
+                LEAVE_TIMEOUT,
+            )
 
     def cancel(self) -> None:
         assert self.scope is not None
@@ -476,10 +594,15 @@ async def _supervised(
 
 
 def ready_line(
-    settings: ServeSettings, urls: Any, *, raft: tuple[str, int] | None = None
+    settings: ServeSettings,
+    urls: Any,
+    *,
+    raft: tuple[str, int] | None = None,
+    gossip: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The JSON object printed once the API listens (see the module docstring); ``raft``
-    is the bound Raft listener (``Engine.raft_address``), None when there is none."""
+    is the bound Raft listener (``Engine.raft_address``), ``gossip`` this node's gossip
+    address (``Engine.gossip_address``); each None (and left out) when there is none."""
     bound = [str(u) for u in (urls or [])]
     if bound:
         http = connectable_url(bound[0])
@@ -497,6 +620,8 @@ def ready_line(
     }
     if raft is not None:
         line["raft"] = _format_hostport(*raft)
+    if gossip is not None:
+        line["gossip"] = _format_hostport(*gossip)
     return line
 
 
@@ -522,14 +647,39 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _explain(exc: BaseException, binding: str | None) -> str:
-    """One line saying why the node could not start or stopped; ``binding`` is the
-    ``host:port`` being bound when it failed (the Raft listener, then the HTTP API)."""
+@attrs.frozen
+class _Binding:
+    """What a bind error while starting is about: the Raft and gossip listeners (the
+    engine binds both), or the HTTP API; each a ``host:port (flag)`` text or None."""
+
+    raft: str | None = None
+    gossip: str | None = None
+    http: str | None = None
+
+    def of(self, error: OSError) -> str:
+        """The address ``error`` was raised binding: gossip's if raised in trickle.gossip."""
+        if self.gossip is not None and (self.raft is None or _raised_in(error, "trickle.gossip.")):
+            return self.gossip
+        return self.raft or self.http or "its address"
+
+
+def _raised_in(error: BaseException, package: str) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(package):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _explain(exc: BaseException, binding: _Binding) -> str:
+    """One line saying why the node could not start or stopped; ``binding`` names the
+    addresses being bound when it failed (the Raft and gossip listeners, then the API)."""
     from trickle.errors import TrickleError
 
     for leaf in _leaves(exc):
         if isinstance(leaf, OSError) and leaf.errno in _BIND_ERRORS and not leaf.filename:
-            return f"cannot listen on {binding or 'its address'}: {_BIND_ERRORS[leaf.errno]}"
+            return f"cannot listen on {binding.of(leaf)}: {_BIND_ERRORS[leaf.errno]}"
         if isinstance(leaf, OSError) and isinstance(leaf.strerror, str) and leaf.filename:
             return f"{leaf.filename}: {leaf.strerror}"
     for leaf in _leaves(exc):
