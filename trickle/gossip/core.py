@@ -102,6 +102,17 @@ class GossipStats:
     broadcasts_queued: int  # pending piggybacked updates
 
 
+@attrs.frozen(kw_only=True)
+class SuspicionView:
+    """A running suspicion of one member, as this member sees it (for logs, debugging and
+    the golden scripts): it is declared dead at `deadline` unless it refutes first."""
+
+    since: float  # when this member began to suspect it
+    deadline: float  # since + the current timeout
+    confirmations: int  # independent members that confirmed it since
+    needed: int  # confirmations that bring the timeout down to its minimum
+
+
 class _Node:
     """One member's record, mutated in place (Member is its frozen snapshot)."""
 
@@ -319,7 +330,7 @@ class Membership:
         self._seq = 0
         self._health = 0
         self._leaving = False
-        self._synced = False  # a push-pull answer was merged (old user events ignored)
+        self._join_requests: set[Address] = set()  # joins not answered yet
         self._now = now  # the latest `now` passed in
         self._gossip_idle = False  # the gossip timer sleeps while there is nothing to send
         self._gossip_phase = now
@@ -384,11 +395,17 @@ class Membership:
     def receive(self, source: Address, messages: Iterable[Message], *, now: float) -> None:
         """Handle the messages of one UDP packet from `source` (or the answer to a TCP
         request this member made). Stale or misaddressed messages are ignored and counted;
-        a PushPull here is the answer to this member's own push-pull and is merged."""
+        a PushPull here is the answer to this member's own push-pull and is merged (the
+        answer to a join, from the address joined, does not replay old user events)."""
         self._now = now
         for message in messages:
             self._stats["messages_received"] += 1
-            self._dispatch(message, now)
+            if isinstance(message, PushPull):
+                joined = source in self._join_requests
+                self._join_requests.discard(source)
+                self._merge(message, now, join_answer=joined)
+            else:
+                self._dispatch(message, now)
 
     def receive_stream(self, source: Address, message: Message, *, now: float) -> Message | None:
         """Handle one TCP request and return the answer to write back on the same
@@ -397,9 +414,11 @@ class Membership:
         self._now = now
         self._stats["messages_received"] += 1
         if isinstance(message, PushPull):
-            answer = self._push_pull(join=False)
-            self._merge(message, now, answer=False)
-            return answer
+            # merged first, so the answer carries this member's refutation of what the
+            # request said about it (how two sides of a healed partition meet in one
+            # exchange)
+            self._merge(message, now, join_answer=False)
+            return self._push_pull(join=False)
         if isinstance(message, Ping):
             if message.target and message.target != self._name:
                 self._stats["messages_ignored"] += 1
@@ -429,6 +448,7 @@ class Membership:
         for address in addresses:
             address = (str(address[0]), int(address[1]))
             if address != self._addr:
+                self._join_requests.add(address)
                 self._outgoing.append(Outgoing(address, (request,), stream=True))
 
     def leave(self, *, now: float) -> None:
@@ -451,11 +471,15 @@ class Membership:
         return alive_others == 0 or ("m", self._name) not in self._bcasts
 
     def set_tags(self, tags: Mapping[str, str], *, now: float) -> None:
-        """Replace this member's tags and tell everyone (a new incarnation). Raises
-        ValidationError if the encoded tags exceed META_MAX_BYTES."""
+        """Replace this member's tags and tell everyone (a new incarnation). After `leave`
+        the tags are kept here but not announced: a member that left does not come back.
+        Raises ValidationError if the encoded tags exceed META_MAX_BYTES."""
         self._now = now
         checked = self._checked_tags(tags)
         me = self._nodes[self._name]
+        if self._leaving:
+            me.tags = checked
+            return
         me.incarnation += 1
         me.tags = checked
         self._queue(Alive(me.incarnation, self._name, self._addr, checked))
@@ -517,6 +541,19 @@ class Membership:
     def member(self, name: str) -> Member | None:
         node = self._nodes.get(name)
         return None if node is None else node.snapshot()
+
+    def suspicion(self, name: str) -> SuspicionView | None:
+        """The running suspicion of `name`, or None if it is not suspected here."""
+        node = self._nodes.get(name)
+        if node is None or node.state is not State.SUSPECT or node.suspicion is None:
+            return None
+        suspicion = node.suspicion
+        return SuspicionView(
+            since=suspicion.start,
+            deadline=suspicion.start + suspicion.timeout(),
+            confirmations=len(suspicion.confirmers) - 1,
+            needed=suspicion.needed,
+        )
 
     def statistics(self) -> GossipStats:
         counts = self._counts
@@ -708,8 +745,13 @@ class Membership:
                 return True
             return node.state is State.DEAD and now - node.state_since <= dead_window
 
+        targets = self._random_nodes(self._config.gossip_nodes, keep)
+        if not targets and self._counts[State.ALIVE] + self._counts[State.SUSPECT] <= 1:
+            self._gossip_idle = True  # alone: sleep until news (a member joining) is queued
+            self._cancel(_GOSSIP, None)
+            return
         limit = self._retransmit_limit()
-        for node in self._random_nodes(self._config.gossip_nodes, keep):
+        for node in targets:
             messages = self._bcasts.take(self._budget, limit)
             if not messages:
                 return
@@ -771,23 +813,30 @@ class Membership:
                 self._remove_node(node)
                 self._event(EventKind.REAP, node)
 
-    def _merge(self, remote: PushPull, now: float, *, answer: bool) -> None:
-        """Merge a remote full state. On the first answer this member gets, user events
-        older than the remote's clock are not replayed (serf's join without replay)."""
-        if answer and not self._synced:
+    def _merge(self, remote: PushPull, now: float, *, join_answer: bool) -> None:
+        """Merge a remote full state. In the answer to a join, user events older than the
+        remote's clock are not replayed (serf's join that ignores old events)."""
+        if join_answer:
             self._event_min = max(self._event_min, remote.event_ltime)
-        if answer:
-            self._synced = True
         nodes = self._nodes
+        me = self._name
         for state in remote.members:
             node = nodes.get(state.name)
             if (
                 node is not None
-                and state.incarnation <= node.incarnation
                 and state.addr == node.addr
-                and state.name != self._name
+                and state.name != me
+                and (
+                    state.incarnation < node.incarnation
+                    or (
+                        state.incarnation == node.incarnation
+                        and (state.state is State.ALIVE or node.state in _GONE)
+                    )
+                )
             ):
-                continue  # nothing newer than what this member knows (the common case)
+                # nothing newer than what this member knows (the common case); news of
+                # death or leave at the same incarnation is news
+                continue
             if state.state is State.ALIVE:
                 self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
             elif state.state is State.LEFT:
@@ -825,8 +874,6 @@ class Membership:
                 probe.nacks += 1
         elif isinstance(message, UserEvent):
             self._on_user_event(message, now)
-        elif isinstance(message, PushPull):
-            self._merge(message, now, answer=True)
         else:  # pragma: no cover - the wire decodes nothing else
             self._stats["messages_ignored"] += 1
 
@@ -853,6 +900,9 @@ class Membership:
     def _on_alive(self, alive: Alive, now: float) -> None:
         if alive.node == self._name:
             me = self._nodes[self._name]
+            if alive.addr != me.addr:
+                self._stats["messages_ignored"] += 1  # another node with my name: keep mine
+                return
             if self._leaving or alive.incarnation < me.incarnation:
                 return
             if (
@@ -866,16 +916,22 @@ class Membership:
         node = self._nodes.get(alive.node)
         if node is None:
             node = self._add_node(alive.node, alive.addr, alive.incarnation, alive.tags, now)
+            # probed in this round, at a random place among those not probed yet
             order = self._probe_order
-            order.insert(self._rng.randrange(len(order) + 1), node.name)
+            order.insert(self._rng.randint(self._probe_next, len(order)), node.name)
             self._queue(alive)
             self._event(EventKind.JOIN, node)
             return
         moved = alive.addr != node.addr
         if moved:
+            # a name conflict: keep the one we know, unless it left, or failed long enough
+            # ago (memberlist's DeadNodeReclaimTime)
             reclaim = self._config.dead_node_reclaim_time
-            if not (node.state in _GONE and reclaim > 0 and now - node.state_since >= reclaim):
-                self._stats["messages_ignored"] += 1  # a name conflict: keep the one we know
+            reclaimable = node.state is State.LEFT or (
+                node.state is State.DEAD and reclaim > 0 and now - node.state_since >= reclaim
+            )
+            if not reclaimable:
+                self._stats["messages_ignored"] += 1
                 return
         elif alive.incarnation <= node.incarnation:
             return
