@@ -276,3 +276,21 @@ def test_set_tags_rejects_oversized_tags() -> None:
     a = make("a")
     with pytest.raises(ValidationError):
         a.set_tags({"k": "x" * 600}, now=0.0)
+
+
+def test_push_pulls_do_not_move_the_event_clock_by_themselves() -> None:
+    a = make("a", knows=["b"])
+    b = make("b", knows=["a"])
+    for i in range(5):
+        request = push_pull("a", *a_state(a), ltime=a.statistics().event_ltime)
+        answer = b.receive_stream(addr("a"), request, now=float(i))
+        assert answer is not None
+        a.receive(addr("b"), [answer], now=float(i))
+    assert a.statistics().event_ltime == 0 and b.statistics().event_ltime == 0
+
+
+def test_a_remote_clock_is_caught_up_with_and_the_next_event_follows_it() -> None:
+    a = make("a", knows=["b"])
+    a.receive_stream(addr("b"), push_pull("b", state("b"), ltime=7), now=1.0)
+    assert a.send_user_event("deploy", now=1.0) == 7
+    assert a.statistics().event_ltime == 8

@@ -74,6 +74,12 @@ _PUSH_PULL = 6
 _RECONNECT = 7
 _REAP = 8
 
+# An intermediary nacks when the target has not acked within this fraction of
+# probe_timeout: the prober sent its IndirectPing probe_timeout into a probe period of
+# twice that (LAN: 0.5 of 1 s), so a nack sent after the full probe_timeout would reach it
+# after the period ended and count as missed, raising a healthy prober's health score
+# every time some member dies. The relay still forwards an ack until probe_timeout.
+_NACK_FRACTION = 0.8
 _MIN_BROADCAST_BYTES = 8  # hardly any broadcast encodes smaller: stop looking below this
 _MAX_MISSES = 8  # broadcasts too big for what is left of a packet before giving up
 _ALIVE_OR_SUSPECT = (State.ALIVE, State.SUSPECT)
@@ -587,9 +593,7 @@ class Membership:
         elif kind == _PROBE_END:
             self._probe_end(key, now)  # type: ignore[arg-type]
         elif kind == _RELAY_TIMEOUT:
-            relay = self._relays.pop(key, None)  # type: ignore[call-overload]
-            if relay is not None and relay.nack:
-                self._send(relay.source, [Nack(relay.seq, self._name)])
+            self._relay_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _SUSPICION:
             self._suspicion_expired(key, now)  # type: ignore[arg-type]
         elif kind == _GOSSIP:
@@ -844,7 +848,9 @@ class Membership:
             else:
                 # a member the remote thinks dead is only suspected here: it may refute
                 self._on_suspect(Suspect(state.incarnation, state.name, remote.source), now)
-        self._witness(remote.event_ltime)
+        # the remote's clock is the next time it will use, not one it used: catch up with
+        # it (witnessing it as a used time would push every clock up by one per exchange)
+        self._event_clock = max(self._event_clock, remote.event_ltime)
         for event in remote.events:
             self._on_user_event(event, now)
 
@@ -894,8 +900,21 @@ class Membership:
         self._seq += 1
         seq = self._seq
         self._relays[seq] = _Relay(request.seq, request.source_addr, request.nack)
-        self._schedule(_RELAY_TIMEOUT, seq, now + self._config.probe_timeout)
+        wait = self._config.probe_timeout * (_NACK_FRACTION if request.nack else 1.0)
+        self._schedule(_RELAY_TIMEOUT, seq, now + wait)
         self._send(request.target_addr, [Ping(seq, request.target, self._name, self._addr)])
+
+    def _relay_timeout(self, seq: int, now: float) -> None:
+        relay = self._relays.get(seq)
+        if relay is None:
+            return
+        if relay.nack:  # nack in time for the prober; a late ack is still relayed
+            relay.nack = False
+            self._send(relay.source, [Nack(relay.seq, self._name)])
+            rest = self._config.probe_timeout * (1.0 - _NACK_FRACTION)
+            self._schedule(_RELAY_TIMEOUT, seq, now + rest)
+        else:
+            del self._relays[seq]
 
     def _on_alive(self, alive: Alive, now: float) -> None:
         if alive.node == self._name:

@@ -25,8 +25,8 @@ output, a blank line; lines starting with ``#`` are comments. Commands::
     add-member ID name=NAME [...]    a member whose gossip name differs from its handle
     advance SECONDS                  move the clock only
     poll ID...                       run the members' timers due now
-    next [ID]                        move the clock to the next deadline (of ID, or of
-                                     anyone up) and poll whoever is due then
+    next [ID]                        move the clock to ID's next deadline and poll ID (no
+                                     ID: the earliest deadline; poll everyone due then)
     run SECONDS [verbose=true]       let time pass: every member is polled at its
                                      deadlines and packets are delivered at once; prints
                                      events and view changes (verbose: every packet too)
@@ -209,7 +209,7 @@ class GossipEnv:
             return ["nobody is up"]
         self.now = max(self.now, min(m.core.next_deadline() for m in up))
         out = [f"now={self.now:.3f}"]
-        for member in self._up_sorted():
+        for member in up if member_id is not None else self._up_sorted():
             if member.core.next_deadline() <= self.now:
                 member.core.poll(now=self.now)
                 out += self._reaction(member, header=f"poll {member.id}")

@@ -1,0 +1,158 @@
+"""Lifeguard in the gossip core, on a tiny timed network: nacks, local health, suspicion."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+
+from trickle.gossip.config import GossipConfig, lan
+from trickle.gossip.core import Membership
+from trickle.gossip.messages import EventKind, MemberEvent, MemberState, Ping, State
+
+PORT = 8946
+
+
+class TinyNet:
+    """Cores that know each other, packets delayed `delay` seconds, members killable,
+    links cuttable; everything in time order."""
+
+    def __init__(
+        self, names: list[str], *, config: GossipConfig | None = None, delay: float = 0.001
+    ) -> None:
+        self.delay = delay
+        self.now = 0.0
+        states = [MemberState(n, (n, PORT), 0, State.ALIVE) for n in names]
+        self.cores = {
+            n: Membership(
+                n,
+                (n, PORT),
+                config=config or lan(),
+                rng=random.Random(f"tiny-{n}"),
+                now=0.0,
+                known=[s for s in states if s.name != n],
+            )
+            for n in names
+        }
+        self.down: set[str] = set()
+        self.cut: set[frozenset[str]] = set()
+        self.heap: list[tuple[float, int, str, str, object]] = []
+        self.seq = itertools.count()
+        self.fails: list[tuple[float, str, str]] = []  # (time, observer, failed)
+        self.pings: list[tuple[float, str, str]] = []  # (time, prober, target) direct UDP pings
+        for core in self.cores.values():
+            core.take_events()
+            self._flush(core)
+
+    def _flush(self, core: Membership) -> None:
+        for out in core.take_outgoing():
+            dst = out.to[0]
+            for m in out.messages:
+                if isinstance(m, Ping) and not out.stream and m.source == core.name:
+                    self.pings.append((self.now, core.name, m.target))
+            blocked = dst in self.down or frozenset((core.name, dst)) in self.cut
+            if blocked or core.name in self.down:
+                continue
+            kind = "tcp" if out.stream else "udp"
+            heapq.heappush(
+                self.heap, (self.now + self.delay, next(self.seq), kind, dst, (core.name, out))
+            )
+        for event in core.take_events():
+            if isinstance(event, MemberEvent) and event.kind is EventKind.FAIL:
+                self.fails.append((self.now, core.name, event.member.name))
+
+    def run_until(self, end: float) -> None:
+        while True:
+            polls = [(c.next_deadline(), n) for n, c in self.cores.items() if n not in self.down]
+            due, name = min(polls)
+            packet = self.heap[0][0] if self.heap else float("inf")
+            if min(due, packet) > end:
+                break
+            if due <= packet:
+                self.now = max(self.now, due)
+                self.cores[name].poll(now=self.now)
+                self._flush(self.cores[name])
+                continue
+            self.now, _, kind, dst, (src, out) = heapq.heappop(self.heap)
+            if dst in self.down:
+                continue
+            core = self.cores[dst]
+            if kind == "udp":
+                core.receive((src, PORT), out.messages, now=self.now)
+            else:
+                answer = core.receive_stream((src, PORT), out.messages[0], now=self.now)
+                if answer is not None and src not in self.down:
+                    self.cores[src].receive((dst, PORT), [answer], now=self.now)
+                    self._flush(self.cores[src])
+            self._flush(core)
+        self.now = end
+
+
+def test_nacks_reach_the_prober_before_its_probe_ends() -> None:
+    # b dies; whoever probes b hears nacks from the helpers, so nobody's health suffers
+    net = TinyNet(["a", "b", "c", "d", "e"])
+    net.run_until(5.0)
+    net.down.add("b")
+    net.run_until(12.0)
+    probed_b = {prober for t, prober, target in net.pings if target == "b" and t >= 5.0}
+    assert probed_b, "nobody probed b"
+    for name in "acde":
+        stats = net.cores[name].statistics()
+        assert stats.health_score == 0, f"{name}: {stats}"
+
+
+def test_a_member_cut_off_from_everyone_raises_its_own_health_score() -> None:
+    net = TinyNet(["a", "b", "c", "d", "e"])
+    net.run_until(5.0)
+    for other in "bcde":
+        net.cut.add(frozenset(("a", other)))
+    net.run_until(9.0)
+    assert net.cores["a"].statistics().health_score >= 3  # 3 nacks missed per probe
+    for name in "bcde":
+        assert net.cores[name].statistics().health_score == 0
+
+
+def test_an_unhealthy_member_probes_less_often() -> None:
+    net = TinyNet(["a", "b", "c", "d", "e"])
+    net.run_until(5.0)
+    for other in "bcde":
+        net.cut.add(frozenset(("a", other)))
+    net.pings.clear()
+    net.run_until(45.0)
+    times = [t for t, prober, _ in net.pings if prober == "a"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] < 1.5 and max(gaps) >= 7.5  # 1 s, up to 8x (awareness_max_multiplier)
+
+
+def test_health_recovers_once_acks_come_back() -> None:
+    net = TinyNet(["a", "b", "c", "d", "e"])
+    net.run_until(5.0)
+    for other in "bcde":
+        net.cut.add(frozenset(("a", other)))
+    net.run_until(9.0)
+    assert net.cores["a"].statistics().health_score > 0
+    net.cut.clear()
+    net.run_until(60.0)
+    assert net.cores["a"].statistics().health_score == 0
+
+
+def test_without_lifeguard_health_never_moves() -> None:
+    net = TinyNet(["a", "b", "c", "d", "e"], config=lan(lifeguard=False))
+    net.run_until(5.0)
+    for other in "bcde":
+        net.cut.add(frozenset(("a", other)))
+    net.run_until(15.0)
+    assert net.cores["a"].statistics().health_score == 0
+
+
+def test_a_killed_member_is_declared_failed_by_everyone_with_lan_timing() -> None:
+    # n = 5: suspicion timeout 4 * max(1, log10 5) * 1 s = 4 s, up to 24 s (Lifeguard),
+    # with 2 confirmations expected: every other member probes b and confirms
+    net = TinyNet(["a", "b", "c", "d", "e"])
+    net.run_until(5.0)
+    net.down.add("b")
+    net.run_until(60.0)
+    failed_b = {observer: t for t, observer, failed in net.fails if failed == "b"}
+    assert set(failed_b) == {"a", "c", "d", "e"}
+    assert all(t - 5.0 < 30.0 for t in failed_b.values()), failed_b
+    assert not [f for f in net.fails if f[2] != "b"]
