@@ -6,6 +6,8 @@ import heapq
 import itertools
 import random
 
+import pytest
+
 from trickle.gossip.config import GossipConfig, lan
 from trickle.gossip.core import Membership
 from trickle.gossip.messages import EventKind, MemberEvent, MemberState, Ping, State
@@ -156,3 +158,22 @@ def test_a_killed_member_is_declared_failed_by_everyone_with_lan_timing() -> Non
     assert set(failed_b) == {"a", "c", "d", "e"}
     assert all(t - 5.0 < 30.0 for t in failed_b.values()), failed_b
     assert not [f for f in net.fails if f[2] != "b"]
+
+
+def test_the_probe_after_a_failed_one_knows_of_the_failure() -> None:
+    # the failed probe ends before the next one starts: the next ping already carries
+    # the Suspect (Lifeguard's buddy system) and the period is already slowed
+    net = TinyNet(["a", "b"])
+    net.down.add("b")
+    sent: list[tuple[float, tuple[object, ...]]] = []
+    a = net.cores["a"]
+    now = 0.0
+    while len(sent) < 3:
+        now = a.next_deadline()
+        a.poll(now=now)
+        for out in a.take_outgoing():
+            if not out.stream and isinstance(out.messages[0], Ping):
+                sent.append((now, out.messages))
+    (t1, _), (t2, second), (t3, _) = sent
+    assert any(m.describe().startswith("suspect b#0") for m in second)  # type: ignore[attr-defined]
+    assert (t2 - t1, t3 - t2) == pytest.approx((1.0, 2.0))  # health 1 after the first failure

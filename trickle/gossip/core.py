@@ -634,11 +634,9 @@ class Membership:
 
     def _probe(self, now: float) -> None:
         period = self._scale(self._config.probe_interval)
-        self._schedule(_PROBE, None, now + period)
-        if self._leaving:
-            return
-        target = self._next_target()
+        target = None if self._leaving else self._next_target()
         if target is None:
+            self._schedule(_PROBE, None, now + period)
             return
         self._seq += 1
         seq = self._seq
@@ -651,6 +649,9 @@ class Membership:
         self._probes[seq] = _Probe(target.name)
         self._schedule(_PROBE_TIMEOUT, seq, now + self._scale(self._config.probe_timeout))
         self._schedule(_PROBE_END, seq, now + period)
+        # after the end of this probe (same time, later token): the next probe knows
+        # how this one ended (its target suspected, this member's health adjusted)
+        self._schedule(_PROBE, None, now + period)
 
     def _probe_timeout(self, seq: int, now: float) -> None:
         probe = self._probes.get(seq)

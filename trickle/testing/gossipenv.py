@@ -25,8 +25,8 @@ output, a blank line; lines starting with ``#`` are comments. Commands::
     add-member ID name=NAME [...]    a member whose gossip name differs from its handle
     advance SECONDS                  move the clock only
     poll ID...                       run the members' timers due now
-    next [ID]                        move the clock to ID's next deadline and poll ID (no
-                                     ID: the earliest deadline; poll everyone due then)
+    next [ID]                        move the clock to ID's next deadline (no ID: the
+                                     earliest one), polling whoever is due on the way
     run SECONDS [verbose=true]       let time pass: every member is polled at its
                                      deadlines and packets are delivered at once; prints
                                      events and view changes (verbose: every packet too)
@@ -201,18 +201,27 @@ class GossipEnv:
         return self._reaction(member, header=f"poll {member_id} at {self.now:.3f}")
 
     def next(self, member_id: str | None = None) -> list[str]:
-        """Move the clock to the next deadline and poll every member due then."""
-        up = [m for m in self.members.values() if m.up]
-        if member_id is not None:
-            up = [self.members[member_id]]
+        """Move the clock to ID's next deadline (or the earliest one), polling every
+        member whose timers come due on the way, in time order. Packets stay in the
+        mailbox."""
+        up = self._up_sorted()
         if not up:
             return ["nobody is up"]
-        self.now = max(self.now, min(m.core.next_deadline() for m in up))
-        out = [f"now={self.now:.3f}"]
-        for member in up if member_id is not None else self._up_sorted():
-            if member.core.next_deadline() <= self.now:
-                member.core.poll(now=self.now)
-                out += self._reaction(member, header=f"poll {member.id}")
+        if member_id is not None:
+            end = self.members[member_id].core.next_deadline()
+        else:
+            end = min(m.core.next_deadline() for m in up)
+        out: list[str] = []
+        while True:
+            due, member = min(((m.core.next_deadline(), m) for m in up), key=lambda p: p[0])
+            if due > end:
+                break
+            self.now = max(self.now, due)
+            member.core.poll(now=self.now)
+            lines = self._reaction(member)
+            if lines:  # a timer with nothing to show (say, a relay forgotten) is skipped
+                out += [f"{self.now:.3f} poll {member.id}", *lines]
+        self.now = max(self.now, end)
         return out
 
     def run(self, seconds: float, *, verbose: bool = False) -> list[str]:
