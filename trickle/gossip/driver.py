@@ -611,8 +611,9 @@ class GossipDriver:
                 if self._nursery is None:
                     return False
                 await self._flushed.wait()
+            await self._transport.flush()  # out of the send buffer, onto the network
             return True
-        return core.leave_done()
+        return False
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Replace this member's tags; everyone learns them (a new incarnation). Before

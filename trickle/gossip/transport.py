@@ -111,6 +111,11 @@ class GossipTransport(Protocol):
         be queued or sent, is dropped and counted."""
         ...
 
+    async def flush(self) -> None:
+        """Return once every packet queued so far has been handed to the network (or
+        dropped): before stopping, so that a leave is not lost in a queue."""
+        ...
+
     async def request(
         self,
         to: Address,
@@ -313,6 +318,8 @@ class UdpTcpTransport:
         self._address: Address | None = None
         self._advertise: Address | None = None
         self._incoming = 0
+        self._queued = 0  # packets in the send buffer or being sent
+        self._drained = trio.Event()
         self._c = TransportCounters()
 
     # lifecycle ------------------------------------------------------------------------
@@ -424,17 +431,32 @@ class UdpTcpTransport:
             self._out_send.send_nowait((to, data))
         except trio.WouldBlock:
             self._c.packets_dropped += 1
+            return
+        self._queued += 1
+
+    async def flush(self) -> None:
+        while self._queued and self._serving:
+            self._drained = trio.Event()
+            await self._drained.wait()
 
     async def _udp_writer(self, udp: trio.socket.SocketType) -> None:
-        async for to, data in self._out_receive:
-            try:
-                await udp.sendto(data, to)
-            except OSError as exc:  # unreachable, a name that does not resolve, ...
-                self._c.packets_dropped += 1
-                logger.debug("cannot send a packet to %s: %s", to, exc)
-                continue
-            self._c.packets_sent += 1
-            self._c.bytes_sent += len(data)
+        try:
+            async for to, data in self._out_receive:
+                try:
+                    await udp.sendto(data, to)
+                except OSError as exc:  # unreachable, a name that does not resolve, ...
+                    self._c.packets_dropped += 1
+                    logger.debug("cannot send a packet to %s: %s", to, exc)
+                else:
+                    self._c.packets_sent += 1
+                    self._c.bytes_sent += len(data)
+                finally:
+                    self._queued -= 1
+                if not self._queued:
+                    self._drained.set()
+        finally:  # stopped: what is left in the buffer is forgotten
+            self._queued = 0
+            self._drained.set()
 
     async def _udp_reader(self, udp: trio.socket.SocketType) -> None:
         while True:

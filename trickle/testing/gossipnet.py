@@ -197,6 +197,10 @@ class MemoryTransport:
         else:
             self._deliver(to, data)
 
+    async def flush(self) -> None:
+        """Packets leave at once here (latency is the network's, not a queue's)."""
+        await trio.lowlevel.checkpoint()
+
     async def _deliver_later(self, to: Address, data: bytes) -> None:
         await trio.sleep(self._net.latency)
         self._deliver(to, data)
