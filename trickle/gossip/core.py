@@ -715,7 +715,10 @@ class Membership:
             per = wire.PER_MESSAGE_OVERHEAD
             space = self._budget - sum(wire.message_size(m) + per for m in messages)
             if space >= _MIN_BROADCAST_BYTES:
-                messages.extend(self._bcasts.take(space, self._retransmit_limit()))
+                taken = self._bcasts.take(space, self._retransmit_limit())
+                if len(messages) > 1:  # a Suspect told to the suspect may be queued too
+                    taken = [m for m in taken if m not in messages]
+                messages.extend(taken)
         self._outgoing.append(Outgoing(to, tuple(messages)))
 
     def _retransmit_limit(self) -> int:

@@ -227,7 +227,7 @@ class GossipEnv:
     def run(self, seconds: float, *, verbose: bool = False) -> list[str]:
         """Let `seconds` pass on a perfect network (but for cuts and members down)."""
         end = self.now + seconds
-        out = self.stabilize(quiet=not verbose, stamp=True)
+        out = self.stabilize(packets=verbose, sends=False, stamp=True)
         while True:
             up = self._up_sorted()
             if not up:
@@ -237,8 +237,8 @@ class GossipEnv:
                 break
             self.now = max(self.now, due)
             member.core.poll(now=self.now)
-            out += self._reaction(member, quiet=not verbose, stamp=True)
-            out += self.stabilize(quiet=not verbose, stamp=True)
+            out += self._reaction(member, sends=False, stamp=True)
+            out += self.stabilize(packets=verbose, sends=False, stamp=True)
         self.now = end
         return [*out, f"now={self.now:.3f}"]
 
@@ -270,19 +270,23 @@ class GossipEnv:
                 out += self._deliver(flight)
         return out or ["no packets"]
 
-    def deliver_all(self, *, quiet: bool = False, stamp: bool = False) -> list[str]:
+    def deliver_all(
+        self, *, packets: bool = True, sends: bool = True, stamp: bool = False
+    ) -> list[str]:
         pending, self.mailbox = self.mailbox, []
         out: list[str] = []
         for flight in pending:
-            out += self._deliver(flight, quiet=quiet, stamp=stamp)
+            out += self._deliver(flight, packets=packets, sends=sends, stamp=stamp)
         return out
 
-    def stabilize(self, *, quiet: bool = False, stamp: bool = False) -> list[str]:
+    def stabilize(
+        self, *, packets: bool = True, sends: bool = True, stamp: bool = False
+    ) -> list[str]:
         out: list[str] = []
         for _ in range(10_000):
             if not self.mailbox:
                 return out
-            out += self.deliver_all(quiet=quiet, stamp=stamp)
+            out += self.deliver_all(packets=packets, sends=sends, stamp=stamp)
         raise AssertionError("stabilize did not converge")
 
     def partition(self, groups: list[list[str]]) -> list[str]:
@@ -445,45 +449,53 @@ class GossipEnv:
             return "cut"
         return None
 
-    def _deliver(self, flight: InFlight, *, quiet: bool = False, stamp: bool = False) -> list[str]:
-        out: list[str] = []
+    def _deliver(
+        self, flight: InFlight, *, packets: bool = True, sends: bool = True, stamp: bool = False
+    ) -> list[str]:
+        """Hand one packet (or TCP request) over. `packets`: print the packet line (with
+        the time if `stamp`); `sends`: print what the receiver sent in reaction. The
+        receiver's events and view changes are always printed."""
         dst = self._by_addr(flight.out.to)
         src = self.members[flight.src]
         line = self._describe_flight(flight)
+        when = f"{self.now:.3f} " if stamp else ""
         reason = "nobody listens there" if dst is None else self._blocked(src.id, dst)
         if flight.out.stream and reason is None and not src.up:
             reason = f"{src.id} is down"
         if reason is not None or dst is None:
-            return [] if quiet else [f"lost ({reason}) {line}"]
-        if not quiet:
-            out.append(line)
+            return [f"{when}lost ({reason}) {line}"] if packets else []
+        line = when + line
+        # under a packet line the reactions need no time; without one they do
+        react_stamp = stamp and not packets
+        out = [line] if packets else []
         if not flight.out.stream:
             data = wire.encode_packet(flight.out.messages)
             budget = src.config.max_packet_bytes - wire.ENCRYPTION_OVERHEAD
             if len(data) > budget:
                 raise AssertionError(f"a {len(data)}-byte packet exceeds {budget}: {line}")
             dst.core.receive(src.addr, wire.decode_packet(data), now=self.now)
-            return out + self._reaction(dst, quiet=quiet, stamp=stamp)
+            return out + self._reaction(dst, sends=sends, stamp=react_stamp)
         (request,) = flight.out.messages
         answer = dst.core.receive_stream(src.addr, request, now=self.now)
-        out += self._reaction(dst, quiet=quiet, stamp=stamp)
+        out += self._reaction(dst, sends=sends, stamp=react_stamp)
         if answer is not None:
-            if not quiet:
+            if packets:
                 out.append(f"{dst.id}->{src.id} tcp answer: {describe_message(answer)}")
             src.core.receive(dst.addr, [answer], now=self.now)
-            out += self._reaction(src, quiet=quiet, stamp=stamp)
+            out += self._reaction(src, sends=sends, stamp=react_stamp)
         return out
 
     def _reaction(
-        self, member: EnvMember, *, header: str = "", quiet: bool = False, stamp: bool = False
+        self, member: EnvMember, *, header: str = "", sends: bool = True, stamp: bool = False
     ) -> list[str]:
-        """What `member` did since the last look: packets sent, events, view changes."""
+        """What `member` did since the last look: packets sent (into the mailbox; printed
+        if `sends`), events, view changes."""
         prefix = f"  {self.now:.3f} " if stamp else "  "
         out: list[str] = []
         for sent in member.core.take_outgoing():
             flight = InFlight(member.id, sent)
             self.mailbox.append(flight)
-            if not quiet:
+            if sends:
                 out.append(f"{prefix}{self._describe_flight(flight)}")
         events = member.core.take_events()
         member.events += events
@@ -499,7 +511,7 @@ class GossipEnv:
                 continue
             out.append(f"{prefix}{member.id}: {self._describe_change(member, name, before)}")
         member.view = view
-        if header and (out or not quiet):
+        if header:
             out.insert(0, header)
         return out
 
@@ -520,6 +532,8 @@ class GossipEnv:
         after = f"{now.state.name.lower()}#{now.incarnation}"
         if before is None:
             line = f"{name} {after}"
+        elif (before[0], before[1]) == (now.state, now.incarnation):
+            line = f"{name} {after} confirmed,"
         else:
             line = f"{name} {before[0].name.lower()}#{before[1]} -> {after}"
         suspicion = core.suspicion(name)
