@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections.abc import Callable
 
 import pytest
@@ -179,6 +180,9 @@ async def test_killed_member_is_declared_failed_by_everyone_in_time(
         # news spreads by gossip.
         bound = n * config.probe_interval + config.suspicion_max_timeout(n) + 2.0
         assert max(times) <= bound, times
+        # the other observers' confirmations bring the suspicion down to its minimum
+        expected = n * config.probe_interval + config.suspicion_timeout(n) + 2.0
+        assert statistics.median(times) <= expected, times
         # with four independent observers the confirmations shorten it a lot
         assert min(times) >= config.suspicion_timeout(n), times
         for node in cluster.live():
@@ -518,4 +522,22 @@ async def test_garbage_packets_are_dropped_and_counted(autojump_clock: trio.abc.
         nodes[1].driver.set_tags({"still": "here"})
         with trio.fail_after(WAIT):
             await nodes[0].watcher.wait(is_event(EventKind.UPDATE, "b"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_tcp_exchanges_beyond_max_streams_are_dropped_and_counted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        nodes = await cluster.start_joined(NAMES[:3])
+        lonely = await cluster.start("z", max_streams=1)
+        assert await lonely.driver.join([nodes[0].address]) == 1
+        with trio.fail_after(WAIT):
+            for node in nodes:
+                await node.watcher.wait(is_event(EventKind.JOIN, "z"))
+        # cut off, each failed probe starts a TCP ping that hangs until tcp_timeout
+        cluster.net.isolate(lonely.address)
+        await trio.sleep(3 * lonely.driver.config.probe_interval)
+        assert lonely.driver.statistics().streams_dropped > 0
         nursery.cancel_scope.cancel()

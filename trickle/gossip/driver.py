@@ -29,7 +29,8 @@ a peer sends can crash the driver; a core that raises on some input is logged an
 counted (`internal_errors`).
 
 Subscribers each have a bounded buffer: publishing never blocks, and a subscriber that
-falls behind loses events, then receives one `EventsLost` saying how many.
+falls behind loses events, then receives one `EventsLost` saying how many. A subscription
+outlives a serve (it sees a restart's events too): close it when done.
 
 Errors: ValidationError (bad tags, user event, address or key), GossipNotServing (an
 operation that needs the running member, before `serve` or after it ended).
@@ -583,10 +584,12 @@ class GossipDriver:
         self._dispatch(core, others)
         self._after_input(core)
         answered = 0
+        limit = trio.Semaphore(self._max_streams)  # the caller waits: none is dropped
 
         async def exchange(to: Address, message: Message) -> None:
             nonlocal answered
-            answer = await self._request(to, message)
+            async with limit:
+                answer = await self._request(to, message)
             if isinstance(answer, PushPull):
                 answered += 1
             if answer is not None:
