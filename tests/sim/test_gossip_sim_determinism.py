@@ -1,0 +1,156 @@
+"""The gossip simulator replays a seed exactly (same event trace, same trace hash, in any
+process), and its invariant checks catch what they are meant to catch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trickle.gossip.messages import Dead, EventKind, MemberEvent, UserEventReceived
+from trickle.testing.gossipsim import (
+    GossipSim,
+    GossipSimConfig,
+    InvariantViolation,
+    NetConfig,
+)
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {here!r})
+from test_gossip_sim_determinism import tiny_scenario
+print(json.dumps(tiny_scenario({seed})[0]))
+"""
+
+
+def tiny_scenario(seed: int) -> tuple[str, list[str]]:
+    """A lossy cluster of 12 with a kill, a stall, a partition and its heal, a leave, a
+    restart, a tag change and a user event; returns the trace hash and the event trace."""
+    network = NetConfig(loss=0.05, duplicate=0.02, tail_rate=0.02)
+    sim = GossipSim(12, seed=seed, config=GossipSimConfig(network=network))
+    sim.run_for(2)
+    sim.kill("n03")
+    sim.stall("n07", 2.5)
+    sim.set_tags("n01", {"role": "server"})
+    sim.send_user_event("n02", "deploy", b"v2")
+    sim.run_for(3)
+    sim.partition(["n00", "n01", "n02", "n04"])
+    sim.run_for(15)
+    sim.heal()
+    sim.leave("n05")
+    sim.run_for(10)
+    sim.restart("n03")
+    sim.run_for(10)
+    return sim.trace_hash(), sim.event_trace()
+
+
+def test_same_seed_gives_the_same_event_trace(sim_seed: int) -> None:
+    first = tiny_scenario(sim_seed)
+    second = tiny_scenario(sim_seed)
+    assert first[1] == second[1]
+    assert first[0] == second[0]
+    assert any("fail n03" in line for line in first[1])  # the scenario did something
+
+
+def test_different_seeds_give_different_traces(sim_seed: int) -> None:
+    assert tiny_scenario(sim_seed)[0] != tiny_scenario(sim_seed + 1000)[0]
+
+
+def test_trace_is_the_same_across_processes_with_different_hash_seeds() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    seed = 2024
+    hashes = []
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT.format(root=root, here=here, seed=seed)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+            timeout=120,
+        )
+        hashes.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert hashes[0] == hashes[1]
+    assert hashes[0] == tiny_scenario(seed)[0]
+
+
+def test_failure_message_names_the_seed_and_the_replay_command() -> None:
+    sim = GossipSim(4, seed=77)
+    sim.run_for(2)
+    with pytest.raises(AssertionError) as caught:
+        sim.expect(lambda: False, 1.0, "something that never happens")
+    message = str(caught.value)
+    assert "seed=77" in message
+    assert "--sim-seed 77" in message
+    assert "test_gossip_sim_determinism.py::test_failure_message_names" in message
+    assert "ping seq=" in message  # the trace tail
+
+
+# --- the invariants catch planted violations -------------------------------------------
+
+
+def test_a_failure_reported_for_a_member_that_left_is_a_violation() -> None:
+    """A forged Dead about a leaving member, delivered before its leave can arrive."""
+    sim = GossipSim(6, seed=5)
+    sim.run_for(2)
+    sim.leave("n02")
+    incarnation = sim.view("n04").member("n02").incarnation  # type: ignore[union-attr]
+    with pytest.raises(InvariantViolation, match="n04 reports n02 failed, but n02 left"):
+        sim.deliver("n04", [Dead(incarnation, "n02", "n01")], source="n01")
+
+
+def test_the_same_forged_failure_of_a_running_member_is_only_a_false_positive() -> None:
+    sim = GossipSim(6, seed=5)
+    sim.run_for(2)
+    incarnation = sim.view("n04").member("n02").incarnation  # type: ignore[union-attr]
+    sim.deliver("n04", [Dead(incarnation, "n02", "n01")], source="n01")
+    assert [r.observer for r in sim.false_failures()] == ["n04"]
+    sim.wait_converged(30.0)  # n02 hears of its death and refutes it
+
+
+def test_an_incarnation_going_back_is_a_violation() -> None:
+    sim = GossipSim(4, seed=6)
+    sim.run_for(1)
+    sim.set_tags("n01", {"v": "2"})
+    sim.run_for(2)
+    core = sim.view("n03")
+    member = core.member("n01")
+    assert member is not None and member.incarnation == 1
+    stale = MemberEvent(EventKind.UPDATE, member.__class__(**{**_fields(member), "incarnation": 0}))
+    core.take_events = lambda: [stale]  # type: ignore[method-assign]
+    with pytest.raises(InvariantViolation, match="incarnation 0 after 1"):
+        sim.run_for(2)
+
+
+def test_a_user_event_delivered_twice_is_a_violation() -> None:
+    sim = GossipSim(4, seed=7)
+    sim.run_for(1)
+    ltime = sim.send_user_event("n00", "once")
+    sim.run_for(2)
+    core = sim.view("n02")
+    core.take_events = lambda: [UserEventReceived(ltime, "once", b"")]  # type: ignore[method-assign]
+    with pytest.raises(InvariantViolation, match="a second time"):
+        sim.run_for(2)
+
+
+def test_a_member_declaring_itself_dead_is_a_violation() -> None:
+    sim = GossipSim(4, seed=8)
+    sim.run_for(1)
+    core = sim.view("n01")
+    me = core.member("n01")
+    assert me is not None
+    core.take_events = lambda: [MemberEvent(EventKind.FAIL, me)]  # type: ignore[method-assign]
+    with pytest.raises(InvariantViolation, match="n01 declared itself dead"):
+        sim.run_for(2)
+
+
+def _fields(member: object) -> dict[str, object]:
+    names = ("name", "addr", "incarnation", "state", "tags", "state_since")
+    return {name: getattr(member, name) for name in names}
