@@ -360,3 +360,23 @@ def test_example_config_files_commented_raft_keys_are_valid_when_uncommented(
     assert engine.raft_bind == "0.0.0.0:6868"
     assert set(engine.peers) == {"node1", "node2", "node3"}
     assert (engine.raft_durability, engine.raft_tick) == ("fsync", DEFAULT_RAFT_TICK)
+
+
+def test_example_config_files_commented_gossip_keys_are_valid_when_uncommented(
+    tmp_path: Path,
+) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "trickle.toml"
+    keys = ("bind-addr", "advertise-addr", "join", "retry-interval", "profile", "encrypt")
+    lines = []
+    for line in example.read_text(encoding="utf-8").splitlines():
+        uncommented = line.removeprefix("# ")
+        if uncommented.startswith(keys):
+            line = uncommented
+        lines.append(line)
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    settings = resolve({"config": str(path), "node-name": "node1"}, {})
+    assert {k for k, v in settings.sources.items() if v != "default"} >= set(keys)
+    engine = settings.engine
+    assert engine.gossip_enabled and engine.join == ("10.0.0.1:8946",)
+    assert len(engine.encrypt) == 1 and "keys>" in repr(engine)
+    assert engine.encrypt[0] not in repr(engine)

@@ -34,6 +34,13 @@ def parse_host_port(value: str, *, field: str) -> tuple[str, int]:
     return host, number
 
 
+def _keys_repr(keys: tuple[str, ...]) -> str:
+    """Keys are secrets: a repr (and so a log line) shows how many, never them."""
+    if not keys:
+        return "()"
+    return f"<{len(keys)} key{'s' if len(keys) > 1 else ''}>"
+
+
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value)
 
@@ -110,7 +117,7 @@ class EngineConfig:
     join: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     join_retry_interval: float = DEFAULT_JOIN_RETRY_INTERVAL
     gossip_profile: str = "lan"
-    encrypt: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    encrypt: tuple[str, ...] = attrs.field(default=(), converter=tuple, repr=_keys_repr)
 
     @property
     def gossip_enabled(self) -> bool:
