@@ -378,5 +378,5 @@ def test_example_config_files_commented_gossip_keys_are_valid_when_uncommented(
     assert {k for k, v in settings.sources.items() if v != "default"} >= set(keys)
     engine = settings.engine
     assert engine.gossip_enabled and engine.join == ("10.0.0.1:8946",)
-    assert len(engine.encrypt) == 1 and "keys>" in repr(engine)
+    assert len(engine.encrypt) == 1 and "encrypt=<1 key>" in repr(engine)
     assert engine.encrypt[0] not in repr(engine)
