@@ -294,3 +294,16 @@ def test_a_remote_clock_is_caught_up_with_and_the_next_event_follows_it() -> Non
     a.receive_stream(addr("b"), push_pull("b", state("b"), ltime=7), now=1.0)
     assert a.send_user_event("deploy", now=1.0) == 7
     assert a.statistics().event_ltime == 8
+
+
+def test_members_are_reaped_in_the_order_they_went_whatever_the_hash_seed() -> None:
+    names = ["q", "w", "e", "r", "t", "y"]
+    config = lan(reconnect_timeout=10, tombstone_timeout=10)
+    a = make("a", knows=names, config=config)
+    for i, name in enumerate(names):
+        kind = Dead(0, name, name) if i % 2 else Dead(0, name, "x")
+        a.receive(addr("b"), [kind], now=1.0 + i)
+    a.take_events()
+    run_until(a, 100.0, now=7.0)
+    reaped = [name for kind, name in member_events(a) if kind is EventKind.REAP]
+    assert reaped == names

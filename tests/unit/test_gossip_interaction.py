@@ -21,3 +21,29 @@ def test_gossip_interaction_script(script: Path, rewrite: bool) -> None:
     expected, actual = run_script(script, rewrite=rewrite)
     if not rewrite:
         assert actual == expected, f"{script.name} differs; run with --rewrite and review the diff"
+
+
+REQUIRED = [
+    "probe_ack",
+    "probe_indirect",
+    "probe_nack",
+    "suspect_dead",
+    "suspect_refute",
+    "suspicion_lifeguard",
+    "suspicion_no_lifeguard",
+    "local_health",
+    "piggyback_retransmit",
+    "gossip_idle",
+    "push_pull_join",
+    "leave",
+    "reap",
+    "rejoin_reconnect",
+    "restart_rejoin",
+    "tags_update",
+    "user_events",
+    "name_conflict",
+]
+
+
+def test_every_required_scenario_has_a_script() -> None:
+    assert set(REQUIRED) <= {p.stem for p in SCRIPTS}

@@ -328,7 +328,9 @@ class Membership:
         self._names: list[str] = []  # every known name, for random picks
         self._name_index: dict[str, int] = {}
         self._counts = [0, 0, 0, 0]  # members per State
-        self._gone: set[str] = set()  # members DEAD or LEFT, waiting to be reaped
+        # members DEAD or LEFT, waiting to be reaped, in the order they went (a dict, not a
+        # set: a set's order depends on the hash seed and a run would not replay)
+        self._gone: dict[str, None] = {}
         self._probe_order: list[str] = []
         self._probe_next = 0
         self._probes: dict[int, _Probe] = {}
@@ -375,8 +377,8 @@ class Membership:
         if config.push_pull_interval > 0:
             period = config.push_pull_period(len(self._nodes))
             self._schedule(_PUSH_PULL, None, now + rng.random() * period)
-        if config.reconnect_interval > 0:
-            self._schedule(_RECONNECT, None, now + config.reconnect_interval)
+        if config.reconnect_interval > 0:  # at a random phase, as push-pull
+            self._schedule(_RECONNECT, None, now + rng.random() * config.reconnect_interval)
         self._schedule(_REAP, None, now + REAP_INTERVAL)
 
     @property
@@ -1097,7 +1099,7 @@ class Membership:
 
     def _remove_node(self, node: _Node) -> None:
         del self._nodes[node.name]
-        self._gone.discard(node.name)
+        self._gone.pop(node.name, None)
         self._counts[node.state] -= 1
         index = self._name_index.pop(node.name)
         last = self._names.pop()
@@ -1109,9 +1111,9 @@ class Membership:
         self._counts[node.state] -= 1
         self._counts[state] += 1
         if state in _GONE:
-            self._gone.add(node.name)
+            self._gone[node.name] = None
         else:
-            self._gone.discard(node.name)
+            self._gone.pop(node.name, None)
         node.state = state
         node.state_since = now
 
