@@ -352,19 +352,20 @@ async def test_partitioned_members_fail_each_other_and_merge_after_heal(
         nodes = await cluster.start_joined(NAMES[:4])
         left, right = nodes[:2], nodes[2:]
         cluster.net.partition([n.address for n in left], [n.address for n in right])
+        sides = [(left, right), (right, left)]
         with trio.fail_after(WAIT):
-            for node in left:
-                for other in right:
-                    await node.watcher.wait(is_event(EventKind.FAIL, other.name))
+            for here, there in sides:
+                for node in here:
+                    for other in there:
+                        await node.watcher.wait(is_event(EventKind.FAIL, other.name))
         cluster.net.heal()
         healed_at = trio.current_time()
-        with trio.fail_after(WAIT):
-            for node in left:
-                for other in right:
-                    await node.watcher.wait(is_event(EventKind.JOIN, other.name), since=healed_at)
-            for node in right:
-                for other in left:
-                    await node.watcher.wait(is_event(EventKind.JOIN, other.name), since=healed_at)
+        with trio.fail_after(WAIT):  # the failed members are rejoined every reconnect_interval
+            for here, there in sides:
+                for node in here:
+                    for other in there:
+                        back = is_event(EventKind.JOIN, other.name)
+                        await node.watcher.wait(back, since=healed_at)
         for node in nodes:
             assert all(m.state is State.ALIVE for m in node.driver.members()), node.name
         nursery.cancel_scope.cancel()
