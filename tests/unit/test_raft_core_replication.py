@@ -266,6 +266,88 @@ def test_commit_reaches_followers_in_heartbeats_bounded_by_their_match() -> None
     assert beats == {"2": 4, "3": 0}
 
 
+def replicating_leader() -> RaftNode:
+    """leader() with both followers acknowledged up to the no-op (4), announced."""
+    node = leader()
+    ack(node, "2", 4)
+    ack(node, "3", 4)
+    node.tick()  # the no-op's commit is announced at the next tick
+    drain(node)
+    return node
+
+
+def test_a_new_commit_is_not_announced_alone_at_once() -> None:
+    node = replicating_leader()
+    node.propose(b"x")
+    drain(node)
+    ack(node, "2", 5)
+    ack(node, "3", 5)
+    readies = drain(node)
+    assert node.status().commit == 5
+    assert [e.index for rd in readies for e in rd.committed_entries] == [5]
+    assert sent(readies) == []  # no empty APPEND per follower (and no answer to each)
+
+
+def test_a_new_commit_rides_on_the_next_append() -> None:
+    node = replicating_leader()
+    node.propose(b"x")
+    drain(node)
+    ack(node, "2", 5)
+    ack(node, "3", 5)
+    drain(node)
+    node.propose(b"y")
+    appends = [m for m in sent(drain(node)) if m.type is MT.APPEND]
+    assert [(m.dst, m.commit, [e.index for e in m.entries]) for m in appends] == [
+        ("2", 5, [6]),
+        ("3", 5, [6]),
+    ]
+    node.tick()
+    # carried already: nothing to announce at the tick (a heartbeat may go out)
+    assert [m for m in sent(drain(node)) if m.type is MT.APPEND] == []
+
+
+def test_an_idle_leader_announces_a_new_commit_at_its_next_tick() -> None:
+    node = replicating_leader()
+    node.propose(b"x")
+    drain(node)
+    ack(node, "2", 5)
+    ack(node, "3", 5)
+    drain(node)
+    node.tick()
+    appends = [m for m in sent(drain(node)) if m.type is MT.APPEND]
+    assert [(m.dst, m.index, m.commit, m.entries) for m in appends] == [
+        ("2", 5, 5, ()),
+        ("3", 5, 5, ()),
+    ]
+
+
+def test_an_expedited_commit_is_announced_the_moment_it_commits() -> None:
+    node = replicating_leader()
+    _, index = node.propose(b"forwarded")
+    node.expedite_commit(index)
+    drain(node)
+    ack(node, "2", index)  # with the leader's own copy: a quorum
+    appends = [m for m in sent(drain(node)) if m.type is MT.APPEND]
+    assert [(m.dst, m.commit) for m in appends] == [("2", index), ("3", index)]
+
+
+def test_expediting_a_commit_already_made_announces_it_at_once() -> None:
+    node = replicating_leader()
+    _, index = node.propose(b"x")
+    drain(node)
+    ack(node, "2", index)
+    drain(node)
+    node.expedite_commit(index)  # e.g. the forwarding follower's answer came late
+    appends = [m for m in sent(drain(node)) if m.type is MT.APPEND]
+    assert [(m.dst, m.commit) for m in appends] == [("2", index), ("3", index)]
+
+
+def test_expedite_commit_is_a_no_op_on_a_follower() -> None:
+    node = make_node("2", config=NO_PREVOTE)
+    node.expedite_commit(7)
+    assert not node.has_ready() or sent(drain(node)) == []
+
+
 def test_committed_entries_are_delivered_once_in_order_and_bounded_per_ready() -> None:
     entries = tuple(Entry(1, i, EntryKind.NORMAL, b"z" * 100) for i in range(1, 201))
     durable = DurableState(hard_state=HardState(term=1, commit=200), entries=entries)
@@ -286,6 +368,8 @@ def test_committed_entries_are_never_ahead_of_the_entries_written() -> None:
     for i in range(20):
         env.propose("1", b"v%d" % i)
         env.stabilize()
+    env.tick("1")  # the last commit reaches the followers at the leader's next tick
+    env.stabilize()
     for n in ("1", "2", "3"):
         store = env.nodes[NodeId(n)].store
         applied = env.nodes[NodeId(n)].fsm.applied_index
@@ -300,6 +384,8 @@ def test_readys_carry_persisted_state_so_a_restart_resumes() -> None:
     env.campaign("1")
     env.stabilize()
     env.propose("1", b"x")
+    env.stabilize()
+    env.tick("1")
     env.stabilize()
     env.restart("2")
     st = env.nodes[NodeId("2")].raft.status()
@@ -320,10 +406,12 @@ def test_lost_appends_are_resent_after_a_heartbeat_response() -> None:
     assert env.nodes[NodeId("1")].raft.status().commit == 4
     env.tick("1", 2)  # heartbeat; the responses show the followers lag: resend
     env.stabilize()
+    env.tick("1")  # and the commit of the resent entry is announced at the next tick
+    env.stabilize()
     assert all(env.nodes[NodeId(n)].fsm.applied_index == 5 for n in ("1", "2", "3"))
 
 
-def test_follower_that_missed_an_append_catches_up_from_the_commit_broadcast() -> None:
+def test_follower_that_missed_an_append_catches_up_from_the_commit_announcement() -> None:
     env = InteractionEnv()
     env.add_nodes(3, voters=("1", "2", "3"))
     env.stabilize()
@@ -332,7 +420,10 @@ def test_follower_that_missed_an_append_catches_up_from_the_commit_broadcast() -
     env.propose("1", b"lost")
     env.process_ready("1")
     env.deliver_msgs("2", drop=True)
-    env.stabilize()  # 3 acks, the commit goes out, 2 rejects the gap and is sent 5
+    env.stabilize()  # 3 acks: 5 commits on the leader
+    assert env.nodes[NodeId("2")].fsm.applied_index < 5
+    env.tick("1")  # the commit goes out, 2 rejects the gap and is sent 5
+    env.stabilize()
     assert env.nodes[NodeId("2")].fsm.applied_index == 5
 
 

@@ -45,6 +45,8 @@ def lag_node_3_behind_a_compaction(env: InteractionEnv, entries: int = 5) -> Non
     for i in range(entries):
         env.propose("1", b"value-%d" % i)
     env.stabilize()
+    env.tick("1")  # the leader's next tick announces the commit (to 2 only: 3 is cut off)
+    env.stabilize()
     env.compact("1", st(env, "1").applied)
     env.heal()
 
@@ -107,6 +109,8 @@ def test_lagging_follower_gets_the_snapshot_in_chunks_one_at_a_time() -> None:
     assert st(env, "3").commit == 9
     assert st(env, "1").progress[NodeId("3")].state is ProgressState.REPLICATE
     env.propose("1", b"after")
+    env.stabilize()
+    env.tick("1")  # followers hear of the commit at the leader's next tick
     env.stabilize()
     assert node3.fsm.applied_index == 10
 
@@ -277,6 +281,8 @@ def test_restarted_follower_after_install_rejoins() -> None:
     env.restart("3")
     assert st(env, "3").last_index == 9 and st(env, "3").role is Role.FOLLOWER
     env.propose("1", b"more")
+    env.stabilize()
+    env.tick("1")
     env.stabilize()
     assert env.nodes[NodeId("3")].fsm.applied_index == 10
 

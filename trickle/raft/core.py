@@ -25,6 +25,12 @@ Between ``ready()`` and ``advance()`` the node may keep taking ticks, messages a
 proposals (the driver persists in a worker thread meanwhile); ``has_ready()`` is False
 until the outstanding Ready is advanced.
 
+Followers hear of a new commit index with the next APPEND, or at the leader's next tick
+at the latest (hashicorp/raft's CommitTimeout): a busy leader's APPENDs carry it anyway,
+and announcing every commit at once would double the messages of a lone client (an
+empty APPEND and its answer per follower per commit). ``expedite_commit(index)`` has it
+announced the moment ``index`` commits, for a follower that waits for that entry.
+
 Roles are swapped step functions (follower, pre-candidate/candidate, leader). Membership
 changes one server at a time and counts from the moment its entry is appended (thesis
 4.1). Reads: ReadIndex (thesis 6.4) confirmed by a heartbeat round.
@@ -33,6 +39,7 @@ changes one server at a time and counts from the moment its entry is appended (t
 from __future__ import annotations
 
 import enum
+import heapq
 import random
 from collections.abc import Callable
 
@@ -321,7 +328,8 @@ class RaftNode:
         self._prs: dict[NodeId, PeerProgress] = {}
         self._transferee: NodeId | None = None
         self._bcast_pending = False
-        self._commit_bcast = False  # followers must hear of a new commit at the next flush
+        self._commit_bcast = False  # followers must hear of a new commit (next flush/tick)
+        self._expedite: list[int] = []  # heap: indexes whose commit is announced at once
         self._reads_waiting: list[tuple[bytes, NodeId]] = []  # until committed in term
         self._reads: list[_PendingRead] = []
         self._read_round = 0
@@ -522,6 +530,17 @@ class RaftNode:
             self._send(_MT.READ_INDEX, self._lead, context=context)
         else:
             raise NotLeader(None)
+
+    def expedite_commit(self, index: int) -> None:
+        """On a leader: announce the commit of ``index`` to the followers as soon as it
+        commits, instead of with the next APPEND or tick (call it for an entry a follower
+        waits for, such as a proposal it forwarded). A no-op on other roles."""
+        if self._role is not Role.LEADER:
+            return
+        if index > self._commit:
+            heapq.heappush(self._expedite, index)
+        elif self._commit_bcast:
+            self._bcast_pending = True
 
     def campaign(self) -> None:
         """Start an election now (tests; the target of a transfer does it itself)."""
@@ -762,6 +781,7 @@ class RaftNode:
         self._leaving = {}
         self._bcast_pending = False
         self._commit_bcast = False
+        self._expedite = []
         self._reads_waiting = []
         self._reads = []
         self._read_round = 0
@@ -855,6 +875,8 @@ class RaftNode:
                 if state[1] <= 0:
                     del self._leaving[node]  # it did not answer: stop waiting for it
                     self._sync_progress()
+        if self._commit_bcast:
+            self._bcast_pending = True  # a commit not carried by an APPEND since: announce
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             ctx = str(self._read_round).encode() if self._reads else b""
@@ -1119,10 +1141,10 @@ class RaftNode:
         if m.src in self._leaving:
             self._maybe_say_farewell(m.src)  # it holds its removal: tell it and forget it
             return
-        if self._maybe_commit():
+        if self._maybe_commit() or (was_paused and pr.sent_commit < self._commit):
+            # (a follower that was paused may have missed the latest commit index: like a
+            # new one, it hears of it with the next APPEND or tick)
             self._announce_commit()
-        elif was_paused:
-            self._send_append(m.src)
         if self._role is not Role.LEADER:
             return  # committing our own removal made us step down
         while self._maybe_send_append(m.src, send_if_empty=False):
@@ -1264,8 +1286,14 @@ class RaftNode:
                     self._maybe_send_append(node, send_if_empty=True)
 
     def _announce_commit(self) -> None:
+        """Followers hear of the new commit with the next flush of APPENDs: at the next
+        proposal or tick, or at once for an expedited index now committed."""
         self._commit_bcast = True
-        self._bcast_pending = True
+        expedite = self._expedite
+        if expedite and expedite[0] <= self._commit:
+            while expedite and expedite[0] <= self._commit:
+                heapq.heappop(expedite)
+            self._bcast_pending = True
 
     def _bcast_append(self) -> None:
         if self._role is not Role.LEADER:

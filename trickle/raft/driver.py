@@ -786,7 +786,8 @@ class RaftDriver:
         return self._append_for_peer(append)
 
     def _append_for_peer(self, append: Callable[[RaftNode], tuple[int, int]]) -> bytes:
-        """Append on behalf of a follower and answer at once with (term, index)."""
+        """Append on behalf of a follower and answer at once with (term, index); the
+        follower waits to apply that entry, so its commit is announced at once."""
         node = self._node
         try:
             if node is None:
@@ -794,6 +795,7 @@ class RaftDriver:
             term, index = append(node)
         except TrickleError as exc:
             return msgpack.packb([_ERROR, type(exc).__name__, exc.message])
+        node.expedite_commit(index)
         self._wake.set()
         return msgpack.packb([_OK, term, index])
 
