@@ -181,6 +181,22 @@ async def test_propose_on_a_follower_is_forwarded_and_applied_there(autojump_clo
         nursery.cancel_scope.cancel()
 
 
+async def test_a_forwarded_proposal_does_not_wait_for_the_leaders_tick(autojump_clock):
+    # Followers hear of a new commit with the next APPEND or tick, but one that waits
+    # for its own forwarded entry is told at once: no (virtual) time passes here.
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+            follower = cluster.drivers[cluster.followers(leader)[0]]
+            for i in range(5):
+                started = trio.current_time()
+                await follower.propose(f"f{i}={i}".encode())
+                assert trio.current_time() == started
+        nursery.cancel_scope.cancel()
+
+
 async def test_concurrent_proposals_share_storage_writes(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)
