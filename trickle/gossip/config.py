@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -150,13 +151,13 @@ class GossipConfig:
         return self.push_pull_interval * multiplier
 
 
-def lan(**overrides: object) -> GossipConfig:
+def lan(**overrides: Any) -> GossipConfig:
     """memberlist's DefaultLANConfig: a data-centre network (kill detected in ~10 s at
     n = 100: probe plus suspicion timeout)."""
     return attrs.evolve(GossipConfig(), **overrides)
 
 
-def wan(**overrides: object) -> GossipConfig:
+def wan(**overrides: Any) -> GossipConfig:
     """memberlist's DefaultWANConfig: across the internet; slower, more tolerant."""
     base = GossipConfig(
         probe_interval=5.0,
@@ -171,7 +172,7 @@ def wan(**overrides: object) -> GossipConfig:
     return attrs.evolve(base, **overrides)
 
 
-def local(**overrides: object) -> GossipConfig:
+def local(**overrides: Any) -> GossipConfig:
     """memberlist's DefaultLocalConfig: one host or a very fast LAN."""
     base = GossipConfig(
         probe_timeout=0.2,
@@ -186,7 +187,7 @@ def local(**overrides: object) -> GossipConfig:
     return attrs.evolve(base, **overrides)
 
 
-def fast(**overrides: object) -> GossipConfig:
+def fast(**overrides: Any) -> GossipConfig:
     """trickle's fast-detection profile for a healthy LAN: probes every 300 ms and a
     suspicion of 2 * max(1, log10 n) probe periods, so a kill is declared in ~2 s at
     n = 100 (median) at about 3x LAN's probe traffic; Lifeguard keeps false alarms
