@@ -202,25 +202,26 @@ class _Relay:
 
 
 class _Queued:
-    __slots__ = ("message", "size", "transmits", "order")
+    __slots__ = ("message", "size", "transmits")
 
-    def __init__(self, message: Broadcast, size: int, order: int) -> None:
+    def __init__(self, message: Broadcast, size: int) -> None:
         self.message = message
         self.size = size
         self.transmits = 0
-        self.order = order
 
 
 class _BroadcastQueue:
     """Updates waiting to be piggybacked, each sent `limit` times; fewest transmits first,
     newest first among equals (memberlist's TransmitLimitedQueue). A newer update about
     a member replaces the older one (same key). Kept in one bucket per transmit count, so
-    taking a packet's worth costs what it takes, not a sort of the whole queue."""
+    taking a packet's worth costs what it takes, not a sort of the whole queue. A message
+    larger than `max_bytes` could never go out in a packet: it is not queued (push-pull
+    carries it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self._where: dict[object, int] = {}  # key -> transmits (its bucket)
         self._buckets: list[dict[object, _Queued]] = []  # by transmits; oldest first inside
-        self._order = 0
+        self._max_bytes = max_bytes - wire.PER_MESSAGE_OVERHEAD
 
     def __len__(self) -> int:
         return len(self._where)
@@ -229,13 +230,15 @@ class _BroadcastQueue:
         return key in self._where
 
     def put(self, key: object, message: Broadcast) -> None:
-        old = self._where.get(key)
+        old = self._where.pop(key, None)
         if old is not None:
-            del self._buckets[old][key]
+            del self._buckets[old][key]  # superseded
+        size = wire.message_size(message)
+        if size > self._max_bytes:
+            return
         if not self._buckets:
             self._buckets.append({})
-        self._order += 1
-        self._buckets[0][key] = _Queued(message, wire.message_size(message), self._order)
+        self._buckets[0][key] = _Queued(message, size)
         self._where[key] = 0
 
     def take(self, space: int, limit: int) -> list[Broadcast]:
@@ -272,7 +275,7 @@ class _BroadcastQueue:
                     moved.append((key, item))
             if space < _MIN_BROADCAST_BYTES or misses > _MAX_MISSES:
                 break
-        for key, item in moved:
+        for key, item in reversed(moved):  # taken newest first; appended oldest first
             while len(buckets) <= item.transmits:
                 buckets.append({})
             buckets[item.transmits][key] = item
@@ -342,7 +345,7 @@ class Membership:
         self._now = now  # the latest `now` passed in
         self._gossip_idle = False  # the gossip timer sleeps while there is nothing to send
         self._gossip_phase = now
-        self._bcasts = _BroadcastQueue()
+        self._bcasts = _BroadcastQueue(self._budget)
         self._event_clock = event_ltime
         self._event_min = 0
         self._event_slots: dict[int, tuple[int, set[tuple[str, bytes]], list[UserEvent]]] = {}
