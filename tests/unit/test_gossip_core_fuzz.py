@@ -168,6 +168,13 @@ class Checker:
         assert stats.incarnation == me.incarnation
         for m in members:
             assert (core.suspicion(m.name) is not None) == (m.state is State.SUSPECT)
+        # what a push-pull carries (cached between changes) is the current view
+        answer = core.receive_stream(("peer", 1), PushPull(False, "peer", (), 0), now=self.now)
+        assert isinstance(answer, PushPull)
+        carried = sorted(
+            (m.name, m.addr, m.incarnation, m.state, dict(m.tags)) for m in answer.members
+        )
+        assert carried == [(m.name, m.addr, m.incarnation, m.state, dict(m.tags)) for m in members]
         deadline = core.next_deadline()
         assert deadline == deadline and deadline < float("inf")  # not NaN, finite
 

@@ -122,7 +122,16 @@ class SuspicionView:
 class _Node:
     """One member's record, mutated in place (Member is its frozen snapshot)."""
 
-    __slots__ = ("name", "addr", "incarnation", "state", "tags", "state_since", "suspicion")
+    __slots__ = (
+        "name",
+        "addr",
+        "incarnation",
+        "state",
+        "tags",
+        "state_since",
+        "suspicion",
+        "wire_state",
+    )
 
     def __init__(
         self, name: str, addr: Address, incarnation: int, tags: Mapping[str, str], now: float
@@ -134,6 +143,8 @@ class _Node:
         self.tags = tags
         self.state_since = now
         self.suspicion: _Suspicion | None = None
+        # as_state()'s value until the record changes (Membership._changed clears it)
+        self.wire_state: MemberState | None = None
 
     def snapshot(self) -> Member:
         return Member(
@@ -146,7 +157,11 @@ class _Node:
         )
 
     def as_state(self) -> MemberState:
-        return MemberState(self.name, self.addr, self.incarnation, self.state, self.tags)
+        ms = self.wire_state
+        if ms is None:
+            ms = MemberState(self.name, self.addr, self.incarnation, self.state, self.tags)
+            self.wire_state = ms
+        return ms
 
 
 class _Suspicion:
@@ -346,6 +361,10 @@ class Membership:
         self._gossip_idle = False  # the gossip timer sleeps while there is nothing to send
         self._gossip_phase = now
         self._bcasts = _BroadcastQueue(self._budget)
+        # what a push-pull carries, kept until a member record or the user events change
+        # (a push-pull of 1,000 members is frequent at that size and mostly finds nothing new)
+        self._full_state: tuple[MemberState, ...] | None = None
+        self._recent_events: tuple[UserEvent, ...] | None = None
         self._event_clock = event_ltime
         self._event_min = 0
         self._event_slots: dict[int, tuple[int, set[tuple[str, bytes]], list[UserEvent]]] = {}
@@ -490,9 +509,11 @@ class Membership:
         me = self._nodes[self._name]
         if self._leaving:
             me.tags = checked
+            self._changed(me)
             return
         me.incarnation += 1
         me.tags = checked
+        self._changed(me)
         self._queue(Alive(me.incarnation, self._name, self._addr, checked))
         self._event(EventKind.UPDATE, me)
 
@@ -773,17 +794,18 @@ class Membership:
     # -- push-pull, rejoin, reap -----------------------------------------------------------
 
     def _push_pull(self, *, join: bool) -> PushPull:
-        events: list[UserEvent] = []
-        for _, _, slot_events in self._event_slots.values():
-            events.extend(slot_events)
-        events.sort(key=lambda e: e.ltime)
-        return PushPull(
-            join=join,
-            source=self._name,
-            members=tuple(node.as_state() for node in self._nodes.values()),
-            event_ltime=self._event_clock,
-            events=tuple(events),
-        )
+        members = self._full_state
+        if members is None:
+            members = tuple(node.as_state() for node in self._nodes.values())
+            self._full_state = members
+        events = self._recent_events
+        if events is None:
+            recent: list[UserEvent] = []
+            for _, _, slot_events in self._event_slots.values():
+                recent.extend(slot_events)
+            recent.sort(key=lambda e: e.ltime)
+            events = self._recent_events = tuple(recent)
+        return PushPull(join, self._name, members, self._event_clock, events)
 
     def _periodic_push_pull(self, now: float) -> None:
         alive = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
@@ -968,6 +990,7 @@ class Membership:
         node.incarnation = alive.incarnation
         node.addr = alive.addr
         node.tags = alive.tags
+        self._changed(node)
         if old_state is not State.ALIVE:
             node.suspicion = None
             self._cancel(_SUSPICION, node.name)
@@ -1001,7 +1024,7 @@ class Membership:
             longest = config.suspicion_max_timeout(n)
         else:
             needed, longest = 0, shortest
-        node.incarnation = suspect.incarnation
+        node.incarnation = suspect.incarnation  # and _set_state below: _changed
         self._set_state(node, State.SUSPECT, now)
         node.suspicion = _Suspicion(
             now, needed, shortest, longest, suspect.source, node.incarnation
@@ -1026,7 +1049,7 @@ class Membership:
         if node.name == self._name and not self._leaving:
             self._refute(node, dead.incarnation)
             return
-        node.incarnation = dead.incarnation
+        node.incarnation = dead.incarnation  # and _set_state below: _changed
         node.suspicion = None
         self._cancel(_SUSPICION, node.name)
         if dead.is_leave:
@@ -1042,6 +1065,7 @@ class Membership:
     def _refute(self, me: _Node, accused: int) -> None:
         """Deny news of this member's suspicion or death with a higher incarnation."""
         me.incarnation = max(me.incarnation, accused) + 1
+        self._changed(me)
         self._stats["refutations"] += 1
         self._adjust_health(1)
         self._queue(Alive(me.incarnation, self._name, self._addr, me.tags))
@@ -1069,6 +1093,7 @@ class Membership:
             return
         slot[1].add(identity)
         slot[2].append(event)
+        self._recent_events = None
         self._events.append(UserEventReceived(event.ltime, event.name, event.payload))
         self._queue(event)
 
@@ -1098,10 +1123,12 @@ class Membership:
         self._name_index[name] = len(self._names)
         self._names.append(name)
         self._counts[State.ALIVE] += 1
+        self._full_state = None
         return node
 
     def _remove_node(self, node: _Node) -> None:
         del self._nodes[node.name]
+        self._full_state = None
         self._gone.pop(node.name, None)
         self._counts[node.state] -= 1
         index = self._name_index.pop(node.name)
@@ -1109,6 +1136,11 @@ class Membership:
         if last != node.name:
             self._names[index] = last
             self._name_index[last] = index
+
+    def _changed(self, node: _Node) -> None:
+        """A member record changed: what push-pull sends must be built again."""
+        node.wire_state = None
+        self._full_state = None
 
     def _set_state(self, node: _Node, state: State, now: float) -> None:
         self._counts[node.state] -= 1
@@ -1119,6 +1151,7 @@ class Membership:
             self._gone.pop(node.name, None)
         node.state = state
         node.state_since = now
+        self._changed(node)
 
     def _event(self, kind: EventKind, node: _Node) -> None:
         self._events.append(MemberEvent(kind, node.snapshot()))
