@@ -66,7 +66,6 @@ REAP_INTERVAL = 15.0  # seconds between two sweeps for members to reap (serf's R
 # timer kinds; a timer is (kind, key) with one live token at a time
 _PROBE = 0  # start the next probe
 _PROBE_TIMEOUT = 1  # key: seq; no direct ack yet: go indirect
-_PROBE_END = 2  # key: seq; the probe period is over
 _RELAY_TIMEOUT = 3  # key: local seq of a ping sent for someone's IndirectPing
 _SUSPICION = 4  # key: member name
 _GOSSIP = 5
@@ -368,8 +367,11 @@ class Membership:
         self._event_clock = event_ltime
         self._event_min = 0
         self._event_slots: dict[int, tuple[int, set[tuple[str, bytes]], list[UserEvent]]] = {}
+        # timers: (kind, key) -> its live token, the token -> (kind, key), and a heap of
+        # (when, token) where a token no longer live is a cancelled or replaced timer
         self._timers: dict[tuple[int, object], int] = {}
-        self._heap: list[tuple[float, int, int, object]] = []
+        self._live: dict[int, tuple[int, object]] = {}
+        self._heap: list[tuple[float, int]] = []
         self._token = 0
         self._stats = dict.fromkeys(
             (
@@ -388,11 +390,20 @@ class Membership:
         me = self._add_node(name, self._addr, incarnation, own_tags, now)
         self._queue(Alive(me.incarnation, name, self._addr, own_tags))
         self._event(EventKind.JOIN, me)
+        nodes = self._nodes
         for state in known:
-            if state.name != name and state.name not in self._nodes:
-                node = self._add_node(state.name, state.addr, state.incarnation, state.tags, now)
-                if state.state in _GONE:  # a suspicion is not carried over
-                    self._set_state(node, state.state, now)
+            if state.name in nodes:
+                continue
+            node = _Node(state.name, state.addr, state.incarnation, state.tags, now)
+            nodes[state.name] = node
+            self._names.append(state.name)
+            if state.state in _GONE:  # a suspicion is not carried over
+                node.state = state.state
+                self._gone[state.name] = None
+            self._counts[node.state] += 1
+            if node.state is state.state:
+                node.wire_state = state  # the same record: push-pull sends it as given
+        self._name_index = {n: i for i, n in enumerate(self._names)}
         self._schedule(_PROBE, None, now + rng.random() * config.probe_interval)
         self._gossip_phase = now + rng.random() * config.gossip_interval
         self._schedule(_GOSSIP, None, self._gossip_phase)
@@ -462,13 +473,13 @@ class Membership:
         push-pull, rejoin, reaping)."""
         self._now = now
         heap = self._heap
-        timers = self._timers
+        live = self._live
         while heap and heap[0][0] <= now:
-            _, token, kind, key = heapq.heappop(heap)
-            if timers.get((kind, key)) != token:
-                continue
-            del timers[(kind, key)]
-            self._fire(kind, key, now)
+            timer = live.pop(heapq.heappop(heap)[1], None)
+            if timer is None:
+                continue  # cancelled or replaced
+            del self._timers[timer]
+            self._fire(timer[0], timer[1], now)
 
     def join(self, addresses: Iterable[Address], *, now: float) -> None:
         """Ask each address for a full-state exchange (a TCP PushPull with join=True). The
@@ -556,10 +567,9 @@ class Membership:
     def next_deadline(self) -> float:
         """The earliest `now` at which `poll` has work (always finite: the probe timer)."""
         heap = self._heap
-        timers = self._timers
+        live = self._live
         while heap:
-            _, token, kind, key = heap[0]
-            if timers.get((kind, key)) == token:
+            if heap[0][1] in live:
                 return heap[0][0]
             heapq.heappop(heap)
         return math.inf  # unreachable: the probe timer always runs
@@ -604,20 +614,27 @@ class Membership:
     # -- timers --------------------------------------------------------------------------------
 
     def _schedule(self, kind: int, key: object, at: float) -> None:
+        """Run timer (kind, key) at `at`, replacing its pending run if any."""
         self._token += 1
-        self._timers[(kind, key)] = self._token
-        heapq.heappush(self._heap, (at, self._token, kind, key))
+        token = self._token
+        timer = (kind, key)
+        old = self._timers.get(timer)
+        if old is not None:
+            del self._live[old]
+        self._timers[timer] = token
+        self._live[token] = timer
+        heapq.heappush(self._heap, (at, token))
 
     def _cancel(self, kind: int, key: object) -> None:
-        self._timers.pop((kind, key), None)
+        token = self._timers.pop((kind, key), None)
+        if token is not None:
+            del self._live[token]
 
     def _fire(self, kind: int, key: object, now: float) -> None:
         if kind == _PROBE:
             self._probe(now)
         elif kind == _PROBE_TIMEOUT:
             self._probe_timeout(key, now)  # type: ignore[arg-type]
-        elif kind == _PROBE_END:
-            self._probe_end(key, now)  # type: ignore[arg-type]
         elif kind == _RELAY_TIMEOUT:
             self._relay_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _SUSPICION:
@@ -659,6 +676,10 @@ class Membership:
         return None
 
     def _probe(self, now: float) -> None:
+        # the previous probe's period ends now: settle it first, so this probe knows how
+        # it ended (its target suspected, this member's health adjusted)
+        for seq in list(self._probes):
+            self._probe_end(seq, now)
         period = self._scale(self._config.probe_interval)
         target = None if self._leaving else self._next_target()
         if target is None:
@@ -674,10 +695,7 @@ class Membership:
         self._send(target.addr, messages)
         self._probes[seq] = _Probe(target.name)
         self._schedule(_PROBE_TIMEOUT, seq, now + self._scale(self._config.probe_timeout))
-        self._schedule(_PROBE_END, seq, now + period)
-        # after the end of this probe (same time, later token): the next probe knows
-        # how this one ended (its target suspected, this member's health adjusted)
-        self._schedule(_PROBE, None, now + period)
+        self._schedule(_PROBE, None, now + period)  # which ends this probe first
 
     def _probe_timeout(self, seq: int, now: float) -> None:
         probe = self._probes.get(seq)
@@ -853,25 +871,22 @@ class Membership:
         remote's clock are not replayed (serf's join that ignores old events)."""
         if join_answer:
             self._event_min = max(self._event_min, remote.event_ltime)
-        nodes = self._nodes
+        get = self._nodes.get
         me = self._name
+        alive = State.ALIVE
         for state in remote.members:
-            node = nodes.get(state.name)
-            if (
-                node is not None
-                and state.addr == node.addr
-                and state.name != me
-                and (
-                    state.incarnation < node.incarnation
-                    or (
-                        state.incarnation == node.incarnation
-                        and (state.state is State.ALIVE or node.state in _GONE)
-                    )
-                )
-            ):
-                # nothing newer than what this member knows (the common case); news of
-                # death or leave at the same incarnation is news
-                continue
+            node = get(state.name)
+            if node is not None and state.name != me:
+                # nothing newer than what this member knows is the common case: skip it
+                # cheaply (news of death or leave at the same incarnation is news)
+                if node.wire_state is state:
+                    continue  # the very record this member has (a warm start shares them)
+                inc = state.incarnation
+                known = node.incarnation
+                if (
+                    inc < known or (inc == known and (state.state is alive or node.state in _GONE))
+                ) and state.addr == node.addr:
+                    continue
             if state.state is State.ALIVE:
                 self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
             elif state.state is State.LEFT:
@@ -917,7 +932,6 @@ class Membership:
     def _on_ack(self, ack: Ack) -> None:
         if self._probes.pop(ack.seq, None) is not None:
             self._cancel(_PROBE_TIMEOUT, ack.seq)
-            self._cancel(_PROBE_END, ack.seq)
             self._adjust_health(-1)
             return
         relay = self._relays.pop(ack.seq, None)
