@@ -32,6 +32,7 @@ class RaftLog:
         "_entries",
         "_offset",
         "_offset_term",
+        "last_index",
         "unstable_from",
     )
 
@@ -47,6 +48,8 @@ class RaftLog:
         self._offset = offset
         self._offset_term = offset_term
         self._entries: list[Entry] = list(entries)
+        # offset + len(entries), kept by every change (read on every step: no property)
+        self.last_index = offset + len(self._entries)
         self._conf_base_index = conf_base_index
         self._conf_base = conf_base
         self._conf_idx: list[int] = []
@@ -62,10 +65,6 @@ class RaftLog:
     @property
     def first_index(self) -> int:
         return self._offset + 1
-
-    @property
-    def last_index(self) -> int:
-        return self._offset + len(self._entries)
 
     def last_term(self) -> int:
         return self._entries[-1].term if self._entries else self._offset_term
@@ -167,6 +166,7 @@ class RaftLog:
             if first < self.unstable_from:
                 self.unstable_from = first
         self._entries.extend(entries)
+        self.last_index = entries[-1].index
         self._index_confs(entries)
 
     def stable_to(self, index: int, term: int) -> None:
@@ -183,6 +183,7 @@ class RaftLog:
         self._conf_base = meta.conf
         self._conf_idx = []
         self._conf_val = []
+        self.last_index = meta.index
         self.unstable_from = meta.index + 1
 
     def compact_to(self, index: int) -> None:

@@ -612,9 +612,11 @@ class RaftNode:
             return False
         if self._msgs or self._bcast_pending or self._read_states or self._conf_dirty:
             return True
-        if self._log.has_unstable() or self._unstable_snapshot is not None:
+        log = self._log
+        last = log.last_index
+        if log.unstable_from <= last or self._unstable_snapshot is not None:
             return True
-        if self._commit > self._applied and self._log.last_index > self._applied:
+        if self._commit > self._applied and last > self._applied:
             return True
         if (self._term, self._vote, self._commit) != (
             self._prev_hs.term,
@@ -692,6 +694,23 @@ class RaftNode:
             if pr is not None and pr.maybe_update(self._log.unstable_from - 1):
                 if self._maybe_commit():
                     self._announce_commit()
+
+    @property
+    def role(self) -> Role:
+        """This node's role now (as ``status().role``, without building a Status)."""
+        return self._role
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def vote(self) -> NodeId | None:
+        return self._vote
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._lead
 
     def status(self) -> Status:
         progress: dict[NodeId, Progress] = {}

@@ -127,6 +127,11 @@ class Network:
     def uncut(self, src: str, dst: str) -> None:
         self._cuts.discard((src, dst))
 
+    @property
+    def whole(self) -> bool:
+        """No node disconnected, no partition, no cut: every link works."""
+        return not (self._disconnected or self._group or self._cuts)
+
     def link_ok(self, src: str, dst: str) -> bool:
         if src in self._disconnected or dst in self._disconnected:
             return False
@@ -145,7 +150,8 @@ class Network:
         delays = []
         for _ in range(copies):
             if is_response and cfg.long_reorder_rate and rng.random() < cfg.long_reorder_rate:
-                delays.append(rng.uniform(*cfg.long_reorder_ms))
+                lo, hi = cfg.long_reorder_ms
             else:
-                delays.append(rng.uniform(*cfg.delay_ms))
+                lo, hi = cfg.delay_ms
+            delays.append(lo + (hi - lo) * rng.random())  # rng.uniform(lo, hi), inlined
         return delays

@@ -387,7 +387,7 @@ class RaftSimulation:
         self._trace_ring: deque[tuple[float, Any]] = deque(maxlen=self.config.trace_lines)
         self._hash = hashlib.blake2b(digest_size=16)
         self._fp = 0  # running fingerprint of delivered messages and Readys
-        self._id_numbers: dict[NodeId, int] = {}
+        self._id_numbers: dict[NodeId | None, int] = {None: 0}
         self.oracle = Oracle(self._violation)
         self.net = Network(self.config.network, self._rng)
         self._history: list[list[Any]] = []
@@ -395,6 +395,7 @@ class RaftSimulation:
         self._one_rr = 0
         self._wire_bytes = self.config.wire_bytes
         self._lazy_commit = self.config.lazy_commit
+        self._crash_rate = self.config.crash_point_rate
         self._status_every = 1 if self.config.status_every_step else STATUS_CHECK_EVERY
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
@@ -453,8 +454,13 @@ class RaftSimulation:
         """Let ``ms`` of virtual time pass."""
         deadline = self.now + ms
         queue = self._queue
-        while queue and queue[0][0] <= deadline:
-            self.step()
+        pop = heapq.heappop
+        stats = self.stats
+        while queue and queue[0][0] <= deadline:  # step(), inlined: the hottest loop
+            t, _, fn, args = pop(queue)
+            self.now = t
+            stats.events += 1
+            fn(*args)
         self.now = deadline
 
     def run_until(self, predicate: Callable[[], bool], timeout_ms: float) -> bool:
@@ -478,9 +484,11 @@ class RaftSimulation:
 
     def _num(self, id: NodeId | None) -> int:
         """A node id as an int for the fingerprint (str hashes depend on PYTHONHASHSEED)."""
-        if id is None:
-            return 0
-        return self._id_numbers.setdefault(id, len(self._id_numbers) + 1)
+        try:
+            return self._id_numbers[id]
+        except KeyError:
+            number = self._id_numbers[id] = 0 if id is None else len(self._id_numbers)
+            return number
 
     def _trace_message(self, msg: Message) -> None:
         """A delivered message: kept as is (described when printed), folded into the
@@ -488,14 +496,15 @@ class RaftSimulation:
         every process; str, bytes and None hashes are not)."""
         self._trace_ring.append((self.now, msg))
         entries = msg.entries
-        num = self._num
+        ids = self._id_numbers
+        src, dst = msg.src, msg.dst
         self._fp = hash(
             (
                 self._fp,
                 self.now,
                 msg.type,
-                num(msg.src),
-                num(msg.dst),
+                ids[src] if src in ids else self._num(src),
+                ids[dst] if dst in ids else self._num(dst),
                 msg.term,
                 msg.log_term,
                 msg.index,
@@ -537,7 +546,7 @@ class RaftSimulation:
                 len(rd.messages),
                 committed[0].index if committed else 0,
                 committed[-1].index if committed else 0,
-                tuple(r.index for r in rd.read_states),
+                tuple([r.index for r in rd.read_states]) if rd.read_states else (),
                 soft.term if soft else -1,
                 num(soft.leader) if soft else -1,
                 ROLE_NUMBERS[soft.role] if soft else -1,
@@ -705,29 +714,36 @@ class RaftSimulation:
         stats.messages_sent += 1
         stats.bytes_sent += len(encode_message(msg)) if self._wire_bytes else message_bytes(msg)
         by_type = stats.sent_by_type
-        by_type[msg.type] = by_type.get(msg.type, 0) + 1
-        is_response = msg.type in RESPONSES
+        mtype = msg.type
+        by_type[mtype] = by_type.get(mtype, 0) + 1
+        is_response = mtype in RESPONSES
         if not is_response:
             stats.rpcs_sent += 1
-        if not self.net.link_ok(src.id, msg.dst):
+        net = self.net
+        if not net.whole and not net.link_ok(src.id, msg.dst):
             stats.messages_dropped += 1
             return
-        delays = self.net.plan(is_response)
+        delays = net.plan(is_response)
         if not delays:
             stats.messages_dropped += 1
-        for d in delays:
-            self._schedule(d, self._deliver, msg)
+        queue, now, seq, deliver = self._queue, self.now, self._seq, self._deliver
+        for d in delays:  # self._schedule(d, self._deliver, msg), inlined
+            heapq.heappush(queue, (now + d, next(seq), deliver, (msg,)))
 
     def _deliver(self, msg: Message) -> None:
         node = self.nodes.get(msg.dst)
-        if node is None or not node.up or not self.net.link_ok(msg.src, msg.dst):
-            self.stats.messages_dropped += 1
+        stats = self.stats
+        net = self.net
+        if node is None or not node.up or not (net.whole or net.link_ok(msg.src, msg.dst)):
+            stats.messages_dropped += 1
             return
-        self.stats.messages_delivered += 1
+        stats.messages_delivered += 1
         self._trace_message(msg)
-        assert node.raft is not None
-        node.raft.step(msg)
-        self._pump(node)
+        raft = node.raft
+        assert raft is not None
+        raft.step(msg)
+        if node.inflight is None:
+            self._pump(node)
         self._check(node)
 
     # --- the node loop: tick, ready, persist, send, apply, advance ------------------------
@@ -753,8 +769,8 @@ class RaftSimulation:
         node.steps += 1
         if node.steps % self._status_every or not node.up or node.raft is None:
             return
-        st = node.raft.status()
-        self._observe(node, st.role, st.term, st.vote, st.leader)
+        raft = node.raft
+        self._observe(node, raft.role, raft.term, raft.vote, raft.leader)
 
     def _observe(
         self, node: SimNode, role: Role, term: int, vote: NodeId | None, leader: NodeId | None
@@ -821,7 +837,7 @@ class RaftSimulation:
             if must_sync:
                 node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
                 self._schedule(
-                    self._rng.uniform(*self.config.disk_ms),
+                    self._disk_ms(),
                     self._on_saved,
                     node,
                     node.incarnation,
@@ -862,7 +878,7 @@ class RaftSimulation:
         node.commit_flushed_at = self.now
         node.inflight = _FLUSHING
         self._schedule(
-            self._rng.uniform(*self.config.disk_ms),
+            self._disk_ms(),
             self._on_flushed,
             node,
             node.incarnation,
@@ -960,8 +976,13 @@ class RaftSimulation:
         node.last_snapshot = index
         self._trace(f"{node.id} compact {meta.describe()} keep_from={keep_from}")
 
+    def _disk_ms(self) -> float:
+        """One save's latency: rng.uniform(*disk_ms), inlined (same draws)."""
+        lo, hi = self.config.disk_ms
+        return lo + (hi - lo) * self._rng.random()
+
     def _crash_point(self, node: SimNode, point: str) -> bool:
-        rate = self.config.crash_point_rate
+        rate = self._crash_rate
         if not rate or self._rng.random() >= rate:
             return False
         self._trace(f"{node.id} crash point: {point}")
