@@ -78,7 +78,7 @@ def test_stalled_observers_still_learn_of_a_kill(sim_seed: int) -> None:
 
 
 def test_fast_profile_detects_a_kill_within_a_few_seconds(sim_seed: int) -> None:
-    """fast(): 300 ms probes, a suspicion of 2 * max(1, log10 n) probe periods."""
+    """fast(): 250 ms probes, a suspicion of 3 * max(1, log10 n) probe periods."""
     rng = rng_for(sim_seed)
     sim = GossipSim(30, seed=sim_seed, config=GossipSimConfig(gossip=fast()))
     sim.run_for(2 + rng.random())

@@ -104,7 +104,7 @@ class SizeCounter:
     when the wire module cannot be imported (no byte counts then)."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[Message, int]] = {}
+        self.cache: dict[int, tuple[Message, int]] = {}  # id -> (message, size)
         self._entries: dict[tuple[object, ...], int] = {}  # a push-pull's member entries
         try:
             from trickle.gossip import wire
@@ -125,7 +125,7 @@ class SizeCounter:
         """Encoded bytes of one message (cached by identity; the cached object is kept
         alive with its size, so its id cannot be reused while it is cached)."""
         key = id(message)
-        hit = self._cache.get(key)
+        hit = self.cache.get(key)
         if hit is not None:
             return hit[1]
         assert self._size is not None
@@ -133,7 +133,7 @@ class SizeCounter:
             size = self._push_pull_size(message)
         else:
             size = self._size(message)
-        cache = self._cache
+        cache = self.cache
         if len(cache) >= SIZE_CACHE_LIMIT:
             cache.clear()
         cache[key] = (message, size)

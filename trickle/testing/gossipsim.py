@@ -314,6 +314,9 @@ class GossipSim:
         self.stats = SimStats()
         self._rng = random.Random(seed)
         self._delay = self.config.network.delay_function(self._rng)
+        self._random = self._rng.random
+        self._net_loss = self.config.network.loss
+        self._net_duplicate = self.config.network.duplicate
         self._queue: list[tuple[float, int, Callable[[Any, Any, Any], None], Any, Any, Any]] = []
         self._seq = itertools.count()
         self._sizes = SizeCounter()
@@ -332,8 +335,10 @@ class GossipSim:
         self._recording = self.config.record_events
         self._socket_buffer = self.config.socket_buffer_packets
         self._tcp_timeout = self.config.gossip.tcp_timeout
-        self._udp_overhead = UDP_HEADER_BYTES + (
-            ENCRYPTION_OVERHEAD if self.config.encrypted else 0
+        self._udp_overhead = (
+            UDP_HEADER_BYTES
+            + self._sizes.compound_overhead
+            + (ENCRYPTION_OVERHEAD if self.config.encrypted else 0)
         )
         self._tcp_overhead = TCP_HEADER_BYTES + (
             ENCRYPTION_OVERHEAD if self.config.encrypted else 0
@@ -461,14 +466,18 @@ class GossipSim:
         pop = heapq.heappop
         stats = self.stats
         next_check = self._next_check
-        while queue and queue[0][0] <= deadline:
-            t, _, fn, a, b, c = pop(queue)
-            self.now = t
-            stats.events += 1
-            fn(a, b, c)
-            if t >= next_check:
-                self._sweep()
-                next_check = self._next_check
+        events = 0
+        try:
+            while queue and queue[0][0] <= deadline:
+                t, _, fn, a, b, c = pop(queue)
+                self.now = t
+                events += 1
+                fn(a, b, c)
+                if t >= next_check:
+                    self._sweep()
+                    next_check = self._next_check
+        finally:
+            stats.events += events
         self.now = deadline
 
     def _on_call(self, fn: Callable[[Any], None], arg: Any, _c: Any) -> None:
@@ -526,31 +535,35 @@ class GossipSim:
         messages = out.messages
         stats.packets_sent += 1
         stats.messages_sent += len(messages)
-        size = self._sizes.packet(messages) + self._udp_overhead
-        stats.udp_bytes += size
-        m.bytes_sent += size
+        sizes = self._sizes
+        if sizes.available:
+            cache = sizes.cache
+            size = self._udp_overhead + sizes.per_message_overhead * len(messages)
+            for message in messages:
+                hit = cache.get(id(message))
+                size += sizes.size(message) if hit is None else hit[1]
+            stats.udp_bytes += size
+            m.bytes_sent += size
         m.packets_sent += 1
         dst = self._by_addr.get(out.to)
         if dst is None or not dst.up or dst.group != m.group:
             stats.packets_dropped += 1
             return
-        rng = self._rng
-        loss = self.config.network.loss
-        if loss and rng.random() < loss:
+        random = self._random
+        loss = self._net_loss
+        if loss and random() < loss:
             stats.packets_lost += 1
             return
-        if (m.loss and rng.random() < m.loss) or (dst.loss and rng.random() < dst.loss):
+        if (m.loss and random() < m.loss) or (dst.loss and random() < dst.loss):
             stats.packets_lost += 1
             return
-        now = self.now
-        queue = self._queue
-        heapq.heappush(queue, (now + self._delay(), next(self._seq), self._h_udp, dst, m, messages))
-        duplicate = self.config.network.duplicate
-        if duplicate and rng.random() < duplicate:
+        arrival = self.now + self._delay()
+        heapq.heappush(self._queue, (arrival, next(self._seq), self._h_udp, dst, m, messages))
+        duplicate = self._net_duplicate
+        if duplicate and random() < duplicate:
             stats.packets_duplicated += 1
-            heapq.heappush(
-                queue, (now + self._delay(), next(self._seq), self._h_udp, dst, m, messages)
-            )
+            arrival = self.now + self._delay()
+            heapq.heappush(self._queue, (arrival, next(self._seq), self._h_udp, dst, m, messages))
 
     def _on_udp(self, dst: SimMember, src: SimMember, messages: tuple[Message, ...]) -> None:
         stats = self.stats
@@ -1010,6 +1023,8 @@ class GossipSim:
         """Change delays and UDP faults from now on (packets in flight keep theirs)."""
         self.config = attrs.evolve(self.config, network=network)
         self._delay = network.delay_function(self._rng)
+        self._net_loss = network.loss
+        self._net_duplicate = network.duplicate
         self._trace(f"network {network}")
 
     # --- what members saw ----------------------------------------------------------------
