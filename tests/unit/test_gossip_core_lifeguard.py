@@ -2,92 +2,13 @@
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import random
 
 import pytest
 
-from trickle.gossip.config import GossipConfig, lan
-from trickle.gossip.core import Membership
-from trickle.gossip.messages import EventKind, MemberEvent, MemberState, Ping, State, Suspect
-
-PORT = 8946
-
-
-class TinyNet:
-    """Cores that know each other, packets delayed `delay` seconds, members killable,
-    links cuttable; everything in time order."""
-
-    def __init__(
-        self, names: list[str], *, config: GossipConfig | None = None, delay: float = 0.001
-    ) -> None:
-        self.delay = delay
-        self.now = 0.0
-        states = [MemberState(n, (n, PORT), 0, State.ALIVE) for n in names]
-        self.cores = {
-            n: Membership(
-                n,
-                (n, PORT),
-                config=config or lan(),
-                rng=random.Random(f"tiny-{n}"),
-                now=0.0,
-                known=[s for s in states if s.name != n],
-            )
-            for n in names
-        }
-        self.down: set[str] = set()
-        self.cut: set[frozenset[str]] = set()
-        self.heap: list[tuple[float, int, str, str, object]] = []
-        self.seq = itertools.count()
-        self.fails: list[tuple[float, str, str]] = []  # (time, observer, failed)
-        self.pings: list[tuple[float, str, str]] = []  # (time, prober, target) direct UDP pings
-        for core in self.cores.values():
-            core.take_events()
-            self._flush(core)
-
-    def _flush(self, core: Membership) -> None:
-        for out in core.take_outgoing():
-            dst = out.to[0]
-            for m in out.messages:
-                if isinstance(m, Ping) and not out.stream and m.source == core.name:
-                    self.pings.append((self.now, core.name, m.target))
-            blocked = dst in self.down or frozenset((core.name, dst)) in self.cut
-            if blocked or core.name in self.down:
-                continue
-            kind = "tcp" if out.stream else "udp"
-            heapq.heappush(
-                self.heap, (self.now + self.delay, next(self.seq), kind, dst, (core.name, out))
-            )
-        for event in core.take_events():
-            if isinstance(event, MemberEvent) and event.kind is EventKind.FAIL:
-                self.fails.append((self.now, core.name, event.member.name))
-
-    def run_until(self, end: float) -> None:
-        while True:
-            polls = [(c.next_deadline(), n) for n, c in self.cores.items() if n not in self.down]
-            due, name = min(polls)
-            packet = self.heap[0][0] if self.heap else float("inf")
-            if min(due, packet) > end:
-                break
-            if due <= packet:
-                self.now = max(self.now, due)
-                self.cores[name].poll(now=self.now)
-                self._flush(self.cores[name])
-                continue
-            self.now, _, kind, dst, (src, out) = heapq.heappop(self.heap)
-            if dst in self.down:
-                continue
-            core = self.cores[dst]
-            if kind == "udp":
-                core.receive((src, PORT), out.messages, now=self.now)
-            else:
-                answer = core.receive_stream((src, PORT), out.messages[0], now=self.now)
-                if answer is not None and src not in self.down:
-                    self.cores[src].receive((dst, PORT), [answer], now=self.now)
-                    self._flush(self.cores[src])
-            self._flush(core)
-        self.now = end
+from trickle.gossip.config import lan
+from trickle.gossip.messages import Ping, Suspect
+from trickle.testing.gossipenv import TinyNet
 
 
 def test_nacks_reach_the_prober_before_its_probe_ends() -> None:

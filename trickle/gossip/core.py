@@ -167,7 +167,7 @@ class _Suspicion:
     """Lifeguard's suspicion timer: starts at `longest`, falls towards `shortest` as
     `needed` independent members confirm (memberlist's suspicion.go)."""
 
-    __slots__ = ("start", "needed", "shortest", "longest", "confirmers", "incarnation")
+    __slots__ = ("start", "needed", "shortest", "longest", "confirmers", "incarnation", "deferred")
 
     def __init__(
         self, start: float, needed: int, shortest: float, longest: float, source: str, inc: int
@@ -178,6 +178,7 @@ class _Suspicion:
         self.longest = longest
         self.confirmers = {source}
         self.incarnation = inc
+        self.deferred = False  # its expiry was put off once, found late (a stall)
 
     def timeout(self) -> float:
         if self.needed < 1:
@@ -350,7 +351,8 @@ class Membership:
         self._gone: dict[str, None] = {}
         self._probe_order: list[str] = []
         self._probe_next = 0
-        self._probes: dict[int, _Probe] = {}
+        self._probes: dict[int, _Probe] = {}  # the probe running (one at most), by seq
+        self._probe_deferred = False  # its end was put off once, found late (a stall)
         self._relays: dict[int, _Relay] = {}
         self._seq = 0
         self._health = 0
@@ -475,11 +477,12 @@ class Membership:
         heap = self._heap
         live = self._live
         while heap and heap[0][0] <= now:
-            timer = live.pop(heapq.heappop(heap)[1], None)
+            at, token = heapq.heappop(heap)
+            timer = live.pop(token, None)
             if timer is None:
                 continue  # cancelled or replaced
             del self._timers[timer]
-            self._fire(timer[0], timer[1], now)
+            self._fire(timer[0], timer[1], now, now - at)
 
     def join(self, addresses: Iterable[Address], *, now: float) -> None:
         """Ask each address for a full-state exchange (a TCP PushPull with join=True). The
@@ -630,15 +633,16 @@ class Membership:
         if token is not None:
             del self._live[token]
 
-    def _fire(self, kind: int, key: object, now: float) -> None:
+    def _fire(self, kind: int, key: object, now: float, late: float) -> None:
+        """Run timer (kind, key), due `late` seconds ago."""
         if kind == _PROBE:
-            self._probe(now)
+            self._probe(now, late)
         elif kind == _PROBE_TIMEOUT:
             self._probe_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _RELAY_TIMEOUT:
             self._relay_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _SUSPICION:
-            self._suspicion_expired(key, now)  # type: ignore[arg-type]
+            self._suspicion_expired(key, now, late)  # type: ignore[arg-type]
         elif kind == _GOSSIP:
             self._gossip(now)
         elif kind == _PUSH_PULL:
@@ -675,7 +679,16 @@ class Membership:
                 return node
         return None
 
-    def _probe(self, now: float) -> None:
+    def _probe(self, now: float, late: float) -> None:
+        if self._probes and late > self._config.probe_timeout and not self._probe_deferred:
+            # this member was not running when its probe period ended (a stall): the ack
+            # may be waiting unread. Read the packets first (once), and count the stall
+            # against local health, as a slow member should not accuse others quickly.
+            self._probe_deferred = True
+            self._adjust_health(1)
+            self._schedule(_PROBE, None, now + self._config.probe_timeout)
+            return
+        self._probe_deferred = False
         # the previous probe's period ends now: settle it first, so this probe knows how
         # it ended (its target suspected, this member's health adjusted)
         for seq in list(self._probes):
@@ -760,7 +773,9 @@ class Membership:
             space = self._budget - sum(wire.message_size(m) + per for m in messages)
             if space >= _MIN_BROADCAST_BYTES:
                 taken = self._bcasts.take(space, self._retransmit_limit())
-                if len(messages) > 1:  # a Suspect told to the suspect may be queued too
+                if taken:
+                    # what is told straight to a member (a Suspect to the suspect, a
+                    # refutation to the accuser, a leave) may be a queued broadcast too
                     taken = [m for m in taken if m not in messages]
                 messages.extend(taken)
         self._outgoing.append(Outgoing(to, tuple(messages)))
@@ -873,7 +888,7 @@ class Membership:
             self._event_min = max(self._event_min, remote.event_ltime)
         get = self._nodes.get
         me = self._name
-        alive = State.ALIVE
+        alive, dead, left = State.ALIVE, State.DEAD, State.LEFT
         for state in remote.members:
             node = get(state.name)
             if node is not None and state.name != me:
@@ -884,16 +899,25 @@ class Membership:
                 inc = state.incarnation
                 known = node.incarnation
                 if (
-                    inc < known or (inc == known and (state.state is alive or node.state in _GONE))
+                    inc < known
+                    or (
+                        inc == known
+                        and (
+                            state.state is alive
+                            or node.state is left
+                            or (node.state is dead and state.state is not left)
+                        )
+                    )
                 ) and state.addr == node.addr:
                     continue
             if state.state is State.ALIVE:
                 self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
             elif state.state is State.LEFT:
-                self._on_dead(Dead(state.incarnation, state.name, state.name), now)
+                self._on_dead(Dead(state.incarnation, state.name, state.name), now, gossip=False)
             else:
                 # a member the remote thinks dead is only suspected here: it may refute
-                self._on_suspect(Suspect(state.incarnation, state.name, remote.source), now)
+                suspect = Suspect(state.incarnation, state.name, remote.source)
+                self._on_suspect(suspect, now, gossip=False)
         # the remote's clock is the next time it will use, not one it used: catch up with
         # it (witnessing it as a used time would push every clock up by one per exchange)
         self._event_clock = max(self._event_clock, remote.event_ltime)
@@ -907,7 +931,11 @@ class Membership:
             if message.target and message.target != self._name:
                 self._stats["messages_ignored"] += 1
                 return
-            self._send(message.source_addr, [Ack(message.seq, self._name)])
+            answer: list[Message] = [Ack(message.seq, self._name)]
+            if self._leaving:  # until it stops, a member that left says so to its probers
+                me = self._nodes[self._name]
+                answer.append(Dead(me.incarnation, self._name, self._name))
+            self._send(message.source_addr, answer)
         elif isinstance(message, Ack):
             self._on_ack(message)
         elif isinstance(message, Alive):
@@ -1015,20 +1043,30 @@ class Membership:
         elif changed:
             self._event(EventKind.UPDATE, node)
 
-    def _on_suspect(self, suspect: Suspect, now: float) -> None:
+    def _on_suspect(self, suspect: Suspect, now: float, *, gossip: bool = True) -> None:
+        """News that `suspect.node` is suspected. `gossip` false: read in a push-pull,
+        whose sender may only hold news it heard; the suspicion starts here, and the
+        suspect is told so it can refute, but it is neither spread nor counted as an
+        independent confirmation of a running one (Lifeguard counts probes that
+        failed)."""
         node = self._nodes.get(suspect.node)
-        if node is None or suspect.incarnation < node.incarnation:
+        if node is None:
             return
-        if node.state in _GONE:
+        if node.name == self._name:
+            self._accused(node, suspect.incarnation, suspect.source if gossip else None)
+            return
+        if suspect.incarnation < node.incarnation or node.state is State.DEAD:
+            return
+        if node.state is State.LEFT:
+            if gossip:
+                self._retell_leave(node, suspect.source)
             return
         if node.state is State.SUSPECT:
             suspicion = node.suspicion
-            if suspicion is not None and suspicion.confirm(suspect.source):
-                self._schedule(_SUSPICION, node.name, suspicion.start + suspicion.timeout())
+            if gossip and suspicion is not None and suspicion.confirm(suspect.source):
+                deadline = suspicion.start + suspicion.timeout()
+                self._schedule(_SUSPICION, node.name, max(now, deadline))
                 self._queue(suspect)
-            return
-        if node.name == self._name:
-            self._refute(node, suspect.incarnation)
             return
         config = self._config
         n = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
@@ -1046,22 +1084,50 @@ class Membership:
         self._schedule(_SUSPICION, node.name, now + node.suspicion.timeout())
         if suspect.source == self._name:
             self._stats["suspicions"] += 1
-        self._queue(suspect)
+        if gossip:
+            self._queue(suspect)
+        else:  # not spread, but the suspect must hear of it to refute in time
+            self._tell(node.name, Suspect(node.incarnation, node.name, self._name))
 
-    def _suspicion_expired(self, name: str, now: float) -> None:
+    def _suspicion_expired(self, name: str, now: float, late: float) -> None:
         node = self._nodes.get(name)
         if node is None or node.state is not State.SUSPECT or node.suspicion is None:
             return
-        if node.suspicion.incarnation != node.incarnation:
+        suspicion = node.suspicion
+        if suspicion.incarnation != node.incarnation:
+            return
+        if late > self._config.probe_timeout and not suspicion.deferred:
+            # this member was not running when the timer was due (a stall): a refutation
+            # may be waiting unread; read the packets first, once
+            suspicion.deferred = True
+            self._schedule(_SUSPICION, name, now + self._config.probe_timeout)
             return
         self._on_dead(Dead(node.incarnation, name, self._name), now)
 
-    def _on_dead(self, dead: Dead, now: float) -> None:
+    def _on_dead(self, dead: Dead, now: float, *, gossip: bool = True) -> None:
+        """News that `dead.node` failed, or left (`dead.is_leave`). `gossip` as in
+        `_on_suspect`."""
         node = self._nodes.get(dead.node)
-        if node is None or dead.incarnation < node.incarnation or node.state in _GONE:
+        if node is None:
             return
         if node.name == self._name and not self._leaving:
-            self._refute(node, dead.incarnation)
+            accuser = dead.source if gossip and not dead.is_leave else None
+            self._accused(node, dead.incarnation, accuser)
+            return
+        if dead.incarnation < node.incarnation:
+            return
+        if node.state is State.LEFT:
+            if gossip and not dead.is_leave:
+                self._retell_leave(node, dead.source)
+            return
+        if node.state is State.DEAD:
+            if dead.is_leave:
+                # its leave arrived after this member declared it failed: it left (serf
+                # turns a failed member left on its leave intent, with a leave event)
+                node.incarnation = dead.incarnation
+                self._set_state(node, State.LEFT, now)
+                self._queue(dead)
+                self._event(EventKind.LEAVE, node)
             return
         node.incarnation = dead.incarnation  # and _set_state below: _changed
         node.suspicion = None
@@ -1075,6 +1141,37 @@ class Membership:
             self._stats["failures"] += 1
             self._queue(dead)
             self._event(EventKind.FAIL, node)
+
+    def _accused(self, me: _Node, incarnation: int, accuser: str | None) -> None:
+        """News that this member is suspect or dead at `incarnation`, from `accuser` when
+        it said so itself. A member that left retells its leave; otherwise it refutes
+        with a higher incarnation or, if the news is older than its last refutation,
+        spreads that refutation again (the accuser missed it). The accuser is told
+        straight away too (Lifeguard's buddy system the other way round), so that one
+        unlucky member does not declare it dead for want of a packet."""
+        if self._leaving:
+            if accuser is not None:
+                self._retell_leave(me, accuser)
+            return
+        if incarnation >= me.incarnation:
+            self._refute(me, incarnation)
+        else:
+            self._queue(Alive(me.incarnation, self._name, self._addr, me.tags))
+        if accuser is not None:
+            self._tell(accuser, Alive(me.incarnation, self._name, self._addr, me.tags))
+
+    def _retell_leave(self, node: _Node, accuser: str) -> None:
+        """`accuser` suspects or declares dead a member that left: it missed the leave.
+        Tell it, and spread the leave again."""
+        leave = Dead(node.incarnation, node.name, node.name)
+        self._queue(leave)
+        self._tell(accuser, leave)
+
+    def _tell(self, name: str, message: Message) -> None:
+        """A packet with `message` straight to member `name`, if known and reachable."""
+        node = self._nodes.get(name)
+        if node is not None and node.state is not State.LEFT and name != self._name:
+            self._send(node.addr, [message])
 
     def _refute(self, me: _Node, accused: int) -> None:
         """Deny news of this member's suspicion or death with a higher incarnation."""

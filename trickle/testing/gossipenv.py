@@ -43,6 +43,8 @@ output, a blank line; lines starting with ``#`` are comments. Commands::
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -59,6 +61,7 @@ from trickle.gossip.messages import (
     Alive,
     Dead,
     Event,
+    EventKind,
     IndirectPing,
     MemberEvent,
     MemberState,
@@ -608,4 +611,86 @@ def run_script(path: Path, *, rewrite: bool = False) -> tuple[str, str]:
     return text, actual
 
 
-__all__ = ["GossipEnv", "describe_message", "run_script"]
+class TinyNet:
+    """A timed network for unit tests: cores named `names` that know each other (a warm
+    start), every packet delayed `delay` seconds, members that can be downed and links
+    cut; polls and deliveries strictly in time order. `fails` records every FAIL event
+    as (time, observer, failed), `pings` every direct UDP Ping as (time, prober, target)."""
+
+    def __init__(
+        self,
+        names: list[str],
+        *,
+        config: GossipConfig | None = None,
+        delay: float = 0.001,
+        seed: int = 0,
+    ) -> None:
+        self.delay = delay
+        self.now = 0.0
+        states = [MemberState(n, (n, DEFAULT_PORT), 0, State.ALIVE) for n in names]
+        self.cores = {
+            n: Membership(
+                n,
+                (n, DEFAULT_PORT),
+                config=config or PRESETS["lan"](),
+                rng=random.Random(f"tiny-{n}-{seed}"),
+                now=0.0,
+                known=[s for s in states if s.name != n],
+            )
+            for n in names
+        }
+        self.down: set[str] = set()
+        self.cut: set[frozenset[str]] = set()
+        self.heap: list[tuple[float, int, str, str, tuple[str, Outgoing]]] = []
+        self.seq = itertools.count()
+        self.fails: list[tuple[float, str, str]] = []
+        self.pings: list[tuple[float, str, str]] = []
+        for core in self.cores.values():
+            core.take_events()
+            self.flush(core)
+
+    def flush(self, core: Membership) -> None:
+        """Send what `core` wants sent, record its events."""
+        for out in core.take_outgoing():
+            dst = out.to[0]
+            for m in out.messages:
+                if isinstance(m, Ping) and not out.stream and m.source == core.name:
+                    self.pings.append((self.now, core.name, m.target))
+            blocked = dst in self.down or frozenset((core.name, dst)) in self.cut
+            if blocked or core.name in self.down:
+                continue
+            kind = "tcp" if out.stream else "udp"
+            entry = (self.now + self.delay, next(self.seq), kind, dst, (core.name, out))
+            heapq.heappush(self.heap, entry)
+        for event in core.take_events():
+            if isinstance(event, MemberEvent) and event.kind is EventKind.FAIL:
+                self.fails.append((self.now, core.name, event.member.name))
+
+    def run_until(self, end: float) -> None:
+        while True:
+            polls = [(c.next_deadline(), n) for n, c in self.cores.items() if n not in self.down]
+            due, name = min(polls)
+            packet = self.heap[0][0] if self.heap else float("inf")
+            if min(due, packet) > end:
+                break
+            if due <= packet:
+                self.now = max(self.now, due)
+                self.cores[name].poll(now=self.now)
+                self.flush(self.cores[name])
+                continue
+            self.now, _, kind, dst, (src, out) = heapq.heappop(self.heap)
+            if dst in self.down:
+                continue
+            core = self.cores[dst]
+            if kind == "udp":
+                core.receive((src, DEFAULT_PORT), out.messages, now=self.now)
+            else:
+                answer = core.receive_stream((src, DEFAULT_PORT), out.messages[0], now=self.now)
+                if answer is not None and src not in self.down:
+                    self.cores[src].receive((dst, DEFAULT_PORT), [answer], now=self.now)
+                    self.flush(self.cores[src])
+            self.flush(core)
+        self.now = end
+
+
+__all__ = ["GossipEnv", "TinyNet", "describe_message", "run_script"]
