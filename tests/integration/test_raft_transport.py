@@ -114,6 +114,40 @@ async def test_many_messages_arrive_in_order_and_a_large_one_fits():
             assert got[500] == big
 
 
+async def test_a_frame_written_in_part_is_finished_before_the_frames_behind_it():
+    # Frames go straight to the socket when nothing is queued. Against a peer that does
+    # not read, a big frame fills the kernel's buffers and is written in part: its rest
+    # and the frames sent after it wait, and arrive whole and in order once it reads.
+    big = Message(
+        type=MessageType.APPEND,
+        src=A,
+        dst=B,
+        term=2,
+        entries=(Entry(term=2, index=1, data=b"y" * (MAX_FRAME_BYTES - 1024)),),
+    )
+    a = TcpTransport(A)
+    with trio.fail_after(TIMEOUT), trio.socket.socket() as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        async with serving(a):
+            a.set_peers({B: listener.getsockname()})
+            sock, _ = await listener.accept()
+            stream = trio.SocketStream(sock)
+            reader = FrameReader()
+            assert await next_frame(stream, reader) == Hello(A, "trickle")
+            await stream.send_all(encode_frame(Hello(B, "trickle")))
+            await a.wait_connected(B)
+            a.send(big)
+            for i in range(1, 51):
+                a.send(heartbeat(A, B, commit=i))
+            assert a.statistics().peers[B].queued == 51  # the big one's rest, then 50
+            frames = [await next_frame(stream, reader) for _ in range(51)]
+            assert frames[0] == RaftFrame(big)
+            assert [f.message.commit for f in frames[1:]] == list(range(1, 51))
+            assert a.statistics().peers[B].frames_sent == 51
+            await stream.aclose()
+
+
 async def test_peer_restart_is_reconnected_without_intervention():
     a, b = TcpTransport(A), TcpTransport(B)
     with trio.fail_after(TIMEOUT):

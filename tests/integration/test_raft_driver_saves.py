@@ -1,0 +1,101 @@
+"""Where the Raft driver runs its saves (real threads and clock): quick small saves on the
+Trio thread, slow or big ones in a worker thread, and back once the disk is quick again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+
+from trickle.raft import driver as driver_module
+from trickle.raft.driver import RaftDriver
+from trickle.raft.messages import ConfState, Entry, NodeId, Snapshot
+from trickle.raft.storage import MemoryStorage
+from trickle.testing.raftnet import MemoryNetwork
+
+ME = NodeId("solo")
+TIMEOUT = 20  # seconds a test may take before it fails (never reached when it works)
+
+
+class App:
+    async def apply(self, entries: Sequence[Entry]) -> list[object]:
+        return [None] * len(entries)
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        pass
+
+    async def snapshot(self) -> bytes:
+        return b""
+
+
+class Disk(MemoryStorage):
+    """MemoryStorage that records the thread of each save and can be made slow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = 0.0  # seconds each save blocks
+        self.threads: list[bool] = []  # per save: ran on the main (Trio) thread
+
+    def save(self, **writes: Any) -> None:
+        self.threads.append(threading.current_thread() is threading.main_thread())
+        if self.slow:
+            time.sleep(self.slow)  # a slow disk, blocking whoever calls
+        super().save(**writes)
+
+
+async def one_node(disk: Disk, nursery: trio.Nursery) -> RaftDriver:
+    transport = MemoryNetwork().transport(ME)
+    driver = RaftDriver(
+        ME,
+        storage=disk,
+        transport=transport,
+        app=App(),
+        bootstrap=ConfState(voters=frozenset({ME})),
+    )
+    await nursery.start(transport.serve)
+    await nursery.start(driver.run)
+    await driver.wait_leader()
+    return driver
+
+
+async def proposals(driver: RaftDriver, disk: Disk, n: int) -> list[bool]:
+    """Threads of the saves of ``n`` proposals, one at a time."""
+    first = len(disk.threads)
+    for i in range(n):
+        await driver.propose(b"x%d" % i)
+    return disk.threads[first:]
+
+
+async def test_quick_saves_run_on_the_trio_thread_and_slow_ones_move_to_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(driver_module, "INLINE_RETRY_SECONDS", 1.0)
+    disk = Disk()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            driver = await one_node(disk, nursery)
+            assert all(await proposals(driver, disk, 20))  # quick: inline
+            disk.slow = 0.03  # counted as 20 ms (the cap): slow after two of them
+            slow = await proposals(driver, disk, 12)
+            assert slow[0] and not any(slow[-8:])  # then in worker threads (< 1 s)
+            disk.slow = 0.0
+            await trio.sleep(1.1)  # past INLINE_RETRY_SECONDS: the next save tries inline
+            assert all(await proposals(driver, disk, 10))
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_big_save_runs_in_a_worker_thread() -> None:
+    disk = Disk()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            driver = await one_node(disk, nursery)
+            big = b"z" * driver_module.INLINE_SAVE_BYTES
+            first = len(disk.threads)
+            await driver.propose(big)
+            assert disk.threads[first:] == [False]
+            assert all(await proposals(driver, disk, 3))
+            nursery.cancel_scope.cancel()
