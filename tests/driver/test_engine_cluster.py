@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import trio
 import trio.testing
 
 from trickle import Engine, EngineConfig, ExecutionContext, Job
 from trickle.engine.clock import TrioClock
-from trickle.errors import JobNotFound
+from trickle.errors import JobNotFound, NotFound
 from trickle.raft.messages import NodeId
 from trickle.testing.raftnet import MemoryNetwork
 
@@ -137,3 +138,30 @@ async def test_when_the_leader_dies_the_next_one_fires_every_schedule_once(
     assert last_fire >= START + timedelta(seconds=80)
     # and the new leader's history holds them all
     assert {e.scheduled_at for e in survivor_view} == set(fires)
+
+
+async def test_raft_peers_lists_the_servers_and_remove_peer_shrinks_the_configuration(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for i, name in enumerate(NAMES):
+            await cluster.start(name, i)
+        leader = await cluster.leader()
+        peers = leader.raft_peers()
+        assert [p.name for p in peers] == list(NAMES)
+        assert all(p.voter for p in peers)
+        assert [p.name for p in peers if p.leader] == [leader.node_name]
+        assert all(p.match_index is not None for p in peers)  # the leader tracks them
+        gone = next(n for n in NAMES if n != leader.node_name)
+        await cluster.stop(gone)
+        follower = next(e for n, e in cluster.engines.items() if n not in (gone, leader.node_name))
+        await follower.remove_raft_peer(gone)  # asked on a follower: the leader does it
+        # applied on the asking server when the call returns
+        assert gone not in {p.name for p in follower.raft_peers()}
+        with pytest.raises(NotFound):
+            await leader.remove_raft_peer("nobody")
+        # two servers still commit
+        await follower.put_job(Job(name="after", schedule="@every 1h", executor="record"))
+        assert (await leader.get_job("after")).name == "after"
+        nursery.cancel_scope.cancel()

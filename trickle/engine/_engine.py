@@ -39,6 +39,7 @@ from trickle.engine.model import (
     Execution,
     Job,
     Member,
+    RaftPeer,
     Trigger,
     execution_id,
     group_id,
@@ -75,7 +76,14 @@ from trickle.gossip.messages import State as GossipState
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import Role, SoftState
 from trickle.raft.driver import ProposalUnknown, RaftDriver
-from trickle.raft.messages import ConfChangeOp, ConfState, DurableState, EntryKind, NodeId
+from trickle.raft.messages import (
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    DurableState,
+    EntryKind,
+    NodeId,
+)
 from trickle.raft.sqlstore import SqliteRaftStorage
 from trickle.raft.storage import MemoryStorage, RaftStorage
 from trickle.raft.transport import RpcError, TcpTransport
@@ -1076,6 +1084,46 @@ class Engine:
                     gm, leaving=self._leaving_cluster and gm.name == self.node_name
                 )
         return self._member_of(name)
+
+    def raft_peers(self) -> list[RaftPeer]:
+        """The servers of the Raft configuration, voters and learners, sorted by name."""
+        self._check_open()
+        raft = self._raft
+        assert raft is not None
+        status = raft.status()
+        conf = status.conf
+        peers = []
+        for name in sorted(conf.voters | conf.learners):
+            progress = status.progress.get(name)
+            peers.append(
+                RaftPeer(
+                    name=name,
+                    address=self._raft_address_of(name),
+                    voter=name in conf.voters,
+                    leader=name == status.leader,
+                    match_index=None if progress is None else progress.match,
+                )
+            )
+        return peers
+
+    def _raft_address_of(self, name: str) -> str:
+        if name == self.node_name:
+            address = self.raft_address
+            return "" if address is None else f"{address[0]}:{address[1]}"
+        return self._peer_addresses.get(name, "")
+
+    async def remove_raft_peer(self, name: str) -> None:
+        """Remove server ``name`` from the Raft configuration (a server that will not come
+        back; ``trickle raft remove-peer``). Any server may ask: the leader does it.
+        Raises NotFound if ``name`` is not a member, ConfChangeRejected if the change
+        cannot be made now (another one is in progress)."""
+        self._check_open()
+        raft = self._raft
+        assert raft is not None
+        conf = raft.conf
+        if name not in conf.voters | conf.learners:
+            raise NotFound(f"{name} is not a server of the Raft configuration")
+        await raft.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, NodeId(name)))
 
     def is_leader(self) -> bool:
         raft = self._raft

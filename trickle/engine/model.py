@@ -165,6 +165,24 @@ class Member:
 
 
 @attrs.frozen(kw_only=True)
+class RaftPeer:
+    """A server of the Raft configuration, as ``trickle raft list-peers`` shows it.
+
+    address: its Raft/RPC listener ("host:port"; "" when this server does not know it).
+    voter: False for a learner (catching up before promotion).
+    leader: it is the current leader.
+    match_index: the last log index known replicated on it (the leader's view; None on
+        a follower, which does not track it).
+    """
+
+    name: str
+    address: str
+    voter: bool
+    leader: bool
+    match_index: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class BusyExecution:
     """An execution this node runs or holds in its queue."""
 
