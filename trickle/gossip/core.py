@@ -32,6 +32,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -268,10 +269,9 @@ class _BroadcastQueue:
         for transmits, bucket in enumerate(buckets):
             if not bucket:
                 continue
-            taken: list[object] = []
+            taken: list[tuple[object, _Queued]] = []
             misses = 0
-            for key in reversed(bucket):  # newest first
-                item = bucket[key]
+            for key, item in reversed(bucket.items()):  # newest first
                 need = item.size + per
                 if need > space:
                     misses += 1
@@ -280,11 +280,12 @@ class _BroadcastQueue:
                     continue
                 space -= need
                 out.append(item.message)
-                taken.append(key)
-            for key in taken:
-                item = bucket.pop(key)
-                item.transmits = transmits + 1
-                if item.transmits >= limit:
+                taken.append((key, item))
+            sent = transmits + 1
+            for key, item in taken:
+                del bucket[key]
+                item.transmits = sent
+                if sent >= limit:
                     del where[key]
                 else:
                     moved.append((key, item))
@@ -340,11 +341,16 @@ class Membership:
         self._config = config
         self._rng = rng
         self._budget = config.max_packet_bytes - wire.ENCRYPTION_OVERHEAD - wire.COMPOUND_OVERHEAD
+        # the most an Ack of this member can take (the largest seq), and the retransmit
+        # limit for the member count it was last computed for
+        self._ack_bytes = wire.message_size(Ack(wire.MAX_UINT, name)) + wire.PER_MESSAGE_OVERHEAD
+        self._limit_n = -1
+        self._limit = 0
         self._outgoing: list[Outgoing] = []
         self._events: list[Event] = []
         self._nodes: dict[str, _Node] = {}
-        self._names: list[str] = []  # every known name, for random picks
-        self._name_index: dict[str, int] = {}
+        self._node_list: list[_Node] = []  # every member, for random picks
+        self._node_index: dict[str, int] = {}  # name -> its place in _node_list
         self._counts = [0, 0, 0, 0]  # members per State
         # members DEAD or LEFT, waiting to be reaped, in the order they went (a dict, not a
         # set: a set's order depends on the hash seed and a run would not replay)
@@ -353,6 +359,17 @@ class Membership:
         self._probe_next = 0
         self._probes: dict[int, _Probe] = {}  # the probe running (one at most), by seq
         self._probe_deferred = False  # its end was put off once, found late (a stall)
+        # what to do with each message received in a packet, by its type
+        self._handlers: dict[type, Callable[[Any, float], None]] = {
+            Ping: self._on_ping,
+            Ack: self._on_ack,
+            Alive: self._on_alive,
+            Suspect: self._on_suspect,
+            Dead: self._on_dead,
+            IndirectPing: self._on_indirect_ping,
+            Nack: self._on_nack,
+            UserEvent: self._on_user_event,
+        }
         self._relays: dict[int, _Relay] = {}
         self._seq = 0
         self._health = 0
@@ -398,14 +415,14 @@ class Membership:
                 continue
             node = _Node(state.name, state.addr, state.incarnation, state.tags, now)
             nodes[state.name] = node
-            self._names.append(state.name)
+            self._node_list.append(node)
             if state.state in _GONE:  # a suspicion is not carried over
                 node.state = state.state
                 self._gone[state.name] = None
             self._counts[node.state] += 1
             if node.state is state.state:
                 node.wire_state = state  # the same record: push-pull sends it as given
-        self._name_index = {n: i for i, n in enumerate(self._names)}
+        self._node_index = {node.name: i for i, node in enumerate(self._node_list)}
         self._schedule(_PROBE, None, now + rng.random() * config.probe_interval)
         self._gossip_phase = now + rng.random() * config.gossip_interval
         self._schedule(_GOSSIP, None, self._gossip_phase)
@@ -441,14 +458,20 @@ class Membership:
         a PushPull here is the answer to this member's own push-pull and is merged (the
         answer to a join, from the address joined, does not replay old user events)."""
         self._now = now
+        handlers = self._handlers
+        count = 0
         for message in messages:
-            self._stats["messages_received"] += 1
-            if isinstance(message, PushPull):
+            count += 1
+            handler = handlers.get(type(message))
+            if handler is not None:
+                handler(message, now)
+            elif isinstance(message, PushPull):
                 joined = source in self._join_requests
                 self._join_requests.discard(source)
                 self._merge(message, now, join_answer=joined)
-            else:
-                self._dispatch(message, now)
+            else:  # pragma: no cover - the wire decodes nothing else
+                self._stats["messages_ignored"] += 1
+        self._stats["messages_received"] += count
 
     def receive_stream(self, source: Address, message: Message, *, now: float) -> Message | None:
         """Handle one TCP request and return the answer to write back on the same
@@ -749,15 +772,14 @@ class Membership:
     def _random_nodes(self, k: int, keep: Callable[[_Node], bool]) -> list[_Node]:
         """Up to k distinct members for which keep() holds, at random (memberlist's
         kRandomNodes: 3n tries at most)."""
-        names = self._names
-        n = len(names)
+        node_list = self._node_list
+        n = len(node_list)
         out: list[_Node] = []
         if k <= 0 or n == 0:
             return out
-        nodes = self._nodes
-        randbelow = self._rng.randrange
+        random = self._rng.random
         for _ in range(3 * n):
-            node = nodes[names[randbelow(n)]]
+            node = node_list[int(random() * n)]
             if keep(node) and node not in out:
                 out.append(node)
                 if len(out) >= k:
@@ -769,8 +791,12 @@ class Membership:
     def _send(self, to: Address, messages: list[Message]) -> None:
         """One UDP packet: `messages`, then as many broadcasts as fit."""
         if self._bcasts:
-            per = wire.PER_MESSAGE_OVERHEAD
-            space = self._budget - sum(wire.message_size(m) + per for m in messages)
+            if len(messages) == 1 and type(messages[0]) is Ack:
+                used = self._ack_bytes  # the commonest: no need to encode it to know
+            else:
+                per = wire.PER_MESSAGE_OVERHEAD
+                used = sum(wire.message_size(m) + per for m in messages)
+            space = self._budget - used
             if space >= _MIN_BROADCAST_BYTES:
                 taken = self._bcasts.take(space, self._retransmit_limit())
                 if taken:
@@ -781,9 +807,11 @@ class Membership:
         self._outgoing.append(Outgoing(to, tuple(messages)))
 
     def _retransmit_limit(self) -> int:
-        return self._config.retransmit_limit(
-            self._counts[State.ALIVE] + self._counts[State.SUSPECT]
-        )
+        n = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        if n != self._limit_n:
+            self._limit_n = n
+            self._limit = self._config.retransmit_limit(n)
+        return self._limit
 
     def _queue(self, message: Broadcast) -> None:
         if isinstance(message, UserEvent):
@@ -926,38 +954,24 @@ class Membership:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def _dispatch(self, message: Message, now: float) -> None:
-        if isinstance(message, Ping):
-            if message.target and message.target != self._name:
-                self._stats["messages_ignored"] += 1
-                return
-            answer: list[Message] = [Ack(message.seq, self._name)]
-            if self._leaving:  # until it stops, a member that left says so to its probers
-                me = self._nodes[self._name]
-                answer.append(Dead(me.incarnation, self._name, self._name))
-            self._send(message.source_addr, answer)
-        elif isinstance(message, Ack):
-            self._on_ack(message)
-        elif isinstance(message, Alive):
-            self._on_alive(message, now)
-        elif isinstance(message, Suspect):
-            self._on_suspect(message, now)
-        elif isinstance(message, Dead):
-            self._on_dead(message, now)
-        elif isinstance(message, IndirectPing):
-            self._on_indirect_ping(message, now)
-        elif isinstance(message, Nack):
-            probe = self._probes.get(message.seq)
-            if probe is None:
-                self._stats["messages_ignored"] += 1
-            else:
-                probe.nacks += 1
-        elif isinstance(message, UserEvent):
-            self._on_user_event(message, now)
-        else:  # pragma: no cover - the wire decodes nothing else
+    def _on_ping(self, ping: Ping, now: float) -> None:
+        if ping.target and ping.target != self._name:
             self._stats["messages_ignored"] += 1
+            return
+        answer: list[Message] = [Ack(ping.seq, self._name)]
+        if self._leaving:  # until it stops, a member that left says so to its probers
+            me = self._nodes[self._name]
+            answer.append(Dead(me.incarnation, self._name, self._name))
+        self._send(ping.source_addr, answer)
 
-    def _on_ack(self, ack: Ack) -> None:
+    def _on_nack(self, nack: Nack, now: float) -> None:
+        probe = self._probes.get(nack.seq)
+        if probe is None:
+            self._stats["messages_ignored"] += 1
+        else:
+            probe.nacks += 1
+
+    def _on_ack(self, ack: Ack, now: float) -> None:
         if self._probes.pop(ack.seq, None) is not None:
             self._cancel(_PROBE_TIMEOUT, ack.seq)
             self._adjust_health(-1)
@@ -1231,8 +1245,8 @@ class Membership:
     ) -> _Node:
         node = _Node(name, addr, incarnation, tags, now)
         self._nodes[name] = node
-        self._name_index[name] = len(self._names)
-        self._names.append(name)
+        self._node_index[name] = len(self._node_list)
+        self._node_list.append(node)
         self._counts[State.ALIVE] += 1
         self._full_state = None
         return node
@@ -1242,11 +1256,11 @@ class Membership:
         self._full_state = None
         self._gone.pop(node.name, None)
         self._counts[node.state] -= 1
-        index = self._name_index.pop(node.name)
-        last = self._names.pop()
-        if last != node.name:
-            self._names[index] = last
-            self._name_index[last] = index
+        index = self._node_index.pop(node.name)
+        last = self._node_list.pop()
+        if last is not node:
+            self._node_list[index] = last
+            self._node_index[last.name] = index
 
     def _changed(self, node: _Node) -> None:
         """A member record changed: what push-pull sends must be built again."""

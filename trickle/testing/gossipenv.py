@@ -25,8 +25,11 @@ output, a blank line; lines starting with ``#`` are comments. Commands::
     add-member ID name=NAME [...]    a member whose gossip name differs from its handle
     advance SECONDS                  move the clock only
     poll ID...                       run the members' timers due now
-    next [ID]                        move the clock to ID's next deadline (no ID: the
+    next [ID] [deliver=true]         move the clock to ID's next deadline (no ID: the
                                      earliest one), polling whoever is due on the way
+                                     (deliver: packets delivered at once on the way)
+    until-probe ID TARGET            run quietly until ID pings TARGET; stop with that
+                                     ping in the mailbox
     run SECONDS [verbose=true]       let time pass: every member is polled at its
                                      deadlines and packets are delivered at once; prints
                                      events and view changes (verbose: every packet too)
@@ -203,10 +206,11 @@ class GossipEnv:
         member.core.poll(now=self.now)
         return self._reaction(member, header=f"poll {member_id} at {self.now:.3f}")
 
-    def next(self, member_id: str | None = None) -> list[str]:
+    def next(self, member_id: str | None = None, *, deliver: bool = False) -> list[str]:
         """Move the clock to ID's next deadline (or the earliest one), polling every
         member whose timers come due on the way, in time order. Packets stay in the
-        mailbox."""
+        mailbox; with `deliver`, they are delivered at once (and printed) on the way,
+        including those sent by the last poll."""
         up = self._up_sorted()
         if not up:
             return ["nobody is up"]
@@ -214,18 +218,48 @@ class GossipEnv:
             end = self.members[member_id].core.next_deadline()
         else:
             end = min(m.core.next_deadline() for m in up)
-        out: list[str] = []
+        out = self.stabilize(stamp=True) if deliver else []
         while True:
             due, member = min(((m.core.next_deadline(), m) for m in up), key=lambda p: p[0])
             if due > end:
                 break
             self.now = max(self.now, due)
             member.core.poll(now=self.now)
-            lines = self._reaction(member)
+            lines = self._reaction(member, sends=not deliver)
             if lines:  # a timer with nothing to show (say, a relay forgotten) is skipped
                 out += [f"{self.now:.3f} poll {member.id}", *lines]
+            if deliver:
+                out += self.stabilize(stamp=True)
         self.now = max(self.now, end)
         return out
+
+    def until_probe(self, prober: str, target: str) -> list[str]:
+        """Let time pass as `run` does (quietly) until `prober` pings `target` directly;
+        stop there, that ping (and whatever else the poll sent) left in the mailbox."""
+        member = self.members[prober]
+        out = self.stabilize(packets=False, sends=False, stamp=True)
+        for _ in range(100_000):
+            up = self._up_sorted()
+            due, polled = min(((m.core.next_deadline(), m) for m in up), key=lambda p: p[0])
+            self.now = max(self.now, due)
+            polled.core.poll(now=self.now)
+            if polled is member:
+                sent = member.core.take_outgoing()
+                pings = [
+                    m
+                    for o in sent
+                    if not o.stream
+                    for m in o.messages
+                    if isinstance(m, Ping) and m.source == member.name
+                ]
+                self.mailbox += [InFlight(member.id, o) for o in sent]
+                if any(p.target == self.members[target].name for p in pings):
+                    lines = [f"  {self._describe_flight(InFlight(member.id, o))}" for o in sent]
+                    lines += self._reaction(member)  # its events and view changes
+                    return [*out, f"{self.now:.3f} poll {prober}", *lines]
+            out += self._reaction(polled, sends=False, stamp=True)
+            out += self.stabilize(packets=False, sends=False, stamp=True)
+        raise AssertionError(f"{prober} never probed {target}")
 
     def run(self, seconds: float, *, verbose: bool = False) -> list[str]:
         """Let `seconds` pass on a perfect network (but for cuts and members down)."""
@@ -380,7 +414,9 @@ class GossipEnv:
         if name == "poll":
             return [line for m in pos for line in self.poll(m)]
         if name == "next":
-            return self.next(pos[0] if pos else None)
+            return self.next(pos[0] if pos else None, deliver=kv.get("deliver") == "true")
+        if name == "until-probe":
+            return self.until_probe(pos[0], pos[1])
         if name == "run":
             return self.run(float(pos[0]), verbose=kv.get("verbose") == "true")
         if name in ("deliver", "drop"):
