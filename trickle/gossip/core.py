@@ -23,6 +23,23 @@ What it does, after memberlist and serf:
 - graceful leave (LEFT, never FAIL), rejoining failed members (how partitions heal),
   reaping dead and left members after their timeouts;
 - tags with updates, and user events de-duplicated by Lamport time.
+
+Where it departs from memberlist, and why (each has a test in tests/unit):
+
+- an intermediary nacks at 80% of probe_timeout, so the nack reaches the prober within
+  its probe period (at 100% it arrived after, and healthy probers' health scores rose
+  whenever a member died);
+- a suspicion read in a push-pull is not re-broadcast nor counted as a confirmation
+  (the sender may only hold what it heard; counting it let push-pulls cut Lifeguard's
+  timer to its minimum); the suspect is told directly so it can refute;
+- an accusation is answered straight to the accuser too (a stale one with the last
+  refutation); a member that holds X as LEFT answers news of X's failure with X's
+  leave, and a leave turns a member declared DEAD into LEFT (as serf does): a member
+  that left is not reported failed for a leave it missed;
+- a probe end or suspicion expiry that runs late (this member was stalled) waits once
+  for the packets queued meanwhile to be read, and counts against local health;
+- a push-pull answer is built after merging the request, so it carries the receiver's
+  refutation of what the request said (a healed partition meets in one exchange).
 """
 
 from __future__ import annotations
