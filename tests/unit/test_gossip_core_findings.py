@@ -226,3 +226,23 @@ def test_a_member_always_late_still_detects_a_real_failure() -> None:
         b.take_outgoing()
     c = b.member("c")
     assert c is not None and c.state is State.DEAD
+
+
+# -- without Lifeguard the core is plain SWIM (memberlist), to measure what Lifeguard buys --
+
+
+def test_without_lifeguard_a_late_probe_end_suspects_at_once() -> None:
+    a = make("a", knows=["b"], config=lan(lifeguard=False))
+    first_ping(a)
+    late = a.next_deadline() + 3.0
+    a.poll(now=late)
+    b = a.member("b")
+    assert b is not None and b.state is State.SUSPECT
+
+
+def test_without_lifeguard_a_push_pull_suspicion_is_spread() -> None:
+    b = make("b", knows=["a", "c"], config=lan(lifeguard=False))
+    queued = b.statistics().broadcasts_queued
+    pp = PushPull(False, "a", (MemberState("c", addr("c"), 0, State.DEAD),), 0)
+    b.receive_stream(addr("a"), pp, now=2.0)
+    assert b.statistics().broadcasts_queued == queued + 1

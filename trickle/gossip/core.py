@@ -24,7 +24,9 @@ What it does, after memberlist and serf:
   reaping dead and left members after their timeouts;
 - tags with updates, and user events de-duplicated by Lamport time.
 
-Where it departs from memberlist, and why (each has a test in tests/unit):
+Where it departs from memberlist, and why (each has a test in tests/unit). All but the
+leave handling and the push-pull answer are Lifeguard's local-health ideas and are off
+with `lifeguard=False`, which stays plain SWIM as memberlist runs it:
 
 - an intermediary nacks at 80% of probe_timeout, so the nack reaches the prober within
   its probe period (at 100% it arrived after, and healthy probers' health scores rose
@@ -720,7 +722,13 @@ class Membership:
         return None
 
     def _probe(self, now: float, late: float) -> None:
-        if self._probes and late > self._config.probe_timeout and not self._probe_deferred:
+        config = self._config
+        if (
+            self._probes
+            and config.lifeguard
+            and late > config.probe_timeout
+            and not self._probe_deferred
+        ):
             # this member was not running when its probe period ended (a stall): the ack
             # may be waiting unread. Read the packets first (once), and count the stall
             # against local health, as a slow member should not accuse others quickly.
@@ -934,6 +942,9 @@ class Membership:
         get = self._nodes.get
         me = self._name
         alive, dead, left = State.ALIVE, State.DEAD, State.LEFT
+        # with Lifeguard, what a push-pull says is not spread as this member's own news
+        # (see _on_suspect); plain SWIM (memberlist) spreads it
+        spread = not self._config.lifeguard
         for state in remote.members:
             node = get(state.name)
             if node is not None and state.name != me:
@@ -958,11 +969,11 @@ class Membership:
             if state.state is State.ALIVE:
                 self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
             elif state.state is State.LEFT:
-                self._on_dead(Dead(state.incarnation, state.name, state.name), now, gossip=False)
+                self._on_dead(Dead(state.incarnation, state.name, state.name), now, gossip=spread)
             else:
                 # a member the remote thinks dead is only suspected here: it may refute
                 suspect = Suspect(state.incarnation, state.name, remote.source)
-                self._on_suspect(suspect, now, gossip=False)
+                self._on_suspect(suspect, now, gossip=spread)
         # the remote's clock is the next time it will use, not one it used: catch up with
         # it (witnessing it as a used time would push every clock up by one per exchange)
         self._event_clock = max(self._event_clock, remote.event_ltime)
@@ -1127,11 +1138,12 @@ class Membership:
         suspicion = node.suspicion
         if suspicion.incarnation != node.incarnation:
             return
-        if late > self._config.probe_timeout and not suspicion.deferred:
+        config = self._config
+        if config.lifeguard and late > config.probe_timeout and not suspicion.deferred:
             # this member was not running when the timer was due (a stall): a refutation
             # may be waiting unread; read the packets first, once
             suspicion.deferred = True
-            self._schedule(_SUSPICION, name, now + self._config.probe_timeout)
+            self._schedule(_SUSPICION, name, now + config.probe_timeout)
             return
         self._on_dead(Dead(node.incarnation, name, self._name), now)
 
@@ -1188,7 +1200,7 @@ class Membership:
             self._refute(me, incarnation)
         else:
             self._queue(Alive(me.incarnation, self._name, self._addr, me.tags))
-        if accuser is not None:
+        if accuser is not None and self._config.lifeguard:
             self._tell(accuser, Alive(me.incarnation, self._name, self._addr, me.tags))
 
     def _retell_leave(self, node: _Node, accuser: str) -> None:
