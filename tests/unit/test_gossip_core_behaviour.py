@@ -307,3 +307,12 @@ def test_members_are_reaped_in_the_order_they_went_whatever_the_hash_seed() -> N
     run_until(a, 100.0, now=7.0)
     reaped = [name for kind, name in member_events(a) if kind is EventKind.REAP]
     assert reaped == names
+
+
+def test_a_join_that_got_no_answer_does_not_make_a_later_answer_hide_events() -> None:
+    c = make("c")
+    c.join([addr("a")], now=0.0)  # never answered (a was down)
+    c.take_outgoing()
+    later = push_pull("a", state("a"), ltime=5, events=[UserEvent(3, "deploy")])
+    c.receive(addr("a"), [later], now=600.0)  # the answer to a periodic push-pull
+    assert user_events(c) == ["deploy"]

@@ -393,7 +393,9 @@ class Membership:
         self._seq = 0
         self._health = 0
         self._leaving = False
-        self._join_requests: set[Address] = set()  # joins not answered yet
+        # joins not answered yet: address -> when its answer stops being one (a join the
+        # driver gave up on must not make a later periodic answer hide user events)
+        self._join_requests: dict[Address, float] = {}
         self._now = now  # the latest `now` passed in
         self._gossip_idle = False  # the gossip timer sleeps while there is nothing to send
         self._gossip_phase = now
@@ -485,9 +487,8 @@ class Membership:
             if handler is not None:
                 handler(message, now)
             elif isinstance(message, PushPull):
-                joined = source in self._join_requests
-                self._join_requests.discard(source)
-                self._merge(message, now, join_answer=joined)
+                until = self._join_requests.pop(source, None)
+                self._merge(message, now, join_answer=until is not None and now <= until)
             else:  # pragma: no cover - the wire decodes nothing else
                 self._stats["messages_ignored"] += 1
         self._stats["messages_received"] += count
@@ -534,7 +535,7 @@ class Membership:
         for address in addresses:
             address = (str(address[0]), int(address[1]))
             if address != self._addr:
-                self._join_requests.add(address)
+                self._join_requests[address] = now + self._config.tcp_timeout
                 self._outgoing.append(Outgoing(address, (request,), stream=True))
 
     def leave(self, *, now: float) -> None:
