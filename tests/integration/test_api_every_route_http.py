@@ -20,6 +20,8 @@ CALLS = [
     ("GET", "/v1/members", None, 200),
     ("GET", "/v1/leader", None, 200),
     ("GET", "/v1/isleader", None, 200),
+    ("GET", "/v1/raft/peers", None, 200),
+    ("DELETE", "/v1/raft/peers/nobody", None, 404),
     ("GET", "/v1/jobs", None, 200),
     ("POST", "/v1/jobs", {"name": "posted", "schedule": "@daily", "executor": "noop"}, 201),
     ("PATCH", "/v1/jobs", {"name": "posted", "schedule": "@hourly", "executor": "noop"}, 201),
@@ -39,6 +41,7 @@ CALLS = [
     ("GET", "/v1/schedule/next?schedule=@daily", None, 200),
     ("DELETE", "/v1/jobs/{job}/executions", None, 200),
     ("DELETE", "/v1/jobs/put", None, 200),
+    ("POST", "/v1/leave", None, 200),  # last: the node leaves (without gossip, nothing to do)
 ]
 
 
@@ -53,6 +56,7 @@ def test_the_call_list_covers_every_route():
         path = path.split("?")[0]
         for concrete in ("put", "{job}"):
             path = path.replace(f"/jobs/{concrete}", "/jobs/X")
+        path = path.replace("/raft/peers/nobody", "/raft/peers/<name>")
         called.add((method, path.replace("{execution}", "Y")))
     assert routed == called
 

@@ -1,4 +1,5 @@
-"""Client commands of the CLI: ``trickle jobs ...``, ``trickle executions``, ``trickle version``.
+"""Client commands of the CLI: ``trickle jobs ...``, ``trickle executions``, ``trickle members``,
+``trickle leave``, ``trickle raft ...``, ``trickle version``.
 
 They talk to a running server over its REST API (``--address``, env ``TRICKLE_ADDRESS``,
 default ``http://127.0.0.1:8080``). ``--json`` prints the API's body unchanged, so scripts
@@ -13,6 +14,7 @@ Usage errors (a bad flag) exit 2, as click does.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, TypeVar
@@ -26,6 +28,7 @@ from trickle.cli import output
 from trickle.cli.config import DEFAULT_ADDRESS, ConfigError, normalise_address
 
 DEFAULT_TIMEOUT = 30.0  # seconds to wait for the server's answer
+STOP_POLL_INTERVAL = 0.1  # seconds between two checks that a leaving node has stopped
 ADDRESS_ENV = "TRICKLE_ADDRESS"
 CREATED_HEADER = "X-Trickle-Created"  # "true"/"false" on a job put, when the server sends it
 JOB_STATUSES = ("success", "failed", "partially_failed", "untriggered")
@@ -125,6 +128,22 @@ class ApiClient:
         if response.is_error:
             raise ApiError(response.status_code, _error_message(response))
         return response
+
+    def wait_until_stopped(self, timeout: float) -> bool:
+        """Ask ``/health`` until nothing answers at the address any more (the node has
+        closed its API); False if it still answers after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self._http.get("/health", timeout=max(min(left, 2.0), 0.1))
+            except httpx.ConnectError:
+                return True
+            except httpx.HTTPError:
+                pass  # a connection closed under the request, a slow answer: ask again
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(STOP_POLL_INTERVAL)
 
     def decode(self, response: httpx.Response) -> Any:
         try:
@@ -406,6 +425,120 @@ def executions(address: str, timeout: float, as_json: bool, limit: int | None, j
         click.echo(f"no executions of job {job}")
         return
     click.echo(output.executions_table(body))
+
+
+# --- cluster ------------------------------------------------------------------------------
+
+
+@click.command("members")
+@client_options
+@json_option
+def members(address: str, timeout: float, as_json: bool) -> None:
+    """List the members of the cluster as the node at --address sees them: name, gossip
+    address, status (alive, leaving, left, failed) and tags."""
+    with api(address, timeout) as client:
+        response = client.request("GET", "/v1/members")
+        if as_json:
+            emit_json(response)
+            return
+        body = client.decode(response)
+    if not body:
+        click.echo("no members")
+        return
+    click.echo(output.members_table(body))
+
+
+@click.command("leave")
+@client_options
+@json_option
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Return once the node has stopped (its API no longer answers), waiting at most "
+    "--timeout seconds.",
+)
+def leave(address: str, timeout: float, as_json: bool, wait: bool) -> None:
+    """Make the server at --address leave the cluster and stop (Dkron's 'dkron leave').
+
+    It tells the other nodes it leaves (they show it as left, not failed), gives its running
+    executions its --shutdown-grace to finish, and exits with code 0, as at SIGTERM. An
+    agent serves no API: stop it with SIGTERM. --json prints the members as the node saw
+    them."""
+    with api(address, timeout) as client:
+        try:
+            response = client.request("POST", "/v1/leave")
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                raise CliError(
+                    f"{exc.format_message()} (POST /v1/leave is served by servers; stop an "
+                    "agent with SIGTERM)"
+                ) from None
+            raise
+        node = response.headers.get("X-Whom") or client.address
+        if as_json:
+            emit_json(response)
+        elif not wait:
+            click.echo(f"node {node} is leaving the cluster and stopping")
+        if wait:
+            if not client.wait_until_stopped(timeout):
+                raise CliError(
+                    f"node {node} still answers at {client.address} after {timeout:g}s: it "
+                    "is still stopping (running executions get its --shutdown-grace to "
+                    "finish); wait longer with --timeout"
+                )
+            if not as_json:
+                click.echo(f"node {node} left the cluster and stopped")
+
+
+@click.group("raft")
+def raft() -> None:
+    """Show or change the servers of the Raft configuration (Dkron's 'dkron raft')."""
+
+
+@raft.command("list-peers")
+@client_options
+@json_option
+def raft_list_peers(address: str, timeout: float, as_json: bool) -> None:
+    """List the servers of the Raft configuration, as Dkron does: node, id, Raft address,
+    state (leader or follower) and whether it votes (a learner catching up does not)."""
+    with api(address, timeout) as client:
+        response = client.request("GET", "/v1/raft/peers")
+        if as_json:
+            emit_json(response)
+            return
+        body = client.decode(response)
+    click.echo(output.raft_peers_table(body))
+
+
+def _peer_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("give the node name of a server", ctx=ctx, param=param)
+    return value
+
+
+@raft.command("remove-peer")
+@client_options
+@json_option
+@click.option(
+    "--peer-id",
+    required=True,
+    metavar="NAME",
+    callback=_peer_id,
+    help="The node name of the server to remove (as 'trickle raft list-peers' shows it).",
+)
+def raft_remove_peer(address: str, timeout: float, as_json: bool, peer_id: str) -> None:
+    """Remove a server from the Raft configuration: one that is gone for good, so that the
+    others stop counting it in their majority. Any server can be asked; the leader makes
+    the change. --json prints the servers left."""
+    path = "/v1/raft/peers/" + quote(peer_id, safe="")
+    with api(address, timeout) as client:
+        response = client.request("DELETE", path)
+        if as_json:
+            emit_json(response)
+            return
+        body = client.decode(response)
+    left = ", ".join(str(p.get("id", "")) for p in body if isinstance(p, Mapping)) or "none"
+    click.echo(f"removed {peer_id} from the Raft configuration; servers: {left}")
 
 
 # --- version ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from trickle._version import __version__
-from trickle.cli.client import executions, jobs, version
+from trickle.cli.client import executions, jobs, leave, members, raft, version
 from trickle.cli.serve import serve
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -19,7 +19,8 @@ def cli() -> None:
     """trickle: a distributed, fault-tolerant cron, compatible with Dkron's API.
 
     Start a server with 'trickle serve --server', then manage jobs with 'trickle jobs ...'
-    (the client commands talk to --address, default http://127.0.0.1:8080).
+    and the cluster with 'trickle members', 'trickle leave' and 'trickle raft ...' (the
+    client commands talk to --address, default http://127.0.0.1:8080).
     """
 
 
@@ -45,6 +46,9 @@ def keygen(size: str) -> None:
 cli.add_command(serve)
 cli.add_command(jobs)
 cli.add_command(executions)
+cli.add_command(members)
+cli.add_command(leave)
+cli.add_command(raft)
 cli.add_command(version)
 cli.add_command(keygen)
 

@@ -1,4 +1,5 @@
-"""Human-readable output of the client commands: tables of jobs and executions, job details.
+"""Human-readable output of the client commands: tables of jobs, executions, members and
+Raft peers, job details.
 
 Pure functions from the API's JSON (dicts as ``GET /v1/...`` returns them) to text. Times are
 shown in UTC as ``2025-01-02T10:00:05Z``; a missing or zero time (Dkron's
@@ -164,3 +165,65 @@ def job_details(job: Mapping[str, Any]) -> str:
         else:
             lines.append(f"{(key + ':').ljust(width)} {_value(key, value)}")
     return "\n".join(lines)
+
+
+def host_port(host: Any, port: Any) -> str:
+    """``host:port``, an IPv6 host in brackets; ``-`` when the host is unknown."""
+    host = str(host or "")
+    if not host:
+        return EMPTY
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port in (None, "", 0) else f"{host}:{port}"
+
+
+# serf's member status codes, as /v1/members carries them in "Status"
+MEMBER_STATUSES = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+
+
+def member_status(member: Mapping[str, Any]) -> str:
+    """``statusText``, or the text of serf's ``Status`` code when there is none."""
+    text = member.get("statusText")
+    if isinstance(text, str) and text:
+        return text
+    code = member.get("Status")
+    return MEMBER_STATUSES.get(code, str(code)) if isinstance(code, int) else EMPTY
+
+
+def format_tags(tags: Any) -> str:
+    """``k=v, k2=v2`` sorted by key; ``-`` for none."""
+    if not isinstance(tags, Mapping) or not tags:
+        return EMPTY
+    return ", ".join(f"{key}={tags[key]}" for key in sorted(tags))
+
+
+def members_table(members: Sequence[Mapping[str, Any]]) -> str:
+    """Name, gossip address, status (alive, leaving, left, failed) and tags, whole."""
+    headers = ("NAME", "ADDRESS", "STATUS", "TAGS")
+    rows = [
+        (
+            cut(str(member.get("Name", ""))),
+            host_port(member.get("Addr"), member.get("Port")),
+            member_status(member),
+            format_tags(member.get("Tags")),  # the last column: never cut
+        )
+        for member in members
+    ]
+    return render_table(headers, rows)
+
+
+def raft_peers_table(peers: Sequence[Mapping[str, Any]]) -> str:
+    """Dkron's ``raft list-peers`` table: ``Node  ID  Address  State  Voter``, the state
+    ``leader`` or ``follower``, the voter ``true`` or ``false``."""
+    headers = ("Node", "ID", "Address", "State", "Voter")
+    rows = [
+        (
+            str(peer.get("node") or peer.get("id") or ""),
+            str(peer.get("id") or peer.get("node") or ""),
+            str(peer.get("address") or EMPTY),
+            "leader" if peer.get("leader") else "follower",
+            "true" if peer.get("voter") else "false",
+        )
+        for peer in peers
+    ]
+    return render_table(headers, rows)

@@ -15,9 +15,13 @@ one's gossip at (the advertised host, or the bound one, with the bound port), wh
 ``--join`` takes; it is absent when gossip does not run (neither ``--bind-addr`` nor
 ``--join``). Logs go to stderr.
 
-A graceful stop (the first SIGTERM or SIGINT) first leaves the gossip cluster, so that
-the others see this node as "left", not "failed" (at most ``LEAVE_TIMEOUT`` seconds), then
-drains the engine and the API.
+A graceful stop (the first SIGTERM or SIGINT, or ``POST /v1/leave``: ``trickle leave``)
+first leaves the gossip cluster, so that the others see this node as "left", not "failed"
+(at most ``LEAVE_TIMEOUT`` seconds), then drains the engine and the API.
+
+An agent (no ``--server``) serves only ``/health`` and ``/metrics`` on ``--http-addr``
+(``serve_http`` picks the agent's app from the engine's config); it is refused for now
+(``AGENT_MESSAGE``) until the Engine runs agents.
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
 taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
@@ -415,10 +419,12 @@ def check_data_dir(path: Path | None) -> None:
 
 
 async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
-    """Start the Engine and the HTTP API, print the ready line, wait for a stop signal.
+    """Start the Engine and the HTTP API, print the ready line, wait for a stop signal (or
+    ``POST /v1/leave``).
 
-    On SIGTERM/SIGINT the API stops taking requests and lets those in flight finish (for at
-    most ``HTTP_STOP_TIMEOUT`` seconds), then the engine is cancelled. Returns 0 after a
+    On SIGTERM/SIGINT (or ``POST /v1/leave``) the node leaves the cluster, the engine
+    drains, the API stops taking requests and lets those in flight finish (for at most
+    ``HTTP_STOP_TIMEOUT`` seconds), then the engine is cancelled. Returns 0 after a
     graceful stop; raises ``StartupError`` when a part cannot start or stops on its own.
     """
     from trickle.engine._engine import Engine
@@ -437,6 +443,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     try:
         async with trio.open_nursery() as nursery:
             stop.scope = nursery.cancel_scope
+            stop.nursery = nursery
             await nursery.start(_watch_signals, stop, nursery)
             logger.info(
                 "starting node %s (data in %s)", settings.engine.node_name, settings.engine.data_dir
@@ -454,6 +461,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
                 host=settings.http_host,
                 port=settings.http_port,
                 shutdown_trigger=stop.http_stop.wait,
+                stop=stop.leave_and_stop,
             )
             urls = await nursery.start(
                 partial(
@@ -483,6 +491,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
 
 HTTP_STOP_TIMEOUT = 5.0  # seconds the API gets to finish requests in flight at a stop
 LEAVE_TIMEOUT = 5.0  # seconds a stop waits for the gossip leave to spread (as Dkron)
+LEAVE_REASON = "asked to leave by POST /v1/leave"
 
 
 @attrs.define(eq=False)
@@ -493,6 +502,7 @@ class _Stop:
     grace: float = 0.0
     reason: str | None = None
     scope: trio.CancelScope | None = None
+    nursery: trio.Nursery | None = None
     http_running: bool = False
     http_stop: trio.Event = attrs.field(factory=trio.Event)
     http_done: trio.Event = attrs.field(factory=trio.Event)
@@ -519,6 +529,15 @@ class _Stop:
             with trio.move_on_after(HTTP_STOP_TIMEOUT):
                 await self.http_done.wait()
         self.cancel()
+
+    async def leave_and_stop(self) -> None:
+        """``POST /v1/leave``'s action: start the graceful stop (which leaves the cluster
+        first) in the node's nursery and return at once, so that the HTTP app's shutdown,
+        part of the stop, does not cancel it. Nothing if a stop is already under way."""
+        if self.reason is not None or self.nursery is None:
+            return
+        self.reason = LEAVE_REASON
+        self.nursery.start_soon(self.stop, LEAVE_REASON)
 
     async def leave(self) -> None:
         """Tell the cluster this node leaves, so that the others mark it "left" rather

@@ -1,7 +1,9 @@
 """The REST API: Dkron's ``/v1`` routes, ``/health`` and ``/metrics`` on Quart-Trio.
 
-``create_app(engine)`` builds the ASGI app; ``serve_http(engine, ...)`` serves it with
-hypercorn inside the caller's nursery. The app uses only the Engine's public API.
+``create_app(engine)`` builds a server's ASGI app; ``create_agent_app(engine)`` an agent's,
+which serves only ``/health`` and ``/metrics``; ``serve_http(engine, ...)`` serves the one
+that fits the engine with hypercorn inside the caller's nursery. The apps use only the
+Engine's public API.
 
 Errors: every ``trickle.errors.TrickleError`` answers its ``http_status``. The body is plain
 text as Dkron writes it (``Job validation failed: <message>.``); the header
@@ -15,9 +17,11 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -32,6 +36,7 @@ from trickle._version import __version__
 from trickle.engine import _engine as engine_module
 from trickle.engine._engine import Engine, JobQuery
 from trickle.errors import (
+    EngineClosed,
     JobNotFound,
     ScheduleError,
     SubmissionsPaused,
@@ -51,6 +56,9 @@ MAX_STATS_DAYS = 365  # /v1/stats cap (Dkron)
 DEFAULT_PREVIEW_COUNT = 5  # /v1/schedule/next without ?count
 MAX_PREVIEW_COUNT = 100  # /v1/schedule/next ?count cap
 CORS_MAX_AGE = 43_200  # seconds a browser may cache a preflight answer (12 h, as gin-cors)
+LEAVE_TIMEOUT = 5.0  # seconds the default POST /v1/leave action waits for the leave to spread
+
+StopCallback = Callable[[], Awaitable[object]]
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
@@ -202,9 +210,11 @@ def _job_problem(exc: ValidationError) -> ApiProblem:
 class _Api:
     """The route handlers, bound to one engine."""
 
-    def __init__(self, app: QuartTrio, engine: Engine) -> None:
+    def __init__(self, app: QuartTrio, engine: Engine, stop: StopCallback | None = None) -> None:
         self.app = app
         self.engine = engine
+        self.stop = stop or partial(_leave_only, engine)
+        self.leaving = False  # POST /v1/leave was answered: the stop is under way
 
     # -- node ---------------------------------------------------------------------------
 
@@ -273,6 +283,46 @@ class _Api:
 
     async def openapi(self) -> Response:
         return _json(openapi_document())
+
+    # -- cluster ------------------------------------------------------------------------
+
+    async def leave(self) -> Response:
+        """Answer the members as this node sees them (itself "leaving"), then leave the
+        cluster and stop through the stop callback, started once in the background: the
+        answer does not wait for the leave, which the node's stop makes."""
+        if not self.engine.running:
+            raise EngineClosed()
+        me = self.engine.node_name
+        members = [
+            attrs.evolve(m, status="leaving") if m.name == me else m for m in self.engine.members()
+        ]
+        if not self.leaving:
+            self.leaving = True
+            logger.info("asked to leave the cluster and stop (POST /v1/leave)")
+            self.app.add_background_task(self._stop)
+        return _json(
+            [schemas.member_to_json(m) for m in members],
+            headers={"X-Total-Count": str(len(members))},
+        )
+
+    async def _stop(self) -> None:
+        try:
+            await self.stop()
+        except Exception:  # the answer is gone: the log is the only place left to tell
+            logger.exception("POST /v1/leave: the stop failed")
+
+    async def raft_peers(self) -> Response:
+        peers = self.engine.raft_peers()
+        return _json(
+            [schemas.raft_peer_to_json(p) for p in peers],
+            headers={"X-Total-Count": str(len(peers))},
+        )
+
+    async def remove_raft_peer(self, name: str) -> Response:
+        """Remove server ``name`` from the Raft configuration; answer the servers left."""
+        await self.engine.remove_raft_peer(name)
+        logger.info("removed %s from the Raft configuration (DELETE /v1/raft/peers)", name)
+        return await self.raft_peers()
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -496,6 +546,9 @@ ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("/v1/members", ("GET",), "members"),
     ("/v1/leader", ("GET",), "leader"),
     ("/v1/isleader", ("GET",), "is_leader"),
+    ("/v1/leave", ("POST",), "leave"),
+    ("/v1/raft/peers", ("GET",), "raft_peers"),
+    ("/v1/raft/peers/<name>", ("DELETE",), "remove_raft_peer"),
     ("/v1/jobs", ("GET",), "list_jobs"),
     ("/v1/jobs", ("POST", "PATCH"), "put_job"),
     ("/v1/jobs/<job>", ("PUT",), "put_job"),
@@ -517,21 +570,41 @@ ROUTES: list[tuple[str, tuple[str, ...], str]] = [
 ]
 
 
-def create_app(engine: Engine) -> QuartTrio:
-    """The API app for ``engine``. Serve it with ``serve_http`` (or any ASGI server
-    running on Trio); test it in-process with ``app.test_app()``."""
-    app = QuartTrio(__name__, static_folder=None)
-    app.request_class = _Request
+# An agent's routes: it keeps no jobs and takes part in no Raft, so it serves what liveness
+# probes and monitoring need, nothing else.
+AGENT_ROUTES: list[tuple[str, tuple[str, ...], str]] = [
+    ("/health", ("GET",), "health"),
+    ("/metrics", ("GET",), "metrics"),
+]
+
+
+async def _leave_only(engine: Engine) -> None:
+    """The default action of ``POST /v1/leave`` for an embedding program: leave the gossip
+    cluster; the engine keeps running (stopping it is the embedding program's call)."""
+    if not engine.running:
+        return
+    if await engine.leave(LEAVE_TIMEOUT):
+        logger.info("left the cluster")
+    else:
+        logger.warning("the leave was not spread within %.0fs", LEAVE_TIMEOUT)
+
+
+def create_app(engine: Engine, *, stop: StopCallback | None = None) -> QuartTrio:
+    """The API app of a server ``engine``. Serve it with ``serve_http`` (or any ASGI server
+    running on Trio); test it in-process with ``app.test_app()``.
+
+    ``stop`` is what ``POST /v1/leave`` does after its answer: an async callable, called
+    once (a second request answers without calling it again), in a background task of the
+    app, which is cancelled when the app shuts down; so a callback that stops the server
+    serving the app should hand the stop to a task of its own and return (``trickle
+    serve`` starts its graceful stop, which leaves the cluster first). Default: leave the
+    gossip cluster and keep running.
+    """
+    app = _base_app(engine)
     app.config["MAX_CONTENT_LENGTH"] = MAX_RESTORE_BODY
-    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = GRACEFUL_TIMEOUT
-    app.url_map.strict_slashes = False  # /v1/ and /v1/jobs/ answer like /v1 and /v1/jobs
-    app.extensions["trickle.engine"] = engine
-    api = _Api(app, engine)
-    for path, methods, handler in ROUTES:
-        view = getattr(api, handler)
-        app.add_url_rule(
-            path, endpoint=f"{handler}:{'/'.join(methods)}", view_func=view, methods=methods
-        )
+    app.request_class = _Request
+    api = _Api(app, engine, stop)
+    _add_routes(app, api, ROUTES)
 
     @app.before_request
     async def _preflight() -> Response | None:
@@ -544,6 +617,38 @@ def create_app(engine: Engine) -> QuartTrio:
             response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE)
             return response
         return None
+
+    return app
+
+
+def create_agent_app(engine: Engine) -> QuartTrio:
+    """The HTTP app of an agent ``engine``: ``GET /health`` and ``GET /metrics`` only, for
+    liveness probes and monitoring. Any other path answers 404 saying that this node is an
+    agent and the API is on the servers."""
+    app = _base_app(engine)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_JOB_BODY
+    _add_routes(app, _Api(app, engine), AGENT_ROUTES)
+    app.extensions["trickle.not_found"] = (
+        f"404 page not found: {engine.node_name} is an agent, which serves only /health and "
+        "/metrics; the REST API is on the servers"
+    )
+    return app
+
+
+def _add_routes(app: QuartTrio, api: _Api, routes: list[tuple[str, tuple[str, ...], str]]) -> None:
+    for path, methods, handler in routes:
+        view = getattr(api, handler)
+        app.add_url_rule(
+            path, endpoint=f"{handler}:{'/'.join(methods)}", view_func=view, methods=methods
+        )
+
+
+def _base_app(engine: Engine) -> QuartTrio:
+    """A Quart-Trio app with the common headers and the error handlers; no routes."""
+    app = QuartTrio(__name__, static_folder=None)
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = GRACEFUL_TIMEOUT
+    app.url_map.strict_slashes = False  # /v1/ and /v1/jobs/ answer like /v1 and /v1/jobs
+    app.extensions["trickle.engine"] = engine
 
     @app.after_request
     async def _common_headers(response: Response) -> Response:
@@ -565,7 +670,7 @@ def create_app(engine: Engine) -> QuartTrio:
     async def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 404:
-            text = "404 page not found"
+            text = app.extensions.get("trickle.not_found", "404 page not found")
         elif status == 413:
             text = _too_large(request.max_content_length).text
         else:
@@ -594,9 +699,12 @@ async def serve_http(
     host: str = "127.0.0.1",
     port: int = 8080,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    stop: StopCallback | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the API for ``engine`` on ``host:port`` (port 0: any free port).
+    """Serve ``engine``'s HTTP app on ``host:port`` (port 0: any free port): the REST API
+    (``create_app``, with ``stop`` as ``POST /v1/leave``'s action) for a server, ``/health``
+    and ``/metrics`` only (``create_agent_app``) for an agent (``config.server`` False).
 
     ``task_status.started(urls)`` once listening, with the bound URLs
     (``["http://127.0.0.1:8080"]``). Runs until cancelled (connections are closed at once)
@@ -607,12 +715,17 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("trickle.http.server")
     config.graceful_timeout = GRACEFUL_TIMEOUT
-    app = create_app(engine)
+    if getattr(engine.config, "server", True):
+        app = create_app(engine, stop=stop)
+        what = "HTTP API"
+    else:
+        app = create_agent_app(engine)
+        what = "agent's /health and /metrics"
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
             _serve, app, config, shutdown_trigger or trio.sleep_forever
         )
-        logger.info("HTTP API listening on %s", ", ".join(urls))
+        logger.info("%s listening on %s", what, ", ".join(urls))
         task_status.started(urls)
 
 

@@ -243,11 +243,13 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/v1/openapi.json": {
-            "get": _op(
-                "This document",
-                "node",
-                operation_id="openapi",
-                responses={"200": _ok("OpenAPI 3.1 document", {"type": "object"})},
+            "get": _extension(
+                _op(
+                    "This document (trickle's own)",
+                    "node",
+                    operation_id="openapi",
+                    responses={"200": _ok("OpenAPI 3.1 document", {"type": "object"})},
+                )
             )
         },
         "/v1/members": {
@@ -280,6 +282,60 @@ def _paths() -> dict[str, Any]:
                     "200": _ok("Leader", {"type": "string", "const": "I am a leader"}),
                     "404": _ok("Follower", {"type": "string", "const": "I am a follower"}),
                 },
+            )
+        },
+        "/v1/leave": {
+            "post": _op(
+                "Leave the cluster and stop this node",
+                "members",
+                operation_id="leave",
+                responses={
+                    "200": _ok(
+                        "The members as this node saw them, itself 'leaving'; the leave and "
+                        "the stop follow the answer (Dkron answers its peers map)",
+                        {"type": "array", "items": _ref("member")},
+                        total=True,
+                    ),
+                    "503": _error("Unavailable"),
+                },
+            )
+        },
+        "/v1/raft/peers": {
+            "get": _extension(
+                _op(
+                    "The servers of the Raft configuration (trickle's own; Dkron's is gRPC)",
+                    "raft",
+                    operation_id="listRaftPeers",
+                    responses={
+                        "200": _ok(
+                            "Voters and learners, by name",
+                            {"type": "array", "items": _ref("raft_peer")},
+                            total=True,
+                        ),
+                        "503": _error("Unavailable"),
+                    },
+                )
+            )
+        },
+        "/v1/raft/peers/{name}": {
+            "delete": _extension(
+                _op(
+                    "Remove a server from the Raft configuration (trickle's own; any server "
+                    "may be asked, the leader makes the change)",
+                    "raft",
+                    operation_id="removeRaftPeer",
+                    parameters=[{"$ref": "#/components/parameters/peer"}],
+                    responses={
+                        "200": _ok(
+                            "The servers left in the configuration",
+                            {"type": "array", "items": _ref("raft_peer")},
+                            total=True,
+                        ),
+                        "404": _error("NotFound"),
+                        "409": _error("Conflict"),
+                        "503": _error("Unavailable"),
+                    },
+                )
             )
         },
         "/v1/jobs": {
@@ -501,30 +557,37 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/v1/schedule/next": {
-            "get": _op(
-                "Preview the next fire times of a schedule (trickle's own)",
-                "jobs",
-                operation_id="scheduleNext",
-                parameters=[
-                    {
-                        **_query("schedule", {"type": "string"}, "The schedule expression."),
-                        "required": True,
+            "get": _extension(
+                _op(
+                    "Preview the next fire times of a schedule (trickle's own)",
+                    "jobs",
+                    operation_id="scheduleNext",
+                    parameters=[
+                        {
+                            **_query("schedule", {"type": "string"}, "The schedule expression."),
+                            "required": True,
+                        },
+                        _query("timezone", {"type": "string"}, "IANA zone; '' = UTC."),
+                        _query("job", {"type": "string"}, "Job name, for the '~' hash spread."),
+                        _query(
+                            "count",
+                            {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                            "How many fire times.",
+                        ),
+                    ],
+                    responses={
+                        "200": _ok("Next fire times", _ref("schedule_preview")),
+                        "400": _error("BadRequest"),
                     },
-                    _query("timezone", {"type": "string"}, "IANA zone; '' = UTC."),
-                    _query("job", {"type": "string"}, "Job name, for the '~' hash spread."),
-                    _query(
-                        "count",
-                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
-                        "How many fire times.",
-                    ),
-                ],
-                responses={
-                    "200": _ok("Next fire times", _ref("schedule_preview")),
-                    "400": _error("BadRequest"),
-                },
+                )
             )
         },
     }
+
+
+def _extension(op: dict[str, Any]) -> dict[str, Any]:
+    """Mark an operation Dkron does not have (``x-trickle-extension: true``)."""
+    return {**op, "x-trickle-extension": True}
 
 
 def _job_schema() -> dict[str, Any]:
@@ -669,6 +732,26 @@ def _components() -> dict[str, Any]:
                     "id": {"type": "string", "description": "The member name."},
                 },
             },
+            "raft_peer": {
+                "type": "object",
+                "description": "A server of the Raft configuration (Dkron's RaftServer).",
+                "properties": {
+                    "id": {"type": "string", "description": "The node name."},
+                    "node": {"type": "string", "description": "The node name."},
+                    "address": {
+                        "type": "string",
+                        "description": "Its Raft/RPC listener, host:port; '' if not known "
+                        "to the server answering.",
+                    },
+                    "leader": {"type": "boolean"},
+                    "voter": {"type": "boolean", "description": "false: a learner catching up."},
+                    "match_index": {
+                        "type": ["integer", "null"],
+                        "description": "The last log index known replicated on it (the "
+                        "leader's view; null when a follower answers).",
+                    },
+                },
+            },
             "status": {
                 "type": "object",
                 "properties": {
@@ -737,6 +820,13 @@ def _components() -> dict[str, Any]:
                 "schema": {"type": "string"},
                 "description": "Execution id.",
             },
+            "peer": {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "The server's node name (Dkron's --peer-id).",
+            },
             "pretty": {
                 "name": "pretty",
                 "in": "query",
@@ -758,10 +848,14 @@ def _components() -> dict[str, Any]:
                 "headers": field_header,
                 "content": text_error,
             },
-            "NotFound": {"description": "No such job, execution or route", "content": text_error},
+            "NotFound": {
+                "description": "No such job, execution, Raft peer or route",
+                "content": text_error,
+            },
             "Conflict": {
                 "description": "Refused by the job's state (dependents, disabled, "
-                "concurrency forbid running)",
+                "concurrency forbid running), or a Raft membership change that cannot be "
+                "made now",
                 "content": text_error,
             },
             "TooLarge": {
@@ -769,7 +863,8 @@ def _components() -> dict[str, Any]:
                 "content": text_error,
             },
             "Unavailable": {
-                "description": "Submissions paused, or the engine is not running",
+                "description": "Submissions paused, the engine is not running, or no "
+                "leader could take the change (retry)",
                 "content": text_error,
             },
         },

@@ -32,6 +32,7 @@ from trickle.engine.model import (
     Job,
     JobStatus,
     Member,
+    RaftPeer,
 )
 from trickle.errors import ValidationError
 
@@ -45,6 +46,7 @@ __all__ = [
     "leader_to_json",
     "member_to_json",
     "parse_time",
+    "raft_peer_to_json",
     "stats_to_json",
 ]
 
@@ -489,6 +491,20 @@ def member_to_json(member: Member) -> dict[str, Any]:
 def leader_to_json(member: Member | None) -> dict[str, Any] | None:
     """The leader for ``/v1/leader``: a member, or None (rendered ``null``)."""
     return None if member is None else member_to_json(member)
+
+
+def raft_peer_to_json(peer: RaftPeer) -> dict[str, Any]:
+    """A server of the Raft configuration for ``/v1/raft/peers``, with the fields of
+    Dkron's ``RaftServer`` (``id`` and ``node`` are both the node name in trickle) plus
+    ``match_index`` (the leader's view of its log; null on a follower)."""
+    return {
+        "id": peer.name,
+        "node": peer.name,
+        "address": peer.address,
+        "leader": peer.leader,
+        "voter": peer.voter,
+        "match_index": peer.match_index,
+    }
 
 
 def stats_to_json(days: list[DayStats]) -> dict[str, Any]:
