@@ -16,6 +16,7 @@ TrickleError (500)
 ├── SubmissionsPaused (503)
 ├── EngineClosed (503)             the engine is not running
 ├── NotLeader (503)                this server is not the Raft leader; ``leader`` hints who is
+├── NotAServer (503)               this node is an agent: jobs and history live on servers
 ├── ProposalDropped (503)          the leader could not take a proposal (transfer, lost term)
 └── StorageCorrupt (500)           durable Raft state that cannot be read back safely
 """
@@ -107,6 +108,16 @@ class EngineClosed(TrickleError):
 
     def __init__(self) -> None:
         super().__init__("the engine is not running")
+
+
+class NotAServer(TrickleError):
+    """A job or history operation asked of an agent (it only runs what servers dispatch)."""
+
+    http_status = 503
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"{node} is an agent: jobs and executions are kept by the servers")
+        self.node = node
 
 
 class ConfChangeRejected(Conflict):

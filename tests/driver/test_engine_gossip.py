@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from trickle import Engine, EngineConfig
+from trickle import Engine, EngineConfig, Job
 from trickle.engine.clock import TrioClock
 from trickle.engine.events import EventKind
-from trickle.errors import ValidationError
+from trickle.errors import NotAServer, ValidationError
 from trickle.gossip.config import local
 from trickle.raft.messages import NodeId
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
@@ -125,6 +125,7 @@ async def test_a_killed_node_is_failed_and_a_leaving_one_left(
         cluster.gossip.kill(gossip_addr("c"))
         await cluster.stop("c")
         await wait_status(a, "c", "failed")
+        await trio.testing.wait_all_tasks_blocked()  # the recorder has read what was published
         assert (EventKind.MEMBER_LEFT, "b") in seen
         assert (EventKind.MEMBER_FAILED, "c") in seen
         assert (EventKind.MEMBER_FAILED, "b") not in seen  # left is not failed
@@ -162,3 +163,52 @@ def test_bad_gossip_settings_name_the_field() -> None:
         with pytest.raises(ValidationError) as caught:
             EngineConfig(data_dir=None, **kwargs)  # type: ignore[arg-type]
         assert caught.value.field == field
+
+
+async def test_an_agent_gossips_and_refuses_job_operations(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        a = await cluster.start("a")
+        agent = Engine(
+            EngineConfig(
+                data_dir=None,
+                node_name="x",
+                server=False,
+                join=("10.0.0.1:8946",),
+                tags={"gpu": "1"},
+            ),
+            clock=cluster.clock,
+            raft_transport=cluster.raft.transport(NodeId("x")),
+            gossip_transport=cluster.gossip.transport(("10.0.0.9", 8946)),
+            gossip_config=local(),
+        )
+        await nursery.start(agent.run)
+        await wait_status(a, "x", "alive")
+        x = next(m for m in a.members() if m.name == "x")
+        assert x.tags["gpu"] == "1" and "server" not in x.tags
+        assert {m.name for m in agent.members()} >= {"a", "x"}
+        assert not agent.is_leader() and agent.leader() is None
+        with pytest.raises(NotAServer):
+            await agent.put_job(Job(name="j", schedule="@every 1h"))
+        with pytest.raises(NotAServer):
+            await agent.list_jobs()
+        nursery.cancel_scope.cancel()
+
+
+def test_an_agent_needs_gossip_and_no_peers() -> None:
+    with pytest.raises(ValidationError) as caught:
+        EngineConfig(data_dir=None, server=False)
+    assert caught.value.field == "join"
+    with pytest.raises(ValidationError) as caught:
+        EngineConfig(data_dir=None, server=False, join=("h",), peers={"a": "h:1"})
+    assert caught.value.field == "peers"
+
+
+async def test_an_agent_without_an_rpc_listener_does_not_start() -> None:
+    agent = Engine(EngineConfig(data_dir=None, node_name="x", server=False, join=("h",)))
+    with pytest.raises(ValidationError) as caught:
+        async with agent:
+            pass
+    assert caught.value.field == "raft_bind"

@@ -14,7 +14,7 @@ import heapq
 import logging
 import random
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ from trickle.errors import (
     ExecutionNotFound,
     JobDisabled,
     JobNotFound,
+    NotAServer,
     NotFound,
     NotLeader,
     ProposalDropped,
@@ -278,7 +279,14 @@ class Engine:
         try:
             await nursery.start(self.run)
         except BaseException as exc:
-            await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                # a start that failed for one reason raises that reason, not a group
+                only = _sole_exception(group)
+                if only is None:
+                    raise
+                raise only from None
             raise
         return self
 
@@ -304,6 +312,9 @@ class Engine:
         """
         if self._open:
             raise RuntimeError("this engine is already running")
+        if not self.config.server:
+            await self._run_agent(task_status)
+            return
         cfg = self.config
         self._led = trio.Event()
         store = await trio.to_thread.run_sync(
@@ -338,27 +349,7 @@ class Engine:
                 durable = DurableState()
             # entries committed before this start are replayed quietly (no events again)
             self._log.replay_until = durable.hard_state.commit
-            ledger = ProcessLedger(cfg.data_dir / "processes" if cfg.data_dir else None)
-            reaped = await trio.to_thread.run_sync(ledger.reap)
-            if reaped:
-                logger.warning(
-                    "killed the processes of %d executions left running when this node stopped: %s",
-                    len(reaped),
-                    ", ".join(reaped),
-                )
-            self._runner = Runner(
-                processes=ledger,
-                node_name=self.node_name,
-                executors=self._executors,
-                processors=self._processors,
-                clock=self.clock,
-                output_limit=cfg.output_limit,
-                max_concurrent=cfg.max_concurrent,
-                executor_limits=cfg.executor_limits,
-                on_output=self._on_output,
-                on_start=self._on_run_start,
-                report=self._report,
-            )
+            self._runner = await self._open_runner(report=self._report)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 transport = await self._start_transport(nursery)
@@ -407,6 +398,60 @@ class Engine:
                 await trio.to_thread.run_sync(store.close)
                 if raft_storage is not None:
                     await trio.to_thread.run_sync(raft_storage.close)
+
+    async def _run_agent(self, task_status: trio.TaskStatus[Engine]) -> None:
+        """An agent: gossip, the RPC listener and the runner; no store, no Raft."""
+        cfg = self.config
+        if cfg.raft_bind is None and self._own_transport:
+            raise ValidationError(
+                "an agent needs raft_bind: its RPC listener, where servers dispatch runs",
+                field="raft_bind",
+            )
+        self._addr = await trio.to_thread.run_sync(_local_address)
+        self._member = None
+        self._runner = await self._open_runner(report=self._report_unreachable)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._start_transport(nursery)
+                await self._start_gossip(nursery)
+                await nursery.start(self._runner.run)
+                self._open = True
+                logger.info("agent %s ready, joining %s", self.node_name, ", ".join(cfg.join))
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._open = False
+            self._nursery = None
+            self._hub.close_all()
+
+    async def _open_runner(self, *, report: Callable[[c.RunFinished], Awaitable[None]]) -> Runner:
+        """The runner, after killing what the previous process of this node left running."""
+        cfg = self.config
+        ledger = ProcessLedger(cfg.data_dir / "processes" if cfg.data_dir else None)
+        reaped = await trio.to_thread.run_sync(ledger.reap)
+        if reaped:
+            logger.warning(
+                "killed the processes of %d executions left running when this node stopped: %s",
+                len(reaped),
+                ", ".join(reaped),
+            )
+        return Runner(
+            processes=ledger,
+            node_name=self.node_name,
+            executors=self._executors,
+            processors=self._processors,
+            clock=self.clock,
+            output_limit=cfg.output_limit,
+            max_concurrent=cfg.max_concurrent,
+            executor_limits=cfg.executor_limits,
+            on_output=self._on_output,
+            on_start=self._on_run_start,
+            report=report,
+        )
+
+    async def _report_unreachable(self, finished: c.RunFinished) -> None:
+        logger.error("no server to report %s to", finished.execution_id)
 
     def _open_raft_storage(self) -> RaftStorage:
         cfg = self.config
@@ -737,6 +782,10 @@ class Engine:
         if not self._open:
             raise EngineClosed()
 
+    def _check_server(self) -> None:
+        if not self.config.server:
+            raise NotAServer(self.node_name)
+
     async def drain(self, grace: float) -> bool:
         """Stop launching runs (fires, retries, children, manual runs) and wait up to
         ``grace`` seconds for this node's running and queued executions to finish.
@@ -785,6 +834,7 @@ class Engine:
         the counters, ``status``, ``last_*``, ``next`` (same schedule) and
         ``dependent_jobs`` are kept. Refused while paused (``SubmissionsPaused``).
         """
+        self._check_server()
         self._check_open()
         if self._paused:
             raise SubmissionsPaused()
@@ -796,6 +846,7 @@ class Engine:
     async def get_job(self, name: str) -> Job:
         """The job as of now: linearizable (see ``EngineConfig.linearizable_reads``). On
         a stopped engine: as it last knew it."""
+        self._check_server()
         await self._read_barrier()
         return self._job(name)
 
@@ -813,6 +864,7 @@ class Engine:
     async def list_jobs(self, query: JobQuery | None = None) -> tuple[list[Job], int]:
         """One page of jobs and the count after filtering, before slicing (linearizable;
         on a stopped engine: as it last knew them)."""
+        self._check_server()
         await self._read_barrier()
         return self._list_jobs(query)
 
@@ -858,11 +910,13 @@ class Engine:
 
     async def delete_job(self, name: str) -> Job:
         """Delete a job and its history. ``JobHasDependents`` (409) if it has children."""
+        self._check_server()
         job: Job = await self._propose_one(c.DeleteJob(name=name, now=self.clock.now()))
         return job
 
     async def toggle_job(self, name: str) -> Job:
         """Flip ``disabled``. Enabling plans from now: fires while disabled are not missed."""
+        self._check_server()
         job: Job = await self._propose_one(c.ToggleJob(name=name, now=self.clock.now()))
         return job
 
@@ -873,6 +927,7 @@ class Engine:
         (409) for a forbid job already running, ``NoTargetNodes`` (404) if no node matches,
         ``EngineClosed`` (503) while draining.
         """
+        self._check_server()
         self._check_launch()
         if not self.is_leader():
             return await self._forward_run(name)
@@ -900,6 +955,7 @@ class Engine:
         Every job is validated first; if one is invalid, nothing is stored and the
         ``ValidationError`` names it. Returns one message per job, in the order applied.
         """
+        self._check_server()
         self._check_open()
         now = self.clock.now()
         names = {j.name for j in jobs}
@@ -946,6 +1002,7 @@ class Engine:
         end: int | None = None,
     ) -> tuple[list[Execution], int]:
         """One page of a job's history (newest first by default) and its total size."""
+        self._check_server()
         self._check_open()
         await self._read_barrier()
         self._job(job_name)
@@ -968,6 +1025,7 @@ class Engine:
         )
 
     async def get_execution(self, job_name: str, execution_id: str) -> Execution:
+        self._check_server()
         self._check_open()
         await self._read_barrier()
         self._job(job_name)
@@ -979,6 +1037,7 @@ class Engine:
 
     async def delete_executions(self, job_name: str) -> Job:
         """Delete a job's history and reset its counters; running executions stay."""
+        self._check_server()
         job: Job = await self._propose_one(c.DeleteExecutions(job_name=job_name))
         return job
 
@@ -990,6 +1049,7 @@ class Engine:
 
     async def stats(self, days: int = 30) -> list[DayStats]:
         """Executions finished per UTC day over the last ``days`` days, oldest first."""
+        self._check_server()
         self._check_open()
         await self._read_barrier()
         days = max(1, min(days, 365))
@@ -1087,6 +1147,7 @@ class Engine:
 
     def raft_peers(self) -> list[RaftPeer]:
         """The servers of the Raft configuration, voters and learners, sorted by name."""
+        self._check_server()
         self._check_open()
         raft = self._raft
         assert raft is not None
@@ -1117,6 +1178,7 @@ class Engine:
         back; ``trickle raft remove-peer``). Any server may ask: the leader does it.
         Raises NotFound if ``name`` is not a member, ConfChangeRejected if the change
         cannot be made now (another one is in progress)."""
+        self._check_server()
         self._check_open()
         raft = self._raft
         assert raft is not None
@@ -1795,6 +1857,16 @@ def _stored_conf(durable: DurableState) -> ConfState | None:
             learners.discard(node)
         conf = ConfState(voters=frozenset(voters), learners=frozenset(learners))
     return conf
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception a (nested) group holds, or None if it holds several."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        if len(found.exceptions) != 1:
+            return None
+        found = found.exceptions[0]
+    return found
 
 
 def _member_from_gossip(member: GossipMember, *, leaving: bool = False) -> Member:

@@ -52,7 +52,10 @@ class EngineConfig:
     data_dir: where the SQLite store lives; None keeps everything in memory (tests,
         throwaway embedding): nothing survives the process.
     node_name: this node's name, unique in a cluster; defaults to the host name.
-    server: a server schedules and keeps state (always true until the cluster issue).
+    server: a server keeps the jobs and their history (Raft), and the leader among the
+        servers schedules; False makes an agent: it joins by gossip and runs what the
+        servers dispatch to it (it needs ``join`` or ``gossip_bind``, and ``raft_bind``
+        for its RPC listener unless the Engine is given a ``raft_transport``).
     tags: this node's tags; servers also carry ``server=true`` and ``dkron_server=true``.
     region, datacenter: reserved tags, as Dkron (jobs run in the leader's region only).
     history_limit: execution records kept per job; the oldest finished ones are pruned.
@@ -152,6 +155,20 @@ class EngineConfig:
         if self.snapshot_entries < 1:
             raise ValidationError("snapshot_entries must be at least 1", field="snapshot_entries")
         self._check_gossip()
+        if not self.server:
+            self._check_agent()
+
+    def _check_agent(self) -> None:
+        if self.peers:
+            raise ValidationError(
+                "an agent has no peers: peers are the servers of the Raft configuration",
+                field="peers",
+            )
+        if not self.gossip_enabled:
+            raise ValidationError(
+                "an agent needs join (or gossip_bind): it finds the servers by gossip",
+                field="join",
+            )
 
     def _check_gossip(self) -> None:
         from trickle.gossip.config import PRESETS
