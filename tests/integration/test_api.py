@@ -17,7 +17,7 @@ from quart.typing import TestClientProtocol as QuartClient
 from werkzeug.datastructures import FileStorage
 
 from trickle import Engine, EngineConfig, ExecutionContext
-from trickle.http.app import MAX_JOB_BODY, create_app, serve_http
+from trickle.http.app import MAX_JOB_BODY, create_agent_app, create_app, serve_http
 
 NODE = "test-node"
 WAIT = 10  # seconds a test waits for an event before failing (a guard, never a sleep)
@@ -907,3 +907,175 @@ async def test_over_http_an_oversized_body_is_answered_413_at_once(
     assert str(MAX_JOB_BODY).encode() in body
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/v1/jobs/big")).status_code == 404
+
+
+# -- cluster routes ------------------------------------------------------------------------
+
+
+@attrs.define
+class StopRecorder:
+    """A fake stop callback for POST /v1/leave: counts its calls, sets ``called``."""
+
+    calls: int = 0
+    called: trio.Event = attrs.field(factory=trio.Event)
+    fail: bool = False
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        self.called.set()
+        if self.fail:
+            raise RuntimeError("the stop broke")
+
+
+async def test_leave_answers_the_members_then_calls_the_stop_once(api: Api) -> None:
+    stop = StopRecorder()
+    app = create_app(api.engine, stop=stop)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        r = await client.post("/v1/leave")
+        assert r.status_code == 200
+        assert r.headers["X-Total-Count"] == "1" and r.headers["X-Whom"] == NODE
+        [me] = await r.get_json()
+        assert (me["Name"], me["Status"], me["statusText"]) == (NODE, 2, "leaving")
+        with trio.fail_after(WAIT):
+            await stop.called.wait()
+        # asked again while the stop is under way: the same answer, no second stop
+        r = await client.post("/v1/leave")
+        assert r.status_code == 200 and (await r.get_json())[0]["statusText"] == "leaving"
+    assert stop.calls == 1
+
+
+async def test_leave_without_a_stop_callback_leaves_and_keeps_the_engine_running(
+    api: Api,
+) -> None:
+    r = await api.client.post("/v1/leave")
+    assert r.status_code == 200
+    assert [m["Name"] for m in await r.get_json()] == [NODE]
+    assert api.engine.running
+    assert (await api.client.get("/health")).status_code == 200
+
+
+async def test_a_stop_that_fails_is_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    stop = StopRecorder(fail=True)
+    app = create_app(api.engine, stop=stop)
+    async with app.test_app() as test_app:
+        r = await test_app.test_client().post("/v1/leave")
+        assert r.status_code == 200
+        with trio.fail_after(WAIT):
+            await stop.called.wait()
+    assert "POST /v1/leave: the stop failed" in caplog.text
+    assert "the stop broke" in caplog.text
+
+
+async def test_leave_of_an_engine_that_is_not_running_is_503(tmp_path: Path) -> None:
+    stop = StopRecorder()
+    engine = Engine(EngineConfig(data_dir=tmp_path / "data", node_name=NODE))
+    async with create_app(engine, stop=stop).test_app() as test_app:
+        r = await test_app.test_client().post("/v1/leave")
+        assert r.status_code == 503
+        assert await r.get_data(as_text=True) == "the engine is not running"
+    assert stop.calls == 0
+
+
+async def test_raft_peers_of_a_lone_server_is_itself_leading_and_voting(api: Api) -> None:
+    r = await api.client.get("/v1/raft/peers")
+    assert r.status_code == 200 and r.headers["X-Total-Count"] == "1"
+    [peer] = await r.get_json()
+    match_index = peer.pop("match_index")
+    assert isinstance(match_index, int) and match_index >= 1  # the leader tracks itself
+    assert peer == {
+        "id": NODE,
+        "node": NODE,
+        "address": "",  # no Raft listener: a lone server started without raft_bind
+        "leader": True,
+        "voter": True,
+    }
+
+
+async def test_removing_a_server_that_is_not_a_peer_is_404_naming_it(api: Api) -> None:
+    status, body, _ = await api.text("DELETE", "/v1/raft/peers/nobody")
+    assert (status, body) == (404, "nobody is not a server of the Raft configuration")
+    r = await api.client.delete("/v1/raft/peers/nobody", headers={"Accept": "application/json"})
+    assert (await r.get_json())["error"] == "nobody is not a server of the Raft configuration"
+    assert [p["id"] for p in await (await api.client.get("/v1/raft/peers")).get_json()] == [NODE]
+
+
+async def test_raft_peers_of_an_engine_that_is_not_running_is_503(tmp_path: Path) -> None:
+    engine = Engine(EngineConfig(data_dir=tmp_path / "data", node_name=NODE))
+    async with create_app(engine).test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/v1/raft/peers")).status_code == 503
+        assert (await client.delete("/v1/raft/peers/x")).status_code == 503
+
+
+# -- an agent's HTTP surface ------------------------------------------------------------------
+
+
+@attrs.frozen
+class FakeAgentConfig:
+    server: bool = False
+
+
+@attrs.define
+class FakeAgent:
+    """What the agent's app uses of an Engine, for an agent (``config.server`` False)."""
+
+    node_name: str = "agent-1"
+    running: bool = True
+    config: FakeAgentConfig = attrs.field(factory=FakeAgentConfig)
+    metrics_registry: Any = attrs.field(factory=lambda: _agent_registry())
+
+    def is_leader(self) -> bool:
+        return False
+
+
+def _agent_registry() -> Any:
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    Gauge("trickle_is_leader", "1 while this node leads", registry=registry).set(0)
+    return registry
+
+
+async def test_an_agent_serves_health_and_metrics_and_nothing_else() -> None:
+    agent = FakeAgent()
+    async with create_agent_app(agent).test_app() as test_app:  # type: ignore[arg-type]
+        client = test_app.test_client()
+        r = await client.get("/health")
+        assert r.status_code == 200 and r.headers["X-Whom"] == "agent-1"
+        assert await r.get_json() == {"status": "healthy", "leader": False}
+        r = await client.get("/metrics")
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+        assert "trickle_is_leader 0.0" in await r.get_data(as_text=True)
+        for method, path in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/members"),
+            ("POST", "/v1/leave"),
+            ("GET", "/v1/raft/peers"),
+            ("GET", "/"),
+        ]:
+            r = await client.open(path, method=method)
+            text = await r.get_data(as_text=True)
+            assert r.status_code == 404, (method, path)
+            assert "agent-1 is an agent, which serves only /health and /metrics" in text
+        agent.running = False
+        r = await client.get("/health")
+        assert r.status_code == 503 and (await r.get_json())["status"] == "unhealthy"
+
+
+async def test_serve_http_serves_the_agent_app_for_an_agent_engine() -> None:
+    agent = FakeAgent()
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(
+            lambda task_status: serve_http(
+                agent,  # type: ignore[arg-type]
+                port=0,
+                task_status=task_status,
+            )
+        )
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/health")).json() == {"status": "healthy", "leader": False}
+            r = await client.get("/v1/jobs")
+            assert r.status_code == 404 and "is an agent" in r.text
+        nursery.cancel_scope.cancel()
