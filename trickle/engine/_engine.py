@@ -604,6 +604,8 @@ class Engine:
         with subscription:
             async for event in subscription:
                 if isinstance(event, GossipMemberEvent):
+                    if event.kind in (GossipEventKind.JOIN, GossipEventKind.UPDATE):
+                        self._learn_rpc_address(event.member)
                     kind = _MEMBER_EVENT_KINDS[event.kind]
                     member = _member_from_gossip(event.member)
                     self._publish(
@@ -653,6 +655,25 @@ class Engine:
         """The gossip member of this node (None without gossip): statistics, keyring
         rotation (``install_key``/``use_key``/``remove_key``), user events."""
         return self._gossip
+
+    def _learn_rpc_address(self, member: GossipMember) -> None:
+        """Dial a node at the RPC address it gossips (``rpc_addr``): Raft for servers,
+        dispatch for every node. A later address replaces an earlier or configured one."""
+        address = member.tags.get("rpc_addr")
+        if member.name == self.node_name or not address:
+            return
+        if self._peer_addresses.get(member.name) == address:
+            return
+        try:
+            parsed = parse_host_port(address, field="rpc_addr")
+        except ValidationError:
+            logger.warning("member %s gossips a bad rpc_addr %r", member.name, address)
+            return
+        self._peer_addresses[member.name] = address
+        if self._own_transport and isinstance(self._transport, TcpTransport):
+            current = dict(self._transport.peers())
+            current[NodeId(member.name)] = parsed
+            self._transport.set_peers(current)
 
     def update_peers(self, addresses: Mapping[str, str]) -> None:
         """Tell this server where peers' Raft listeners are now, ``{name: "host:port"}``
