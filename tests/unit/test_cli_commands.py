@@ -1,4 +1,5 @@
-"""The CLI's commands that need no server: version, usage errors, refusing to run an agent."""
+"""The CLI's commands that need no server: version, usage errors, refusing to run an agent,
+and the tables of the cluster commands."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from trickle import __version__
+from trickle.cli import output
 from trickle.cli.main import cli
 
 
@@ -30,7 +32,8 @@ def test_version_flag_on_the_group() -> None:
 
 
 def test_serve_without_server_refuses_to_pretend_to_be_an_agent(tmp_path: Path) -> None:
-    result = invoke("serve", "--data-dir", str(tmp_path / "d"))
+    # a valid agent's settings (it finds the servers by gossip): only the refusal stops it
+    result = invoke("serve", "--join", "127.0.0.1:8946", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "agents need the cluster feature" in result.stderr
@@ -39,7 +42,7 @@ def test_serve_without_server_refuses_to_pretend_to_be_an_agent(tmp_path: Path) 
 
 
 def test_serve_with_server_disabled_by_the_environment_refuses_too() -> None:
-    result = invoke("serve", env={"TRICKLE_SERVER": "false"})
+    result = invoke("serve", env={"TRICKLE_SERVER": "false", "TRICKLE_JOIN": "127.0.0.1"})
     assert result.exit_code == 2
     assert "agents need the cluster feature" in result.stderr
 
@@ -88,8 +91,66 @@ def test_every_command_has_help() -> None:
         ["jobs", "run", "--help"],
         ["jobs", "toggle", "--help"],
         ["executions", "--help"],
+        ["members", "--help"],
+        ["leave", "--help"],
+        ["raft", "--help"],
+        ["raft", "list-peers", "--help"],
+        ["raft", "remove-peer", "--help"],
         ["version", "--help"],
     ):
         result = invoke(*args)
         assert result.exit_code == 0, args
         assert "Usage: " in result.stdout, args
+
+
+def test_remove_peer_needs_a_peer_id() -> None:
+    result = invoke("raft", "remove-peer")
+    assert result.exit_code == 2
+    assert "Missing option '--peer-id'" in result.stderr
+
+
+def test_remove_peer_refuses_a_blank_peer_id() -> None:
+    result = invoke("raft", "remove-peer", "--peer-id", " ")
+    assert result.exit_code == 2
+    assert "--peer-id" in result.stderr and "give the node name of a server" in result.stderr
+
+
+def test_unknown_raft_subcommand_is_a_usage_error() -> None:
+    result = invoke("raft", "add-peer")
+    assert result.exit_code == 2
+    assert "No such command 'add-peer'" in result.stderr
+
+
+def test_members_table_shows_address_status_and_every_tag() -> None:
+    members = [
+        {
+            "Name": "node1",
+            "Addr": "10.0.0.1",
+            "Port": 8946,
+            "Status": 1,
+            "statusText": "alive",
+            "Tags": {"server": "true", "dc": "dc1", "rpc_addr": "10.0.0.1:6868"},
+        },
+        {"Name": "agent-7", "Addr": "fd00::7", "Port": 8946, "Status": 4, "Tags": {}},
+        {"Name": "ghost", "Addr": "", "Port": 0, "Status": 3},
+    ]
+    assert output.members_table(members).splitlines() == [
+        "NAME     ADDRESS         STATUS  TAGS",
+        "node1    10.0.0.1:8946   alive   dc=dc1, rpc_addr=10.0.0.1:6868, server=true",
+        "agent-7  [fd00::7]:8946  failed  -",
+        "ghost    -               left    -",
+    ]
+
+
+def test_raft_peers_table_is_dkrons() -> None:
+    peers = [
+        {"id": "a", "node": "a", "address": "10.0.0.1:6868", "leader": False, "voter": True},
+        {"id": "b", "node": "b", "address": "10.0.0.2:6868", "leader": True, "voter": True},
+        {"id": "c", "node": "c", "address": "", "leader": False, "voter": False},
+    ]
+    assert output.raft_peers_table(peers).splitlines() == [
+        "Node  ID  Address        State     Voter",
+        "a     a   10.0.0.1:6868  follower  true",
+        "b     b   10.0.0.2:6868  leader    true",
+        "c     c   -              follower  false",
+    ]
