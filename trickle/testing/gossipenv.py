@@ -12,9 +12,13 @@ by the receiver's ``receive_stream`` and the answer fed back to the requester's
 What a member did in reaction to a command is printed under it, indented:
 
     a->b udp: ping seq=1 a->b            a packet sent (now in the mailbox)
-    b: event fail c#0 dead @c:8946       a membership event or user event
+    b: fail c#0 dead @c:8946             a membership event or user event
     b: c alive#0 -> suspect#0 until 9.400 (timeout 8.000, confirmations 0/2)
                                          a change of b's view not reported by an event
+
+Commands that let time pass (``run``, ``until-probe``, ``next deliver=true``) stamp each
+line with the virtual time; ``lost (reason)`` marks a packet that a cut, a member down or
+an unknown address swallowed.
 
 Script syntax (as ``trickle.testing.raftenv``): a command line, ``----``, the expected
 output, a blank line; lines starting with ``#`` are comments. Commands::
@@ -42,6 +46,9 @@ output, a blank line; lines starting with ``#`` are comments. Commands::
     join ID ID... | leave ID | leave-done ID
     set-tags ID k=v... | user-event ID NAME [PAYLOAD]
     members ID | events ID | stats ID | mailbox
+
+``TinyNet`` beside it is for unit tests that need timing rather than a script: cores on
+a network with a fixed delay, run strictly in time order.
 """
 
 from __future__ import annotations
