@@ -335,7 +335,10 @@ def bootstrap_plan(
     if formed_servers(self_name, seen):
         return None
     waiting = {v.name: v for v in seen if v.expect is not None and not v.raft_formed}
-    waiting.setdefault(self_name, ServerView(name=self_name, expect=expect))
+    # this server's own expect is the one given, whatever its gossiped tags show yet
+    own = next((v for v in seen if v.name == self_name), None)
+    own = ServerView(name=self_name) if own is None else own
+    waiting[self_name] = attrs.evolve(own, expect=expect, raft_formed=False)
     odd = sorted(name for name, v in waiting.items() if v.expect != expect)
     if odd:
         values = ", ".join(
