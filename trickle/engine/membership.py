@@ -574,7 +574,8 @@ class MembershipReconciler:
     NotLeader, ProposalDropped, ProposalUnknown, not applied within ``propose_timeout``)
     is logged and retried after ``retry_delay`` seconds, doubling per failure up to
     ``interval``; wakes do not shorten that wait. The same change planned again right
-    after it was applied counts as a failure (never a hot loop). A server that does not
+    after it was applied (the configuration does not show it) is not proposed again
+    while the plan stays the same: it counts as a failure (never a hot loop). A server that does not
     lead (or hands over) plans nothing. Returns when the driver stops (EngineClosed).
     Start it while leading, cancel it when leadership ends.
     """
@@ -646,7 +647,17 @@ class MembershipReconciler:
             self._last_applied = None
             return _IDLE
         if change == self._last_applied:
-            return self._failed(change, "planned again right after it was applied")
+            # applied, yet the configuration does not show it: proposing it again would
+            # change nothing either; wait (backing off) until the plan changes
+            if self._failures == 0:
+                logger.warning(
+                    "%s: membership: %s was applied but the configuration (%s) does not show it",
+                    status.id,
+                    change.describe(),
+                    status.conf.describe(),
+                )
+            return self._failed(change, "planned again right after it was applied", logged=True)
+        self._last_applied = None
         logger.info("%s: membership: %s", status.id, _describe_change(change))
         try:
             with trio.move_on_after(self._propose_timeout) as scope:
@@ -669,7 +680,6 @@ class MembershipReconciler:
     def _failed(self, change: ConfChange, reason: str, *, logged: bool = False) -> str:
         if not logged:
             logger.info("membership: %s not made, retried later: %s", change.describe(), reason)
-        self._last_applied = None
         self._stats = attrs.evolve(
             self._stats,
             failed=self._stats.failed + 1,
