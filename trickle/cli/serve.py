@@ -455,6 +455,8 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             gc.freeze()
             where = _format_hostport(settings.http_host, settings.http_port)
             binding = _Binding(http=where)
+            # an agent's HTTP app serves only /health and /metrics (serve_http picks it)
+            surface = "HTTP API" if settings.engine.server else "agent's /health and /metrics"
             http = partial(
                 serve_http,
                 engine,
@@ -466,7 +468,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             urls = await nursery.start(
                 partial(
                     _supervised,
-                    f"the HTTP API on {where}",
+                    f"the {surface} on {where}",
                     http,
                     stop,
                     done=stop.http_done,
@@ -478,7 +480,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             )
             stdout.write(json.dumps(line) + "\n")
             stdout.flush()
-            logger.info("ready: node %s, API at %s", line["node"], line["http"])
+            logger.info("ready: node %s, %s at %s", line["node"], surface, line["http"])
             if "gossip" in line:
                 logger.info("gossip at %s (other nodes --join it)", line["gossip"])
     except BaseException as exc:
