@@ -8,7 +8,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import pytest
 import trio
 
 from trickle.raft import driver as driver_module
@@ -70,21 +69,19 @@ async def proposals(driver: RaftDriver, disk: Disk, n: int) -> list[bool]:
     return disk.threads[first:]
 
 
-async def test_quick_saves_run_on_the_trio_thread_and_slow_ones_move_to_a_worker(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(driver_module, "INLINE_RETRY_SECONDS", 1.0)
+async def test_quick_saves_run_on_the_trio_thread_and_slow_ones_move_to_a_worker() -> None:
     disk = Disk()
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             driver = await one_node(disk, nursery)
             assert all(await proposals(driver, disk, 20))  # quick: inline
-            disk.slow = 0.03  # counted as 20 ms (the cap): slow after two of them
-            slow = await proposals(driver, disk, 12)
-            assert slow[0] and not any(slow[-8:])  # then in worker threads (< 1 s)
+            disk.slow = 2 * driver_module.SLOW_SAVE_SECONDS
+            slow = await proposals(driver, disk, 20)
+            # once most recent saves are slow, they run in worker threads
+            assert slow[0] and not any(slow[-10:])
             disk.slow = 0.0
-            await trio.sleep(1.1)  # past INLINE_RETRY_SECONDS: the next save tries inline
-            assert all(await proposals(driver, disk, 10))
+            quick = await proposals(driver, disk, 20)
+            assert not quick[0] and all(quick[-10:])  # and back once most are quick
             nursery.cancel_scope.cancel()
 
 

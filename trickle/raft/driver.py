@@ -80,9 +80,9 @@ SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log comp
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
-INLINE_SAVE_SECONDS = 0.003  # saves quicker than this (smoothed) run on the Trio thread
-INLINE_SAVE_BYTES = 256 * 1024  # saves with more entry data go to a worker thread
-INLINE_RETRY_SECONDS = 1.0  # after saves got slow, one is tried inline again this late
+SLOW_SAVE_SECONDS = 0.010  # median save duration above which saves go to a worker thread
+SAVE_SAMPLES = 15  # recent save durations that median is taken over
+INLINE_SAVE_BYTES = 256 * 1024  # saves with more entry data always go to a worker thread
 PROPOSE_METHOD = "raft.propose"
 CONF_CHANGE_METHOD = "raft.conf_change"
 
@@ -163,7 +163,7 @@ class RaftDriver:
         applied again).
     snapshot_entries: take a snapshot and compact every this many applied entries.
     storage_in_thread: True (SQLite): load, compaction and big saves run in a worker
-        thread, and so do all saves while they are slow (see ``_inline_save_took``);
+        thread, and so do all saves while the disk is slow (see ``_save_took``);
         quick small saves run on the Trio thread. False: every
         call on the Trio thread (in-memory stores; keeps MockClock tests deterministic).
     on_soft_state: called (synchronously, in the loop) when role/leader/term change.
@@ -223,9 +223,8 @@ class RaftDriver:
         self._commit_flushed_at = 0.0
         self._wake = trio.Event()
         self._processing = False  # a task is carrying out Readys (see _process)
-        self._save_seconds = 0.0  # smoothed duration of an inline save (_inline_save_took)
-        self._inline_saves = True
-        self._inline_retry_at = 0.0
+        self._save_samples: collections.deque[float] = collections.deque(maxlen=SAVE_SAMPLES)
+        self._inline_saves = True  # small saves run on the Trio thread (see _save_took)
         self._state_changed = trio.Event()
         self._applied_changed = trio.Event()
         self._waiters: dict[int, list[_Waiter]] = {}
@@ -503,33 +502,42 @@ class RaftDriver:
         """Run a storage call: on this thread without storage_in_thread. Else a save of
         ``size`` bytes below INLINE_SAVE_BYTES runs here too while saves are quick
         (handing one to a worker thread costs more CPU and time than a quick save);
-        anything else (load, compact, big saves, and every save for a while after
-        saves got slow) runs in a worker thread, shielded from cancellation (a write
-        once started is finished)."""
+        anything else (load, compact, big saves, and every save while the disk is slow)
+        runs in a worker thread, shielded from cancellation (a write once started is
+        finished)."""
         if not self._in_thread:
             return fn()
-        if size is not None and size < INLINE_SAVE_BYTES:
-            now = trio.current_time()
-            if self._inline_saves or now >= self._inline_retry_at:
-                started = time.perf_counter()
-                result = fn()
-                self._inline_save_took(time.perf_counter() - started, now)
-                return result
-        with trio.CancelScope(shield=True):
-            return await trio.to_thread.run_sync(fn)
-
-    def _inline_save_took(self, seconds: float, now: float) -> None:
-        """Saves stay inline while their smoothed duration (an EWMA of durations capped
-        at 20 ms, so that one stall does not count as a slow disk) is below
-        INLINE_SAVE_SECONDS. Above it they go to a worker thread (a slow disk must not
-        stall the Trio loop), and one save is tried inline again INLINE_RETRY_SECONDS
-        later: its duration alone decides whether they come back."""
+        if size is None or size >= INLINE_SAVE_BYTES:
+            with trio.CancelScope(shield=True):
+                return await trio.to_thread.run_sync(fn)
         if self._inline_saves:
-            seconds = 0.9 * self._save_seconds + 0.1 * min(seconds, 0.02)
-        self._save_seconds = seconds
-        self._inline_saves = seconds <= INLINE_SAVE_SECONDS
-        if not self._inline_saves:
-            self._inline_retry_at = now + INLINE_RETRY_SECONDS
+            started = time.perf_counter()
+            result = fn()
+            self._save_took(time.perf_counter() - started)
+            return result
+
+        def timed() -> Any:
+            started = time.perf_counter()
+            result = fn()
+            self._save_took(time.perf_counter() - started)
+            return result
+
+        with trio.CancelScope(shield=True):
+            return await trio.to_thread.run_sync(timed)
+
+    def _save_took(self, seconds: float) -> None:
+        """Small saves run inline unless the median of the last SAVE_SAMPLES (inline or
+        not) is above SLOW_SAVE_SECONDS (a slow disk must not stall the Trio loop); they
+        come back once it is below half of that. A median, so that stalls of a busy
+        machine (the process waiting for a CPU) do not count as a slow disk. (Called
+        from a worker thread too: the decision is a bool store.)"""
+        samples = self._save_samples
+        samples.append(seconds)
+        median = sorted(samples)[len(samples) // 2]
+        if median > SLOW_SAVE_SECONDS:
+            self._inline_saves = False
+        elif median < SLOW_SAVE_SECONDS / 2:
+            self._inline_saves = True
 
     def _set_soft_state(self, soft: SoftState) -> None:
         if soft.leader != self._soft.leader or soft.role != self._soft.role:

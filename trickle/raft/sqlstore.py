@@ -63,6 +63,7 @@ LOCK_SUFFIX = ".lock"  # <db file>.lock: flocked while a store has the file open
 BUSY_TIMEOUT_MS = 10_000  # nobody else should hold the file; this only bounds a surprise
 WAL_AUTOCHECKPOINT_PAGES = 1_000  # ~4 MB of WAL between checkpoints: short, rare stalls
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes the WAL file is truncated to after a checkpoint
+WAL_FRAME_HEADER = 24  # bytes before each page in the WAL; the file header is 32
 CACHE_KIB = 16_384  # page cache of the connection
 SYNCHRONOUS = {Durability.FSYNC: "FULL", Durability.NONE: "OFF"}
 
@@ -225,6 +226,7 @@ class SqliteRaftStorage:
             try:
                 self._init_schema()
                 self._raw = self._engine.raw_connection()  # held until close
+                self._preallocate_wal()
             except BaseException:
                 self._engine.dispose()
                 raise
@@ -319,6 +321,42 @@ class SqliteRaftStorage:
         @sa.event.listens_for(self._engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _preallocate_wal(self) -> None:
+        """Write zeros past the end of the WAL file up to the size it reaches between two
+        checkpoints (after one, SQLite writes it again from the start). A save then
+        overwrites blocks the file already has, and its fdatasync flushes data only:
+        growing the file makes every fdatasync commit the file system's journal too,
+        which cost 2-3 times the time (p50 and p99, three stores on one ext4 disk). The
+        zeros are no frames (SQLite stops reading the WAL at the first invalid one),
+        and the valid frames before them are left as they are."""
+        cur = self._dbapi_connection().cursor()
+        try:
+            page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+        finally:
+            cur.close()
+        target = 32 + WAL_AUTOCHECKPOINT_PAGES * (WAL_FRAME_HEADER + page_size)
+        wal = self._path.with_name(self._path.name + "-wal")
+        try:
+            fd = os.open(wal, os.O_WRONLY)
+        except FileNotFoundError:  # no WAL yet: nothing to extend (it grows once)
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size >= target:
+                return
+            chunk = bytes(min(target - size, 1 << 20))
+            while size < target:
+                size += os.pwrite(fd, chunk[: target - size], size)
+            os.fsync(fd)
+        except OSError as exc:  # only slower saves follow (e.g. a full disk: they fail)
+            logger.warning("raft storage %s: could not preallocate the WAL: %s", self._path, exc)
+        finally:
+            os.close(fd)
+
+    def _dbapi_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = self._raw.driver_connection  # type: ignore[assignment]
+        return conn
 
     def _init_schema(self) -> None:
         with self._engine.begin() as conn:
