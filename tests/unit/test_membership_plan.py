@@ -596,7 +596,8 @@ def test_recovery_to_the_surviving_server_alone_appends_removals_in_a_new_term()
     assert recovered.hard_state == HardState(term=4, vote=None, commit=13)
     assert recovered.changed
     text = recovered.describe()
-    assert "voters=(a,b,c) learners=(d) -> voters=(a)" in text
+    assert text.startswith("a: last entry 2/10, commit 8; voters=(a,b,c) learners=(d) -> ")
+    assert "-> voters=(a): 3 membership entries at 11..13 in term 4, committed" in text
     assert "the 2 entries after the stored commit index 8 are kept and committed too" in text
 
 

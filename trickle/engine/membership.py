@@ -390,16 +390,18 @@ class RecoveryPlan:
         return bool(self.entries)
 
     def describe(self) -> str:
+        """One line: the log's end (to compare survivors), then what changes."""
+        head = f"{self.node}: last entry {self.last_term}/{self.last_index}, commit {self.commit}"
         if not self.changed:
             return (
-                f"{self.node}: the stored configuration is already {self.after.describe()}; "
+                f"{head}; the stored configuration is already {self.after.describe()}: "
                 "nothing to recover"
             )
         first, last = self.entries[0].index, self.entries[-1].index
         assert self.hard_state is not None
         tail = self.last_index - self.commit
         text = (
-            f"{self.node}: {self.before.describe()} -> {self.after.describe()}: "
+            f"{head}; {self.before.describe()} -> {self.after.describe()}: "
             f"{len(self.entries)} membership entries at {first}..{last} in term "
             f"{self.hard_state.term}, committed"
         )
