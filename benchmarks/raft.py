@@ -53,7 +53,10 @@ a child whose benchmark died (PR_SET_PDEATHSIG), elsewhere it exits when its std
 ``cpu_probe_ms`` (a fixed pure-Python loop timed in CPU time at the start and the end:
 lower is a faster core; it tells runs on a slowed-down machine apart) and
 ``fdatasync_ms`` (p50/p99 of a 256-byte append's fdatasync in the data dir's file system,
-at the start and the end: the floor of one durable commit while the run went on).
+at the start and the end), and ``commit_floor_ms`` (p50/p99 of the least one durable
+commit costs three Python processes here: a frame to two followers over loopback TCP, a
+SQLite append with fsync on each of the three, the first answer; see
+``commit_floor_ms()``): the floor under trickle's one-client latency while the run went on.
 """
 
 from __future__ import annotations
@@ -563,6 +566,95 @@ def fsync_probe_ms(directory: Path, samples: int = 200) -> dict[str, float | Non
     }
 
 
+_FLOOR_FOLLOWER = """
+import os, socket, sqlite3, struct, sys
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute("PRAGMA locking_mode=EXCLUSIVE")
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=" + sys.argv[3])
+db.execute("CREATE TABLE e (idx INTEGER PRIMARY KEY, data BLOB)")
+while True:
+    frame = sock.recv(65536)
+    if not frame:
+        break
+    i = struct.unpack(">Q", frame[-8:])[0]
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO e VALUES (?, ?)", (i, frame[:64]))
+    db.execute("COMMIT")
+    sock.sendall(frame[-8:])
+"""
+
+
+def commit_floor_ms(
+    directory: Path, rounds: int = 2000, synchronous: str = "FULL"
+) -> dict[str, float | None]:
+    """The floor of one durable commit on three Python processes, p50/p99 in ms: a
+    "leader" sends a 72-byte frame to two follower processes over loopback TCP; each
+    appends it to SQLite (WAL, ``synchronous``) and answers; the leader appends it to its
+    own SQLite meanwhile; a round ends with the leader's save and the first answer (a
+    quorum of 3). Plain blocking sockets, no framing, no Raft: what any Python Raft pays
+    per commit on this machine, disk and load (the first quarter of rounds is warm-up)."""
+    import select
+    import socket
+    import sqlite3
+    import struct
+
+    work = Path(tempfile.mkdtemp(prefix="floor-", dir=directory))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FLOOR_FOLLOWER, str(port), str(work / f"f{k}.db"), synchronous]
+        )
+        for k in range(2)
+    ]
+    conns: list[socket.socket] = []
+    try:
+        listener.settimeout(READY_TIMEOUT)
+        for _ in children:
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+            conns.append(conn)
+        db = sqlite3.connect(work / "leader.db", isolation_level=None)
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("CREATE TABLE e (idx INTEGER PRIMARY KEY, data BLOB)")
+        times: list[float] = []
+        for i in range(rounds):
+            frame = b"c" * 64 + struct.pack(">Q", i)
+            start = time.perf_counter()
+            for conn in conns:
+                conn.sendall(frame)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO e VALUES (?, ?)", (i, frame[:64]))
+            db.execute("COMMIT")
+            select.select(conns, [], [])  # the first answer: a quorum with ours
+            times.append((time.perf_counter() - start) * 1000)
+            for conn in conns:  # the other answer, before the next round
+                conn.recv(8)
+        db.close()
+    finally:
+        for conn in conns:
+            conn.close()
+        listener.close()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    times = sorted(times[rounds // 4 :])
+    p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
+    return {
+        "p50": None if p50 is None else round(p50, 3),
+        "p99": None if p99 is None else round(p99, 3),
+    }
+
+
 def _filesystem(path: Path) -> str | None:
     best = None
     for part in psutil.disk_partitions(all=True):
@@ -722,6 +814,7 @@ def _machine_now(when: str, root: Path) -> dict[str, Any]:
         f"loadavg_{when}": [round(x, 2) for x in os.getloadavg()],
         f"cpu_probe_ms_{when}": cpu_probe_ms(),
         f"fdatasync_ms_{when}": fsync_probe_ms(root),
+        f"commit_floor_ms_{when}": commit_floor_ms(root),
     }
 
 
