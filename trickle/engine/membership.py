@@ -1,4 +1,4 @@
-"""Raft membership that follows gossip: the planner, bootstrap-expect, the leader's reconciler, quorum recovery.
+"""Raft membership that follows gossip: planner, bootstrap-expect, reconciler, recovery.
 
 The leader keeps the Raft configuration in step with the servers gossip knows (Consul's
 and Dkron's "reconcile serf members with Raft peers"), one single-server change at a time:
@@ -577,8 +577,9 @@ class MembershipReconciler:
     is logged and retried after ``retry_delay`` seconds, doubling per failure up to
     ``interval``; wakes do not shorten that wait. The same change planned again right
     after it was applied (the configuration does not show it) is not proposed again
-    while the plan stays the same: it counts as a failure (never a hot loop). A server that does not
-    lead (or hands over) plans nothing. Returns when the driver stops (EngineClosed).
+    while the plan stays the same: it counts as a failure (never a hot loop). A server
+    that does not lead (or hands over) plans nothing. Returns when the driver stops
+    (EngineClosed).
     Start it while leading, cancel it when leadership ends.
     """
 
