@@ -697,10 +697,6 @@ class Membership:
 
     # -- probing -------------------------------------------------------------------------------
 
-    def _scale(self, seconds: float) -> float:
-        """Lifeguard's local health: an unhealthy member waits longer."""
-        return seconds * (self._health + 1) if self._config.lifeguard else seconds
-
     def _adjust_health(self, delta: int) -> None:
         if self._config.lifeguard:
             top = self._config.awareness_max_multiplier - 1
@@ -724,25 +720,23 @@ class Membership:
 
     def _probe(self, now: float, late: float) -> None:
         config = self._config
-        if (
-            self._probes
-            and config.lifeguard
-            and late > config.probe_timeout
-            and not self._probe_deferred
-        ):
-            # this member was not running when its probe period ended (a stall): the ack
-            # may be waiting unread. Read the packets first (once), and count the stall
-            # against local health, as a slow member should not accuse others quickly.
-            self._probe_deferred = True
-            self._adjust_health(1)
-            self._schedule(_PROBE, None, now + self._config.probe_timeout)
-            return
+        probes = self._probes
+        if probes:  # the previous probe got no ack (yet)
+            if config.lifeguard and late > config.probe_timeout and not self._probe_deferred:
+                # this member was not running when the probe period ended (a stall): the
+                # ack may be waiting unread. Read the packets first (once), and count the
+                # stall against local health: a slow member should not accuse quickly.
+                self._probe_deferred = True
+                self._adjust_health(1)
+                self._schedule(_PROBE, None, now + config.probe_timeout)
+                return
+            # its period ends now: settle it first, so this probe knows how it ended
+            # (its target suspected, this member's health adjusted)
+            for seq in list(probes):
+                self._probe_end(seq, now)
         self._probe_deferred = False
-        # the previous probe's period ends now: settle it first, so this probe knows how
-        # it ended (its target suspected, this member's health adjusted)
-        for seq in list(self._probes):
-            self._probe_end(seq, now)
-        period = self._scale(self._config.probe_interval)
+        scale = self._health + 1 if config.lifeguard else 1  # Lifeguard's local health
+        period = config.probe_interval * scale
         target = None if self._leaving else self._next_target()
         if target is None:
             self._schedule(_PROBE, None, now + period)
@@ -751,12 +745,12 @@ class Membership:
         seq = self._seq
         self._stats["probes"] += 1
         messages: list[Message] = [Ping(seq, target.name, self._name, self._addr)]
-        if self._config.lifeguard and target.state is State.SUSPECT:
+        if config.lifeguard and target.state is State.SUSPECT:
             # tell the suspect at once, so it can refute (Lifeguard's buddy system)
             messages.append(Suspect(target.incarnation, target.name, self._name))
         self._send(target.addr, messages)
-        self._probes[seq] = _Probe(target.name)
-        self._schedule(_PROBE_TIMEOUT, seq, now + self._scale(self._config.probe_timeout))
+        probes[seq] = _Probe(target.name)
+        self._schedule(_PROBE_TIMEOUT, seq, now + config.probe_timeout * scale)
         self._schedule(_PROBE, None, now + period)  # which ends this probe first
 
     def _probe_timeout(self, seq: int, now: float) -> None:
