@@ -57,7 +57,13 @@ def make(
     return core
 
 
-def push_pull(source: str, *states: MemberState, ltime: int = 0, events=(), join=False) -> PushPull:
+def push_pull(
+    source: str,
+    *states: MemberState,
+    ltime: int = 0,
+    events: Iterable[UserEvent] = (),
+    join: bool = False,
+) -> PushPull:
     return PushPull(
         join=join, source=source, members=tuple(states), event_ltime=ltime, events=tuple(events)
     )
@@ -65,6 +71,11 @@ def push_pull(source: str, *states: MemberState, ltime: int = 0, events=(), join
 
 def state(name: str, st: State = State.ALIVE, inc: int = 0, at: str | None = None) -> MemberState:
     return MemberState(name, addr(at or name), inc, st)
+
+
+def a_state(core: Membership) -> list[MemberState]:
+    """`core`'s view as a push-pull would carry it."""
+    return [MemberState(m.name, m.addr, m.incarnation, m.state, m.tags) for m in core.members()]
 
 
 def member_events(core: Membership) -> list[tuple[EventKind, str]]:
@@ -133,10 +144,6 @@ def test_a_push_pull_answer_carries_the_refutation_of_what_the_request_said() ->
     a.receive(addr("b"), [answer], now=40.0)
     seen = a.member("b")
     assert seen is not None and seen.state is State.ALIVE and seen.incarnation == 1
-
-
-def a_state(core: Membership) -> list[MemberState]:
-    return [MemberState(m.name, m.addr, m.incarnation, m.state, m.tags) for m in core.members()]
 
 
 # -- names and addresses ------------------------------------------------------------------
