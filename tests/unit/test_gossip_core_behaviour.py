@@ -40,7 +40,7 @@ def make(
     states: Iterable[MemberState] = (),
     config: GossipConfig | None = None,
     now: float = 0.0,
-    seed: object = None,
+    seed: int | str | None = None,
 ) -> Membership:
     """A member that knows `knows` (alive, incarnation 0) and `states`, events drained."""
     known = [MemberState(n, addr(n), 0, State.ALIVE) for n in knows]

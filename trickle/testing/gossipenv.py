@@ -566,7 +566,8 @@ class GossipEnv:
         view: dict[str, tuple[State, int, float | None]] = {}
         for m in core.members():
             suspicion = core.suspicion(m.name)
-            view[m.name] = (m.state, m.incarnation, suspicion and suspicion.deadline)
+            deadline = suspicion.deadline if suspicion is not None else None
+            view[m.name] = (m.state, m.incarnation, deadline)
         return view
 
     def _describe_change(
