@@ -845,12 +845,15 @@ class RunnerService:
 
     async def _send_output(self, destination: str, box: _Outbox) -> None:
         """Send ``box`` to ``destination``, one batch at a time, at most every
-        OUTPUT_INTERVAL; exits once it is empty."""
+        OUTPUT_INTERVAL; exits once nothing came for an interval (so the next chunk after
+        that can go at once)."""
         try:
-            while box.chunks:
+            while True:
                 wait = box.last_send + OUTPUT_INTERVAL - trio.current_time()
                 if wait > 0:
                     await trio.sleep(wait)
+                if not box.chunks:
+                    break
                 batch: list[OutputChunk] = []
                 size = 0
                 while box.chunks and (not batch or size + box.chunks[0][1] <= MAX_BATCH_BYTES):
