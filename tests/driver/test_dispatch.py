@@ -592,6 +592,30 @@ async def test_a_dead_leader_never_blocks_the_runner(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_output_lost_on_the_way_shows_as_a_gap_and_later_chunks_still_arrive(
+    autojump_clock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        a1 = await cluster.agent("a1")
+        dispatch = cluster.dispatch("a1", leader="s1", term=1)
+        await s1.dispatcher.send("a1", dispatch)
+        a1.service.on_output(dispatch.execution, "first")
+        await cluster.until(lambda: len(cluster.outputs) == 1)
+        await trio.testing.wait_all_tasks_blocked()  # its answer is back
+        cluster.net.cut(NodeId("a1"), NodeId("s1"))
+        a1.service.on_output(dispatch.execution, "lost")
+        await trio.sleep(1)
+        cluster.net.heal()
+        a1.service.on_output(dispatch.execution, "after")
+        await cluster.until(lambda: len(cluster.outputs) == 2)
+        assert [o[3] for o in cluster.outputs] == ["first", "after"]
+        assert s1.dispatcher.statistics().output_gaps == 1
+        assert a1.service.statistics().output_batches_dropped == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_send_retries_while_the_node_is_unreachable(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)

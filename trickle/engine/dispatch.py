@@ -78,7 +78,7 @@ QUERY_METHOD = "trickle.dispatch.query"  # leader -> runner: what do you run?
 
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES - 64 * 1024  # room for the RPC frame around a payload
-MAX_NAME_CHARS = 1024  # node names, job names, execution ids, reasons' bound is below
+MAX_NAME_CHARS = 1024  # node names, job names, execution ids
 MAX_REASON_CHARS = 4096  # refusal and error texts
 MAX_CHUNKS_PER_BATCH = 4096
 MAX_RESULTS_PER_REPORT = 1024
@@ -1090,7 +1090,7 @@ class DispatcherStatistics:
     failed: int  # no usable answer (RpcError raised to the caller)
     retries: int  # re-sends after the node was unreachable
     output_chunks: int  # chunks received and passed on
-    output_gaps: int  # chunks a runner lost on the way (seq gaps)
+    output_gaps: int  # chunks of a run never received here (lost, or sent to a former leader)
     output_duplicates: int  # chunks received twice (dropped)
     results_committed: int
     results_not_committed: int  # offered but not committed here (not leader, dropped...)
