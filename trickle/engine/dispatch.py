@@ -802,17 +802,18 @@ class RunnerService:
         )
 
     # output ------------------------------------------------------------------------------
-    def on_output(self, execution: Execution, chunk: str) -> bool:
+    def on_output(self, execution: Execution, chunk: str) -> None:
         """Queue ``chunk`` of a run for its leader (the Runner's ``on_output``). Never
-        blocks. True if it is on its way to a remote leader; False if the run was not
-        dispatched here over RPC or its leader is this node (publish it locally)."""
+        blocks. Output of a run not dispatched here over RPC, or whose leader is this node,
+        goes nowhere: the caller publishes it locally (the Engine always may: a chunk
+        reaching the leader is published there once more, by its Dispatcher)."""
         origin = self._origins.get(execution.id)
         if origin is None or not chunk:
-            return False
+            return
         # output follows the leader: a newer one than the run's gets it (its live feed)
         destination = self._leader if self._term > origin.term and self._leader else origin.leader
         if destination == self.node_name:
-            return False
+            return
         box = self._outboxes.get(destination)
         if box is None:
             box = self._outboxes[destination] = _Outbox()
@@ -834,7 +835,6 @@ class RunnerService:
         if not box.sending and self._nursery is not None:
             box.sending = True
             self._nursery.start_soon(self._send_output, destination, box)
-        return True
 
     def _sent(self, execution_id: ExecutionId, n: int) -> None:
         left = self._unsent[execution_id] - n
