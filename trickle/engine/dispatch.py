@@ -644,7 +644,8 @@ class RunnerService:
     # lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Register the handlers and serve until cancelled (then unregister them). Output
-        still queued and results not yet committed are lost with the service."""
+        still queued and results not yet committed stay in this object (a later ``run``
+        sends them); they are lost with the process."""
         if self._nursery is not None:
             raise RuntimeError("this runner service is already running")
         self._transport.register(DISPATCH_METHOD, self._serve_dispatch)
@@ -679,8 +680,9 @@ class RunnerService:
         return self._leader
 
     def note_leader(self, term: int, leader: str) -> None:
-        """A leader of ``term`` exists (a server passes Raft's soft state): from now on
-        dispatches of lower terms are refused; results go to ``leader`` first."""
+        """A leader of ``term`` exists (a server passes Raft's soft state whenever it
+        names a leader): from now on dispatches of lower terms are refused; results go to
+        ``leader`` first."""
         if term > self._term:
             self._term = term
             self._leader = leader
