@@ -43,8 +43,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trickle", "serve", "--server", *args]
+def serve_command(*args: str, server: bool = True) -> list[str]:
+    return [sys.executable, "-m", "trickle", "serve", *(["--server"] if server else []), *args]
 
 
 @attrs.define
@@ -74,12 +74,14 @@ async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str])
 
 @asynccontextmanager
 async def node(
-    tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None, server: bool = True
 ) -> AsyncIterator[Node]:
     """`trickle serve --server --node-name NAME ARGS` with its own data dir, once it
     printed its ready line."""
     stderr_path = tmp_path / f"{name}.stderr.log"
-    command = serve_command("--node-name", name, "--data-dir", str(tmp_path / name), *args)
+    command = serve_command(
+        "--node-name", name, "--data-dir", str(tmp_path / name), *args, server=server
+    )
     with stderr_path.open("ab") as stderr:
         process = await trio.lowlevel.open_process(
             command, stdout=subprocess.PIPE, stderr=stderr, env=env or clean_env(), cwd=ROOT
@@ -162,6 +164,45 @@ async def test_a_server_joins_another_through_its_ready_lines_gossip_address_and
         assert "member leave: beta" in alpha.stderr()
         assert "member fail: beta" not in alpha.stderr()  # beta left: never declared failed
         assert key not in alpha.stderr()
+
+
+async def test_an_agent_joins_serves_only_health_and_metrics_and_runs_what_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    gossip = ("--bind-addr", "127.0.0.1:0")
+    async with node(tmp_path, "alpha", *LOCAL, *gossip) as alpha:
+        join = ("--join", alpha.ready["gossip"], "--tag", "pool=agents")
+        async with node(tmp_path, "agent1", *LOCAL, *gossip, *join, server=False) as agent:
+            async with httpx.AsyncClient(base_url=agent.ready["http"], timeout=30) as own:
+                assert (await own.get("/health")).status_code == 200
+                assert (await own.get("/metrics")).status_code == 200
+                assert (await own.get("/v1/jobs")).status_code == 404  # the API is on servers
+            async with httpx.AsyncClient(base_url=alpha.ready["http"], timeout=30) as client:
+                members = await wait_members(client, lambda m: status(m, "agent1") == (1, "alive"))
+                tags = members["agent1"]["Tags"]
+                assert "server" not in tags and tags["pool"] == "agents"
+                assert tags["rpc_addr"] == agent.ready["raft"]
+                job = {
+                    "name": "on-agents",
+                    "schedule": "@manually",
+                    "executor": "shell",
+                    "executor_config": {"command": "echo ran-on-the-agent"},
+                    "tags": {"pool": "agents"},
+                }
+                assert (await client.post("/v1/jobs", json=job)).status_code == 201
+                assert (await client.post("/v1/jobs/on-agents")).status_code in (200, 202)
+                with trio.fail_after(MEMBERS_TIMEOUT):
+                    while True:
+                        response = await client.get("/v1/jobs/on-agents/executions")
+                        done = [e for e in response.json() if e["finished_at"][:4] != "0001"]
+                        if done:
+                            break
+                        await trio.sleep(POLL_INTERVAL)
+                [execution] = done
+                assert execution["node_name"] == "agent1" and execution["success"], execution
+                assert "ran-on-the-agent" in execution["output"]
+            assert await agent.stop() == 0, agent.stderr()
+        assert await alpha.stop() == 0, alpha.stderr()
 
 
 async def run_serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:

@@ -31,20 +31,12 @@ def test_version_flag_on_the_group() -> None:
     assert invoke("--version").stdout == f"trickle {__version__}\n"
 
 
-def test_serve_without_server_refuses_to_pretend_to_be_an_agent(tmp_path: Path) -> None:
-    # a valid agent's settings (it finds the servers by gossip): only the refusal stops it
-    result = invoke("serve", "--join", "127.0.0.1:8946", "--data-dir", str(tmp_path / "d"))
+def test_an_agent_without_join_is_a_usage_error_naming_join(tmp_path: Path) -> None:
+    result = invoke("serve", "--data-dir", str(tmp_path / "d"))
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert "agents need the cluster feature" in result.stderr
-    assert "--server" in result.stderr
+    assert "join" in result.stderr and "finds the servers by gossip" in result.stderr
     assert not (tmp_path / "d").exists()  # nothing was started or created
-
-
-def test_serve_with_server_disabled_by_the_environment_refuses_too() -> None:
-    result = invoke("serve", env={"TRICKLE_SERVER": "false", "TRICKLE_JOIN": "127.0.0.1"})
-    assert result.exit_code == 2
-    assert "agents need the cluster feature" in result.stderr
 
 
 def test_malformed_tag_is_a_usage_error() -> None:

@@ -741,7 +741,7 @@ def resolve(
         "executor_limits": values["executor-limits"],
         "durability": values["durability"],
         "peers": values["peers"],
-        "raft_bind": values["raft-addr"],
+        "raft_bind": _rpc_bind(values["raft-addr"], server=values["server"]),
         "raft_durability": values["raft-durability"],
         "raft_tick": values["raft-tick"],
         "linearizable_reads": not values["stale-reads"],
@@ -772,6 +772,14 @@ def resolve(
         sources=sources,
         shutdown_grace=values["shutdown-grace"],
     )
+
+
+def _rpc_bind(raft_addr: str | None, *, server: bool) -> str | None:
+    """An agent always has an RPC listener (servers dispatch runs to it): Dkron's port 6868
+    on every interface unless --raft-addr says otherwise. A server has one only if asked."""
+    if raft_addr is None and not server:
+        return format_host_port(ALL_INTERFACES, DKRON_RAFT_PORT)
+    return raft_addr
 
 
 def _check_raft(

@@ -19,9 +19,10 @@ A graceful stop (the first SIGTERM or SIGINT, or ``POST /v1/leave``: ``trickle l
 first leaves the gossip cluster, so that the others see this node as "left", not "failed"
 (at most ``LEAVE_TIMEOUT`` seconds), then drains the engine and the API.
 
-An agent (no ``--server``) serves only ``/health`` and ``/metrics`` on ``--http-addr``
-(``serve_http`` picks the agent's app from the engine's config); it is refused for now
-(``AGENT_MESSAGE``) until the Engine runs agents.
+An agent (no ``--server``) joins by gossip (``--join``), runs what the servers dispatch to
+it on its RPC listener (``--raft-addr``, Dkron's 6868 by default for an agent), and serves
+only ``/health`` and ``/metrics`` on ``--http-addr`` (``serve_http`` picks the agent's app
+from the engine's config).
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
 taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
@@ -73,12 +74,6 @@ _LEVELS = {
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-AGENT_MESSAGE = (
-    "trickle serve without --server would start an agent, and agents need the cluster "
-    "feature, which this version of trickle does not have yet. Start a server with "
-    "'trickle serve --server' (or TRICKLE_SERVER=true, or 'server = true' in the config file)."
-)
-
 # click parameter name -> setting name of trickle.cli.config
 _FLAG_SETTINGS = {
     "server": "server",
@@ -305,9 +300,6 @@ def serve(ctx: click.Context, **params: Any) -> None:
         settings = resolve(flags, os.environ)
     except ConfigError as exc:
         raise click.UsageError(str(exc), ctx=ctx) from None
-    if not settings.engine.server:
-        click.echo(f"error: {AGENT_MESSAGE}", err=True)
-        ctx.exit(2)
     with logging_to_stderr(settings.log_level):
         code = run(settings)
     ctx.exit(code)

@@ -27,6 +27,7 @@ from trickle._version import __version__
 from trickle.engine import commands as c
 from trickle.engine.clock import Clock, SystemClock
 from trickle.engine.config import EngineConfig, parse_host_port
+from trickle.engine.dispatch import Dispatch, Dispatcher, DispatchRefused, RunnerService
 from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
@@ -37,6 +38,7 @@ from trickle.engine.model import (
     Concurrency,
     DayStats,
     Execution,
+    ExecutionId,
     Job,
     Member,
     RaftPeer,
@@ -239,6 +241,8 @@ class Engine:
         self._gossip_config = gossip_config
         self._gossip: GossipDriver | None = None
         self._leaving_cluster = False
+        self._runner_service: RunnerService | None = None
+        self._dispatcher: Dispatcher | None = None
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -374,6 +378,7 @@ class Engine:
                 await nursery.start(self._raft.run)
                 await nursery.start(self._log.run)
                 await nursery.start(self._runner.run)
+                await self._start_runner_service(nursery, transport)
                 self._open = True
                 nursery.start_soon(self._abandon_orphans_when_possible)
                 if voters == {self.node_name}:
@@ -409,13 +414,14 @@ class Engine:
             )
         self._addr = await trio.to_thread.run_sync(_local_address)
         self._member = None
-        self._runner = await self._open_runner(report=self._report_unreachable)
+        self._runner = await self._open_runner(report=self._report_to_servers)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self._start_transport(nursery)
+                transport = await self._start_transport(nursery)
                 await self._start_gossip(nursery)
                 await nursery.start(self._runner.run)
+                await self._start_runner_service(nursery, transport)
                 self._open = True
                 logger.info("agent %s ready, joining %s", self.node_name, ", ".join(cfg.join))
                 task_status.started(self)
@@ -450,8 +456,143 @@ class Engine:
             report=report,
         )
 
-    async def _report_unreachable(self, finished: c.RunFinished) -> None:
-        logger.error("no server to report %s to", finished.execution_id)
+    async def _report_to_servers(self, finished: c.RunFinished) -> None:
+        """An agent's results go to the servers, retried until one commits them."""
+        assert self._runner_service is not None
+        await self._runner_service.report(finished)
+
+    async def _start_runner_service(self, nursery: trio.Nursery, transport: Any) -> None:
+        """Take dispatched runs (every node), and on a server send them and take results."""
+        assert self._runner is not None
+        self._runner_service = RunnerService(
+            node_name=self.node_name,
+            transport=transport,
+            runner=self._runner,
+            servers=self._server_names,
+            rng=random.Random(self._rng.getrandbits(64)),
+        )
+        await nursery.start(self._runner_service.run)
+        if self.config.server:
+            self._dispatcher = Dispatcher(
+                node_name=self.node_name,
+                transport=transport,
+                on_output=self._on_remote_output,
+                commit=self._commit_result,
+                rng=random.Random(self._rng.getrandbits(64)),
+                local=self._runner_service,
+            )
+            await nursery.start(self._dispatcher.run)
+
+    def _server_names(self) -> list[str]:
+        """Alive servers by gossip (where an agent sends results), this one excluded."""
+        gossip = self._gossip
+        if gossip is None:
+            return sorted(set(self._peer_addresses) - {self.node_name})
+        return [
+            m.name
+            for m in gossip.members()
+            if m.name != self.node_name
+            and m.state in (GossipState.ALIVE, GossipState.SUSPECT)
+            and m.tags.get("server") == "true"
+        ]
+
+    def _on_remote_output(self, job_name: str, execution_id: str, chunk: str) -> None:
+        """Output of a run on another node, as it prints it (the leader's live feed)."""
+        execution = self._fsm.running.get(ExecutionId(execution_id))
+        if execution is None:
+            return
+        self._on_output_event(execution, chunk)
+
+    async def _commit_result(self, finished: c.RunFinished) -> None:
+        """A result another node reports: return once committed (a duplicate too)."""
+        [applied] = await self._propose([finished])
+        if applied.error is not None:
+            logger.info("result of %s refused: %s", finished.execution_id, applied.error.message)
+
+    async def _fail_runs_of(self, node: str, reason: str = "") -> None:
+        """Record the runs of a node gossip declared failed as failed: never left running."""
+        runs = [(ex.job_name, ex.id) for ex in self._fsm.running.values() if ex.node_name == node]
+        if not runs:
+            return
+        reason = reason or f"node {node} failed during execution"
+        logger.warning("%s: %d runs failed: %s", self.node_name, len(runs), reason)
+        try:
+            await self._propose(
+                [
+                    c.AbandonExecutions(
+                        execution_ids=tuple(runs), finished_at=self.clock.now(), reason=reason
+                    )
+                ]
+            )
+        except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
+            logger.info("failing the runs of %s is left to the next leader: %s", node, exc)
+
+    async def _reconcile_remote_runs(self, term: int, inherited: list[Execution]) -> None:
+        """A new leader asks each node that holds ``inherited`` runs (running on other
+        nodes when it took over) what it runs, which fences the previous leader off that
+        node; inherited runs that the node does not know, or on failed nodes, are failed.
+        (Runs this leader dispatches meanwhile are not in ``inherited``.)"""
+        assert self._dispatcher is not None
+        by_node: dict[str, list[Execution]] = {}
+        for ex in inherited:
+            by_node.setdefault(ex.node_name, []).append(ex)
+        for node in sorted(by_node):
+            if self._lead_term != term:
+                return
+            gossip = self._gossip
+            member = gossip.member(node) if gossip is not None else None
+            if member is not None and member.state in (GossipState.DEAD, GossipState.LEFT):
+                await self._fail_runs_of(node)
+                continue
+            try:
+                state = await self._dispatcher.query(node, term=term)
+            except RpcError as exc:
+                logger.info("cannot ask %s what it runs (%s): left to gossip", node, exc)
+                continue
+            known = {ref.execution_id for ref in (*state.active, *state.pending)}
+            lost = [
+                (ex.job_name, ex.id)
+                for ex in by_node[node]
+                if ex.id in self._fsm.running and ex.id not in known
+            ]
+            if lost and self._lead_term == term:
+                try:
+                    await self._propose(
+                        [
+                            c.AbandonExecutions(
+                                execution_ids=tuple(lost),
+                                finished_at=self.clock.now(),
+                                reason=f"node {node} no longer knows the run "
+                                "(it restarted, or the dispatch was lost)",
+                            )
+                        ]
+                    )
+                except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed):
+                    return
+
+    async def _send_dispatch(self, job: Job, execution: Execution, term: int) -> None:
+        """Hand a committed run to its node; a run that cannot be handed over is failed."""
+        assert self._dispatcher is not None
+        node = execution.node_name
+        try:
+            await self._dispatcher.send(
+                node, Dispatch(job=job, execution=execution, term=term, leader=self.node_name)
+            )
+            return
+        except DispatchRefused as exc:
+            reason = f"node {node} refused the run: {exc.message}"
+        except RpcError as exc:
+            reason = f"could not reach node {node}: {exc.message}"
+        logger.warning("%s: %s", execution.id, reason)
+        await self._report(
+            c.RunFinished(
+                job_name=execution.job_name,
+                execution_id=execution.id,
+                finished_at=self.clock.now(),
+                success=False,
+                output=reason,
+            )
+        )
 
     def _open_raft_storage(self) -> RaftStorage:
         cfg = self.config
@@ -606,6 +747,8 @@ class Engine:
                 if isinstance(event, GossipMemberEvent):
                     if event.kind in (GossipEventKind.JOIN, GossipEventKind.UPDATE):
                         self._learn_rpc_address(event.member)
+                    elif event.kind is GossipEventKind.FAIL and self.is_leader():
+                        self._nursery_start(self._fail_runs_of, event.member.name)
                     kind = _MEMBER_EVENT_KINDS[event.kind]
                     member = _member_from_gossip(event.member)
                     self._publish(
@@ -697,6 +840,8 @@ class Engine:
 
     # -- leadership ----------------------------------------------------------------------
     def _on_soft_state(self, soft: SoftState) -> None:
+        if soft.leader is not None and self._runner_service is not None:
+            self._runner_service.note_leader(soft.term, soft.leader)
         leading = soft.role is Role.LEADER
         self._metrics.is_leader.set(1 if leading else 0)
         if leading and self._lead_term != soft.term:
@@ -730,6 +875,10 @@ class Engine:
                     self._spawn_retry(retry)
                 for due in self._fsm.pending_dependents():
                     self._nursery.start_soon(self._run_dependents, due)
+                inherited = [
+                    ex for ex in self._fsm.running.values() if ex.node_name != self.node_name
+                ]
+                self._nursery.start_soon(self._reconcile_remote_runs, term, inherited)
                 await self._plan_all_and_catch_up()
                 self._led.set()
                 if self._draining:
@@ -1286,9 +1435,24 @@ class Engine:
         return self._member
 
     def _targets(self, job: Job) -> list[Member]:
-        # Until dispatch over RPC (the cluster issue), the leader runs every job itself.
-        members = [self._self_member()]
+        """Where a run goes: by the job's tags among the alive members gossip knows in
+        this leader's region (no tags: all of them). Without gossip this server knows no
+        other node to hand runs to, so it runs them itself."""
+        gossip = self._gossip
+        if gossip is None:
+            members = [self._self_member()]
+        else:
+            members = [m for m in self.members() if m.name in self._dispatchable()]
         return select_targets(job.tags, members, region=self.config.region, rng=self._rng)
+
+    def _dispatchable(self) -> set[str]:
+        """Nodes a run can be handed to: this one, and those with a known RPC address."""
+        names = {self.node_name}
+        gossip = self._gossip
+        if gossip is not None:
+            by_name = not isinstance(self._transport, TcpTransport)  # an injected network
+            names.update(m.name for m in gossip.members() if by_name or m.tags.get("rpc_addr"))
+        return names
 
     def _new_execution(
         self,
@@ -1342,6 +1506,9 @@ class Engine:
     def _dispatch(self, job: Job, execution: Execution) -> None:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
         assert self._runner is not None
+        if execution.node_name != self.node_name:
+            self._nursery_start(self._send_dispatch, job, execution, self._lead_term)
+            return
         if not self._runner.accepting:  # stopping: the next start records it as failed
             logger.info("not starting %s: the node is stopping", execution.id)
             return
@@ -1496,6 +1663,13 @@ class Engine:
 
     # -- internals: runner callbacks ------------------------------------------------------------
     def _on_output(self, execution: Execution, chunk: str) -> None:
+        """A chunk printed by a run on this node: published here, and streamed to the
+        leader that dispatched it when that is another node."""
+        self._on_output_event(execution, chunk)
+        if self._runner_service is not None:
+            self._runner_service.on_output(execution, chunk)
+
+    def _on_output_event(self, execution: Execution, chunk: str) -> None:
         self._publish(
             Event(
                 kind=EventKind.EXECUTION_OUTPUT,

@@ -1,0 +1,182 @@
+"""Runs dispatched to other nodes by tags, on trio's MockClock: three servers and an agent
+over the in-memory Raft and gossip networks."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import trio
+import trio.testing
+
+from trickle import Engine, EngineConfig, ExecutionContext, Job
+from trickle.engine.clock import TrioClock
+from trickle.engine.events import EventKind
+from trickle.engine.model import Execution
+from trickle.gossip.config import local
+from trickle.raft.messages import NodeId
+from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
+from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+SERVERS = ("a", "b", "c")
+PEERS = {name: f"{name}.invalid:6868" for name in SERVERS}
+ADDRESSES = {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3", "x": "10.0.0.9"}
+
+
+class Cluster:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.raft = RaftNetwork()
+        self.gossip = GossipNetwork(rng=random.Random(3))
+        self.clock = TrioClock(START)
+        self.engines: dict[str, Engine] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.stopped: dict[str, trio.Event] = {}
+        self.ran: list[tuple[str, str]] = []  # (node, job)
+        self.release = trio.Event()  # lets "block" runs finish
+        self.blocking = trio.Event()  # set when a "block" run started
+
+    async def start(self, name: str, *, tags: dict[str, str] | None = None) -> Engine:
+        server = name in SERVERS
+        engine = Engine(
+            EngineConfig(
+                data_dir=None,
+                node_name=name,
+                server=server,
+                peers=PEERS if server else {},
+                join=() if name == "a" else (f"{ADDRESSES['a']}:8946",),
+                tags=tags or {},
+            ),
+            clock=self.clock,
+            rng=random.Random(sorted(ADDRESSES).index(name)),
+            raft_transport=self.raft.transport(NodeId(name)),
+            gossip_transport=self.gossip.transport((ADDRESSES[name], 8946)),
+            gossip_config=local(),
+        )
+
+        async def record(ctx: ExecutionContext) -> None:
+            self.ran.append((name, ctx.execution.job_name))
+            ctx.output.write(f"hello from {name}\n")
+
+        async def block(ctx: ExecutionContext) -> None:
+            self.ran.append((name, ctx.execution.job_name))
+            ctx.output.write("started\n")
+            self.blocking.set()
+            await self.release.wait()
+
+        engine.register_executor("record", record)
+        engine.register_executor("block", block)
+        scope = trio.CancelScope()
+        stopped = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with scope:
+                    await engine.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+        await self.nursery.start(run)
+        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
+        return engine
+
+    async def leader(self) -> Engine:
+        with trio.fail_after(60):
+            while True:
+                leaders = [
+                    self.engines[n]
+                    for n in SERVERS
+                    if n in self.engines and self.engines[n].running
+                ]
+                leaders = [e for e in leaders if e.is_leader()]
+                if len(leaders) == 1:
+                    return leaders[0]
+                await trio.sleep(0.05)
+
+    async def stop(self, name: str) -> None:
+        self.scopes[name].cancel()
+        await self.stopped[name].wait()
+
+
+async def wait_alive(engine: Engine, names: set[str]) -> None:
+    kinds = [kind for kind in EventKind if kind.startswith("member_")]
+    with trio.fail_after(60), engine.subscribe(kinds=kinds) as events:
+        while not names <= {m.name for m in engine.members() if m.status == "alive"}:
+            await events.receive()
+
+
+async def finished(engine: Engine, job: str, count: int = 1) -> list[Execution]:
+    """The job's first ``count`` finished executions, waiting on execution events."""
+    with trio.fail_after(60), engine.subscribe(kinds=["execution_finished"], jobs=[job]) as ev:
+        while True:
+            executions, _ = await engine.list_executions(job)
+            done = [e for e in executions if e.finished_at is not None]
+            if len(done) >= count:
+                return done
+            await ev.receive()
+
+
+async def start_cluster(nursery: trio.Nursery) -> tuple[Cluster, Engine]:
+    cluster = Cluster(nursery)
+    for name in SERVERS:
+        await cluster.start(name)
+    await cluster.start("x", tags={"gpu": "1"})
+    leader = await cluster.leader()
+    await wait_alive(leader, {*SERVERS, "x"})
+    return cluster, leader
+
+
+async def test_a_job_runs_on_the_node_its_tags_choose(autojump_clock: trio.testing.MockClock):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        output: list[str] = []
+
+        async def watch(task_status: trio.TaskStatus[None]) -> None:
+            with leader.subscribe(kinds=["execution_output"]) as events:
+                task_status.started()
+                async for event in events:
+                    output.append(event.chunk)
+
+        await nursery.start(watch)
+        await leader.put_job(
+            Job(name="gpu", schedule="@manually", executor="record", tags={"gpu": "1"})
+        )
+        await leader.run_job("gpu")
+        [execution] = await finished(leader, "gpu")
+        assert execution.node_name == "x" and execution.success
+        assert "hello from x" in execution.output
+        assert cluster.ran == [("x", "gpu")]
+        assert "hello from x\n" in output  # streamed to the leader as printed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_without_tags_runs_on_every_node(autojump_clock: trio.testing.MockClock):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        await leader.put_job(Job(name="all", schedule="@manually", executor="record"))
+        await leader.run_job("all")
+        executions = await finished(leader, "all", count=4)
+        assert sorted(e.node_name for e in executions) == ["a", "b", "c", "x"]
+        assert all(e.success for e in executions)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_run_on_a_node_that_dies_is_recorded_failed(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        await leader.put_job(
+            Job(name="long", schedule="@manually", executor="block", tags={"gpu": "1"})
+        )
+        await leader.run_job("long")
+        with trio.fail_after(30):
+            await cluster.blocking.wait()
+        assert ("x", "long") in cluster.ran
+        cluster.gossip.kill((ADDRESSES["x"], 8946))
+        await cluster.stop("x")
+        [execution] = await finished(leader, "long")
+        assert not execution.success
+        assert "node x failed during execution" in execution.output
+        nursery.cancel_scope.cancel()
