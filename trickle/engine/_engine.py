@@ -32,6 +32,14 @@ from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
 from trickle.engine.ledger import ProcessLedger
+from trickle.engine.membership import (
+    BootstrapWaiter,
+    MembershipReconciler,
+    ServerView,
+    membership_tags,
+    pick_successor,
+    server_views,
+)
 from trickle.engine.metrics import EngineMetrics
 from trickle.engine.model import (
     BusyExecution,
@@ -243,6 +251,9 @@ class Engine:
         self._leaving_cluster = False
         self._runner_service: RunnerService | None = None
         self._dispatcher: Dispatcher | None = None
+        self._raft_formed = False  # this server holds a Raft configuration (gossiped)
+        self._bootstrap_waiter: BootstrapWaiter | None = None
+        self._reconciler: MembershipReconciler | None = None
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -357,8 +368,9 @@ class Engine:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 transport = await self._start_transport(nursery)
+                self._raft_formed = not durable.is_empty()
                 await self._start_gossip(nursery)
-                voters = frozenset(NodeId(n) for n in {self.node_name, *cfg.peers})
+                bootstrap = await self._bootstrap_conf(durable)
                 self._raft = RaftDriver(
                     NodeId(self.node_name),
                     config=RAFT_CONFIG,
@@ -366,7 +378,7 @@ class Engine:
                     transport=transport,
                     app=self._log,
                     tick_seconds=cfg.raft_tick,
-                    bootstrap=ConfState(voters=voters),
+                    bootstrap=bootstrap,
                     applied=self._fsm.applied_index,
                     rng=random.Random(self._rng.getrandbits(64)),
                     snapshot_entries=cfg.snapshot_entries,
@@ -381,14 +393,18 @@ class Engine:
                 await self._start_runner_service(nursery, transport)
                 self._open = True
                 nursery.start_soon(self._abandon_orphans_when_possible)
+                starting_conf = bootstrap if durable.is_empty() else _stored_conf(durable)
+                if bootstrap is not None:
+                    self._note_raft_formed()
+                voters = starting_conf.voters if starting_conf is not None else frozenset()
                 if voters == {self.node_name}:
                     await self._led.wait()  # a lone server leads from its first tick
                 logger.info(
-                    "engine %s ready: %d jobs, data in %s, %d Raft voters",
+                    "engine %s ready: %d jobs, data in %s, %s",
                     self.node_name,
                     len(self._fsm.jobs),
                     cfg.data_dir or "memory",
-                    len(voters),
+                    f"{len(voters)} Raft voters" if voters else "waiting to be added to a cluster",
                 )
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -403,6 +419,44 @@ class Engine:
                 await trio.to_thread.run_sync(store.close)
                 if raft_storage is not None:
                     await trio.to_thread.run_sync(raft_storage.close)
+
+    async def _bootstrap_conf(self, durable: DurableState) -> ConfState | None:
+        """How a server with no Raft state starts: with its static peers, with the
+        servers bootstrap-expect finds, alone, or (joining) waiting to be added."""
+        cfg = self.config
+        me = NodeId(self.node_name)
+        if cfg.peers or not durable.is_empty():
+            return ConfState(voters=frozenset(NodeId(n) for n in {me, *cfg.peers}))
+        if cfg.bootstrap_expect:
+            waiter = BootstrapWaiter(self.node_name, cfg.bootstrap_expect, self._server_views)
+            self._bootstrap_waiter = waiter
+            try:
+                logger.info(
+                    "%s: waiting for %d servers to bootstrap", self.node_name, cfg.bootstrap_expect
+                )
+                return await waiter.wait()
+            finally:
+                self._bootstrap_waiter = None
+        if cfg.join:
+            return None  # the cluster's leader adds this server (learner, then voter)
+        return ConfState(voters=frozenset({me}))
+
+    def _server_views(self) -> list[ServerView]:
+        views = server_views(self.members(), region=self.config.region)
+        if not isinstance(self._transport, TcpTransport):  # an injected network: by name
+            views = [attrs.evolve(v, rpc_addr=v.rpc_addr or v.name) for v in views]
+        return views
+
+    def _note_raft_formed(self) -> None:
+        """Tell gossip this server belongs to a formed cluster (bootstrap-expect: no
+        other server may bootstrap a second one with it)."""
+        gossip = self._gossip
+        told = gossip is None or gossip.tags.get("raft_formed") == "1"
+        if self._raft_formed and told:
+            return
+        self._raft_formed = True
+        if gossip is not None and gossip.serving:
+            gossip.set_tags(self._gossip_tags())
 
     async def _run_agent(self, task_status: trio.TaskStatus[Engine]) -> None:
         """An agent: gossip, the RPC listener and the runner; no store, no Raft."""
@@ -725,6 +779,12 @@ class Engine:
         version and, on a server with a Raft/RPC listener, ``rpc_addr``."""
         tags = self.config.node_tags
         tags["version"] = __version__
+        if self.config.server:
+            tags.update(
+                membership_tags(
+                    expect=self.config.bootstrap_expect or None, raft_formed=self._raft_formed
+                )
+            )
         address = self.raft_address
         if address is not None:
             host = address[0] if address[0] not in ("0.0.0.0", "::", "") else self._addr
@@ -745,6 +805,9 @@ class Engine:
         with subscription:
             async for event in subscription:
                 if isinstance(event, GossipMemberEvent):
+                    for waiting in (self._bootstrap_waiter, self._reconciler):
+                        if waiting is not None:
+                            waiting.wake()
                     if event.kind in (GossipEventKind.JOIN, GossipEventKind.UPDATE):
                         self._learn_rpc_address(event.member)
                     elif event.kind is GossipEventKind.FAIL and self.is_leader():
@@ -777,7 +840,26 @@ class Engine:
         if self._gossip is None:
             return True
         self._leaving_cluster = True
+        await self._hand_over_leadership(timeout)
         return await self._gossip.leave(timeout)
+
+    async def _hand_over_leadership(self, timeout: float) -> None:  # noqa: ASYNC109
+        """A leader that leaves first hands leadership to a caught-up voter, so that the
+        next leader removes it from the Raft configuration."""
+        raft = self._raft
+        if raft is None or not self.is_leader():
+            return
+        status = raft.status()
+        progress = {str(name): p.match for name, p in status.progress.items()}
+        servers = {view.name: view for view in self._server_views()}
+        successor = pick_successor(status.conf, servers, progress, leader=self.node_name)
+        if successor is None:
+            return
+        try:
+            await raft.transfer_leadership(NodeId(successor), timeout=timeout)
+            logger.info("%s: leadership handed to %s before leaving", self.node_name, successor)
+        except TrickleError as exc:  # LeadershipTransferFailed, NotLeader, ...
+            logger.warning("%s: could not hand leadership over: %s", self.node_name, exc)
 
     @property
     def gossip_address(self) -> tuple[str, int] | None:
@@ -842,6 +924,8 @@ class Engine:
     def _on_soft_state(self, soft: SoftState) -> None:
         if soft.leader is not None and self._runner_service is not None:
             self._runner_service.note_leader(soft.term, soft.leader)
+        if soft.leader is not None and not self._raft_formed:
+            self._note_raft_formed()  # a joining server was added to a cluster
         leading = soft.role is Role.LEADER
         self._metrics.is_leader.set(1 if leading else 0)
         if leading and self._lead_term != soft.term:
@@ -884,10 +968,17 @@ class Engine:
                 if self._draining:
                     return
                 self._sched_scope = trio.CancelScope()
-                await self._schedule_loop()
+                async with trio.open_nursery() as lead_nursery:
+                    if self._gossip is not None:
+                        # Raft's membership follows gossip's servers while this one leads
+                        self._reconciler = MembershipReconciler(self._raft, self._server_views)
+                        await lead_nursery.start(self._reconciler.run)
+                    await self._schedule_loop()
+                    lead_nursery.cancel_scope.cancel()
         except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
             logger.info("%s: leadership in term %d ended: %s", self.node_name, term, exc)
         finally:
+            self._reconciler = None
             if self._log.leader_term == term:
                 self._log.leader_term = 0
             held = self._take_held()
@@ -1288,7 +1379,7 @@ class Engine:
         to them). Without gossip: this node and its Raft peers."""
         found: dict[str, Member] = {}
         gossip = self._gossip
-        if gossip is not None and self._open:
+        if gossip is not None and gossip.serving:
             for gm in gossip.members():
                 found[gm.name] = _member_from_gossip(
                     gm, leaving=self._leaving_cluster and gm.name == self.node_name

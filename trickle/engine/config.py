@@ -93,6 +93,11 @@ class EngineConfig:
         0.0.0.0:8946 when ``gossip_bind`` is None).
     gossip_profile: timing preset of gossip: "lan" (default, memberlist's), "wan",
         "local" or "fast" (see docs/gossip.md for each one's detection time and cost).
+    bootstrap_expect: on a server with gossip and no Raft state, wait until this many
+        servers (itself included, all started with the same value) see each other, then
+        form the cluster with all of them as voters (Dkron's --bootstrap-expect). 0: a
+        server with ``join`` waits to be added by the cluster it joins; one without
+        ``join`` or ``peers`` forms a cluster alone.
     encrypt: base64 gossip keys (16, 24 or 32 bytes; ``trickle keygen`` makes one); the
         first encrypts, all are accepted (rotation). Empty: gossip in plaintext.
     """
@@ -120,6 +125,7 @@ class EngineConfig:
     join: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     join_retry_interval: float = DEFAULT_JOIN_RETRY_INTERVAL
     gossip_profile: str = "lan"
+    bootstrap_expect: int = 0
     encrypt: tuple[str, ...] = attrs.field(default=(), converter=tuple, repr=_keys_repr)
 
     @property
@@ -191,6 +197,18 @@ class EngineConfig:
         if self.gossip_profile not in PRESETS:
             raise ValidationError(
                 f"gossip_profile must be one of {', '.join(PRESETS)}", field="gossip_profile"
+            )
+        if self.bootstrap_expect < 0:
+            raise ValidationError("bootstrap_expect must not be negative", field="bootstrap_expect")
+        if self.bootstrap_expect and not (self.server and self.gossip_enabled):
+            raise ValidationError(
+                "bootstrap_expect needs a server with gossip (join or gossip_bind)",
+                field="bootstrap_expect",
+            )
+        if self.bootstrap_expect and self.peers:
+            raise ValidationError(
+                "bootstrap_expect and peers are two ways to form a cluster: give one",
+                field="bootstrap_expect",
             )
         for key in self.encrypt:
             try:
