@@ -17,6 +17,7 @@ TrickleError (500)
 ├── EngineClosed (503)             the engine is not running
 ├── NotLeader (503)                this server is not the Raft leader; ``leader`` hints who is
 ├── NotAServer (503)               this node is an agent: jobs and history live on servers
+├── JoinFailed (503)               no gossip address answered within join_retry_max attempts
 ├── ProposalDropped (503)          the leader could not take a proposal (transfer, lost term)
 └── StorageCorrupt (500)           durable Raft state that cannot be read back safely
 """
@@ -118,6 +119,12 @@ class NotAServer(TrickleError):
     def __init__(self, node: str) -> None:
         super().__init__(f"{node} is an agent: jobs and executions are kept by the servers")
         self.node = node
+
+
+class JoinFailed(TrickleError):
+    """The node could not join the cluster: no address answered (Dkron exits 1)."""
+
+    http_status = 503
 
 
 class ConfChangeRejected(Conflict):

@@ -13,7 +13,7 @@ import trio.testing
 from trickle import Engine, EngineConfig, Job
 from trickle.engine.clock import TrioClock
 from trickle.engine.events import EventKind
-from trickle.errors import NotAServer, ValidationError
+from trickle.errors import JoinFailed, NotAServer, ValidationError
 from trickle.gossip.config import local
 from trickle.raft.messages import NodeId
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
@@ -212,3 +212,30 @@ async def test_an_agent_without_an_rpc_listener_does_not_start() -> None:
         async with agent:
             pass
     assert caught.value.field == "raft_bind"
+
+
+async def test_a_node_that_cannot_join_within_join_retry_max_stops_with_join_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = GossipNetwork(rng=random.Random(1))
+    engine = Engine(
+        EngineConfig(
+            data_dir=None,
+            node_name="lonely",
+            join=("10.9.9.9:8946",),  # nobody there
+            join_retry_max=3,
+            join_retry_interval=1.0,
+        ),
+        raft_transport=RaftNetwork().transport(NodeId("lonely")),
+        gossip_transport=network.transport(("10.0.0.7", 8946)),
+        gossip_config=local(),
+    )
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await trio.sleep_forever()
+    leaf: BaseException = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        [leaf] = leaf.exceptions
+    assert isinstance(leaf, JoinFailed)
+    assert "none of 10.9.9.9:8946 answered in 3 attempts" in str(leaf)

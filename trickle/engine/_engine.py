@@ -67,6 +67,7 @@ from trickle.errors import (
     ExecutionNotFound,
     JobDisabled,
     JobNotFound,
+    JoinFailed,
     NotAServer,
     NotFound,
     NotLeader,
@@ -795,9 +796,15 @@ class Engine:
     async def _join_gossip(self) -> None:
         assert self._gossip is not None
         cfg = self.config
+        attempts = cfg.join_retry_max or None
         answered = await self._gossip.join(
-            cfg.join, attempts=None, retry_interval=cfg.join_retry_interval
+            cfg.join, attempts=attempts, retry_interval=cfg.join_retry_interval
         )
+        if not answered:
+            raise JoinFailed(
+                f"{self.node_name} could not join the cluster: none of {', '.join(cfg.join)} "
+                f"answered in {attempts} attempts"
+            )
         logger.info("%s joined the cluster through %d of %s", self.node_name, answered, cfg.join)
 
     async def _follow_gossip(self, subscription: GossipSubscription) -> None:

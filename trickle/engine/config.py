@@ -89,8 +89,9 @@ class EngineConfig:
     gossip_advertise: "host:port" (or "host") other nodes reach this one's gossip at,
         when it differs from the bound address (NAT, containers, 0.0.0.0).
     join: gossip addresses ("host:port" or "host" for 8946) to join at start; retried
-        every ``join_retry_interval`` seconds until one answers. Implies gossip (on
-        0.0.0.0:8946 when ``gossip_bind`` is None).
+        every ``join_retry_interval`` seconds until one answers, at most
+        ``join_retry_max`` times (0: forever; beyond it the engine stops with JoinFailed,
+        as Dkron exits). Implies gossip (on 0.0.0.0:8946 when ``gossip_bind`` is None).
     gossip_profile: timing preset of gossip: "lan" (default, memberlist's), "wan",
         "local" or "fast" (see docs/gossip.md for each one's detection time and cost).
     bootstrap_expect: on a server with gossip and no Raft state, wait until this many
@@ -124,6 +125,7 @@ class EngineConfig:
     gossip_advertise: str | None = None
     join: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     join_retry_interval: float = DEFAULT_JOIN_RETRY_INTERVAL
+    join_retry_max: int = 0
     gossip_profile: str = "lan"
     bootstrap_expect: int = 0
     encrypt: tuple[str, ...] = attrs.field(default=(), converter=tuple, repr=_keys_repr)
@@ -198,6 +200,8 @@ class EngineConfig:
             raise ValidationError(
                 f"gossip_profile must be one of {', '.join(PRESETS)}", field="gossip_profile"
             )
+        if self.join_retry_max < 0:
+            raise ValidationError("join_retry_max must not be negative", field="join_retry_max")
         if self.bootstrap_expect < 0:
             raise ValidationError("bootstrap_expect must not be negative", field="bootstrap_expect")
         if self.bootstrap_expect and not (self.server and self.gossip_enabled):
