@@ -162,26 +162,29 @@ def test_peers_from_flags_need_a_raft_addr_named_in_the_error() -> None:
 
 def test_missing_raft_addr_error_suggests_the_servers_own_peer_entry() -> None:
     peers = ["a=10.0.0.1:6868", "b=10.0.0.2:6868", "c=10.0.0.3:6868"]
-    message = error_of({"node-name": "a", "peers": peers})
+    message = error_of({"server": True, "node-name": "a", "peers": peers})
     assert message.startswith("--raft-addr: a server with peers (b, c, given by --peer)")
     assert "e.g. --raft-addr 10.0.0.1:6868" in message
 
 
 def test_missing_raft_addr_error_names_where_the_peers_came_from(tmp_path: Path) -> None:
-    message = error_of({"node-name": "a"}, {"TRICKLE_PEERS": "b=h:1"})
+    message = error_of({"server": True, "node-name": "a"}, {"TRICKLE_PEERS": "b=h:1"})
     assert "(b, given by TRICKLE_PEERS)" in message
     path = write(tmp_path, '[peers]\nb = "h:1"\n')
-    assert f"(b, given by peers in {path})" in error_of({"node-name": "a", "config": str(path)})
+    assert f"(b, given by peers in {path})" in error_of(
+        {"server": True, "node-name": "a", "config": str(path)}
+    )
 
 
 def test_peers_listing_only_this_server_need_no_raft_addr() -> None:
-    engine = resolve({"node-name": "a", "peers": ["a=10.0.0.1:6868"]}, {}).engine
+    engine = resolve({"server": True, "node-name": "a", "peers": ["a=10.0.0.1:6868"]}, {}).engine
     assert engine.peers == {"a": "10.0.0.1:6868"}
     assert engine.raft_bind is None
 
 
 def test_a_static_cluster_member_resolves_its_peers_and_listener() -> None:
     flags = {
+        "server": True,
         "node-name": "a",
         "raft-addr": ":6868",
         "peers": ["a=10.0.0.1:6868", "b=10.0.0.2:6868", "c=10.0.0.3:6868"],
@@ -222,11 +225,14 @@ def test_bad_peers_table_names_the_key_and_the_file(
 
 def test_peers_are_taken_whole_from_the_highest_source(tmp_path: Path) -> None:
     path = write(tmp_path, 'raft-addr = ":6868"\n[peers]\nb = "h2:1"\nc = "h3:1"\n')
-    settings = resolve({"config": str(path), "node-name": "a"}, {"TRICKLE_PEERS": "d=h4:1"})
+    settings = resolve(
+        {"server": True, "config": str(path), "node-name": "a"}, {"TRICKLE_PEERS": "d=h4:1"}
+    )
     assert settings.engine.peers == {"d": "h4:1"}
     assert settings.sources["peers"] == "environment TRICKLE_PEERS"
     settings = resolve(
-        {"config": str(path), "node-name": "a", "peers": ["e=h5:1"]}, {"TRICKLE_PEERS": "d=h4:1"}
+        {"server": True, "config": str(path), "node-name": "a", "peers": ["e=h5:1"]},
+        {"TRICKLE_PEERS": "d=h4:1"},
     )
     assert settings.engine.peers == {"e": "h5:1"}
     assert settings.sources["peers"] == "flag --peer"
@@ -234,7 +240,7 @@ def test_peers_are_taken_whole_from_the_highest_source(tmp_path: Path) -> None:
 
 def test_empty_peer_flags_do_not_override(tmp_path: Path) -> None:
     path = write(tmp_path, 'raft-addr = ":6868"\n[peers]\nb = "h2:1"\n')
-    settings = resolve({"config": str(path), "node-name": "a", "peers": ()}, {})
+    settings = resolve({"server": True, "config": str(path), "node-name": "a", "peers": ()}, {})
     assert settings.engine.peers == {"b": "h2:1"}
 
 

@@ -8,11 +8,20 @@ merged, so ``--tag a=1`` replaces the file's ``[tags]`` table, as Dkron's ``--ta
 Every error is a ``ConfigError`` whose message names the setting and where the bad value
 came from (the flag, the environment variable, or the key and the file).
 
-Raft settings: ``raft-addr`` (the Raft/RPC listener, none by default: a lone server needs
-none), ``peer`` (the other servers of a static cluster, ``NAME=HOST:PORT``), and the tuning
-keys ``raft-durability``, ``raft-tick``, ``stale-reads`` and ``snapshot-entries``. A server
-with peers must be given ``raft-addr`` explicitly: trickle never binds a port it was not
-told to (Dkron's users will recognise ``--raft-addr :6868``, the port Dkron's RPC uses).
+Raft settings: the Raft/RPC listener, ``peer`` (the other servers of a static cluster,
+``NAME=HOST:PORT``), and the tuning keys ``raft-durability``, ``raft-tick``,
+``raft-multiplier`` (Dkron's: 1 to 10, scales ``raft-tick``), ``stale-reads`` and
+``snapshot-entries``. The listener (``raft_listener``): ``raft-addr`` (a full
+``host:port``) or Dkron's ``rpc-port`` (the port, on the ``bind-addr`` host or every
+interface); both given must name the same port, and then ``raft-addr`` is used (it has
+the host). With neither, an agent and a server that gossips listen on Dkron's 6868 (the
+``bind-addr`` host, or every interface): the others dispatch and replicate to it. A
+server that does not gossip listens nowhere unless told (a lone server needs no
+listener); one with peers must be told.
+
+Cluster settings (Dkron's): ``bootstrap-expect`` (servers with gossip only; not with
+``peer``) and ``retry-max`` (join attempts before the node gives up and ``trickle serve``
+exits 1; 0 tries forever).
 
 Gossip settings (Dkron's names): ``bind-addr`` (the gossip port, UDP and TCP; none by
 default), ``advertise-addr``, ``join`` (repeatable; ``--retry-join`` and the file key
@@ -54,14 +63,15 @@ ENV_PREFIX = "TRICKLE_"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 DURABILITIES = ("full", "normal", "off")
 RAFT_DURABILITIES = ("fsync", "none")
-DKRON_RAFT_PORT = 6868  # Dkron's RPC/Raft port: the one suggested, never bound unasked
+DKRON_RAFT_PORT = 6868  # Dkron's RPC/Raft port (--rpc-port's default when one is needed)
+MAX_RAFT_MULTIPLIER = 10  # Dkron's bound on --raft-multiplier
 MIN_RAFT_TICK = 0.001  # seconds; below this the timers cost more than they buy
 MAX_RAFT_TICK = 10.0  # seconds; elections would take minutes beyond this
 ALL_INTERFACES = "0.0.0.0"
 GOSSIP_PROFILES = tuple(GOSSIP_PRESETS)  # lan (default), wan, local, fast
 DEFAULT_GOSSIP_BIND = f":{DEFAULT_GOSSIP_PORT}"  # where --join alone makes gossip listen
 # settings that only matter when gossip runs (with bind-addr or join)
-GOSSIP_ONLY_SETTINGS = ("advertise-addr", "retry-interval", "encrypt", "profile")
+GOSSIP_ONLY_SETTINGS = ("advertise-addr", "retry-interval", "retry-max", "encrypt", "profile")
 # Tags the node sets itself (EngineConfig.node_tags); a user value would be overwritten.
 RESERVED_TAGS = {
     "server": "--server",
@@ -244,6 +254,26 @@ def parse_raft_tick(text: str, *, where: str = "--raft-tick") -> float:
     if not MIN_RAFT_TICK <= seconds <= MAX_RAFT_TICK:
         raise ConfigError(f"{where}: must be from 1ms to 10s, got {text.strip()!r}")
     return seconds
+
+
+def parse_rpc_port(text: str, *, where: str = "--rpc-port") -> int:
+    """Dkron's ``--rpc-port``: the Raft/RPC listener's port, 0 to 65535 (0 picks one)."""
+    stripped = text.strip()
+    if not stripped.isdigit() or int(stripped) > 65535:
+        raise ConfigError(f"{where}: expected a port number from 0 to 65535, got {text!r}")
+    return int(stripped)
+
+
+def parse_raft_multiplier(text: str, *, where: str = "--raft-multiplier") -> int:
+    """Dkron's ``--raft-multiplier``: an integer from 1 to 10 scaling Raft's timing (the
+    tick, so heartbeats, elections and leader checks alike); anything else fails the
+    start, as Dkron's does."""
+    value = _int(text, where=where)
+    if not 1 <= value <= MAX_RAFT_MULTIPLIER:
+        raise ConfigError(
+            f"{where}: cannot be {value}, must be between 1 and {MAX_RAFT_MULTIPLIER}"
+        )
+    return value
 
 
 def _with_default_port(text: str, port: int) -> str:
@@ -516,16 +546,20 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
         _Setting("durability", "str", _choice(DURABILITIES), "normal"),
         _Setting("shutdown-grace", "str", _grace, DEFAULT_SHUTDOWN_GRACE),
-        _Setting("raft-addr", "str", parse_raft_addr, None),  # None: no Raft listener
+        _Setting("raft-addr", "str", parse_raft_addr, None),  # None: see raft_listener
+        _Setting("rpc-port", "int", parse_rpc_port, None),  # None: see raft_listener
         _Setting("peers", "peers", parse_peer_list, {}),
         _Setting("raft-durability", "str", _choice(RAFT_DURABILITIES), "fsync"),
         _Setting("raft-tick", "str", parse_raft_tick, DEFAULT_RAFT_TICK),
+        _Setting("raft-multiplier", "int", parse_raft_multiplier, 1),
         _Setting("stale-reads", "bool", parse_bool, False),
         _Setting("snapshot-entries", "int", _positive_int, DEFAULT_SNAPSHOT_ENTRIES),
         _Setting("bind-addr", "str", parse_bind_addr, None),  # None: no gossip unless join
         _Setting("advertise-addr", "str", parse_advertise_addr, None),  # None: the bound one
         _Setting("join", "list", _comma_list(parse_joins), (), items=parse_joins),
         _Setting("retry-interval", "str", parse_retry_interval, DEFAULT_JOIN_RETRY_INTERVAL),
+        _Setting("retry-max", "int", _nonnegative_int, 0),  # 0: join attempts go on forever
+        _Setting("bootstrap-expect", "int", _nonnegative_int, 0),  # 0: no bootstrap-expect
         _Setting("encrypt", "list", _comma_list(parse_encrypt_keys), (), items=parse_encrypt_keys),
         _Setting("profile", "str", _choice(GOSSIP_PROFILES), "lan"),
     )
@@ -538,6 +572,8 @@ _ENGINE_FIELDS = {
     "gossip_bind": "bind-addr",
     "gossip_advertise": "advertise-addr",
     "join_retry_interval": "retry-interval",
+    "join_retry_max": "retry-max",
+    "bootstrap_expect": "bootstrap-expect",
     "gossip_profile": "profile",
 }
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # names the config file when --config is not given
@@ -741,20 +777,23 @@ def resolve(
         "executor_limits": values["executor-limits"],
         "durability": values["durability"],
         "peers": values["peers"],
-        "raft_bind": _rpc_bind(values["raft-addr"], server=values["server"]),
+        "raft_bind": raft_listener(values, sources),
         "raft_durability": values["raft-durability"],
-        "raft_tick": values["raft-tick"],
+        "raft_tick": values["raft-tick"] * values["raft-multiplier"],
         "linearizable_reads": not values["stale-reads"],
         "snapshot_entries": values["snapshot-entries"],
         "gossip_bind": _gossip_bind(values["bind-addr"], values["join"]),
         "gossip_advertise": values["advertise-addr"],
         "join": values["join"],
         "join_retry_interval": values["retry-interval"],
+        "join_retry_max": values["retry-max"],
+        "bootstrap_expect": values["bootstrap-expect"],
         "gossip_profile": values["profile"],
         "encrypt": values["encrypt"],
     }
     if values["node-name"] is not None:
         engine_kwargs["node_name"] = values["node-name"]
+    _check_bootstrap_expect(values, sources)
     try:
         engine = EngineConfig(**engine_kwargs)
     except ValidationError as exc:
@@ -774,12 +813,72 @@ def resolve(
     )
 
 
-def _rpc_bind(raft_addr: str | None, *, server: bool) -> str | None:
-    """An agent always has an RPC listener (servers dispatch runs to it): Dkron's port 6868
-    on every interface unless --raft-addr says otherwise. A server has one only if asked."""
-    if raft_addr is None and not server:
-        return format_host_port(ALL_INTERFACES, DKRON_RAFT_PORT)
-    return raft_addr
+def raft_listener(values: Mapping[str, Any], sources: Mapping[str, str]) -> str | None:
+    """The Raft/RPC listener's ``"host:port"`` (None: none), from the resolved ``values``
+    (setting name -> value) and their ``sources``:
+
+    - ``raft-addr`` and ``rpc-port`` both given: they must name the same port (else
+      ConfigError naming both), and ``raft-addr`` is used, since it names the host too;
+    - ``raft-addr``: that address;
+    - ``rpc-port``: that port on the ``bind-addr`` host, or every interface (Dkron's rule);
+    - neither: an agent, and a server that gossips (``bind-addr`` or ``join``), listen
+      on port 6868 there (Dkron's default): servers dispatch runs to every node, and
+      replicate the log to every server. A server that does not gossip gets none.
+    """
+    raft_addr: str | None = values["raft-addr"]
+    rpc_port: int | None = values["rpc-port"]
+    if raft_addr is not None and rpc_port is not None:
+        port = parse_host_port(raft_addr, field="raft_bind")[1]
+        if port != rpc_port:
+            raise ConfigError(
+                f"{_where('rpc-port', sources)} {rpc_port} and {_where('raft-addr', sources)} "
+                f"{raft_addr} name different ports for the one Raft/RPC listener: give one "
+                "of them (--raft-addr HOST:PORT, or --rpc-port PORT on the --bind-addr host)"
+            )
+        return raft_addr
+    if raft_addr is not None:
+        return raft_addr
+    gossips = values["bind-addr"] is not None or bool(values["join"])
+    if rpc_port is None and values["server"] and not gossips:
+        return None
+    host = ALL_INTERFACES
+    if values["bind-addr"] is not None:
+        host = parse_host_port(values["bind-addr"], field="bind_addr")[0]
+    return format_host_port(host, DKRON_RAFT_PORT if rpc_port is None else rpc_port)
+
+
+def raft_listener_where(sources: Mapping[str, str]) -> str:
+    """How messages name the Raft/RPC listener's setting: ``--raft-addr``, ``--rpc-port``
+    (or their environment variable or file key), or ``the default --rpc-port 6868``."""
+    if sources.get("raft-addr", "default") != "default":
+        return _where("raft-addr", sources)
+    if sources.get("rpc-port", "default") != "default":
+        return _where("rpc-port", sources)
+    return f"the default --rpc-port {DKRON_RAFT_PORT}"
+
+
+def _check_bootstrap_expect(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """--bootstrap-expect is for servers that find each other by gossip, without peers."""
+    expect = values["bootstrap-expect"]
+    if not expect:
+        return
+    where = f"{_where('bootstrap-expect', sources)} {expect}"
+    if not values["server"]:
+        raise ConfigError(
+            f"{where}: only servers form the Raft cluster; give --server too, or drop "
+            "--bootstrap-expect on an agent"
+        )
+    if values["peers"]:
+        raise ConfigError(
+            f"{where} and {_where('peers', sources)} are two ways to form a cluster: give "
+            "--bootstrap-expect (the servers find each other by gossip) or --peer (a static "
+            "list), not both"
+        )
+    if values["bind-addr"] is None and not values["join"]:
+        raise ConfigError(
+            f"{where}: the servers find each other by gossip: give --join (the other "
+            "servers' gossip addresses) or --bind-addr"
+        )
 
 
 def _check_raft(
@@ -793,7 +892,8 @@ def _check_raft(
         raise ConfigError(
             f"--raft-addr: a server with peers ({', '.join(others)}, given by "
             f"{_where('peers', sources)}) needs its Raft listener, e.g. --raft-addr {hint} "
-            f"(or TRICKLE_RAFT_ADDR, or raft-addr in the config file)"
+            f"or --rpc-port {DKRON_RAFT_PORT} (or TRICKLE_RAFT_ADDR, or raft-addr in the "
+            "config file)"
         )
     if engine.raft_bind is None:
         return
@@ -803,7 +903,7 @@ def _check_raft(
         if sources["http-addr"] == "default":
             http_where = f"the default --http-addr {DEFAULT_HTTP_ADDR}"
         raise ConfigError(
-            f"{_where('raft-addr', sources)}: port {raft_port} is also the HTTP API's "
+            f"{raft_listener_where(sources)}: port {raft_port} is also the HTTP API's "
             f"({http_where}); give each its own port"
         )
 
@@ -848,6 +948,8 @@ def _check_gossip(
             other_where = _where(name, sources)
             if name == "http-addr" and sources[name] == "default":
                 other_where = f"the default --http-addr {DEFAULT_HTTP_ADDR}"
+            if name == "raft-addr":
+                other_where = raft_listener_where(sources)
             raise ConfigError(
                 f"{subject} is also {whose} ({other_where}); gossip uses TCP as well as UDP, {hint}"
             )

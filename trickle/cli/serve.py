@@ -9,8 +9,8 @@ and learn the bound port (``--http-addr 127.0.0.1:0`` picks a free one)::
 
 ``http`` is a URL a local client can use (0.0.0.0 is shown as 127.0.0.1); ``http_addresses``
 are the bound addresses as the server reports them. ``raft`` is the bound ``host:port`` of
-the Raft/RPC listener (``--raft-addr``; port 0 shows the port picked); it is absent for a
-lone server started without one. ``gossip`` is the ``host:port`` other nodes reach this
+the Raft/RPC listener (``--raft-addr`` or ``--rpc-port``; port 0 shows the port picked); it
+is absent for a server without one (one that does not gossip and was given neither). ``gossip`` is the ``host:port`` other nodes reach this
 one's gossip at (the advertised host, or the bound one, with the bound port), what their
 ``--join`` takes; it is absent when gossip does not run (neither ``--bind-addr`` nor
 ``--join``). Logs go to stderr.
@@ -20,12 +20,17 @@ first leaves the gossip cluster, so that the others see this node as "left", not
 (at most ``LEAVE_TIMEOUT`` seconds), then drains the engine and the API.
 
 An agent (no ``--server``) joins by gossip (``--join``), runs what the servers dispatch to
-it on its RPC listener (``--raft-addr``, Dkron's 6868 by default for an agent), and serves
-only ``/health`` and ``/metrics`` on ``--http-addr`` (``serve_http`` picks the agent's app
-from the engine's config).
+it on its RPC listener (``--rpc-port``, Dkron's 6868 by default, or ``--raft-addr``), and
+serves only ``/health`` and ``/metrics`` on ``--http-addr`` (``serve_http`` picks the agent's
+app from the engine's config).
+
+A server started with ``--bootstrap-expect N`` prints its ready line once the engine has
+started, which is after the cluster formed (or, on a restart, after its stored state was
+loaded): start the N servers together and read their ready lines concurrently.
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
-taken, data dir not writable, store unreadable) or fails while running; 2 for bad settings.
+taken, data dir not writable, store unreadable), fails while running, or gives up joining
+(``--retry-max`` attempts and no join address answered); 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from trickle.cli.config import (
     ConfigError,
     ServeSettings,
     ignored_gossip_settings,
+    raft_listener_where,
     resolve,
 )
 from trickle.engine.config import parse_host_port
@@ -91,15 +97,19 @@ _FLAG_SETTINGS = {
     "durability": "durability",
     "shutdown_grace": "shutdown-grace",
     "raft_addr": "raft-addr",
+    "rpc_port": "rpc-port",
     "peers": "peers",
     "raft_durability": "raft-durability",
     "raft_tick": "raft-tick",
+    "raft_multiplier": "raft-multiplier",
     "stale_reads": "stale-reads",
     "snapshot_entries": "snapshot-entries",
     "bind_addr": "bind-addr",
     "advertise_addr": "advertise-addr",
     "join": "join",
     "retry_interval": "retry-interval",
+    "retry_max": "retry-max",
+    "bootstrap_expect": "bootstrap-expect",
     "encrypt": "encrypt",
     "profile": "profile",
 }
@@ -200,9 +210,17 @@ class StartupError(Exception):
 @click.option(
     "--raft-addr",
     metavar="HOST:PORT",
-    help="Address of this server's Raft/RPC listener (Dkron's is :6868); ':6868' listens "
-    "on all interfaces, port 0 picks a free port. Required with --peer.  [default: none, "
-    "a lone server needs no listener; env: TRICKLE_RAFT_ADDR]",
+    help="Address of this node's Raft/RPC listener; ':6868' listens on all interfaces, "
+    "port 0 picks a free port. With --rpc-port too, both must name the same port.  "
+    "[default: see --rpc-port; env: TRICKLE_RAFT_ADDR]",
+)
+@click.option(
+    "--rpc-port",
+    metavar="PORT",
+    help="Port of this node's Raft/RPC listener, on the --bind-addr host (or all "
+    "interfaces), as Dkron's; port 0 picks a free port.  [default: 6868 for an agent and a "
+    "server that gossips; none for a server without gossip (required with --peer); "
+    "env: TRICKLE_RPC_PORT]",
 )
 @click.option(
     "--peer",
@@ -225,6 +243,13 @@ class StartupError(Exception):
     metavar="DURATION",
     help="Raft's clock tick, from 1ms to 10s: elections after 10-20 ticks without a "
     "leader, heartbeats every 4.  [default: 25ms; env: TRICKLE_RAFT_TICK]",
+)
+@click.option(
+    "--raft-multiplier",
+    metavar="N",
+    help="Scales Raft's timing (the tick, so heartbeats and elections) by N, from 1 to 10, "
+    "as Dkron's: higher values suit slow or busy machines, and detect a lost leader later.  "
+    "[default: 1; env: TRICKLE_RAFT_MULTIPLIER]",
 )
 @click.option(
     "--stale-reads",
@@ -268,6 +293,19 @@ class StartupError(Exception):
     "--retry-interval",
     metavar="DURATION",
     help="Time between two join attempts.  [default: 30s; env: TRICKLE_RETRY_INTERVAL]",
+)
+@click.option(
+    "--retry-max",
+    metavar="N",
+    help="Join attempts before giving up: the node then stops and exits 1 (0: retry "
+    "forever).  [default: 0; env: TRICKLE_RETRY_MAX]",
+)
+@click.option(
+    "--bootstrap-expect",
+    metavar="N",
+    help="On a server with gossip and no Raft state yet: wait until N servers (all started "
+    "with the same N) see each other, then form the cluster with all of them as voters "
+    "(see docs/cluster.md).  [default: 0, off; env: TRICKLE_BOOTSTRAP_EXPECT]",
 )
 @click.option(
     "--encrypt",
@@ -338,7 +376,7 @@ def run(settings: ServeSettings, *, stdout: IO[str] | None = None) -> int:
         check_http_addr(settings.http_host, settings.http_port)
         if settings.engine.raft_bind is not None:
             host, port = parse_host_port(settings.engine.raft_bind, field="raft_bind")
-            check_http_addr(host, port, flag="--raft-addr")
+            check_http_addr(host, port, flag=raft_listener_where(settings.sources))
         if settings.engine.gossip_bind is not None:
             host, port = parse_host_port(settings.engine.gossip_bind, field="gossip_bind")
             check_http_addr(host, port, flag=_gossip_flag(settings), udp=True)
@@ -429,7 +467,9 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
     # what a bind error while starting is about: the Raft or the gossip listener (told
     # apart by where it was raised), then the HTTP API
     binding = _Binding(
-        raft=None if raft_bind is None else f"{raft_bind} (--raft-addr)",
+        raft=None
+        if raft_bind is None
+        else f"{raft_bind} ({raft_listener_where(settings.sources)})",
         gossip=None if gossip_bind is None else f"{gossip_bind} ({_gossip_flag(settings)})",
     )
     try:
@@ -688,7 +728,7 @@ def _raised_in(error: BaseException, package: str) -> bool:
 def _explain(exc: BaseException, binding: _Binding) -> str:
     """One line saying why the node could not start or stopped; ``binding`` names the
     addresses being bound when it failed (the Raft and gossip listeners, then the API)."""
-    from trickle.errors import TrickleError
+    from trickle.errors import JoinFailed, TrickleError
 
     for leaf in _leaves(exc):
         if isinstance(leaf, OSError) and leaf.errno in _BIND_ERRORS and not leaf.filename:
@@ -698,6 +738,8 @@ def _explain(exc: BaseException, binding: _Binding) -> str:
     for leaf in _leaves(exc):
         if isinstance(leaf, StartupError):
             return str(leaf)
+        if isinstance(leaf, JoinFailed):
+            return f"{leaf.message}; gave up (--retry-max)"
         if isinstance(leaf, TrickleError):
             return f"the engine failed: {leaf.message}"
     leaf = _leaves(exc)[0]
