@@ -1,6 +1,8 @@
 """Client commands of the CLI: ``trickle jobs ...``, ``trickle executions``, ``trickle members``,
 ``trickle leave``, ``trickle raft ...``, ``trickle version``.
 
+``trickle raft recover`` is the exception: it works offline on a stopped server's data dir.
+
 They talk to a running server over its REST API (``--address``, env ``TRICKLE_ADDRESS``,
 default ``http://127.0.0.1:8080``). ``--json`` prints the API's body unchanged, so scripts
 can pipe it; without it the output is a table or a readable listing.
@@ -17,6 +19,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
@@ -539,6 +542,96 @@ def raft_remove_peer(address: str, timeout: float, as_json: bool, peer_id: str) 
         body = client.decode(response)
     left = ", ".join(str(p.get("id", "")) for p in body if isinstance(p, Mapping)) or "none"
     click.echo(f"removed {peer_id} from the Raft configuration; servers: {left}")
+
+
+def _voters(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(
+            f"expected node names separated by commas, got {value!r}", ctx=ctx, param=param
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _nonempty_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("give the node name the server runs with", ctx=ctx, param=param)
+    return value.strip()
+
+
+@raft.command("recover")
+@click.option(
+    "--data-dir",
+    required=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The stopped server's data dir (the one holding raft.db).",
+)
+@click.option(
+    "--node-name",
+    required=True,
+    metavar="NAME",
+    callback=_nonempty_name,
+    help="The node name this server runs with.",
+)
+@click.option(
+    "--voters",
+    metavar="NAME[,NAME...]",
+    callback=_voters,
+    help="The voters after recovery, this server among them.  [default: this server alone]",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+def raft_recover(
+    data_dir: Path, node_name: str, voters: tuple[str, ...] | None, dry_run: bool
+) -> None:
+    """Offline recovery of a cluster that lost its majority for good: rewrite the Raft
+    configuration stored in DIR so that this server makes a cluster of its own (or of
+    --voters), keeping every job and execution. Run it on a stopped server; it prints the
+    end of the log (to choose the most recent survivor) and what changed. See
+    docs/cluster.md before using it.
+
+    Exit codes: 0 recovered (or nothing to recover), 1 refused or failed (the server
+    runs, no Raft state in DIR, a damaged file, a wrong --node-name or --voters),
+    2 bad usage."""
+    from trickle.engine._engine import RAFT_DB
+    from trickle.engine.membership import recover_storage
+    from trickle.errors import TrickleError
+    from trickle.raft.sqlstore import SqliteRaftStorage
+    from trickle.raft.storage import RaftStorageError
+
+    path = data_dir.expanduser() / RAFT_DB
+    if not data_dir.expanduser().is_dir():
+        raise CliError(f"data dir {data_dir} does not exist")
+    if not path.is_file():
+        raise CliError(
+            f"{path} does not exist: {data_dir} holds no Raft state (is it a server's data dir?)"
+        )
+    try:
+        storage = SqliteRaftStorage(path)
+    except RaftStorageError as exc:
+        if "in use" in exc.message:
+            raise CliError(
+                f"{path} is in use: the server is running; stop it first "
+                "(recovery rewrites the stored configuration of a stopped server)"
+            ) from None
+        raise CliError(exc.message) from None
+    except TrickleError as exc:
+        raise CliError(exc.message) from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        plan = recover_storage(storage, node=node_name, voters=voters, dry_run=dry_run)
+    except TrickleError as exc:
+        raise CliError(exc.message) from None
+    finally:
+        storage.close()
+    click.echo(plan.describe())
+    if dry_run and plan.changed:
+        click.echo("dry run: nothing was changed")
 
 
 # --- version ------------------------------------------------------------------------------
