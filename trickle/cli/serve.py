@@ -26,7 +26,14 @@ app from the engine's config).
 
 A server started with ``--bootstrap-expect N`` prints its ready line once the engine has
 started, which is after the cluster formed (or, on a restart, after its stored state was
-loaded): start the N servers together and read their ready lines concurrently.
+loaded). Before that, as soon as its gossip listens, it prints a line saying where, so that
+the other servers (or a script starting them) can ``--join`` it while it waits::
+
+    {"event": "waiting", "node": "node1", "gossip": "10.0.0.5:8946", "bootstrap_expect": 3,
+     "pid": 4242}
+
+(On a restart with a data dir the engine does not wait; the line may still come first,
+briefly.) Start the N servers together and read their lines concurrently.
 
 Exit codes: 0 after a graceful stop (SIGTERM, SIGINT); 1 when the node cannot start (port
 taken, data dir not writable, store unreadable), fails while running, or gives up joining
@@ -477,6 +484,9 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             stop.scope = nursery.cancel_scope
             stop.nursery = nursery
             await nursery.start(_watch_signals, stop, nursery)
+            announced = _Announced()
+            if settings.engine.bootstrap_expect and settings.engine.gossip_enabled:
+                nursery.start_soon(_announce_waiting, settings, engine, announced, stdout)
             logger.info(
                 "starting node %s (data in %s)", settings.engine.node_name, settings.engine.data_dir
             )
@@ -507,6 +517,7 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
                 )
             )
             stop.http_running = True
+            announced.ready = True
             line = ready_line(
                 settings, urls, raft=engine.raft_address, gossip=engine.gossip_address
             )
@@ -521,6 +532,45 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
         raise StartupError(_explain(exc, binding)) from exc
     logger.info("stopped (%s)", stop.reason or "all tasks ended")
     return 0
+
+
+WAITING_POLL = 0.01  # seconds between two looks at whether a waiting server's gossip listens
+
+
+@attrs.define(eq=False)
+class _Announced:
+    """Whether the ready line was printed (a waiting line must not follow it)."""
+
+    ready: bool = False
+
+
+async def _announce_waiting(
+    settings: ServeSettings, engine: Any, announced: _Announced, stdout: IO[str]
+) -> None:
+    """Once gossip listens, print the waiting line (module docstring), unless the engine
+    is ready already; the address is what the other servers --join."""
+    while True:
+        if announced.ready or engine.running:
+            return
+        address = engine.gossip_address
+        if address is not None:
+            break
+        await trio.sleep(WAITING_POLL)
+    line = {
+        "event": "waiting",
+        "node": settings.engine.node_name,
+        "gossip": _format_hostport(*address),
+        "bootstrap_expect": settings.engine.bootstrap_expect,
+        "pid": os.getpid(),
+    }
+    stdout.write(json.dumps(line) + "\n")
+    stdout.flush()
+    logger.info(
+        "waiting for %d servers to form the cluster (--bootstrap-expect); gossip at %s "
+        "(the other servers --join it)",
+        settings.engine.bootstrap_expect,
+        line["gossip"],
+    )
 
 
 HTTP_STOP_TIMEOUT = 5.0  # seconds the API gets to finish requests in flight at a stop
