@@ -180,3 +180,24 @@ async def test_a_run_on_a_node_that_dies_is_recorded_failed(
         assert not execution.success
         assert "node x failed during execution" in execution.output
         nursery.cancel_scope.cancel()
+
+
+async def test_a_fire_no_node_matches_is_recorded_as_skipped_with_the_reason(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        with leader.subscribe(kinds=["fire_skipped"], jobs=["nowhere"]) as skips:
+            await leader.put_job(
+                Job(name="nowhere", schedule="@every 10s", executor="record", tags={"gpu": "2"})
+            )
+            with trio.fail_after(60):
+                await skips.receive()
+        job = await leader.get_job("nowhere")
+        assert job.skipped_count >= 1 and job.last_skipped is not None
+        assert "no alive member matches tags gpu=2" in job.last_skip_reason
+        follower = next(e for n, e in cluster.engines.items() if n in SERVERS and e is not leader)
+        assert (await follower.get_job("nowhere")).skipped_count >= job.skipped_count
+        executions, _ = await leader.list_executions("nowhere")
+        assert executions == [] and cluster.ran == []
+        nursery.cancel_scope.cancel()

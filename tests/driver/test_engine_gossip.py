@@ -197,10 +197,14 @@ async def test_an_agent_gossips_and_refuses_job_operations(
         nursery.cancel_scope.cancel()
 
 
-def test_an_agent_needs_gossip_and_no_peers() -> None:
+async def test_an_agent_without_gossip_does_not_start() -> None:
     with pytest.raises(ValidationError) as caught:
-        EngineConfig(data_dir=None, server=False)
+        async with Engine(EngineConfig(data_dir=None, server=False, raft_bind="127.0.0.1:0")):
+            pass
     assert caught.value.field == "join"
+
+
+def test_an_agent_has_no_peers() -> None:
     with pytest.raises(ValidationError) as caught:
         EngineConfig(data_dir=None, server=False, join=("h",), peers={"a": "h:1"})
     assert caught.value.field == "peers"

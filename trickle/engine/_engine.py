@@ -462,6 +462,11 @@ class Engine:
     async def _run_agent(self, task_status: trio.TaskStatus[Engine]) -> None:
         """An agent: gossip, the RPC listener and the runner; no store, no Raft."""
         cfg = self.config
+        if not cfg.gossip_enabled and self._gossip_transport is None:
+            raise ValidationError(
+                "an agent needs join (or gossip_bind): it finds the servers by gossip",
+                field="join",
+            )
         if cfg.raft_bind is None and self._own_transport:
             raise ValidationError(
                 "an agent needs raft_bind: its RPC listener, where servers dispatch runs",
@@ -1731,6 +1736,11 @@ class Engine:
             reason = self._skip_reason(child, now, targets)
             if reason:
                 self._note_skip(child.name, now, reason)
+                commands.append(
+                    c.FiresSkipped(
+                        job_name=child.name, scheduled_at=now, next=child.next, reason=reason
+                    )
+                )
                 continue
             gid = group_id(self.clock.now())
             for member in targets:

@@ -59,10 +59,10 @@ class RunFinished:
 
 @attrs.frozen(kw_only=True)
 class FiresSkipped:
-    """Scheduled fires that were not run (forbid, starts_at, expires_at, disabled...).
-
-    Only moves the job's schedule position; nothing is recorded in the history.
-    """
+    """A fire that was not run (no target node, forbid, starts_at, expires_at,
+    disabled...): moves the job's schedule position and counts it in the job
+    (``skipped_count``, ``last_skipped``, ``last_skip_reason``); nothing is recorded in
+    the history."""
 
     job_name: str
     scheduled_at: datetime

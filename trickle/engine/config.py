@@ -172,11 +172,6 @@ class EngineConfig:
                 "an agent has no peers: peers are the servers of the Raft configuration",
                 field="peers",
             )
-        if not self.gossip_enabled:
-            raise ValidationError(
-                "an agent needs join (or gossip_bind): it finds the servers by gossip",
-                field="join",
-            )
 
     def _check_gossip(self) -> None:
         from trickle.gossip.config import PRESETS

@@ -303,6 +303,9 @@ class StateMachine:
                 last_error=_later(old.last_error, job.last_error),
                 status=old.status or job.status,
                 missed_count=old.missed_count,
+                skipped_count=old.skipped_count,
+                last_skipped=old.last_skipped,
+                last_skip_reason=old.last_skip_reason,
                 schedule_anchor=anchor,
                 created_at=old.created_at or now,
                 updated_at=now,
@@ -316,6 +319,9 @@ class StateMachine:
                 created_at=now,
                 updated_at=now,
                 missed_count=0,
+                skipped_count=0,
+                last_skipped=None,
+                last_skip_reason="",
                 dependent_jobs=self.dependents_of(job.name),
             )
         self._schedules.pop(job.name, None)
@@ -551,7 +557,13 @@ class StateMachine:
         job = self.jobs.get(cmd.job_name)
         if job is None:
             raise JobNotFound(cmd.job_name)
-        job = attrs.evolve(job, next=cmd.next)
+        job = attrs.evolve(
+            job,
+            next=cmd.next,
+            skipped_count=job.skipped_count + 1,
+            last_skipped=cmd.scheduled_at,
+            last_skip_reason=cmd.reason,
+        )
         self.jobs[job.name] = job
         return Applied(
             effects=[c.JobSaved(job)],
@@ -620,6 +632,9 @@ class StateMachine:
             last_success=None,
             last_error=None,
             missed_count=0,
+            skipped_count=0,
+            last_skipped=None,
+            last_skip_reason="",
         )
         self.jobs[job.name] = job
         effects: list[c.Effect] = [c.ExecutionsRemoved(job.name), c.JobSaved(job)]

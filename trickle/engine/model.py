@@ -102,6 +102,9 @@ class Job:
     catchup_window: float = DEFAULT_CATCHUP_WINDOW  # seconds; 0 disables catch-up
     schedule_anchor: datetime | None = None  # phase of `@every`: when the schedule was set
     missed_count: int = 0  # fires recorded as missed
+    skipped_count: int = 0  # fires not run (no target node, forbid, window, disabled)
+    last_skipped: datetime | None = None  # the scheduled time of the latest skipped fire
+    last_skip_reason: str = ""  # why it was skipped
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

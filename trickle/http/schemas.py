@@ -285,6 +285,8 @@ _JOB_FIELDS: dict[str, tuple[str, _Reader]] = {
     "status": ("status", _status),
     "next": ("next", parse_time),
     "missed_count": ("missed_count", _count),
+    "skipped_count": ("skipped_count", _count),
+    "last_skipped": ("last_skipped", parse_time),
 }
 
 
@@ -399,6 +401,9 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "retry_interval": format_duration(job.retry_interval),
         "catchup_window": format_duration(job.catchup_window),
         "missed_count": job.missed_count,
+        "skipped_count": job.skipped_count,
+        "last_skipped": format_time(job.last_skipped),
+        "last_skip_reason": job.last_skip_reason,
         "created_at": format_time(job.created_at),
         "updated_at": format_time(job.updated_at),
     }
