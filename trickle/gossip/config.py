@@ -61,8 +61,12 @@ class GossipConfig:
     dead_node_reclaim_time: seconds after which a dead member's name may be taken by a
         node at another address (0: never; a restarted node on a new IP must wait).
     lifeguard: the three Lifeguard extensions (local health, suspicion that shrinks with
-        confirmations, telling a suspect at once, plus nacks). Off is plain SWIM with a
-        fixed suspicion timeout; it exists to measure what Lifeguard buys.
+        confirmations, telling a suspect at once, plus nacks), and trickle's guards that
+        go with them: a probe end or suspicion expiry found late (a stalled member)
+        waits once for the packets already received, a suspicion learnt from a push-pull
+        starts quietly (the suspect is told; it is no confirmation), and an accusation
+        is answered straight to the accuser. Off is plain SWIM with a fixed suspicion
+        timeout (memberlist without Lifeguard); it exists to measure what Lifeguard buys.
     max_packet_bytes: UDP payload budget of one packet, encryption overhead included.
     """
 
