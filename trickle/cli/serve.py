@@ -330,7 +330,7 @@ class StartupError(Exception):
     "[default: lan; env: TRICKLE_PROFILE]",
 )
 @click.pass_context
-def serve(ctx: click.Context, **params: Any) -> None:
+def serve(ctx: click.Context, /, **params: Any) -> None:
     """Run a trickle node until SIGTERM or Ctrl-C.
 
     Settings come from flags, then TRICKLE_* environment variables, then the config file,
