@@ -319,7 +319,7 @@ async def wait_statuses(address: str, want: dict[str, str]) -> list[dict[str, An
 
 
 async def test_leave_makes_a_server_leave_the_cluster_and_exit_0(tmp_path: Path) -> None:
-    gossip = ("--bind-addr", "127.0.0.1:0")
+    gossip = ("--bind-addr", "127.0.0.1:0", "--rpc-port", "0")
     async with node(tmp_path, "alpha", *gossip) as alpha:
         join = ("--join", alpha.ready["gossip"])
         async with node(tmp_path, "beta", *gossip, *join) as beta:
