@@ -42,6 +42,10 @@ HARD_STATE_BYTES = 24
 Fail = Callable[[str], None]  # raises; never returns
 
 
+_PRE_VOTES = frozenset({MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP})
+_EARLY_TYPES = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+
+
 class SimStore:
     """One node's durable state. Raises (through the oracle) when a write would break an
     invariant: overwriting a committed entry, term or vote going back, a gap in the log."""
@@ -346,9 +350,9 @@ class Oracle:
     def on_send(self, node: NodeId, msg: Message, store: SimStore, *, early: bool) -> None:
         """``early``: a leader message sent before the Ready's writes completed."""
         t = msg.type
-        if t in (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP):
+        if t in _PRE_VOTES:
             return  # pre-votes are about a term nobody holds yet
-        if early and t not in (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT):
+        if early and t not in _EARLY_TYPES:
             self.fail(f"node {node} sends {msg.describe()} before its writes are durable")
         if msg.term > store.hard.term:
             self.fail(

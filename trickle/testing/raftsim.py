@@ -134,10 +134,11 @@ class SimConfig:
         after a refusal waits client_retry_ms before asking again.
     trace_lines: lines kept in the trace ring.
     lazy_commit: run the Ready protocol as trickle's driver does (and etcd allows): a
-        Ready whose only write is a higher commit index is not saved (the commit rides
-        on the next save, or is saved after ``commit_flush_ms`` idle), and committed
-        entries that earlier saves made durable are applied before the Ready's save. A
-        crash can then leave a disk whose commit index is behind what was applied.
+        commit index that moved alone is not saved at once (not even with entries: it
+        rides on a save at most every ``commit_flush_ms``, or is saved alone after that
+        long idle), and committed entries that earlier saves made durable are applied
+        before the Ready's save. A crash can then leave a disk whose commit index is
+        behind what was applied.
     status_every_step: check each node's full ``status()`` after every one of its steps
         (slower; by default every STATUS_CHECK_EVERY steps, and at every Ready that
         reports a change of role, term or vote).
@@ -396,6 +397,7 @@ class RaftSimulation:
         self._wire_bytes = self.config.wire_bytes
         self._lazy_commit = self.config.lazy_commit
         self._crash_rate = self.config.crash_point_rate
+        self._tick_ms = self.config.tick_ms
         self._status_every = 1 if self.config.status_every_step else STATUS_CHECK_EVERY
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
@@ -498,7 +500,7 @@ class RaftSimulation:
         entries = msg.entries
         ids = self._id_numbers
         src, dst = msg.src, msg.dst
-        self._fp = hash(
+        fp = hash(
             (
                 self._fp,
                 self.now,
@@ -511,26 +513,35 @@ class RaftSimulation:
                 msg.commit,
                 msg.reject,
                 msg.reject_hint,
-                len(msg.context),
                 len(entries),
                 entries[-1].index if entries else 0,
                 entries[-1].term if entries else 0,
-                msg.snapshot.index if msg.snapshot else 0,
-                msg.offset,
-                len(msg.data),
-                msg.done,
             )
         )
+        if msg.context or msg.snapshot is not None or msg.offset or msg.data or msg.done:
+            # (reads, snapshots: the fields most messages leave at their defaults)
+            snapshot = msg.snapshot
+            fp = hash(
+                (
+                    fp,
+                    len(msg.context),
+                    snapshot.index if snapshot else 0,
+                    msg.offset,
+                    len(msg.data),
+                    msg.done,
+                )
+            )
+        self._fp = fp
 
     def _trace_ready(self, node: NodeId, rd: Ready) -> None:
         """A Ready taken by ``node``: kept (described when printed), folded into the
         fingerprint by its counts, index ranges, hard and soft state."""
         self._trace_ring.append((self.now, (node, rd)))
-        hs, soft = rd.hard_state, rd.soft_state
+        hs = rd.hard_state
         entries, committed = rd.entries, rd.committed_entries
         num = self._num
         # no None in the tuple: hash(None) depends on its address before Python 3.12
-        self._fp = hash(
+        fp = hash(
             (
                 self._fp,
                 self.now,
@@ -541,19 +552,27 @@ class RaftSimulation:
                 entries[0].index if entries else 0,
                 entries[-1].index if entries else 0,
                 entries[-1].term if entries else 0,
-                rd.snapshot.meta.index if rd.snapshot else 0,
                 len(rd.leader_messages),
                 len(rd.messages),
                 committed[0].index if committed else 0,
                 committed[-1].index if committed else 0,
-                tuple([r.index for r in rd.read_states]) if rd.read_states else (),
-                soft.term if soft else -1,
-                num(soft.leader) if soft else -1,
-                ROLE_NUMBERS[soft.role] if soft else -1,
-                len(rd.conf.voters) if rd.conf else -1,
-                len(rd.conf.learners) if rd.conf else -1,
             )
         )
+        soft, conf, snapshot, reads = rd.soft_state, rd.conf, rd.snapshot, rd.read_states
+        if soft or conf or snapshot or reads:  # (most Readys have none of these)
+            fp = hash(
+                (
+                    fp,
+                    snapshot.meta.index if snapshot else 0,
+                    tuple([r.index for r in reads]),
+                    soft.term if soft else -1,
+                    num(soft.leader) if soft else -1,
+                    ROLE_NUMBERS[soft.role] if soft else -1,
+                    len(conf.voters) if conf else -1,
+                    len(conf.learners) if conf else -1,
+                )
+            )
+        self._fp = fp
 
     def trace_hash(self) -> str:
         """Hex digest of everything traced so far: equal seeds give equal hashes, in any
@@ -752,7 +771,10 @@ class RaftSimulation:
             return
         assert node.raft is not None
         node.raft.tick()
-        self._schedule(self.config.tick_ms, self._on_tick, node, incarnation)
+        heapq.heappush(  # self._schedule(tick_ms, self._on_tick, ...), inlined
+            self._queue,
+            (self.now + self._tick_ms, next(self._seq), self._on_tick, (node, incarnation)),
+        )
         if (
             node.unsaved_commit is not None
             and node.inflight is None
@@ -825,14 +847,24 @@ class RaftSimulation:
                 saved = node.store.hard
                 if (
                     hard_state is not None
-                    and not rd.entries
                     and rd.snapshot is None
                     and (hard_state.term, hard_state.vote) == (saved.term, saved.vote)
                 ):
-                    node.unsaved_commit = hard_state  # only the commit moved: not worth a sync
-                    must_sync = False
-                elif hard_state is None:
-                    hard_state = node.unsaved_commit
+                    # only the commit moved: not worth a sync, nor a row in every save
+                    node.unsaved_commit = hard_state
+                    hard_state = None
+                    must_sync = bool(rd.entries)
+                if (
+                    hard_state is None
+                    and must_sync
+                    and node.unsaved_commit is not None
+                    and (
+                        rd.snapshot is not None
+                        or self.now - node.commit_flushed_at >= self.config.commit_flush_ms
+                    )
+                ):
+                    hard_state = node.unsaved_commit  # saved with the writes, once in a while
+                    node.commit_flushed_at = self.now
             node.inflight = rd
             if must_sync:
                 node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
