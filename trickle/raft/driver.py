@@ -15,10 +15,10 @@ A small save runs on the Trio thread while saves are quick (a worker-thread hand
 costs more than a quick fsync); big or slow ones go to a worker thread, shielded from
 cancellation.
 Committed entries that earlier Readys already made durable are applied before the
-save, and a Ready whose only write is a higher commit index is not saved at once (it
-rides on the next save, or is saved within COMMIT_FLUSH_SECONDS when idle): as in
-etcd, the commit index is not worth an fsync, since a restarted node learns it again.
-So the answer to a proposal does not wait for a second fsync.
+save, and a commit index that moved alone is not saved at once (it rides on a save at
+most every COMMIT_FLUSH_SECONDS, or is saved alone after that long idle): as in etcd,
+the commit index is not worth an fsync, since a restarted node learns it again. So the
+answer to a proposal does not wait for a second fsync, and a save writes one row less.
 Messages that arrive while a save is in flight are stepped at once and their writes go
 in the next save (group commit). Every ``snapshot_entries`` applied entries the
 application's image is taken and the log compacted.
@@ -163,9 +163,9 @@ class RaftDriver:
         applied again).
     snapshot_entries: take a snapshot and compact every this many applied entries.
     storage_in_thread: True (SQLite): load, compaction and big saves run in a worker
-        thread, and so do all saves while the disk is slow (see ``_save_took``);
-        quick small saves run on the Trio thread. False: every
-        call on the Trio thread (in-memory stores; keeps MockClock tests deterministic).
+        thread, and so do all saves while the disk is slow (see ``_save_took``); quick
+        small saves run on the Trio thread. False: every call on the Trio thread
+        (in-memory stores; keeps MockClock tests deterministic).
     on_soft_state: called (synchronously, in the loop) when role/leader/term change.
     on_conf: called with the new membership when it changes.
     """
