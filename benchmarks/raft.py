@@ -56,7 +56,8 @@ lower is a faster core; it tells runs on a slowed-down machine apart) and
 at the start and the end), and ``commit_floor_ms`` (p50/p99 of the least one durable
 commit costs three Python processes here: a frame to two followers over loopback TCP, a
 SQLite append with fsync on each of the three, the first answer; see
-``commit_floor_ms()``): the floor under trickle's one-client latency while the run went on.
+``commit_floor_ms()``): the floor under trickle's one-client latency while the run went on;
+``commit_floor_trio_ms`` the same written with Trio (``commit_floor_trio_ms()``).
 """
 
 from __future__ import annotations
@@ -655,6 +656,122 @@ def commit_floor_ms(
     }
 
 
+_FLOOR_FOLLOWER_TRIO = """
+import socket, sqlite3, struct, sys
+import trio
+
+async def main():
+    db = sqlite3.connect(sys.argv[2], isolation_level=None)
+    db.execute("PRAGMA locking_mode=EXCLUSIVE")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=" + sys.argv[3])
+    db.execute("CREATE TABLE e (idx INTEGER PRIMARY KEY, data BLOB)")
+    stream = await trio.open_tcp_stream("127.0.0.1", int(sys.argv[1]))
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    while True:
+        frame = await stream.receive_some(65536)
+        if not frame:
+            break
+        i = struct.unpack(">Q", frame[-8:])[0]
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO e VALUES (?, ?)", (i, frame[:64]))
+        db.execute("COMMIT")
+        await stream.send_all(frame[-8:])
+
+trio.run(main)
+"""
+
+
+def commit_floor_trio_ms(
+    directory: Path, rounds: int = 2000, synchronous: str = "FULL"
+) -> dict[str, float | None]:
+    """``commit_floor_ms`` written with Trio in all three processes (Trio sockets, a
+    reader task per follower feeding a memory channel, the inserts on the Trio thread):
+    the floor of one durable commit for any Trio program with this I/O here."""
+    import socket
+    import sqlite3
+    import struct
+
+    import trio
+
+    work = Path(tempfile.mkdtemp(prefix="floor-trio-", dir=directory))
+    times: list[float] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _FLOOR_FOLLOWER_TRIO,
+                str(port),
+                str(work / f"f{k}.db"),
+                synchronous,
+            ]
+        )
+        for k in range(2)
+    ]
+
+    async def leader() -> None:
+        listening = trio.SocketListener(trio.socket.from_stdlib_socket(listener))
+        conns = []
+        with trio.fail_after(READY_TIMEOUT):
+            for _ in children:
+                conn = await listening.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+                conns.append(conn)
+        db = sqlite3.connect(work / "leader.db", isolation_level=None)
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("CREATE TABLE e (idx INTEGER PRIMARY KEY, data BLOB)")
+        send, receive = trio.open_memory_channel[int](16)
+
+        async def answers(conn: trio.SocketStream) -> None:
+            while data := await conn.receive_some(65536):
+                for k in range(0, len(data) - 7, 8):
+                    send.send_nowait(struct.unpack(">Q", data[k : k + 8])[0])
+
+        async with trio.open_nursery() as nursery:
+            for conn in conns:
+                nursery.start_soon(answers, conn)
+            for i in range(rounds):
+                frame = b"c" * 64 + struct.pack(">Q", i)
+                start = time.perf_counter()
+                for conn in conns:
+                    await conn.send_all(frame)
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO e VALUES (?, ?)", (i, frame[:64]))
+                db.execute("COMMIT")
+                while await receive.receive() != i:  # the first answer for this round
+                    pass
+                times.append((time.perf_counter() - start) * 1000)
+                await receive.receive()  # the other answer, before the next round
+            nursery.cancel_scope.cancel()
+        db.close()
+        for conn in conns:
+            await conn.aclose()
+        await listening.aclose()
+
+    try:
+        trio.run(leader)
+    finally:
+        listener.close()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    times = sorted(times[rounds // 4 :])
+    p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
+    return {
+        "p50": None if p50 is None else round(p50, 3),
+        "p99": None if p99 is None else round(p99, 3),
+    }
+
+
 def _filesystem(path: Path) -> str | None:
     best = None
     for part in psutil.disk_partitions(all=True):
@@ -815,6 +932,7 @@ def _machine_now(when: str, root: Path) -> dict[str, Any]:
         f"cpu_probe_ms_{when}": cpu_probe_ms(),
         f"fdatasync_ms_{when}": fsync_probe_ms(root),
         f"commit_floor_ms_{when}": commit_floor_ms(root),
+        f"commit_floor_trio_ms_{when}": commit_floor_trio_ms(root),
     }
 
 
