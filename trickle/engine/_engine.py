@@ -333,15 +333,15 @@ class Engine:
             return
         cfg = self.config
         self._led = trio.Event()
-        store = await trio.to_thread.run_sync(
+        store = await self._blocking(
             lambda: Store(cfg.data_dir, durability=cfg.durability, history_limit=cfg.history_limit)
         )
         self._store = store
         raft_storage: RaftStorage | None = None
         try:
-            self._addr = await trio.to_thread.run_sync(_local_address)
+            self._addr = await self._blocking(_local_address)
             self._member = None
-            raft_storage = await trio.to_thread.run_sync(self._open_raft_storage)
+            raft_storage = await self._blocking(self._open_raft_storage)
             durable = await self._raft_storage_call(raft_storage.load)
             loaded = await self._db(store.load)
             if durable.is_empty() and loaded.applied_index > 0:
@@ -472,7 +472,7 @@ class Engine:
                 "an agent needs raft_bind: its RPC listener, where servers dispatch runs",
                 field="raft_bind",
             )
-        self._addr = await trio.to_thread.run_sync(_local_address)
+        self._addr = await self._blocking(_local_address)
         self._member = None
         self._runner = await self._open_runner(report=self._report_to_servers)
         try:
@@ -495,7 +495,7 @@ class Engine:
         """The runner, after killing what the previous process of this node left running."""
         cfg = self.config
         ledger = ProcessLedger(cfg.data_dir / "processes" if cfg.data_dir else None)
-        reaped = await trio.to_thread.run_sync(ledger.reap)
+        reaped = await self._blocking(ledger.reap)
         if reaped:
             logger.warning(
                 "killed the processes of %d executions left running when this node stopped: %s",
@@ -1042,6 +1042,14 @@ class Engine:
             raise LeaderRefused(message, http_status=status)
         await self._read_barrier()
         return self._job(name)
+
+    async def _blocking(self, fn: Callable[[], T]) -> T:
+        """A blocking step of starting: in a worker thread, or inline for an in-memory
+        engine (quick there; a thread would let a MockClock race ahead while it runs)."""
+        if self.config.data_dir is None:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await trio.to_thread.run_sync(fn)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """A store read: in a worker thread, or inline for the in-memory store (short
