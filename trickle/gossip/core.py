@@ -255,6 +255,8 @@ class _BroadcastQueue:
 
     def __init__(self, max_bytes: int) -> None:
         self._where: dict[object, int] = {}  # key -> transmits (its bucket)
+        self.watched: object = None  # a key whose transmissions are counted across puts
+        self.watched_sent = 0
         self._buckets: list[dict[object, _Queued]] = []  # by transmits; oldest first inside
         self._max_bytes = max_bytes - wire.PER_MESSAGE_OVERHEAD
 
@@ -302,6 +304,8 @@ class _BroadcastQueue:
                 taken.append((key, item))
             sent = transmits + 1
             for key, item in taken:
+                if key == self.watched:
+                    self.watched_sent += 1
                 del bucket[key]
                 item.transmits = sent
                 if sent >= limit:
@@ -546,6 +550,8 @@ class Membership:
         if self._leaving:
             return
         self._leaving = True
+        self._bcasts.watched = ("m", self._name)  # re-told leaves count towards leave_done
+        self._bcasts.watched_sent = 0
         me = self._nodes[self._name]
         self._on_dead(Dead(me.incarnation, self._name, self._name), now)
 
@@ -555,7 +561,11 @@ class Membership:
         if not self._leaving:
             return False
         alive_others = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
-        return alive_others == 0 or ("m", self._name) not in self._bcasts
+        if alive_others == 0 or ("m", self._name) not in self._bcasts:
+            return True
+        # a leave told again (an accusation answered) is queued afresh: what counts is how
+        # often it went out in all, or leave_done could wait as long as accusations come
+        return self._bcasts.watched_sent >= self._retransmit_limit()
 
     def set_tags(self, tags: Mapping[str, str], *, now: float) -> None:
         """Replace this member's tags and tell everyone (a new incarnation). After `leave`
