@@ -193,8 +193,8 @@ def local(**overrides: Any) -> GossipConfig:
 
 def fast(**overrides: Any) -> GossipConfig:
     """trickle's fast-detection profile for a healthy LAN: a kill is declared dead by every
-    member in 2.1 s median, 2.6 s p99 at n = 100 (120 simulated kills, 0.5-3 ms one-way
-    delays; LAN: ~10 s), against the targets of 3 s and 6 s.
+    member in 2.1 s median, 3.0 s p99 at n = 100 (200 simulated kills, 0.5-3 ms one-way
+    delays, benchmarks/gossip.py; LAN: 10 s), against the targets of 3 s and 6 s.
 
     How: probes every 250 ms with a 125 ms ack timeout (a LAN round trip is well under
     10 ms), and suspicion_mult 3, so the suspicion timeout is 3 * max(1, log10 n) probe
