@@ -45,6 +45,7 @@ from trickle.errors import (
 )
 from trickle.http import schemas
 from trickle.http.openapi import openapi_document
+from trickle.http.ui import register_ui
 
 logger = logging.getLogger(__name__)
 
@@ -605,6 +606,7 @@ def create_app(engine: Engine, *, stop: StopCallback | None = None) -> QuartTrio
     app.request_class = _Request
     api = _Api(app, engine, stop)
     _add_routes(app, api, ROUTES)
+    register_ui(app)  # the web UI at /ui/ (not in ROUTES: no API route)
 
     @app.before_request
     async def _preflight() -> Response | None:
