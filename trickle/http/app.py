@@ -44,6 +44,7 @@ from trickle.errors import (
     ValidationError,
 )
 from trickle.http import schemas
+from trickle.http.feed import close_feeds, register_feed
 from trickle.http.openapi import openapi_document
 from trickle.http.ui import register_ui
 
@@ -606,6 +607,7 @@ def create_app(engine: Engine, *, stop: StopCallback | None = None) -> QuartTrio
     app.request_class = _Request
     api = _Api(app, engine, stop)
     _add_routes(app, api, ROUTES)
+    register_feed(app, engine)  # GET /v1/events, the live feed (WebSocket)
     register_ui(app)  # the web UI at /ui/ (not in ROUTES: no API route)
 
     @app.before_request
@@ -723,10 +725,14 @@ async def serve_http(
     else:
         app = create_agent_app(engine)
         what = "agent's /health and /metrics"
+    trigger = shutdown_trigger or trio.sleep_forever
+
+    async def stopping() -> None:
+        await trigger()
+        close_feeds(app)  # WebSockets close now, not after the graceful timeout
+
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(
-            _serve, app, config, shutdown_trigger or trio.sleep_forever
-        )
+        urls: list[str] = await nursery.start(_serve, app, config, stopping)
         logger.info("%s listening on %s", what, ", ".join(urls))
         task_status.started(urls)
 
