@@ -13,6 +13,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import trio
 
@@ -200,3 +201,46 @@ async def test_bad_sizes_are_refused_with_the_reason() -> None:
         NetnsNetwork(0)
     with pytest.raises(ValueError, match="10.0.0.0/30 has 2 addresses for 3 nodes"):
         NetnsNetwork(3, subnet="10.0.0.0/30")
+
+
+async def serve_http_once(listener: trio.socket.SocketType) -> None:
+    """Answer one HTTP/1.1 request with its Host header as the body."""
+    conn, _ = await listener.accept()
+    stream = trio.SocketStream(conn)
+    async with stream:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(4096)
+        host = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"host:")
+        )
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(host), host)
+        )
+
+
+async def test_the_http_transport_reaches_a_node_address_even_while_it_is_isolated(
+    net: NetnsNetwork,
+) -> None:
+    listener, port = await tcp_listener(net, 2)
+    url = f"http://10.77.0.3:{port}/v1/leader"
+    with listener, trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery, net.open_http_transport() as transport:
+            async with httpx.AsyncClient(transport=transport) as client:
+                for isolate in (False, True):
+                    if isolate:
+                        await net.isolate(2)
+                    nursery.start_soon(serve_http_once, listener)
+                    response = await client.get(url)
+                    assert response.status_code == 200
+                    assert response.text == f"10.77.0.3:{port}"  # the Host header is kept
+                    assert str(response.request.url) == url
+
+
+async def test_an_error_in_the_http_transport_block_comes_out_as_raised(net: NetnsNetwork) -> None:
+    with pytest.raises(KeyError, match="raised in the block"):
+        async with net.open_http_transport():
+            raise KeyError("raised in the block")

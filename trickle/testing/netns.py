@@ -7,6 +7,8 @@ healed at will, with real UDP and TCP (iproute2's ``ip``, run as root).
         await net.isolate(a)                      # a hears nobody, nobody hears a
         await net.heal(a)
         url = await nursery.start(net.serve_forward, a, "10.77.0.1", 8080)  # "127.0.0.1:P"
+        async with net.open_http_transport() as transport:
+            client = httpx.AsyncClient(transport=transport)   # http://10.77.0.1:8080 works
 
 Layout. Every node gets a namespace of its own with ``lo`` up and one interface, ``eth0``,
 addressed ``subnet[index + 1]``; the other end of its veth pair is a port of a bridge that
@@ -24,7 +26,8 @@ its own address (through ``lo``), so a client in its namespace still talks to it
 
 The test process lives in the host namespace. To reach a node, it makes sockets in the
 node's namespace (``socket``, ``connect``) or forwards a local port there
-(``serve_forward``): such a path never crosses the bridge, so an isolated node stays
+(``serve_forward``), or sends HTTP through ``open_http_transport``, which forwards every
+node address on its own: such a path never crosses the bridge, so an isolated node stays
 observable. Processes run in a node's namespace through ``command_prefix`` or ``run``.
 
 Teardown (``__aexit__``, also after a failure or a failed setup) kills what still runs in
@@ -50,9 +53,12 @@ import socket as stdlib_socket
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 IP = "ip"  # iproute2's command
@@ -390,6 +396,38 @@ class NetnsNetwork:
         task_status.started(f"{local[0]}:{local[1]}")
         await trio.serve_listeners(handle, listeners)
 
+    def node_at(self, address: str) -> NetnsNode | None:
+        """The node whose address is ``address`` (None if none is)."""
+        return next((n for n in self.nodes if n.address == address), None)
+
+    @asynccontextmanager
+    async def open_http_transport(
+        self, inner: httpx.AsyncBaseTransport | None = None
+    ) -> AsyncIterator[NetnsHttpTransport]:
+        """An httpx transport for clients in the host namespace: a request to a node's
+        address goes through a port forward into that node (``serve_forward``, started on
+        first use of each ``host:port`` and stopped on exit), so it reaches the node even
+        while it is isolated; other requests go to ``inner`` unchanged (default: a plain
+        ``httpx.AsyncHTTPTransport``). Use as ``httpx.AsyncClient(transport=...)``."""
+        body_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                transport = NetnsHttpTransport(self, nursery, inner)
+                try:
+                    yield transport
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
+                    with trio.CancelScope(shield=True):
+                        await transport.aclose()
+        except BaseExceptionGroup as group:
+            # the nursery wraps what the block raised: hand it back as it was raised
+            if body_error is not None and list(group.exceptions) == [body_error]:
+                raise body_error from None
+            raise
+
     async def run(
         self, node: NetnsNode | int, *command: str, check: bool = True
     ) -> subprocess.CompletedProcess[bytes]:
@@ -402,6 +440,50 @@ class NetnsNetwork:
             capture_stderr=True,
             check=check,
         )
+
+
+class NetnsHttpTransport(httpx.AsyncBaseTransport):
+    """See ``NetnsNetwork.open_http_transport``; not made directly."""
+
+    def __init__(
+        self,
+        net: NetnsNetwork,
+        nursery: trio.Nursery,
+        inner: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._net = net
+        self._nursery = nursery
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._forwards: dict[tuple[str, int], int] = {}  # (node address, port) -> local port
+        self._lock = trio.Lock()
+
+    async def _local_port(self, node: NetnsNode, host: str, port: int) -> int:
+        async with self._lock:
+            local = self._forwards.get((host, port))
+            if local is None:
+                where = await self._nursery.start(self._net.serve_forward, node, host, port)
+                local = int(where.rsplit(":", 1)[1])
+                self._forwards[(host, port)] = local
+            return local
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        node = self._net.node_at(url.host)
+        if node is not None:
+            port = url.port or (443 if url.scheme == "https" else 80)
+            local = await self._local_port(node, url.host, port)
+            # the Host header stays the node's address: only the connection is rerouted
+            request = httpx.Request(
+                request.method,
+                url.copy_with(host="127.0.0.1", port=local),
+                headers=request.headers,
+                stream=request.stream,
+                extensions=request.extensions,
+            )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope) -> None:
