@@ -556,6 +556,7 @@ def _paths() -> dict[str, Any]:
                 },
             )
         },
+        "/v1/events": {"get": _feed_operation()},
         "/v1/schedule/next": {
             "get": _extension(
                 _op(
@@ -581,6 +582,115 @@ def _paths() -> dict[str, Any]:
                     },
                 )
             )
+        },
+    }
+
+
+_FEED_KINDS = [
+    "job_created",
+    "job_updated",
+    "job_deleted",
+    "job_toggled",
+    "execution_started",
+    "execution_output",
+    "execution_finished",
+    "fire_skipped",
+    "fire_missed",
+    "member_joined",
+    "member_updated",
+    "member_failed",
+    "member_left",
+    "member_reaped",
+    "leader_changed",
+    "paused",
+    "unpaused",
+]
+
+
+def _feed_operation() -> dict[str, Any]:
+    """``GET /v1/events``: the live feed, a WebSocket (docs/feed.md)."""
+    names = {"type": "string", "description": "Comma-separated; absent or empty: all."}
+    return _extension(
+        {
+            "summary": "The live feed: engine events as JSON frames over a WebSocket",
+            "description": "Upgrade to a WebSocket (RFC 6455). The server sends one JSON "
+            "text frame per event (schema feed_frame), the first being 'hello'. A client "
+            'may send {"type": "subscribe", "jobs": [...] | null, "kinds": [...] | null} '
+            "at any time to replace its filters (answered 'subscribed', or 'error' with "
+            "the connection kept open). A client that reads too slowly gets a 'lagged' "
+            "frame with the number of events it missed. The server closes every "
+            "connection with 1001 (going away) when it stops. See docs/feed.md.",
+            "tags": ["events"],
+            "operationId": "events",
+            "parameters": [
+                _query("jobs", names, "Only events of these jobs (names)."),
+                _query(
+                    "kinds",
+                    {**names, "items": {"enum": _FEED_KINDS}},
+                    "Only these event kinds: " + ", ".join(_FEED_KINDS) + ".",
+                ),
+            ],
+            "responses": {
+                "101": {
+                    "description": "Switching protocols: the feed's frames follow",
+                    "content": {"application/json": {"schema": _ref("feed_frame")}},
+                },
+                "400": {
+                    "description": "A malformed filter (unknown kind, repeated parameter)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "503": {
+                    "description": "The server is stopping or its engine is not running",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+            },
+        }
+    )
+
+
+def _feed_frame_schema() -> dict[str, Any]:
+    frame_types = ["hello", "subscribed", "error", "lagged", *_FEED_KINDS]
+    names = {"type": ["array", "null"], "items": {"type": "string"}}
+    return {
+        "type": "object",
+        "description": "One server-to-client frame of GET /v1/events. Which fields are "
+        "present depends on type (docs/feed.md); clients must ignore types they do not know.",
+        "required": ["type", "seq"],
+        "properties": {
+            "type": {"type": "string", "enum": frame_types},
+            "seq": {
+                "type": "integer",
+                "description": "The engine's event sequence number on this server (hello, "
+                "subscribed, error: the last one so far). Gaps: filtered or dropped events.",
+            },
+            "at": {**_TIME, "description": "When the event happened (UTC)."},
+            "node": {"type": "string", "description": "hello: this server's name."},
+            "leader": {
+                "type": ["string", "null"],
+                "description": "hello, leader_changed: the leader's name.",
+            },
+            "version": {"type": "string", "description": "hello: trickle's version."},
+            "job_name": {"type": "string"},
+            "job": {**_ref("job"), "description": "job_*: the job as GET /v1/jobs/{job}."},
+            "execution": {
+                **_ref("execution_list_item"),
+                "description": "execution_started, execution_finished, fire_missed.",
+            },
+            "execution_id": {"type": "string", "description": "execution_output."},
+            "node_name": {"type": "string", "description": "execution_output."},
+            "chunk": {
+                "type": "string",
+                "description": "execution_output: text as printed; the chunks of one "
+                "execution concatenate to its output.",
+            },
+            "member": {**_ref("member"), "description": "member_*: as GET /v1/members."},
+            "dropped": {"type": "integer", "description": "lagged: events missed."},
+            "jobs": {**names, "description": "subscribed: the job filter (null: all)."},
+            "kinds": {**names, "description": "subscribed: the kind filter (null: all)."},
+            "message": {"type": "string", "description": "error: what is wrong."},
+            "reason": {"type": "string"},
+            "scheduled_at": {"type": "string"},
+            "count": {"type": "integer"},
         },
     }
 
@@ -790,6 +900,7 @@ def _components() -> dict[str, Any]:
                     }
                 },
             },
+            "feed_frame": _feed_frame_schema(),
             "schedule_preview": {
                 "type": "object",
                 "properties": {
