@@ -26,12 +26,14 @@ What is simulated:
   done, messages sent, each entry applied, advance, compaction) and restart later.
   A crash loses the node's state machine unless it "survives" (``app_survives_crash``),
   as if the application kept its own durable copy; else it is rebuilt from snapshot + log.
-- Application: a key-value state machine (``KvApp``: put/append/get/delete as msgpack
+- Application: by default a key-value state machine (``KvApp``: put/append/get/delete as msgpack
   commands, deduplicated per client), 6.824-style ``start()`` of opaque commands, and
   ``Client``s that send operations to whoever they think leads, retry on timeout, read
   through ReadIndex (or, with ``unsafe_reads``, from any node that believes it leads) and
   record a history (``sim.history()``) for the linearizability checker. The application
-  snapshots every ``snapshot_every`` applied entries (``RaftNode.compact``).
+  snapshots every ``snapshot_every`` applied entries (``RaftNode.compact``). Another
+  application plugs in through ``app_factory`` (a ``SimApp``: ``applied``, ``chain``,
+  ``apply(entry)``; ``trickle.testing.clustersim`` runs the engine's state machine so).
 - Safety invariants (``trickle.testing._raftsim_oracle``) checked after every step; a
   violation raises ``InvariantViolation`` with the seed, the virtual time, the last trace
   lines and the command that replays it: ``pytest <test> --sim-seed S``.
@@ -53,7 +55,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import msgpack
@@ -89,6 +91,7 @@ __all__ = [
     "KvCommand",
     "NetworkConfig",
     "RaftSimulation",
+    "SimApp",
     "SimConfig",
     "SimNode",
     "SimStats",
@@ -172,6 +175,25 @@ class SimConfig:
                 raise ValidationError(f"{name} must be in [0, 1]", field=name)
 
 
+class SimApp(Protocol):
+    """A replica's application, applied from the Raft log by the simulator.
+
+    ``applied``: the last index applied (0 at first). ``chain``: the hash chain of the
+    applied prefix (``trickle.testing._raftsim_kv.chain_next`` over every entry, no-ops and
+    conf changes included), which the safety oracle compares across nodes. ``apply`` is
+    given every committed entry in order and returns what a waiting client is answered.
+    Snapshots (``SimConfig.snapshot_every``) need ``KvApp``: the oracle reads its images.
+    """
+
+    applied: int
+    chain: bytes
+
+    def apply(self, entry: Entry) -> Any: ...
+
+
+AppFactory = Callable[[NodeId], SimApp]
+
+
 class SimulationFailure(AssertionError):
     """A scenario failed (a liveness expectation, or an invariant); the message carries the
     seed, the virtual time, the replay command and the last trace lines."""
@@ -228,10 +250,16 @@ class SimNode:
     """One simulated server: its disk (``store``, survives crashes), its state machine
     (``app``), and while it is up its ``raft`` core. Read-only for tests."""
 
-    def __init__(self, id: NodeId, oracle: Oracle, bootstrap: ConfState | None) -> None:
+    def __init__(
+        self,
+        id: NodeId,
+        oracle: Oracle,
+        bootstrap: ConfState | None,
+        app: SimApp | None = None,
+    ) -> None:
         self.id = id
         self.store = SimStore(id, oracle)
-        self.app = KvApp()
+        self.app: Any = KvApp() if app is None else app  # KvApp unless app_factory says
         self.bootstrap = bootstrap
         self.raft: RaftNode | None = None
         self.up = False
@@ -366,7 +394,10 @@ class Client:
 
 class RaftSimulation:
     """A cluster of ``nodes`` (a count: ids "1".."n"; or explicit ids) bootstrapped with all
-    of them as voters, at virtual time 0. See the module docstring."""
+    of them as voters, at virtual time 0. See the module docstring.
+
+    ``app_factory(node_id)`` makes each replica's application (at boot, and again after a
+    crash that loses it); the default is ``KvApp``, which the clients use."""
 
     def __init__(
         self,
@@ -374,12 +405,19 @@ class RaftSimulation:
         *,
         seed: int,
         config: SimConfig | None = None,
+        app_factory: AppFactory | None = None,
     ) -> None:
         ids = [str(i) for i in range(1, nodes + 1)] if isinstance(nodes, int) else list(nodes)
         if not ids or len(set(ids)) != len(ids):
             raise ValidationError("a simulation needs distinct node ids", field="nodes")
         self.seed = seed
         self.config = config or SimConfig()
+        if app_factory is not None and self.config.snapshot_every is not None:
+            raise ValidationError(
+                "snapshots need the KvApp application (the oracle reads its images)",
+                field="snapshot_every",
+            )
+        self._app_factory = app_factory
         self.now = 0.0
         self.stats = SimStats()
         self._rng = random.Random(seed)
@@ -402,9 +440,13 @@ class RaftSimulation:
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
         for i in ids:
-            self.nodes[NodeId(i)] = SimNode(NodeId(i), self.oracle, bootstrap)
+            nid = NodeId(i)
+            self.nodes[nid] = SimNode(nid, self.oracle, bootstrap, self._new_app(nid))
         for node in self.nodes.values():
             self._boot(node)
+
+    def _new_app(self, id: NodeId) -> Any:
+        return KvApp() if self._app_factory is None else self._app_factory(id)
 
     # --- ids and state -------------------------------------------------------------------
     @property
@@ -661,7 +703,7 @@ class RaftSimulation:
             and self._rng.random() < self.config.app_survives_crash
         )
         if not survives:
-            node.app = KvApp()
+            node.app = self._new_app(node.id)
         self.oracle.forget_leader(node.id)
         self.stats.crashes += 1
         self._trace(f"{node.id} crash (state machine {'kept' if survives else 'lost'})")
@@ -685,7 +727,7 @@ class RaftSimulation:
         nid = NodeId(id)
         if nid in self.nodes:
             raise ValidationError(f"node {id} already exists", field="id")
-        node = SimNode(nid, self.oracle, None)
+        node = SimNode(nid, self.oracle, None, self._new_app(nid))
         node.conf = None
         self.nodes[nid] = node
         self._boot(node)
