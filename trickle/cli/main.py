@@ -7,6 +7,7 @@ import click
 from trickle._version import __version__
 from trickle.cli.client import executions, jobs, leave, members, raft, version
 from trickle.cli.serve import serve
+from trickle.cli.watch import watch
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -50,6 +51,7 @@ cli.add_command(members)
 cli.add_command(leave)
 cli.add_command(raft)
 cli.add_command(version)
+cli.add_command(watch)
 cli.add_command(keygen)
 
 
