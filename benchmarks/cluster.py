@@ -8,7 +8,8 @@ Prints ONE JSON object with ``fires_per_s_at_p99_50ms``, ``failover_gap_ms_p99``
 ``targets`` and whether this run met them, each phase's details and the host's state.
 Progress goes to stderr. Nothing is asserted.
 
-Each phase starts its own cluster: three servers (``benchmarks/_cluster_node.py``: the
+Each phase starts its own cluster (``--one-cluster``: one for all, as ``--quick`` does;
+the phases' jobs then add up): three servers (``benchmarks/_cluster_node.py``: the
 ``trickle serve`` command with a ``noop`` executor) on 127.0.0.1, every port 0, formed
 with ``--bootstrap-expect 3`` (the first one's gossip address from its waiting line is
 what the others ``--join``), ``--profile local``, Raft with fsync (the default), each in
@@ -282,7 +283,10 @@ class Cluster:
             node.kill()
         self.http.close()
 
-    def _args(self, name: str, join: str | None) -> list[str]:
+    def _args(
+        self, name: str, join: str | None, ports: tuple[int, int, int] = (0, 0, 0)
+    ) -> list[str]:
+        http, gossip, rpc = ports
         args = [
             "--server",
             "--node-name",
@@ -290,11 +294,11 @@ class Cluster:
             "--data-dir",
             str(self.root / name),
             "--http-addr",
-            "127.0.0.1:0",
+            f"127.0.0.1:{http}",
             "--bind-addr",
-            "127.0.0.1:0",
+            f"127.0.0.1:{gossip}",
             "--rpc-port",
-            "0",
+            str(rpc),
             "--profile",
             "local",
             "--bootstrap-expect",
@@ -322,10 +326,21 @@ class Cluster:
         _log(f"cluster formed in {time.monotonic() - t0:.1f} s under {self.root}")
 
     def restart(self, name: str) -> float:
-        """Start ``name`` again on its data dir, joining a live server; seconds to ready."""
+        """Start ``name`` again on its data dir and its ports, joining a live server;
+        seconds to its ready line.
+
+        The same ports, as a server restarted by a supervisor has: gossip (memberlist's
+        rules) keeps a failed member's address, and refuses the same name at another
+        address, so a server back on new ports is never taken in again."""
         t0 = time.monotonic()
         live = next(n for n in self.nodes.values() if n.alive and n.name != name)
-        self.nodes[name] = Node(name, self.root, self._args(name, live.ready["gossip"]))
+        old = self.nodes[name].ready
+        ports = (
+            int(old["http"].rsplit(":", 1)[1]),
+            int(old["gossip"].rsplit(":", 1)[1]),
+            int(old["raft"].rsplit(":", 1)[1]),
+        )
+        self.nodes[name] = Node(name, self.root, self._args(name, live.ready["gossip"], ports))
         self.nodes[name].wait_event("ready", t0 + READY_TIMEOUT)
         return time.monotonic() - t0
 
@@ -513,18 +528,55 @@ def measure_step(cluster: Cluster, rate: int, args: argparse.Namespace) -> dict[
         "raft_entries_per_run": round((index1 - index0) / finished, 3) if finished else None,
         "cpu_pct_by_node": cpu,
         "cpu_pct_nodes_total": round(sum(cpu.values()), 1),
-        "host_cpu_busy_pct": round(host_busy, 1),
+        "host_cpu_busy_pct": round(host_busy, 1),  # of all the host's cores
+        # what the other processes of the host used meanwhile, in % of one core
+        "others_cpu_pct": round(max(0.0, host_busy * (os.cpu_count() or 1) - sum(cpu.values())), 1),
         "loadavg_1m_before": round(load0, 2),
         "leader": leader,
         "leader_changed": leader_after != leader,
     }
 
 
-def run_ramp(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+class Clusters:
+    """Where each phase gets its cluster: a fresh one per phase, or (``--one-cluster``)
+    one for every phase, started at the first use and stopped by ``close``."""
+
+    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+        self.root = root
+        self.args = args
+        self.shared: Cluster | None = None
+
+    @contextlib.contextmanager
+    def get(self, phase: str) -> Iterator[Cluster]:
+        extra = ["--history-limit", str(history_limit(self.args))]
+        if not self.args.one_cluster:
+            with Cluster(self.root / phase, extra) as cluster:
+                cluster.start()
+                yield cluster
+            return
+        if self.shared is None:
+            self.shared = Cluster(self.root / "cluster", extra)
+            try:
+                self.shared.start()
+            except BaseException:
+                self.shared.close()
+                raise
+        yield self.shared
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+
+
+def history_limit(args: argparse.Namespace) -> int:
+    """Executions kept per job: the rss phase's largest history, spread over its jobs."""
+    return math.ceil(max(args.rss_executions) / args.rss_jobs) + 1000
+
+
+def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    with Cluster(root / "ramp") as cluster:
-        cluster.start()
+    with clusters.get("ramp") as cluster:
         have = 0
         for rate in args.rates:
             jobs = [noop_job(f"r{i:05d}") for i in range(have, rate)]
@@ -539,7 +591,7 @@ def run_ramp(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                     f"ramp: {rate}/s: {step['runs_per_s']} runs/s, p50 "
                     f"{step['lateness_ms_p50']} ms, p99 {step['lateness_ms_p99']} ms, "
                     f"{step['raft_entries_per_run']} entries/run, nodes CPU "
-                    f"{step['cpu_pct_nodes_total']}%, host {step['host_cpu_busy_pct']}% "
+                    f"{step['cpu_pct_nodes_total']}%, others {step['others_cpu_pct']}% "
                     f"-> {'held' if step['held'] else 'NOT held'}"
                 )
                 if step["held"]:
@@ -601,11 +653,10 @@ def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
     return trial
 
 
-def run_failover(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     trials: list[dict[str, Any]] = []
-    with Cluster(root / "failover") as cluster:
-        cluster.start()
+    with clusters.get("failover") as cluster:
         cluster.put_jobs([noop_job(f"f{i:04d}") for i in range(args.failover_jobs)])
         time.sleep(args.warmup)
         for i in range(args.failover_trials):
@@ -682,13 +733,12 @@ def seed(cluster: Cluster, leader: str, jobs: Sequence[str], count: int, start: 
             return summary
 
 
-def run_rss(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     targets = sorted(args.rss_executions)
-    per_job = math.ceil(targets[-1] / args.rss_jobs) + 1000
+    per_job = history_limit(args)
     names = [f"h{i:05d}" for i in range(args.rss_jobs)]
     curve: list[dict[str, Any]] = []
-    with Cluster(root / "rss", ["--history-limit", str(per_job)]) as cluster:
-        cluster.start()
+    with clusters.get("rss") as cluster:
         cluster.put_jobs([noop_job(n) for n in names])
         rss_start = cluster.rss_mb()
         curve.append({"executions": 0, "rss_mb": rss_start})
@@ -823,11 +873,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--phases", default="ramp,failover,rss", help="comma-separated: ramp, failover, rss"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the kill pauses")
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--one-cluster",
+        action="store_true",
+        help="run every phase on one cluster (faster; the phases' jobs then add up)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="where the temp work dir is made (default: the system's)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work dir (data dirs, logs, fire logs)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run (seconds): rates 5,10, 1.5 s windows, 1 failover trial, "
+        help="a smoke run: one cluster, rates 5,10, 1 s windows, 1 failover trial, "
         "300 and 1,000 executions",
     )
     args = parser.parse_args(argv)
@@ -835,6 +895,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.rates, args.warmup, args.window, args.retries = [5, 10], 1.0, 1.0, 0
         args.failover_trials, args.failover_jobs, args.settle = 1, 10, 0.0
         args.rss_executions, args.rss_jobs, args.seed_chunk = [300, 1000], 100, 500
+        args.one_cluster = True
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(args.phases) - {"ramp", "failover", "rss"}
     if unknown:
@@ -843,16 +904,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def work_dir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="trickle-cluster-bench-"))
+def work_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
+    """A fresh temp dir (under ``parent`` if given), removed at the end unless ``keep``."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="trickle-cluster-bench-", dir=parent))
     try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep:
+            _log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -877,14 +940,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     errors: dict[str, str] = {}
     phases = {"ramp": run_ramp, "failover": run_failover, "rss": run_rss}
-    with work_dir(args.dir) as root:
-        for name in args.phases:
-            _log(f"phase {name}")
+    try:
+        with work_dir(args.dir, args.keep) as root:
+            clusters = Clusters(root, args)
             try:
-                out |= phases[name](root, args)
-            except BenchError as exc:
-                errors[name] = str(exc)
-                _log(f"phase {name} failed: {exc}")
+                for name in args.phases:
+                    _log(f"phase {name}")
+                    try:
+                        out |= phases[name](clusters, args)
+                    except BenchError as exc:
+                        errors[name] = str(exc)
+                        _log(f"phase {name} failed: {exc}")
+            finally:
+                clusters.close()
+    except KeyboardInterrupt:
+        _log("interrupted; the servers are stopped")
+        return 130
     host |= host_state("end")
     out["targets"] = TARGETS
     out["targets_met"] = targets_met(out)
