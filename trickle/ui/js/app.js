@@ -166,7 +166,7 @@ pauseBtn.addEventListener("click", async () => {
 subscribe({
   kinds: ["paused", "unpaused", "leader_changed"],
   onState: showLive,
-  onOpen: () => loadHeader(),
+  onOpen: (_hello, reconnected) => reconnected && loadHeader(),
   onEvent: (frame) => {
     if (frame.type === "paused") showPaused(true);
     else if (frame.type === "unpaused") showPaused(false);

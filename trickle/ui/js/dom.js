@@ -111,9 +111,11 @@ export function debounce(fn, ms) {
   return wrapped;
 }
 
-/** Mark the page as rendered (tests and the benchmark wait for this). */
+/** Mark the page as rendered: html[data-ready=name] (tests wait for it) and a performance
+ * mark "trickle-ready:<name>" (the benchmark reads its time). */
 export function ready(name) {
   document.documentElement.dataset.ready = name;
+  performance.mark(`trickle-ready:${name}`);
 }
 
 let liveRegion = null;
