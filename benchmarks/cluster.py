@@ -96,6 +96,7 @@ GAP_TIMEOUT = 20.0  # seconds a failover trial waits for an on-time run
 ON_TIME = 0.050  # seconds of lateness a run may have and count as on time
 HELD_SHARE = 0.98  # share of a step's fires that must have run for the step to hold
 HTTP_TIMEOUT = 30.0  # seconds per API request
+WRITE_RETRY_S = 30.0  # seconds a write is tried again while the cluster has no leader
 CREATE_THREADS = 4  # concurrent job writes
 JOB_TAGS = {"bench": "node:1"}  # one of the three servers per fire, at random
 TARGETS = {
@@ -424,32 +425,32 @@ class Cluster:
     def all_metrics(self) -> dict[str, dict[str, float]]:
         return {n.name: self.metrics(n) for n in self.live()}
 
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST to the leader's API, again after a 503 (the write was not applied: no
+        leader, or an entry replaced by a new leader's) or a refused connection (the leader
+        died), for up to WRITE_RETRY_S seconds. Only for writes that may be repeated."""
+        deadline = time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                url = self.nodes[self.leader()].url
+                response = self.http.post(url + path, json=body)
+                if response.status_code < 300:
+                    return response.json()
+                error = f"POST {path}: {response.status_code} {response.text}"
+                if response.status_code != 503:
+                    raise BenchError(error)
+            except httpx.ConnectError as exc:
+                error = f"POST {path}: {exc}"
+            if time.monotonic() > deadline:
+                raise BenchError(error)
+            time.sleep(0.2)
+
     def put_jobs(self, jobs: Sequence[dict[str, Any]]) -> float:
         """Create or replace ``jobs`` through the leader's API; seconds taken."""
-        url = self.nodes[self.leader()].url + "/v1/jobs"
         t0 = time.monotonic()
-
-        def put(job: dict[str, Any]) -> None:
-            response = self.http.post(url, json=job)
-            if response.status_code >= 300:
-                raise BenchError(
-                    f"POST /v1/jobs {job['name']}: {response.status_code} {response.text}"
-                )
-
         with ThreadPoolExecutor(CREATE_THREADS) as pool:
-            list(pool.map(put, jobs))
+            list(pool.map(lambda job: self.post("/v1/jobs", job), jobs))
         return time.monotonic() - t0
-
-    def disable_jobs(self, names: Sequence[str]) -> None:
-        url = self.nodes[self.leader()].url
-
-        def toggle(name: str) -> None:
-            response = self.http.post(f"{url}/v1/jobs/{name}/toggle")
-            if response.status_code >= 300 or not response.json().get("disabled"):
-                raise BenchError(f"toggle {name}: {response.status_code} {response.text}")
-
-        with ThreadPoolExecutor(CREATE_THREADS) as pool:
-            list(pool.map(toggle, names))
 
     def cpu_s(self) -> dict[str, float]:
         return {n.name: n.cpu_s() for n in self.live()}
@@ -618,8 +619,7 @@ def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
-    deadline = time.monotonic() + READY_TIMEOUT
-    cluster.wait_formed(deadline, caught_up=True)
+    cluster.wait_formed(time.monotonic() + READY_TIMEOUT, caught_up=True)
     old = cluster.leader()
     time.sleep(rng.uniform(0.0, 1.0))
     cluster.fires.poll()
@@ -642,6 +642,9 @@ def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
     victim.reap()
     new = cluster.leader()
     restart_s = cluster.restart(old)
+    t_ready = time.monotonic()
+    cluster.wait_formed(time.monotonic() + READY_TIMEOUT, caught_up=True)
+    caught_up_s = time.monotonic() - t_ready
     trial: dict[str, Any] = {
         "killed": old,
         "new_leader": new,
@@ -649,6 +652,9 @@ def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
         "first_run_after_kill_ms": _r((first_any[0] - t_kill) * 1000) if first_any else None,
         "first_run_lateness_ms": _r((first_any[0] - first_any[1]) * 1000) if first_any else None,
         "restart_s": round(restart_s, 2),
+        "caught_up_s": round(caught_up_s, 2),
+        # a leader other than new_leader here: the restarted server's return moved it
+        "leader_after_restart": cluster.leader(),
     }
     return trial
 
@@ -666,7 +672,9 @@ def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]
                 f"failover {i + 1}/{args.failover_trials}: killed {trial['killed']}, "
                 f"new leader {trial['new_leader']}, gap {trial['gap_ms']} ms "
                 f"(first run {trial['first_run_after_kill_ms']} ms, "
-                f"{trial['first_run_lateness_ms']} ms late)"
+                f"{trial['first_run_lateness_ms']} ms late); back in "
+                f"{trial['restart_s'] + trial['caught_up_s']:.1f} s, leader then "
+                f"{trial['leader_after_restart']}"
             )
             time.sleep(args.settle)
     gaps = [t["gap_ms"] for t in trials]
@@ -719,8 +727,7 @@ def seed(cluster: Cluster, leader: str, jobs: Sequence[str], count: int, start: 
         ]
     )
     before = {e["id"] for e in cluster.get(node, "/v1/jobs/bench-seed/executions")}
-    response = cluster.http.post(node.url + "/v1/jobs/bench-seed/run")
-    response.raise_for_status()
+    cluster.post("/v1/jobs/bench-seed/run")
     while True:
         time.sleep(0.5)
         runs = [
@@ -747,7 +754,7 @@ def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
         while cluster.fires.count() < first and time.monotonic() - t0 < args.rss_runs_max_s:
             time.sleep(0.5)
         real_s = time.monotonic() - t0
-        cluster.disable_jobs(names)
+        cluster.put_jobs([noop_job(n, disabled=True) for n in names])
         time.sleep(2.0)  # the last runs finish and their results commit
         real = cluster.fires.count()
         _log(f"rss: {real} real runs in {real_s:.0f} s ({real / real_s:.0f}/s); jobs disabled")
