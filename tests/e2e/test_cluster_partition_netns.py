@@ -7,6 +7,9 @@ nothing more (a log its jobs append to, one line per run that really happened, b
 After healing: the old leader is a follower again and runs jobs again, and every server's
 history has no duplicate (job, scheduled time, node); every run in the log has its record.
 
+A second test (xfail, a known product bug) cuts off a follower that a job is pinned to:
+the dispatches the leader recorded failed must not run when the partition heals.
+
 Needs root and iproute2: skipped with the reason otherwise, failed under ``CI=true``.
 """
 
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import httpx
 import pytest
 import trio
 
-from trickle.testing.netns import NetnsNetwork, require_netns
+from trickle.testing.netns import NetnsNetwork, NetnsNode, require_netns
 from trickle.testing.processes import Cluster, Node
 
 pytestmark = pytest.mark.e2e
@@ -115,137 +120,238 @@ async def leader_named_by(node: Node) -> str | None:
     return str(response.json()["Name"])
 
 
-async def test_an_isolated_leader_stops_dispatching_and_the_majority_carries_on(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def servers_in_namespaces(tmp_path: Path) -> AsyncIterator[tuple[NetnsNetwork, Cluster]]:
+    """Three servers (``NAMES``), each in its own namespace, bound and advertised on its
+    address, formed with ``--bootstrap-expect 3``; each has the tag ``node=<name>`` and
+    ``PARTITION_NODE=<name>`` in its jobs' environment. Skips (fails under CI=true) where
+    namespaces cannot be made."""
     await require_netns()
-    log = tmp_path / "runs.log"
-    with trio.fail_after(TEST_TIMEOUT):
-        await _partition_scenario(tmp_path, log)
-
-
-async def _partition_scenario(tmp_path: Path, log: Path) -> None:
     async with (
         NetnsNetwork(len(NAMES)) as net,
         net.open_http_transport() as transport,
         Cluster(tmp_path / "cluster") as cluster,
     ):
-        # Cluster has no transport option yet: its client must reach the namespaces
+        # Cluster takes no transport: its client must go through the namespaces
         await cluster.client.aclose()
         cluster._client = httpx.AsyncClient(transport=transport)
-        nodes = dict(zip(NAMES, net.nodes, strict=True))
         servers = await cluster.start_servers(
             list(NAMES),
             args=["--history-limit", "10000"],
             hosts=[n.address for n in net.nodes],
             command_prefixes=[
-                [*n.command_prefix, "env", f"PARTITION_NODE={name}"] for name, n in nodes.items()
+                [*n.command_prefix, "env", f"PARTITION_NODE={name}", f"TRICKLE_TAGS=node={name}"]
+                for name, n in zip(NAMES, net.nodes, strict=True)
             ],
         )
-        for server, address in zip(servers, (n.address for n in net.nodes), strict=True):
-            assert server.raft.startswith(f"{address}:"), server.describe()
+        for server, node in zip(servers, net.nodes, strict=True):
+            assert server.raft.startswith(f"{node.address}:"), server.describe()
+            assert server.gossip.startswith(f"{node.address}:"), server.describe()
+        yield net, cluster
 
-        old = await cluster.leader(WAIT)
-        majority = [s for s in servers if s is not old]
-        for spec in (job(EVERY_NODE, log, {}), job(ONE_SERVER, log, {"server": "true:1"})):
-            response = await old.request("POST", "/v1/jobs", json=spec)
-            assert response.status_code == 201, response.text
 
-        # before: every node runs the every-node job
-        start = time.time()
+def netns_node(net: NetnsNetwork, server: Node) -> NetnsNode:
+    return net.nodes[NAMES.index(server.name)]
 
-        async def every_node_ran_since(since: float, reader: Node) -> bool:
-            done = Counter(e["node_name"] for e in await runs_since(reader, since))
-            return all(done[name] >= FIRES for name in NAMES)
 
-        await cluster.wait_for(
-            lambda: every_node_ran_since(start, old), timeout=WAIT, what="runs on every node"
+async def test_an_isolated_leader_stops_dispatching_and_the_majority_carries_on(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "runs.log"
+    with trio.fail_after(TEST_TIMEOUT):
+        async with servers_in_namespaces(tmp_path) as (net, cluster):
+            await _isolated_leader(net, cluster, log)
+
+
+async def _isolated_leader(net: NetnsNetwork, cluster: Cluster, log: Path) -> None:
+    servers = cluster.servers()
+    old = await cluster.leader(WAIT)
+    majority = [s for s in servers if s is not old]
+    for spec in (job(EVERY_NODE, log, {}), job(ONE_SERVER, log, {"server": "true:1"})):
+        response = await old.request("POST", "/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+
+    # before: every node runs the every-node job
+    start = time.time()
+
+    async def every_node_ran_since(since: float, reader: Node) -> bool:
+        done = Counter(e["node_name"] for e in await runs_since(reader, since))
+        return all(done[name] >= FIRES for name in NAMES)
+
+    await cluster.wait_for(
+        lambda: every_node_ran_since(start, old), timeout=WAIT, what="runs on every node"
+    )
+
+    # the cut
+    await net.isolate(netns_node(net, old))
+    cut = time.time()
+    new = await cluster.leader(WAIT, among=majority)
+    assert new is not old
+    await cluster.wait_for(
+        lambda: stepped_down(old),
+        timeout=WAIT,
+        what=f"the isolated {old.name} to step down",
+    )
+    named = await leader_named_by(old)
+    assert named != old.name, f"{old.name} still names itself leader while isolated"
+    fenced = cut + FENCE_MARGIN
+    majority_names = {s.name for s in majority}
+
+    async def majority_ran_since(since: float) -> bool:
+        done = Counter((e["job_name"], e["node_name"]) for e in await runs_since(new, since))
+        return all(done[(EVERY_NODE, name)] >= FIRES for name in majority_names) and (
+            sum(done[(ONE_SERVER, name)] for name in majority_names) >= FIRES
         )
 
-        # the cut
-        await net.isolate(nodes[old.name])
-        cut = time.time()
-        new = await cluster.leader(WAIT, among=majority)
-        assert new is not old
-        await cluster.wait_for(
-            lambda: stepped_down(old),
-            timeout=WAIT,
-            what=f"the isolated {old.name} to step down",
-        )
-        named = await leader_named_by(old)
-        assert named != old.name, f"{old.name} still names itself leader while isolated"
-        fenced = cut + FENCE_MARGIN
-        majority_names = {s.name for s in majority}
+    await cluster.wait_for(
+        lambda: majority_ran_since(fenced),
+        timeout=WAIT,
+        what="the majority to keep running both jobs under the new leader",
+    )
+    assert await is_leader(old) is False
+    heal = time.time()
+    ran_isolated = [
+        line for line in log_lines(log) if line[0] == old.name and fenced < line[2] < heal
+    ]
+    assert ran_isolated == [], f"the isolated old leader ran {ran_isolated}"
 
-        async def majority_ran_since(since: float) -> bool:
-            done = Counter((e["job_name"], e["node_name"]) for e in await runs_since(new, since))
-            return all(done[(EVERY_NODE, name)] >= FIRES for name in majority_names) and (
-                sum(done[(ONE_SERVER, name)] for name in majority_names) >= FIRES
+    # heal: the old leader follows the new one and runs jobs again
+    await net.heal()
+    assert await cluster.leader(WAIT) is new
+    assert await is_leader(old) is False
+    assert await leader_named_by(old) == new.name
+    peers = await new.get("/v1/raft/peers")
+    assert sorted((p["id"], p["voter"]) for p in peers) == [(n, True) for n in NAMES]
+
+    healed = time.time()
+    await cluster.wait_for(
+        lambda: ran_on(new, old.name, healed),
+        timeout=WAIT,
+        what=f"{old.name} to run jobs again after healing",
+    )
+
+    # settle: stop the jobs, wait for the last runs to be recorded finished
+    for name in JOBS:
+        response = await new.request("POST", f"/v1/jobs/{name}/toggle")
+        assert response.status_code == 200, response.text
+
+    async def nothing_running() -> bool:
+        for name in JOBS:
+            if any(e["status"] == "running" for e in await history(new, name)):
+                return False
+        return True
+
+    await cluster.wait_for(nothing_running, timeout=WAIT, what="the last runs to finish")
+
+    # every server's history: the same, no duplicate (job, scheduled_at, node)
+    views: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for server in servers:
+        views[server.name] = {name: await history(server, name) for name in JOBS}
+    for holder, view in views.items():
+        for name, executions in view.items():
+            keys = Counter((name, e["scheduled_at"], e["node_name"]) for e in executions)
+            duplicates = {key: n for key, n in keys.items() if n > 1}
+            assert duplicates == {}, f"{holder} shows duplicate runs {duplicates}"
+    reference = views[new.name]
+    for holder, view in views.items():
+        for name in JOBS:
+            mine = sorted((e["id"], e["status"]) for e in view[name])
+            theirs = sorted((e["id"], e["status"]) for e in reference[name])
+            assert mine == theirs, f"{holder} and {new.name} differ on {name}"
+
+    # what really ran: at most one run per record, and every success did run
+    lines = Counter((node, name) for node, name, _ in log_lines(log))
+    for name in JOBS:
+        for node in NAMES:
+            records = [e for e in reference[name] if e["node_name"] == node]
+            successes = sum(e["success"] for e in records)
+            assert successes <= lines[(node, name)] <= len(records), (
+                f"{name} on {node}: {lines[(node, name)]} runs in the log, "
+                f"{len(records)} records of which {successes} succeeded"
             )
 
-        await cluster.wait_for(
-            lambda: majority_ran_since(fenced),
-            timeout=WAIT,
-            what="the majority to keep running both jobs under the new leader",
+
+PINNED = "partition-pinned"  # runs on the cut-off node only, stopped while it is cut off
+PROBE = "partition-probe"  # runs on the cut-off node only, throughout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a runner accepts a dispatch however late it arrives, so a frame "
+    "held in TCP's send buffer during a partition runs after the leader recorded the run "
+    "failed; fix: a dispatch deadline the runner enforces (see the test's docstring)",
+)
+async def test_a_run_recorded_failed_while_its_node_was_cut_off_never_runs_afterwards(
+    tmp_path: Path,
+) -> None:
+    """The leader dispatches to a follower it cannot reach (gossip still has it alive):
+    each call times out (no reply within DISPATCH_TIMEOUT), the "what do you run?" query
+    fails too, and the run is recorded failed ("could not reach node ..."). But the
+    dispatch frames were written to the established connection: they wait in TCP's send
+    buffer, reach the node when the partition heals, seconds later, and the node runs
+    every one of them (its term is still current, nothing says they expired). Each run
+    recorded failed has then run anyway, unrecorded; with ``retries`` it runs twice.
+
+    Proposed fix (trickle/engine/dispatch.py and the leader's dispatch in _engine.py): a
+    dispatch carries an expiry (the leader's clock + DISPATCH_TIMEOUT); the runner refuses
+    one that arrives after it ("dispatch expired"), and the leader records an unknown
+    outcome failed only once the expiry plus the allowed clock skew has passed, so the
+    node can no longer start it. (Closing the connection abortively on RpcTimeout, or a
+    TCP_USER_TIMEOUT, would drop frames still in the sender's buffer, but not those
+    already in a paused receiver's buffer: the deadline covers both.)"""
+    log = tmp_path / "runs.log"
+    with trio.fail_after(TEST_TIMEOUT):
+        async with servers_in_namespaces(tmp_path) as (net, cluster):
+            await _late_dispatch(net, cluster, log)
+
+
+async def _late_dispatch(net: NetnsNetwork, cluster: Cluster, log: Path) -> None:
+    servers = cluster.servers()
+    leader = await cluster.leader(WAIT)
+    cut_off = next(s for s in servers if s is not leader)
+    for name in (PINNED, PROBE):
+        spec = job(name, log, {"node": cut_off.name})
+        response = await leader.request("POST", "/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+
+    async def ran(name: str, since: float) -> bool:
+        return any(
+            e["success"] and e["node_name"] == cut_off.name and when(e["scheduled_at"]) > since
+            for e in await history(leader, name)
         )
-        assert await is_leader(old) is False
-        heal = time.time()
-        ran_isolated = [
-            line for line in log_lines(log) if line[0] == old.name and fenced < line[2] < heal
+
+    start = time.time()
+    await cluster.wait_for(lambda: ran(PINNED, start), timeout=WAIT, what="a pinned run")
+    await net.isolate(netns_node(net, cut_off))
+    cut = time.time()
+
+    async def failed_after_cut() -> list[dict[str, Any]] | None:
+        failed = [
+            e
+            for e in await history(leader, PINNED)
+            if e["status"] == "failed" and when(e["scheduled_at"]) > cut + 0.5
         ]
-        assert ran_isolated == [], f"the isolated old leader ran {ran_isolated}"
+        return failed if len(failed) >= 2 else None
 
-        # heal: the old leader follows the new one and runs jobs again
-        await net.heal()
-        assert await cluster.leader(WAIT) is new
-        assert await is_leader(old) is False
-        assert await leader_named_by(old) == new.name
-        peers = await new.get("/v1/raft/peers")
-        assert sorted((p["id"], p["voter"]) for p in peers) == [(n, True) for n in NAMES]
-
-        healed = time.time()
-        await cluster.wait_for(
-            lambda: ran_on(new, old.name, healed),
-            timeout=WAIT,
-            what=f"{old.name} to run jobs again after healing",
-        )
-
-        # settle: stop the jobs, wait for the last runs to be recorded finished
-        for name in JOBS:
-            response = await new.request("POST", f"/v1/jobs/{name}/toggle")
-            assert response.status_code == 200, response.text
-
-        async def nothing_running() -> bool:
-            for name in JOBS:
-                if any(e["status"] == "running" for e in await history(new, name)):
-                    return False
-            return True
-
-        await cluster.wait_for(nothing_running, timeout=WAIT, what="the last runs to finish")
-
-        # every server's history: the same, no duplicate (job, scheduled_at, node)
-        views: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for server in servers:
-            views[server.name] = {name: await history(server, name) for name in JOBS}
-        for holder, view in views.items():
-            for name, executions in view.items():
-                keys = Counter((name, e["scheduled_at"], e["node_name"]) for e in executions)
-                duplicates = {key: n for key, n in keys.items() if n > 1}
-                assert duplicates == {}, f"{holder} shows duplicate runs {duplicates}"
-        reference = views[new.name]
-        for holder, view in views.items():
-            for name in JOBS:
-                mine = sorted((e["id"], e["status"]) for e in view[name])
-                theirs = sorted((e["id"], e["status"]) for e in reference[name])
-                assert mine == theirs, f"{holder} and {new.name} differ on {name}"
-
-        # what really ran: at most one run per record, and every success did run
-        lines = Counter((node, name) for node, name, _ in log_lines(log))
-        for name in JOBS:
-            for node in NAMES:
-                records = [e for e in reference[name] if e["node_name"] == node]
-                successes = sum(e["success"] for e in records)
-                assert successes <= lines[(node, name)] <= len(records), (
-                    f"{name} on {node}: {lines[(node, name)]} runs in the log, "
-                    f"{len(records)} records of which {successes} succeeded"
-                )
+    failed = await cluster.wait_for(
+        failed_after_cut, timeout=WAIT, what="runs on the cut-off node recorded failed"
+    )
+    response = await leader.request("POST", f"/v1/jobs/{PINNED}/toggle")
+    assert response.status_code == 200 and response.json()["disabled"], response.text
+    await net.heal()
+    heal = time.time()
+    # the probe's first run after healing went over the same TCP connection,
+    # after whatever the leader had sent while the node was cut off
+    await cluster.wait_for(lambda: ran(PROBE, heal), timeout=WAIT, what="a probe run after healing")
+    late = [
+        round(at - cut, 2)
+        for node, name, at in log_lines(log)
+        if node == cut_off.name and name == PINNED and at > cut + FENCE_MARGIN
+    ]
+    recorded = [
+        (round(when(e["scheduled_at"]) - cut, 2), e.get("output", "").strip()) for e in failed
+    ]
+    assert late == [], (
+        f"{cut_off.name} ran {PINNED} at {late} s after the cut (healed at "
+        f"{heal - cut:.2f} s), though the leader recorded those runs failed: {recorded}"
+    )
