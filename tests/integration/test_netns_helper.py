@@ -244,3 +244,18 @@ async def test_an_error_in_the_http_transport_block_comes_out_as_raised(net: Net
     with pytest.raises(KeyError, match="raised in the block"):
         async with net.open_http_transport():
             raise KeyError("raised in the block")
+
+
+async def test_require_netns_skips_with_the_reason_but_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reason = await netns_unavailable_reason(ip="/nonexistent/ip")
+    assert reason is not None
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        await require_netns(ip="/nonexistent/ip")
+    assert str(skipped.value) == reason
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        await require_netns(ip="/nonexistent/ip")
+    assert str(failed.value) == f"CI=true and {reason}"
