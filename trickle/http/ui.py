@@ -4,7 +4,7 @@ The UI is hand-written HTML, CSS and JavaScript modules committed in the package
 built at install time and nothing is fetched from the network, so it works offline. It is a
 single page with hash routes (``/ui/#/jobs``) that reads the REST API and the live feed.
 
-``register_ui(app)`` adds the routes: ``GET /ui`` redirects to ``/ui/`` (relative asset URLs
+``register_ui(app)`` serves them: ``GET /ui`` redirects to ``/ui/`` (relative asset URLs
 need the slash), ``GET /ui/`` answers ``index.html``, ``GET /ui/<path>`` a file below
 ``trickle/ui/``. Files are sent with their content type, an ``ETag`` and ``Cache-Control:
 no-cache`` (the names carry no content hash, so a browser revalidates, and gets ``304`` when
@@ -116,33 +116,29 @@ def _send(asset: _Asset) -> Response:
 
 
 def register_ui(app: QuartTrio, root: Path = UI_DIR) -> None:
-    """Serve the UI folder ``root`` at ``/ui/`` on ``app`` (a server's API app)."""
+    """Serve the UI folder ``root`` at ``/ui/`` on ``app`` (a server's API app).
+
+    The UI is served from a ``before_request`` hook rather than URL rules: it is no part of
+    the API, so the API's routes (and the OpenAPI document that describes exactly them)
+    stay the API's. Methods other than GET and HEAD under ``/ui`` fall through to the app's
+    routing, which answers 404.
+    """
     files = UiFiles(root)
 
-    async def ui_index() -> Response:
-        # strict_slashes is off app-wide, so /ui and /ui/ both land here: redirect the
-        # slashless form, or the page's relative asset URLs would resolve against /.
-        if not request.path.endswith("/"):
+    @app.before_request
+    async def _serve_ui() -> Response | None:
+        path = request.path
+        if request.method not in ("GET", "HEAD"):
+            return None
+        if path == UI_PREFIX:
+            # relative asset URLs need the slash: they would resolve against / without it
             query = request.query_string.decode("latin-1")
-            return Response(
-                "",
-                status=308,
-                headers={"Location": UI_PREFIX + "/" + ("?" + query if query else "")},
-            )
-        asset = files.find("index.html")
+            location = UI_PREFIX + "/" + ("?" + query if query else "")
+            return Response("", status=308, headers={"Location": location})
+        if not path.startswith(UI_PREFIX + "/"):
+            return None
+        relative = path[len(UI_PREFIX) + 1 :] or "index.html"
+        asset = files.find(relative)
         if asset is None:
             raise NotFound()
         return _send(asset)
-
-    async def ui_file(path: str) -> Response:
-        asset = files.find(path)
-        if asset is None:
-            raise NotFound()
-        return _send(asset)
-
-    app.add_url_rule(
-        UI_PREFIX + "/", endpoint="ui_index", view_func=ui_index, methods=("GET", "HEAD")
-    )
-    app.add_url_rule(
-        UI_PREFIX + "/<path:path>", endpoint="ui_file", view_func=ui_file, methods=("GET", "HEAD")
-    )
