@@ -259,3 +259,10 @@ async def test_require_netns_skips_with_the_reason_but_fails_under_ci(
     with pytest.raises(pytest.fail.Exception) as failed:
         await require_netns(ip="/nonexistent/ip")
     assert str(failed.value) == f"CI=true and {reason}"
+
+
+async def test_not_being_root_is_named_as_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    reason = await netns_unavailable_reason()
+    assert reason is not None
+    assert "need root" in reason or "need Linux" in reason
