@@ -10,6 +10,7 @@ screenshot under its pytest tmp dir and prints the path.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+UI_BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "_feed_ui.py"
 TIMEOUT_MS = 15_000  # any single wait in the browser
 COUNTER = "for i in 1 2 3; do echo $i; sleep 1; done"  # prints 1, 2, 3 a second apart
 
@@ -349,6 +351,12 @@ def _dashboard_and_members(page: Any, base: str) -> dict[str, Any]:
     found["member_leader_badge"] = row.locator(".badge-leader").inner_text()
     found["member_status"] = row.locator(".badge-member-alive").inner_text()
     found["member_tags"] = row.locator(".tag").all_inner_texts()
+    # output is text, never HTML
+    page.goto(base + "/ui/#/jobs/ok")
+    _ready(page, "job")
+    page.locator("tr.exec").get_by_role("button", name="Show").click()
+    found["output"] = page.locator("tr.exec-detail pre").text_content()
+    found["injected"] = page.locator("#injected").count()
     return found
 
 
@@ -356,7 +364,11 @@ def _dashboard_and_members(page: Any, base: str) -> dict[str, Any]:
 async def test_the_dashboard_and_members_pages_render(browser_ready, served, tmp_path):
     url, engine = served
     async with httpx.AsyncClient(base_url=url) as client:
-        for name, command in (("ok", "true"), ("bad", "false"), ("idle", "true")):
+        for name, command in (
+            ("ok", "echo '<b id=injected>bold</b>'"),
+            ("bad", "false"),
+            ("idle", "true"),
+        ):
             await client.post(
                 "/v1/jobs",
                 json={
@@ -384,6 +396,8 @@ async def test_the_dashboard_and_members_pages_render(browser_ready, served, tmp
     assert found["member_leader_badge"] == "leader"
     assert found["member_status"] == "alive"
     assert "server=true" in found["member_tags"]
+    assert found["output"] == "<b id=injected>bold</b>\n"
+    assert found["injected"] == 0
 
 
 def _fits_a_phone(page: Any, base: str) -> dict[str, int]:
@@ -419,3 +433,17 @@ async def test_every_page_fits_a_375_pixel_wide_screen(browser_ready, served, tm
         )
     widths = await in_browser(_fits_a_phone, url, tmp_path, width=375)
     assert all(w <= 375 for w in widths.values()), widths
+
+
+@pytest.mark.browser
+async def test_the_ui_benchmark_measures_both_page_loads(browser_ready, served):
+    url, _ = served
+    spec = importlib.util.spec_from_file_location("_feed_ui", UI_BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = await trio.to_thread.run_sync(functools.partial(module.measure_ui, url, runs=1))
+    for key in ("ui_first_load_ms", "ui_jobs_page_ms_10k", "ui_jobs_page_nav_ms_10k"):
+        assert result[key] > 0, result
+    assert result["ui_jobs_total"] == 0
+    json.dumps(result)
