@@ -574,10 +574,21 @@ def history_limit(args: argparse.Namespace) -> int:
     return math.ceil(max(args.rss_executions) / args.rss_jobs) + 1000
 
 
+def idle_cpu(cluster: Cluster, seconds: float) -> dict[str, float]:
+    """Each server's CPU (% of one core) over ``seconds`` with no job: gossip, Raft
+    heartbeats, the benchmark's own polling."""
+    cpu0 = cluster.cpu_s()
+    time.sleep(seconds)
+    cpu1 = cluster.cpu_s()
+    return {n: round(100 * (cpu1[n] - cpu0[n]) / seconds, 1) for n in cpu1}
+
+
 def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     with clusters.get("ramp") as cluster:
+        idle = idle_cpu(cluster, args.window)
+        _log(f"ramp: idle cluster CPU {idle}")
         have = 0
         for rate in args.rates:
             jobs = [noop_job(f"r{i:05d}") for i in range(have, rate)]
@@ -586,13 +597,18 @@ def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
             _log(f"ramp: {rate} jobs ({len(jobs)} added in {seconds:.1f} s)")
             for attempt in range(1 + args.retries):
                 step = measure_step(cluster, rate, args)
+                busy = step["cpu_pct_nodes_total"] - sum(idle.values())
+                step["cpu_ms_per_run"] = (
+                    round(10 * busy / step["runs_per_s"], 2) if step["runs_per_s"] else None
+                )
                 step["attempt"] = attempt + 1
                 steps.append(step)
                 _log(
                     f"ramp: {rate}/s: {step['runs_per_s']} runs/s, p50 "
                     f"{step['lateness_ms_p50']} ms, p99 {step['lateness_ms_p99']} ms, "
                     f"{step['raft_entries_per_run']} entries/run, nodes CPU "
-                    f"{step['cpu_pct_nodes_total']}%, others {step['others_cpu_pct']}% "
+                    f"{step['cpu_pct_nodes_total']}% ({step['cpu_ms_per_run']} ms/run above "
+                    f"idle), others {step['others_cpu_pct']}% "
                     f"-> {'held' if step['held'] else 'NOT held'}"
                 )
                 if step["held"]:
@@ -605,6 +621,7 @@ def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
         "fires_per_s_at_p99_50ms": best["runs_per_s"] if best else 0,
         "raft_entries_per_run": entries[0]["raft_entries_per_run"] if entries else None,
         "ramp": {
+            "idle_cpu_pct_by_node": idle,
             "steps": steps,
             "highest_rate_held": best["rate"] if best else None,
             "first_rate_not_held": None if steps[-1]["held"] else steps[-1]["rate"],
