@@ -5,6 +5,18 @@ import * as api from "../api.js";
 import { announce, debounce, fill, formatLocal, h, parseTime, ready, setTitle } from "../dom.js";
 
 const JSON_FIELDS = ["executor_config", "tags", "metadata", "processors"];
+// fields the form has a control for
+const FORM_FIELDS = new Set([
+  "name", "displayname", "schedule", "timezone", "owner", "owner_email", "disabled", "ephemeral",
+  "concurrency", "executor", "executor_config", "parent_job", "starts_at", "expires_at", "retries",
+  "retry_interval", "catchup_window", "processors", "tags", "metadata",
+]);
+// fields the server keeps itself (counts, outcomes, times): sent back as read, never edited
+const READ_ONLY = new Set([
+  "id", "success_count", "error_count", "last_success", "last_error", "status", "next",
+  "missed_count", "skipped_count", "last_skipped", "last_skip_reason", "created_at",
+  "updated_at", "dependent_jobs",
+]);
 const PREVIEW_COUNT = 5;
 
 const pad = (n) => String(n).padStart(2, "0");
@@ -29,6 +41,15 @@ function zones() {
   } catch {
     return ["UTC", "Europe/London", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
   }
+}
+
+/** The job's fields that the form has no control for and the server does not keep. */
+function extraFields(job) {
+  const out = {};
+  for (const [key, value] of Object.entries(job || {})) {
+    if (!FORM_FIELDS.has(key) && !READ_ONLY.has(key)) out[key] = value;
+  }
+  return out;
 }
 
 export async function render(main, ctx) {
@@ -125,6 +146,7 @@ export async function render(main, ctx) {
       h("legend", {}, "Placement and labels"),
       control("tags", "Tags (JSON object)", json(j.tags), 'Nodes to run on: {"role": "web:2"} runs on 2 nodes tagged role=web.'),
       control("metadata", "Metadata (JSON object)", json(j.metadata), "Free labels, searchable with metadata[key]=value."),
+      control("extra", "Other fields (JSON object)", json(extraFields(j)), "Fields of the job this form has no control for, as the API names them."),
     ),
   ];
 
@@ -150,7 +172,8 @@ export async function render(main, ctx) {
   }
 
   function showError(fieldName, message, { focus = true } = {}) {
-    const key = (fieldName || "").split(/[.[]/)[0];
+    let key = (fieldName || "").split(/[.[]/)[0];
+    if (key && !errors[key] && !READ_ONLY.has(key) && !FORM_FIELDS.has(key)) key = "extra";
     if (key && errors[key]) {
       errors[key].textContent = message;
       errors[key].hidden = false;
@@ -228,7 +251,10 @@ export async function render(main, ctx) {
   inputs.parent_job.addEventListener("input", suggestParents);
 
   function body() {
+    // an edit sends the whole job back (as Dkron's UI does), so a field the form does not
+    // know is kept rather than reset by the full replace
     const out = {
+      ...(job || {}),
       name: inputs.name.value.trim(),
       displayname: inputs.displayname.value,
       schedule: inputs.schedule.value.trim(),
@@ -251,8 +277,9 @@ export async function render(main, ctx) {
     for (const key of ["retry_interval", "catchup_window"]) {
       const v = inputs[key].value.trim();
       if (v) out[key] = v;
+      else delete out[key]; // the default
     }
-    for (const key of JSON_FIELDS) {
+    for (const key of [...JSON_FIELDS, "extra"]) {
       const raw = inputs[key].value.trim();
       if (!raw) {
         out[key] = {};
@@ -266,6 +293,15 @@ export async function render(main, ctx) {
       }
       if (!value || typeof value !== "object" || Array.isArray(value)) {
         throw Object.assign(new Error("expected a JSON object ({...})"), { field: key });
+      }
+      out[key] = value;
+    }
+    const extra = out.extra;
+    delete out.extra;
+    for (const key of Object.keys(extraFields(job))) delete out[key];
+    for (const [key, value] of Object.entries(extra)) {
+      if (FORM_FIELDS.has(key) || READ_ONLY.has(key)) {
+        throw Object.assign(new Error(`“${key}” has its own control (or is the server's): remove it here`), { field: "extra" });
       }
       out[key] = value;
     }
