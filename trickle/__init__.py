@@ -15,7 +15,7 @@ _EXPORTS = {
     "Engine": "trickle.engine._engine",
     "EngineStatistics": "trickle.engine._engine",
     "JobQuery": "trickle.engine._engine",
-    "NoTargetNodes": "trickle.engine._engine",
+    "NoTargetNodes": "trickle.engine.scheduler",
     "EngineConfig": "trickle.engine.config",
     "Event": "trickle.engine.events",
     "EventKind": "trickle.engine.events",
@@ -33,7 +33,9 @@ _EXPORTS = {
     "JobStatus": "trickle.engine.model",
     "Member": "trickle.engine.model",
     "Trigger": "trickle.engine.model",
+    "ClusterAtCapacity": "trickle.errors",
     "ConcurrencyForbidden": "trickle.errors",
+    "ConcurrencyLimitReached": "trickle.errors",
     "Conflict": "trickle.errors",
     "EngineClosed": "trickle.errors",
     "ExecutionNotFound": "trickle.errors",
@@ -51,8 +53,10 @@ _EXPORTS = {
 
 __all__ = [
     "BusyExecution",
+    "ClusterAtCapacity",
     "Concurrency",
     "ConcurrencyForbidden",
+    "ConcurrencyLimitReached",
     "Conflict",
     "DayStats",
     "Engine",
@@ -103,7 +107,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from trickle.engine._engine import Engine, EngineStatistics, JobQuery, NoTargetNodes
+    from trickle.engine._engine import Engine, EngineStatistics, JobQuery
     from trickle.engine.config import EngineConfig
     from trickle.engine.events import Event, EventKind, Subscription
     from trickle.engine.executors.base import (
@@ -123,8 +127,11 @@ if TYPE_CHECKING:
         Member,
         Trigger,
     )
+    from trickle.engine.scheduler import NoTargetNodes
     from trickle.errors import (
+        ClusterAtCapacity,
         ConcurrencyForbidden,
+        ConcurrencyLimitReached,
         Conflict,
         EngineClosed,
         ExecutionNotFound,

@@ -88,6 +88,16 @@ class ConcurrencyForbidden(Conflict):
         super().__init__(f"job {name} has concurrency forbid and is already running")
 
 
+class ConcurrencyLimitReached(Conflict):
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(f"job {name} already has {limit} runs running, its concurrency_limit")
+
+
+class ClusterAtCapacity(Conflict):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the cluster already runs {cap} executions, its max_running")
+
+
 class JobDisabled(Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(f"job {name} is disabled")

@@ -335,3 +335,59 @@ async def test_an_engine_stopped_by_an_outer_cancel_scope_exits_quietly(autojump
             scope.cancel()
             await trio.sleep_forever()
     assert scope.cancelled_caught and not engine.running
+
+
+async def test_concurrency_limit_caps_runs_of_a_job_and_records_the_fires_beyond_it(
+    autojump_clock,
+):
+    from trickle import ConcurrencyLimitReached
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    gate = trio.Event()
+
+    async def blocked(ctx: ExecutionContext) -> None:
+        await gate.wait()
+
+    async with make_engine(start) as engine:
+        engine.register_executor("blocked", blocked)
+        await engine.put_job(
+            Job(name="c", schedule="@every 10s", executor="blocked", concurrency_limit=2)
+        )
+        await engine.put_job(Job(name="m", schedule="@manually", executor="blocked"))
+        with engine.subscribe(kinds=[EventKind.FIRE_SKIPPED, EventKind.EXECUTION_STARTED]) as sub:
+            kinds = [(await sub.receive()).kind for _ in range(3)]
+        assert kinds == [
+            EventKind.EXECUTION_STARTED,
+            EventKind.EXECUTION_STARTED,
+            EventKind.FIRE_SKIPPED,
+        ]
+        job = await engine.get_job("c")
+        assert job.skipped_count == 1
+        assert job.last_skip_reason.startswith("concurrency limit: 2 runs of the job")
+        with pytest.raises(ConcurrencyLimitReached):
+            await engine.run_job("c")
+        await engine.run_job("m")  # another job is not limited by it
+        gate.set()
+
+
+async def test_the_cluster_cap_skips_fires_of_every_job_beyond_it(autojump_clock):
+    from trickle import ClusterAtCapacity
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    gate = trio.Event()
+
+    async def blocked(ctx: ExecutionContext) -> None:
+        await gate.wait()
+
+    async with make_engine(start, cluster_max_running=1) as engine:
+        engine.register_executor("blocked", blocked)
+        await engine.put_job(Job(name="a", schedule="@every 10s", executor="blocked"))
+        await engine.put_job(Job(name="m", schedule="@manually", executor="blocked"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
+            await sub.receive()
+        with pytest.raises(ClusterAtCapacity):
+            await engine.run_job("m")
+        with engine.subscribe(kinds=[EventKind.FIRE_SKIPPED]) as sub:
+            event = await sub.receive()
+        assert event.data["reason"].startswith("cluster at capacity: 1 runs are running")
+        gate.set()

@@ -369,3 +369,10 @@ def test_example_config_file_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "trickle.toml"
     settings = resolve({"config": str(example)}, {})
     assert settings.engine.server is True
+
+
+def test_cluster_max_running_comes_from_the_environment_and_refuses_a_negative() -> None:
+    settings = resolve({}, {"TRICKLE_CLUSTER_MAX_RUNNING": "12"})
+    assert settings.engine.cluster_max_running == 12
+    with pytest.raises(ConfigError, match="cluster-max-running"):
+        resolve({"cluster-max-running": "-1"}, {})

@@ -98,6 +98,7 @@ _FLAG_SETTINGS = {
     "datacenter": "datacenter",
     "log_level": "log-level",
     "max_concurrent": "max-concurrent",
+    "cluster_max_running": "cluster-max-running",
     "executor_limits": "executor-limits",
     "history_limit": "history-limit",
     "output_limit": "output-limit",
@@ -181,6 +182,13 @@ class StartupError(Exception):
     metavar="N",
     help="Executions running at once on this node; more wait in a queue "
     "(0: unlimited).  [default: 0; env: TRICKLE_MAX_CONCURRENT]",
+)
+@click.option(
+    "--cluster-max-running",
+    metavar="N",
+    help="Executions running at once across the cluster, all jobs; fires beyond it are "
+    "recorded skipped (0: no cap; the leader's value applies).  "
+    "[default: 0; env: TRICKLE_CLUSTER_MAX_RUNNING]",
 )
 @click.option(
     "--executor-limit",

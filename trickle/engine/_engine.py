@@ -43,7 +43,6 @@ from trickle.engine.membership import (
 from trickle.engine.metrics import EngineMetrics
 from trickle.engine.model import (
     BusyExecution,
-    Concurrency,
     DayStats,
     Execution,
     ExecutionId,
@@ -51,21 +50,16 @@ from trickle.engine.model import (
     Member,
     RaftPeer,
     Trigger,
-    execution_id,
-    group_id,
 )
-from trickle.engine.planner import Planner
 from trickle.engine.replog import ReplicatedLog, decode_meta
 from trickle.engine.runner import Runner
 from trickle.engine.schedule import parse_schedule, upcoming
+from trickle.engine.scheduler import Decision, NoTargetNodes, Scheduler
 from trickle.engine.store import Store
-from trickle.engine.targets import describe_tags, select_targets
 from trickle.engine.validate import validate_job
 from trickle.errors import (
-    ConcurrencyForbidden,
     EngineClosed,
     ExecutionNotFound,
-    JobDisabled,
     JobNotFound,
     JoinFailed,
     NotAServer,
@@ -114,7 +108,6 @@ MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start so
 # once the earliest is LAUNCH_AHEAD_MIN away, and the dispatcher launches each at its instant.
 LAUNCH_AHEAD_MIN = timedelta(milliseconds=20)
 LAUNCH_AHEAD = timedelta(milliseconds=50)
-MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones at start
 RESTORE_STAGGER = timedelta(milliseconds=1)  # between the anchors of restored jobs
 GOSSIP_PORT = 8946  # Dkron's serf port: gossip's default, reported for nodes without gossip
 DEFAULT_GOSSIP_BIND = "0.0.0.0"  # gossip binds every interface unless gossip_bind says
@@ -158,11 +151,6 @@ class LeaderRefused(TrickleError):
     def __init__(self, message: str, *, http_status: int) -> None:
         super().__init__(message)
         self.http_status = http_status  # type: ignore[misc]
-
-
-class NoTargetNodes(NotFound):
-    def __init__(self, name: str, tags: Mapping[str, str]) -> None:
-        super().__init__(f"no target nodes found to run job {name} (tags {describe_tags(tags)})")
 
 
 @attrs.frozen(kw_only=True)
@@ -239,7 +227,13 @@ class Engine:
         self._metrics = EngineMetrics()
         self._metrics.watch_gossip(self._gossip_statistics)
         self._fsm = StateMachine()
-        self._planner = Planner()
+        self._sched = Scheduler(
+            self._fsm,
+            node_name=self.node_name,
+            region=self.config.region,
+            rng=self._rng,
+            max_running=self.config.cluster_max_running,
+        )
         self._store: Store | None = None
         self._log: ReplicatedLog | None = None
         self._raft: RaftDriver | None = None
@@ -268,17 +262,11 @@ class Engine:
         self._sched_scope: trio.CancelScope | None = None
         self._launching = 0
         self._launch_idle = trio.Event()
-        self._last_start = datetime(1970, 1, 1, tzinfo=UTC)
-        self._issued_ahead: set[datetime] = set()  # start instants given to fires ahead
-        self._issued_heap: list[datetime] = []
         # committed runs waiting for their instant: (at, seq, job name, execution)
         self._ahead: list[tuple[datetime, int, str, Execution]] = []
         self._ahead_seq = 0
         self._dispatch_scope: trio.CancelScope | None = None
         self._dispatch_at: datetime | None = None
-        # forbid fires held back from launching ahead (previous run active): job -> instant
-        self._deferred: dict[str, datetime] = {}
-        self._deferred_heap: list[tuple[datetime, str]] = []
         self._ahead_ids: set[str] = set()  # runs launched ahead, until launched or failed
         self._started_events: dict[str, Event] = {}  # of runs committed ahead, by id
         self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
@@ -1001,9 +989,8 @@ class Engine:
 
     async def _on_restored(self) -> None:
         """The state was replaced by a snapshot: plan every job again."""
-        self._planner = Planner()
-        for job in self._fsm.jobs.values():
-            self._plan(job)
+        self._sched.replan_all()
+        self._wake_scheduler()
 
     async def _abandon_orphans_when_possible(self) -> None:
         """Fail this node's executions left running by its previous life, once a leader
@@ -1213,18 +1200,13 @@ class Engine:
         if not self.is_leader():
             return await self._forward_run(name)
         job = self._job(name)
-        if job.disabled:
-            raise JobDisabled(name)
-        if job.concurrency == Concurrency.FORBID and self._fsm.running_of(name):
-            raise ConcurrencyForbidden(name)
-        targets = self._targets(job)
-        if not targets:
-            raise NoTargetNodes(name, job.tags)
-        now = self.clock.now()
-        gid = group_id(now)
-        runs = [self._new_execution(job, gid, m.name, 1, Trigger.MANUAL, None) for m in targets]
-        results = await self._launch([c.RunStarted(execution=ex) for ex in runs])
-        for ex, applied in zip(runs, results, strict=True):
+        decision = self._sched.manual(job, self.clock.now(), self._target_members())
+        try:
+            results = await self._launch(decision.commands)
+        finally:
+            self._sched.settle(decision.runs)
+        self._log_trimmed(decision)
+        for (_job, ex), applied in zip(decision.runs, results, strict=True):
             if applied.error is not None:
                 raise applied.error
             self._dispatch(job, ex)
@@ -1545,16 +1527,14 @@ class Engine:
             )
         return self._member
 
-    def _targets(self, job: Job) -> list[Member]:
-        """Where a run goes: by the job's tags among the alive members gossip knows in
-        this leader's region (no tags: all of them). Without gossip this server knows no
-        other node to hand runs to, so it runs them itself."""
-        gossip = self._gossip
-        if gossip is None:
-            members = [self._self_member()]
-        else:
-            members = [m for m in self.members() if m.name in self._dispatchable()]
-        return select_targets(job.tags, members, region=self.config.region, rng=self._rng)
+    def _target_members(self) -> list[Member]:
+        """The members a run can go to: the alive members gossip knows (with an RPC
+        address); without gossip this server knows no other node to hand runs to, so it
+        runs them itself."""
+        if self._gossip is None:
+            return [self._self_member()]
+        dispatchable = self._dispatchable()
+        return [m for m in self.members() if m.name in dispatchable]
 
     def _dispatchable(self) -> set[str]:
         """Nodes a run can be handed to: this one, and those with a known RPC address."""
@@ -1564,55 +1544,6 @@ class Engine:
             by_name = not isinstance(self._transport, TcpTransport)  # an injected network
             names.update(m.name for m in gossip.members() if by_name or m.tags.get("rpc_addr"))
         return names
-
-    def _new_execution(
-        self,
-        job: Job,
-        gid: int,
-        node: str,
-        attempt: int,
-        trigger: Trigger,
-        scheduled_at: datetime | None,
-        *,
-        start: datetime | None = None,
-    ) -> Execution:
-        """A new execution record. It starts now, or at ``start`` (a fire launched ahead:
-        its scheduled instant, in the future)."""
-        now = self.clock.now()
-        if start is not None and start > now:
-            now = self._start_ahead(start)
-        else:
-            if now <= self._last_start:  # ids are <start nanos>-<node>: keep them unique
-                now = self._last_start + _MICRO
-            while now in self._issued_ahead:
-                now += _MICRO
-            self._last_start = now
-        return Execution(
-            id=execution_id(now, node),
-            job_name=job.name,
-            node_name=node,
-            group=gid,
-            started_at=now,
-            attempt=attempt,
-            trigger=trigger,
-            scheduled_at=scheduled_at,
-        )
-
-    def _start_ahead(self, at: datetime) -> datetime:
-        """A unique start instant for a fire launched ahead: ``at``, or just after it if
-        another run took that microsecond (runs of one instant are ordered by creation)."""
-        now = self.clock.now()
-        heap = self._issued_heap
-        while heap and heap[0] < now:  # instants in the past can no longer collide
-            self._issued_ahead.discard(heapq.heappop(heap))
-        start = at
-        if start <= self._last_start:  # taken by a run started now (or after, if bumped)
-            start = self._last_start + _MICRO
-        while start in self._issued_ahead:
-            start += _MICRO
-        self._issued_ahead.add(start)
-        heapq.heappush(heap, start)
-        return start
 
     def _dispatch(self, job: Job, execution: Execution) -> None:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
@@ -1657,8 +1588,7 @@ class Engine:
                 if isinstance(effect, c.JobSaved):
                     self._plan(effect.job)
                 elif isinstance(effect, c.JobRemoved):
-                    self._planner.remove(effect.name)
-                    self._deferred.pop(effect.name, None)
+                    self._sched.forget(effect.name)
             if replay:
                 continue
             for event in applied.events:
@@ -1682,12 +1612,13 @@ class Engine:
                 self._react(reaction)
 
     def _plan(self, job: Job) -> None:
-        self._deferred.pop(job.name, None)  # a held-back fire is superseded by the new plan
-        if job.disabled or job.parent_job or not job.schedule or job.next is None:
-            self._planner.remove(job.name)
-            return
-        self._planner.set(job.name, job.next)
-        if self._wake_scope is not None and (self._wake_at is None or job.next < self._wake_at):
+        self._sched.plan(job)
+        if job.next is not None and (self._wake_at is None or job.next < self._wake_at):
+            self._wake_scheduler()
+
+    def _wake_scheduler(self) -> None:
+        """Make the scheduler look at its plan again (it changed)."""
+        if self._wake_scope is not None:
             self._wake_scope.cancel()
 
     def _react(self, reaction: Reaction) -> None:
@@ -1712,15 +1643,12 @@ class Engine:
             job = self._fsm.jobs.get(retry.job_name)
             if job is None or self._draining:
                 return
-            ex = self._new_execution(
-                job,
-                retry.group,
-                retry.node_name,
-                retry.attempt,
-                Trigger.RETRY,
-                retry.scheduled_at,
-            )
-            [applied] = await self._launch([c.RunStarted(execution=ex)])
+            decision = self._sched.retry(retry, self.clock.now())
+            try:
+                [applied] = await self._launch(decision.commands)
+            finally:
+                self._sched.settle(decision.runs)
+            [(job, ex)] = decision.runs
             if applied.error is None:
                 self._dispatch(job, ex)
             else:
@@ -1733,49 +1661,39 @@ class Engine:
     async def _run_dependents(self, due: DependentsDue) -> None:
         if self._draining:
             return
-        commands: list[c.Command] = []
-        runs: list[tuple[Job, Execution]] = []
-        now = self.clock.now()
-        for name in due.children:
-            child = self._fsm.jobs.get(name)
-            if child is None:
-                continue
-            targets = self._targets(child)
-            reason = self._skip_reason(child, now, targets)
-            if reason:
-                self._note_skip(child.name, now, reason)
-                commands.append(
-                    c.FiresSkipped(
-                        job_name=child.name, scheduled_at=now, next=child.next, reason=reason
-                    )
-                )
-                continue
-            gid = group_id(self.clock.now())
-            for member in targets:
-                ex = self._new_execution(child, gid, member.name, 1, Trigger.DEPENDENT, None)
-                commands.append(c.RunStarted(execution=ex))
-                runs.append((child, ex))
-        commands.append(c.DependentsLaunched(group=due.group))
+        decision = self._sched.dependents(due, self.clock.now(), self._target_members())
+        for skip in decision.skipped:
+            self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
+        self._log_trimmed(decision)
         try:
-            results = await self._launch(commands)
+            results = await self._launch(decision.commands)
         except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             return
-        for (child, ex), applied in zip(runs, results[: len(runs)], strict=True):
+        finally:
+            self._sched.settle(decision.runs)
+        started = [
+            applied
+            for command, applied in zip(decision.commands, results, strict=True)
+            if isinstance(command, c.RunStarted)
+        ]
+        for (child, ex), applied in zip(decision.runs, started, strict=True):
             if applied.error is None:
                 self._dispatch(child, ex)
 
     def _note_skip(self, name: str, at: datetime, reason: str) -> None:
+        """Count and log a fire not run (its FiresSkipped record publishes the event)."""
         self._counts["skipped"] += 1
         self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
-        self._publish(
-            Event(
-                kind=EventKind.FIRE_SKIPPED,
-                at=at,
-                job_name=name,
-                data={"scheduled_at": at.isoformat(), "reason": reason},
-            )
-        )
         logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
+
+    def _note_missed(self, records: list[c.FiresMissed]) -> None:
+        for record in records:
+            self._counts["missed"] += record.count
+            self._metrics.fires_missed.inc(record.count)
+
+    def _log_trimmed(self, decision: Decision) -> None:
+        for note in decision.trimmed:
+            logger.info("%s", note)
 
     # -- internals: runner callbacks ------------------------------------------------------------
     def _on_output(self, execution: Execution, chunk: str) -> None:
@@ -1823,19 +1741,6 @@ class Engine:
             logger.warning("result of %s refused: %s", finished.execution_id, applied.error.message)
 
     # -- internals: scheduling ----------------------------------------------------------------
-    def _skip_reason(self, job: Job, at: datetime, targets: list[Member]) -> str:
-        if job.disabled:
-            return "disabled"
-        if job.starts_at is not None and at < job.starts_at:
-            return f"before starts_at {job.starts_at.isoformat()}"
-        if job.expires_at is not None and at > job.expires_at:
-            return f"expired at {job.expires_at.isoformat()}"
-        if job.concurrency == Concurrency.FORBID and self._fsm.running_of(job.name):
-            return "forbid: the previous run is still active"
-        if not targets:
-            return f"no target nodes: no alive member matches tags {describe_tags(job.tags)}"
-        return ""
-
     async def _abandon_orphans(self) -> None:
         """Executions this node ran when it stopped are failed, never left running."""
         assert self._runner is not None
@@ -1860,69 +1765,20 @@ class Engine:
     async def _plan_all_and_catch_up(self) -> None:
         """Plan every job; fires that fell while no scheduler ran are run once, late, if
         still inside the job's catch-up window, and recorded as missed otherwise."""
-        now = self.clock.now()
-        commands: list[c.Command] = []
-        catchups: list[tuple[str, datetime]] = []
-        for job in list(self._fsm.jobs.values()):
-            if job.disabled or job.parent_job or not job.schedule:
-                continue
-            if self._fsm.schedule_of(job) is None:
-                logger.warning(
-                    "job %s has a schedule this version cannot parse (%r): it will not fire "
-                    "until it is updated",
-                    job.name,
-                    job.schedule,
-                )
-                continue
-            if job.next is None:  # exhausted or expired: nothing to plan
-                continue
-            if job.next > now:
-                self._plan(job)
-                continue
-            missed: list[datetime] = []
-            fire: datetime | None = job.next
-            while fire is not None and fire <= now and len(missed) < MAX_MISSED_SCAN:
-                missed.append(fire)
-                fire = self._fsm.next_fire(job, fire)
-            window_start = now - timedelta(seconds=job.catchup_window)
-            late = [f for f in missed if f >= window_start] if job.catchup_window > 0 else []
-            nxt = self._fsm.next_fire(job, now)
-            lost = missed[: len(missed) - 1] if late else missed
-            if lost:
-                more = "+" if len(missed) >= MAX_MISSED_SCAN else ""
-                reason = f"no scheduler was running{more}; " + (
-                    f"one catch-up run covers the latest at {late[-1].isoformat()}"
-                    if late
-                    else f"outside the catch-up window of {int(job.catchup_window)}s"
-                )
-                commands.append(
-                    self._fires_missed(job, lost, nxt if not late else job.next, now, reason)
-                )
-            if late:
-                catchups.append((job.name, late[-1]))
-        if commands:
-            await self._propose(commands)
-        if catchups:
-            self._metrics.catchup_runs.inc(len(catchups))
-            await self._fire([(name, at) for name, at in catchups], catchup=True)
-
-    def _fires_missed(
-        self, job: Job, fires: list[datetime], nxt: datetime | None, now: datetime, reason: str
-    ) -> c.FiresMissed:
-        """The command recording ``fires`` of ``job`` as missed, counted in the metrics."""
-        self._counts["missed"] += len(fires)
-        self._metrics.fires_missed.inc(len(fires))
-        return c.FiresMissed(
-            job_name=job.name,
-            execution_id=self._new_execution(job, 0, self.node_name, 1, Trigger.SCHEDULE, None).id,
-            first=fires[0],
-            last=fires[-1],
-            count=len(fires),
-            next=nxt,
-            recorded_at=now,
-            node_name=self.node_name,
-            reason=reason,
-        )
+        catch_up = self._sched.catch_up(self.clock.now())
+        for job in catch_up.unparsable:
+            logger.warning(
+                "job %s has a schedule this version cannot parse (%r): it will not fire "
+                "until it is updated",
+                job.name,
+                job.schedule,
+            )
+        self._note_missed(catch_up.missed)
+        if catch_up.commands:
+            await self._propose(catch_up.commands)
+        if catch_up.fires:
+            self._metrics.catchup_runs.inc(len(catch_up.fires))
+            await self._fire(catch_up.fires, catchup=True)
 
     async def _schedule_loop(self) -> None:
         assert self._sched_scope is not None
@@ -1936,11 +1792,8 @@ class Engine:
         is due), commit the intents of the fires due within LAUNCH_AHEAD, and hand them to
         the dispatcher, which launches each at its scheduled instant."""
         while True:
-            fire_at = self._planner.next_wakeup()
-            wake = None if fire_at is None else fire_at - LAUNCH_AHEAD_MIN
-            if self._deferred_heap and (wake is None or self._deferred_heap[0][0] < wake):
-                wake = self._deferred_heap[0][0]
-            self._wake_at = fire_at
+            self._wake_at = self._sched.planner.next_wakeup()
+            wake = self._sched.next_wakeup(lead=LAUNCH_AHEAD_MIN)
             with trio.CancelScope() as scope:
                 self._wake_scope = scope
                 if wake is None:
@@ -1948,29 +1801,9 @@ class Engine:
                 else:
                     await self.clock.sleep_until(wake)
             self._wake_scope = None
-            now = self.clock.now()
-            held = self._deferred_due(now)
-            due = self._planner.due(now + LAUNCH_AHEAD, limit=MAX_FIRES_PER_BATCH)
-            if held or due:
-                await self._fire(held + due)
-
-    def _deferred_due(self, now: datetime) -> list[tuple[str, datetime]]:
-        """Held-back fires whose instant has come, if their job was not re-planned since."""
-        out: list[tuple[str, datetime]] = []
-        heap = self._deferred_heap
-        while heap and heap[0][0] <= now:
-            at, name = heapq.heappop(heap)
-            if self._deferred.get(name) == at:
-                del self._deferred[name]
-                out.append((name, at))
-        return out
-
-    def _defer(self, name: str, at: datetime) -> None:
-        """Decide the fire of ``name`` at ``at`` at its instant, not ahead."""
-        self._deferred[name] = at
-        heapq.heappush(self._deferred_heap, (at, name))
-        if self._wake_scope is not None:
-            self._wake_scope.cancel()
+            due = self._sched.due(self.clock.now(), ahead=LAUNCH_AHEAD, limit=MAX_FIRES_PER_BATCH)
+            if due:
+                await self._fire(due)
 
     async def _dispatch_forever(self) -> None:
         """Launch committed runs at their scheduled instants (all those due at once)."""
@@ -2059,70 +1892,37 @@ class Engine:
 
     async def _fire(self, due: list[tuple[str, datetime]], *, catchup: bool = False) -> None:
         """Launch fires: one batch of commands; each run is dispatched once committed, at
-        its scheduled instant if that is still ahead (launch ahead), else at once.
-
-        A ``forbid`` job whose previous run is active is not decided ahead: its fire is
-        held back and decided at its instant, as the previous run may end meanwhile.
-        """
+        its scheduled instant if that is still ahead (launch ahead), else at once."""
         now = self.clock.now()
-        commands: list[c.Command] = []
-        runs: list[tuple[Job, Execution]] = []
-        for name, at in due:
-            job = self._fsm.jobs.get(name)
-            if job is None:
-                continue
-            if (
-                at > now
-                and job.concurrency == Concurrency.FORBID
-                and self._fsm.running_of(job.name)
-            ):
-                self._defer(name, at)
-                continue
-            nxt = self._fsm.next_fire(job, max(at, now) if catchup else at)
-            coalesced: list[datetime] = []
-            while nxt is not None and nxt <= now and len(coalesced) < MAX_MISSED_SCAN:
-                coalesced.append(nxt)  # the scheduler fell a whole period behind: no burst
-                nxt = self._fsm.next_fire(job, nxt)
-            targets = self._targets(job)
-            reason = self._skip_reason(job, at, targets)
-            if reason:
-                commands.append(
-                    c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt, reason=reason)
-                )
-                self._counts["skipped"] += 1
-                self._metrics.fires_skipped.labels(reason=reason.split(":")[0]).inc()
-                logger.info("job %s: fire at %s skipped: %s", name, at.isoformat(), reason)
-                continue
-            if coalesced:
-                logger.warning("job %s: %d fires missed (scheduler behind)", name, len(coalesced))
-                reason = (
-                    f"the scheduler fell behind; the run for {at.isoformat()} "
-                    "started late and covers them"
-                )
-                commands.append(self._fires_missed(job, coalesced, nxt, now, reason))
-            gid = group_id(self.clock.now())
-            trigger = Trigger.CATCHUP if catchup else Trigger.SCHEDULE
-            for i, member in enumerate(targets):
-                ex = self._new_execution(job, gid, member.name, 1, trigger, at, start=at)
-                if at > now:
-                    self._ahead_ids.add(ex.id)
-                commands.append(c.RunStarted(execution=ex, next=nxt, advance_next=i == 0))
-                runs.append((job, ex))
-            self._counts["fires"] += 1
-            self._metrics.fires.inc()
-        if not commands:
+        decision = self._sched.decide(due, now, self._target_members(), catchup=catchup)
+        for skip in decision.skipped:
+            self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
+        for record in decision.missed:
+            logger.warning(
+                "job %s: %d fires missed (scheduler behind)", record.job_name, record.count
+            )
+        self._note_missed(decision.missed)
+        self._log_trimmed(decision)
+        self._counts["fires"] += decision.fires
+        self._metrics.fires.inc(decision.fires)
+        if not decision.commands:
             return
+        ahead = {ex.id for _job, ex in decision.runs if _at_of(ex) > now}
+        self._ahead_ids.update(ahead)
         try:
-            results = await self._launch(commands)
+            results = await self._launch(decision.commands)
         except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
-            self._ahead_ids.difference_update(ex.id for _job, ex in runs)
+            self._ahead_ids.difference_update(ahead)
             return
-        it = iter(runs)
+        finally:
+            self._sched.settle(decision.runs)
+        started = [
+            applied
+            for command, applied in zip(decision.commands, results, strict=True)
+            if isinstance(command, c.RunStarted)
+        ]
         unlaunched: list[Execution] = []
-        for command, applied in zip(commands, results, strict=True):
-            if not isinstance(command, c.RunStarted):
-                continue
-            job, ex = next(it)
+        for (job, ex), applied in zip(decision.runs, started, strict=True):
             if applied.error is None:
                 if ex.id not in self._ahead_ids or _at_of(ex) <= self.clock.now():
                     self._launch_now(job, ex)

@@ -39,12 +39,15 @@ class RunStarted:
     """The launch intent of one run on one node, committed before the run is dispatched.
 
     ``next`` is the job's next fire after this one (scheduled runs only), so the persisted
-    schedule position always says what the scheduler has launched.
+    schedule position always says what the scheduler has launched. ``cap`` is the
+    cluster's ``max_running`` the leader decided under (0: none): the state machine
+    refuses the run when that many already run, and a job's ``concurrency_limit`` too.
     """
 
     execution: Execution
     next: datetime | None = None
     advance_next: bool = False
+    cap: int = 0
 
 
 @attrs.frozen(kw_only=True)

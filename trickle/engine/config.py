@@ -63,6 +63,10 @@ class EngineConfig:
     max_concurrent: executions running at once on this node, overall (0: unlimited);
         runs beyond it wait in a queue, never dropped.
     executor_limits: the same, per executor name (e.g. ``{"shell": 4}``).
+    cluster_max_running: executions running at once across the whole cluster, all jobs
+        (0: no cap). The leader enforces it when it launches runs: a fire beyond it is
+        recorded skipped with the reason, a manual run is refused (409). Give every
+        server the same value: the leader's applies.
     durability: SQLite ``synchronous`` for the applied-state store: "full", "normal"
         (default) or "off". The Raft log is what must survive a power loss (see
         raft_durability); the store is rebuilt from the log after its last commit.
@@ -113,6 +117,7 @@ class EngineConfig:
     output_limit: int = DEFAULT_OUTPUT_LIMIT
     max_concurrent: int = 0
     executor_limits: dict[str, int] = attrs.field(factory=dict, converter=dict)
+    cluster_max_running: int = 0
     durability: str = "normal"
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER
     peers: dict[str, str] = attrs.field(factory=dict, converter=dict)
@@ -143,6 +148,10 @@ class EngineConfig:
             raise ValidationError("output_limit must be at least 1", field="output_limit")
         if self.max_concurrent < 0:
             raise ValidationError("max_concurrent cannot be negative", field="max_concurrent")
+        if self.cluster_max_running < 0:
+            raise ValidationError(
+                "cluster_max_running cannot be negative", field="cluster_max_running"
+            )
         for name, limit in self.executor_limits.items():
             if limit < 0:
                 raise ValidationError(

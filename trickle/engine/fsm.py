@@ -32,7 +32,9 @@ from trickle.engine.model import (
 )
 from trickle.engine.schedule import Schedule, parse_schedule
 from trickle.errors import (
+    ClusterAtCapacity,
     ConcurrencyForbidden,
+    ConcurrencyLimitReached,
     ExecutionNotFound,
     JobHasDependents,
     JobNotFound,
@@ -422,6 +424,13 @@ class StateMachine:
             others = [e for e in self.running_of(job.name) if e.group != ex.group]
             if others:
                 return Applied(error=ConcurrencyForbidden(job.name), effects=effects)
+        full: ConcurrencyLimitReached | ClusterAtCapacity | None = None
+        if job.concurrency_limit and len(self.running_of(job.name)) >= job.concurrency_limit:
+            full = ConcurrencyLimitReached(job.name, job.concurrency_limit)
+        elif cmd.cap and len(self.running) >= cmd.cap:
+            full = ClusterAtCapacity(cmd.cap)
+        if full is not None:
+            return self._refused_full(job, cmd, full, effects)
         self._add_running(ex)
         group = self._groups.get(ex.group)
         if group is None:
@@ -441,6 +450,34 @@ class StateMachine:
                 )
             ],
         )
+
+    def _refused_full(
+        self,
+        job: Job,
+        cmd: c.RunStarted,
+        error: ConcurrencyLimitReached | ClusterAtCapacity,
+        effects: list[c.Effect],
+    ) -> Applied:
+        """A run refused by a concurrency limit it raced past: a scheduled fire's first
+        run records the fire as skipped with the reason, as the leader would have."""
+        ex = cmd.execution
+        if not (cmd.advance_next and ex.scheduled_at is not None):
+            return Applied(error=error, effects=effects)
+        reason = f"concurrency: {error.message}"
+        job = attrs.evolve(
+            self.jobs[job.name],
+            skipped_count=job.skipped_count + 1,
+            last_skipped=ex.scheduled_at,
+            last_skip_reason=reason,
+        )
+        self.jobs[job.name] = job
+        event = Event(
+            kind=EventKind.FIRE_SKIPPED,
+            at=ex.scheduled_at,
+            job_name=job.name,
+            data={"scheduled_at": ex.scheduled_at.isoformat(), "reason": reason},
+        )
+        return Applied(error=error, effects=[*effects, c.JobSaved(job)], events=[event])
 
     def _run_finished(self, cmd: c.RunFinished) -> Applied:
         ex = self.running.get(cmd.execution_id)

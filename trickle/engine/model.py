@@ -100,6 +100,7 @@ class Job:
     # trickle's own fields
     retry_interval: float = 0.0  # seconds between a failed attempt and its retry
     catchup_window: float = DEFAULT_CATCHUP_WINDOW  # seconds; 0 disables catch-up
+    concurrency_limit: int = 0  # runs of this job at once across the cluster (0: no limit)
     schedule_anchor: datetime | None = None  # phase of `@every`: when the schedule was set
     missed_count: int = 0  # fires recorded as missed
     skipped_count: int = 0  # fires not run (no target node, forbid, window, disabled)

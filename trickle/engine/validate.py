@@ -83,6 +83,8 @@ def validate_job(
         raise ValidationError("retries cannot be negative", field="retries")
     if job.retry_interval < 0:
         raise ValidationError("retry_interval cannot be negative", field="retry_interval")
+    if job.concurrency_limit < 0:
+        raise ValidationError("concurrency_limit cannot be negative", field="concurrency_limit")
     if job.catchup_window < 0:
         raise ValidationError("catchup_window cannot be negative", field="catchup_window")
     if job.starts_at and job.expires_at and job.expires_at <= job.starts_at:

@@ -755,6 +755,12 @@ def _job_schema() -> dict[str, Any]:
                 "description": "Wait between a failed attempt "
                 "and its retry (rendered as a Go duration).",
             },
+            "concurrency_limit": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Runs of this job at once across the cluster; 0: no limit. "
+                "A fire beyond it is recorded skipped with the reason.",
+            },
             "catchup_window": {
                 **_DURATION,
                 "description": "How late a missed fire may "
