@@ -5,11 +5,18 @@ DEFAULT_SIM_SEEDS) seeds 0..N-1, or exactly one with ``--sim-seed S`` to replay 
 A failing simulation prints its seed in the test id, e.g. ``test_figure8[seed=17]``.
 Golden interaction scripts are compared with their expected output; ``--rewrite``
 regenerates them after a deliberate change.
+
+Hypothesis runs without its per-example deadline: tests assert behaviour, never speed,
+and on a loaded 2-core machine one example can take 100x its usual time.
 """
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("trickle", deadline=None)
+settings.load_profile("trickle")
 
 DEFAULT_SIM_SEEDS = 8  # per scenario in CI; `--sim-seeds 500` for a soak
 
