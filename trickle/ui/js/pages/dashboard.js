@@ -35,10 +35,18 @@ export async function render(main, ctx) {
     h("section", { class: "panel", "aria-labelledby": "nodes-h" }, h("h2", { id: "nodes-h" }, "Nodes"), nodes),
   );
 
+  // runs in progress: /v1/busy at load, then kept by the feed's started/finished events
+  // (a busy list read right after a finish may still hold the run)
+  let running = null;
+  const busyValue = h("span", { class: "card-value", "data-testid": "running" }, "?");
+  const showRunning = () => {
+    busyValue.textContent = running === null ? "?" : String(running.size);
+  };
+
   async function loadCards() {
     const [leader, busy, ...counts] = await Promise.all([
       api.get("leader").then((r) => r.data).catch(() => null),
-      api.get("busy").then((r) => r.total ?? r.data.length).catch(() => null),
+      api.get("busy").then((r) => r.data).catch(() => null),
       ...COUNTS.map(([, params]) => api.countJobs(params)),
     ]);
     const leaderCard = h(
@@ -47,12 +55,9 @@ export async function render(main, ctx) {
       h("span", { class: "card-label" }, "Leader"),
       h("span", { class: "card-value card-text", "data-testid": "leader" }, leader ? leader.Name : "none"),
     );
-    const busyCard = h(
-      "a",
-      { class: "card", href: "#/busy" },
-      h("span", { class: "card-label" }, "Running now"),
-      h("span", { class: "card-value" }, busy === null ? "?" : String(busy)),
-    );
+    if (busy !== null && running === null) running = new Set(busy.map((b) => b.id));
+    showRunning();
+    const busyCard = h("a", { class: "card", href: "#/busy" }, h("span", { class: "card-label" }, "Running now"), busyValue);
     const countCards = COUNTS.map(([label, params, key], i) => {
       const query = new URLSearchParams(params).toString();
       return h(
@@ -101,6 +106,7 @@ export async function render(main, ctx) {
     ],
     onOpen: (_hello, reconnected) => {
       if (reconnected) {
+        running = null; // re-read from /v1/busy
         refreshCards();
         refreshChart();
         refreshNodes();
@@ -108,6 +114,9 @@ export async function render(main, ctx) {
     },
     onEvent: (frame) => {
       addActivity(frame);
+      if (running && frame.execution && frame.type === "execution_started") running.add(frame.execution.id);
+      if (running && frame.execution && frame.type === "execution_finished") running.delete(frame.execution.id);
+      showRunning();
       if (frame.type.startsWith("job_") || frame.type.startsWith("execution_")) refreshCards();
       if (frame.type === "execution_finished") refreshChart();
       if (frame.type.startsWith("member_") || frame.type === "leader_changed") {
