@@ -352,3 +352,46 @@ async def test_leave_makes_a_server_leave_the_cluster_and_exit_0(tmp_path: Path)
         with trio.fail_after(WAIT):
             assert await alpha.process.wait() == 0, alpha.stderr()
         assert "stopped (asked to leave by POST /v1/leave)" in alpha.stderr()
+
+
+async def _wait_raft_peers(address: str, want: list[str]) -> None:
+    peers: Any = None
+    async with httpx.AsyncClient(base_url=address) as client:
+        try:
+            with trio.fail_after(WAIT):
+                while True:
+                    peers = (await client.get("/v1/raft/peers")).json()
+                    if sorted(p["node"] for p in peers) == want:
+                        return
+                    await trio.sleep(POLL_INTERVAL)
+        except trio.TooSlowError:
+            raise AssertionError(f"raft peers did not get to {want}; last seen: {peers}") from None
+
+
+async def test_a_server_that_left_restarts_on_its_data_dir_and_is_added_back(
+    tmp_path: Path,
+) -> None:
+    gossip = ("--bind-addr", "127.0.0.1:0", "--rpc-port", "0")
+    async with node(tmp_path, "alpha", *gossip) as alpha:
+        join = ("--join", alpha.ready["gossip"])
+        async with node(tmp_path, "beta", *gossip, *join) as beta:
+            await _wait_raft_peers(alpha.ready["http"], ["alpha", "beta"])
+            result = await invoke(["leave", "--wait", "--address", beta.ready["http"]])
+            assert result.exit_code == 0, result.stderr + beta.stderr()
+        await _wait_raft_peers(alpha.ready["http"], ["alpha"])
+        async with httpx.AsyncClient(base_url=alpha.ready["http"]) as client:
+            job = {"name": "after", "schedule": "@manually", "executor": "shell"}
+            job["executor_config"] = {"command": "true"}
+            assert (await client.post("/v1/jobs", json=job)).status_code == 201
+
+        # the same data dir, whose Raft log ends with beta's own removal
+        async with node(tmp_path, "beta", *gossip, *join) as again:
+            await _wait_raft_peers(alpha.ready["http"], ["alpha", "beta"])
+            async with httpx.AsyncClient(base_url=again.ready["http"]) as client:
+                with trio.fail_after(WAIT):
+                    while (await client.get("/v1/jobs/after")).status_code != 200:
+                        await trio.sleep(POLL_INTERVAL)
+            logs = again.stderr()
+            assert "it was removed from the cluster; it starts anew" in logs
+            assert "Traceback" not in logs
+        assert (tmp_path / "beta" / "raft.db.removed").exists()

@@ -55,7 +55,7 @@ from trickle.engine.replog import ReplicatedLog, decode_meta
 from trickle.engine.runner import Runner
 from trickle.engine.schedule import parse_schedule, upcoming
 from trickle.engine.scheduler import Decision, NoTargetNodes, Scheduler
-from trickle.engine.store import Store
+from trickle.engine.store import Store, empty_image
 from trickle.engine.validate import validate_job
 from trickle.errors import (
     EngineClosed,
@@ -349,7 +349,10 @@ class Engine:
             )
             stored = _stored_conf(durable)
             if stored is not None and self.node_name not in stored.voters | stored.learners:
-                raft_storage = await self._adopt_renamed_server(raft_storage, durable, stored)
+                if cfg.join and not cfg.peers and stored.voters:
+                    raft_storage = await self._start_anew_after_removal(raft_storage, stored)
+                else:
+                    raft_storage = await self._adopt_renamed_server(raft_storage, durable, stored)
                 durable = DurableState()
             # entries committed before this start are replayed quietly (no events again)
             self._log.replay_until = durable.hard_state.commit
@@ -680,8 +683,9 @@ class Engine:
         if set(cfg.peers) - {self.node_name} or len(stored.voters) != 1:
             raise ValidationError(
                 f"node name {self.node_name!r} is not a member of the Raft configuration "
-                f"stored in {cfg.data_dir} (voters: {voters}); start it with its old "
-                "--node-name, or use a new data dir",
+                f"stored in {cfg.data_dir} (voters: {voters}): it was removed from that "
+                "cluster, or renamed. Start it with --join to rejoin the cluster (it starts "
+                "anew and is added back), with its old --node-name, or with a new data dir",
                 field="node_name",
             )
         assert self._log is not None and self._store is not None
@@ -705,6 +709,39 @@ class Engine:
         await self._raft_storage_call(fresh.load)
         await self._db(self._store_reset_index)
         self._fsm.applied_index = 0
+        return fresh
+
+    async def _start_anew_after_removal(
+        self, storage: RaftStorage, stored: ConfState
+    ) -> RaftStorage:
+        """This server was removed from its cluster (``trickle leave``, ``raft
+        remove-peer``) and starts again with ``join``: its old Raft log is set aside
+        (``raft.db.removed``) and its applied state emptied, so that it starts as a new
+        server, waits to be added back by the leader, and receives the cluster's state
+        from it (a log that starts again at 1 must not be applied on top of the old one)."""
+        cfg = self.config
+        assert self._store is not None
+        logger.warning(
+            "%s is not in its stored Raft configuration (voters: %s): it was removed from "
+            "the cluster; it starts anew, waits to be added back and takes the cluster's "
+            "state from the leader (the old Raft log is kept as %s.removed)",
+            self.node_name,
+            ", ".join(sorted(stored.voters)),
+            RAFT_DB,
+        )
+        await trio.to_thread.run_sync(storage.close)
+        if cfg.data_dir is None:
+            fresh: RaftStorage = MemoryStorage()
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                path = cfg.data_dir / (RAFT_DB + suffix)
+                if path.exists():
+                    path.replace(cfg.data_dir / (RAFT_DB + suffix + ".removed"))
+            fresh = await trio.to_thread.run_sync(self._open_raft_storage)
+        await self._raft_storage_call(fresh.load)
+        await self._db(self._store.import_image, empty_image())
+        self._fsm.restore(applied_index=0, jobs=[], running=[], meta=None)
+        self._sched.replan_all()
         return fresh
 
     def _store_reset_index(self) -> None:

@@ -68,6 +68,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
+def empty_image() -> bytes:
+    """The image (``Store.export_image``) of an empty state at applied index 0."""
+    return msgpack.packb(
+        {
+            "v": IMAGE_VERSION,
+            "applied_index": 0,
+            "fsm_meta": None,
+            "jobs": [],
+            "executions": [],
+            "stats": [],
+        },
+        use_bin_type=True,
+    )
+
+
 class StoreError(TrickleError):
     """The store cannot do what was asked: it is closed, in use, or not a trickle database."""
 
