@@ -357,6 +357,26 @@ def _dashboard_and_members(page: Any, base: str) -> dict[str, Any]:
     page.locator("tr.exec").get_by_role("button", name="Show").click()
     found["output"] = page.locator("tr.exec-detail pre").text_content()
     found["injected"] = page.locator("#injected").count()
+    # the keyboard alone: the skip link, then a sortable column header by Tab and Enter
+    page.goto(base + "/ui/#/jobs")
+    page.reload()  # a first load: the skip link comes first
+    _ready(page, "jobs")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.tagName") == "H1"
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.dataset.sort") == "name":
+            break
+    else:
+        raise AssertionError("Tab never reached the Name column's sort button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('th[aria-sort="descending"] [data-sort="name"]')
+    found["sorted"] = page.locator("#jobs-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.job)"
+    )
+    found["focus_kept"] = page.evaluate("() => document.activeElement.dataset.sort")
     return found
 
 
@@ -398,6 +418,8 @@ async def test_the_dashboard_and_members_pages_render(browser_ready, served, tmp
     assert "server=true" in found["member_tags"]
     assert found["output"] == "<b id=injected>bold</b>\n"
     assert found["injected"] == 0
+    assert found["sorted"] == ["ok", "idle", "bad"]
+    assert found["focus_kept"] == "name"
 
 
 def _fits_a_phone(page: Any, base: str) -> dict[str, int]:

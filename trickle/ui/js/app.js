@@ -100,7 +100,9 @@ async function render() {
       h("p", {}, h("button", { type: "button", class: "btn", onclick: () => render() }, "Try again")),
     );
   }
-  if (id === renderId && ctx.focus !== false) {
+  // after a navigation (not the first load, where the skip link comes first), the focus
+  // goes to the new page's heading, so a screen reader reads it and Tab continues there
+  if (id === renderId && id > 1) {
     const heading = main.querySelector("h1");
     if (heading && document.activeElement === document.body) heading.focus({ preventScroll: true });
   }
@@ -174,6 +176,13 @@ subscribe({
       document.dispatchEvent(new CustomEvent("trickle:leader", { detail: frame.leader }));
     }
   },
+});
+
+// the skip link moves the focus; following its href would change the route
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  const heading = main.querySelector("h1");
+  (heading || main).focus();
 });
 
 loadHeader();

@@ -441,9 +441,11 @@ export async function render(main, ctx) {
           break;
         default:
           if (frame.job) {
+            const parentChanged = frame.job.parent_job !== job.parent_job || String(frame.job.dependent_jobs) !== String(job.dependent_jobs);
             job = frame.job;
             showJob();
             loadSummary();
+            if (parentChanged) loadGraph().catch(() => {});
           } else refreshJob();
       }
     },
