@@ -27,7 +27,7 @@ from trickle.cli.config import ConfigError, normalise_address
 
 FEED_PATH = "/v1/events"
 FIRST_BACKOFF = 0.5  # seconds before the first reconnection attempt
-MAX_BACKOFF = 10.0  # seconds between reconnection attempts, at most
+MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
 MAX_FRAME = 64 << 20  # bytes: the largest frame accepted (a finished execution's output)
 CLOSE_TIMEOUT = 1.0  # seconds the client waits for the server's answer to its close
 
