@@ -243,3 +243,31 @@ async def test_a_node_that_cannot_join_within_join_retry_max_stops_with_join_fai
         [leaf] = leaf.exceptions
     assert isinstance(leaf, JoinFailed)
     assert "none of 10.9.9.9:8946 answered in 3 attempts" in str(leaf)
+
+
+async def test_a_node_joining_under_a_name_already_taken_stops_with_join_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two nodes of one host started without --node-name share the host name: the second
+    must say so and stop, not run half-joined and ignored by everyone."""
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        await cluster.start("a")
+        twin = Engine(
+            EngineConfig(data_dir=None, node_name="a", join=("10.0.0.1:8946",)),
+            raft_transport=RaftNetwork().transport(NodeId("a")),
+            gossip_transport=cluster.gossip.transport(("10.0.0.9", 8946)),
+            gossip_config=local(),
+        )
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with trio.open_nursery() as inner:
+                await inner.start(twin.run)
+                await trio.sleep_forever()
+        leaf: BaseException = caught.value
+        while isinstance(leaf, BaseExceptionGroup):
+            [leaf] = leaf.exceptions
+        assert isinstance(leaf, JoinFailed)
+        assert "another node named 'a' is already in the cluster, at 10.0.0.1:8946" in str(leaf)
+        [me] = [m for m in cluster.engines["a"].members() if m.name == "a"]
+        assert me.addr == "10.0.0.1"  # the first owner of the name keeps it
+        nursery.cancel_scope.cancel()

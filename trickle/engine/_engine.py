@@ -835,6 +835,13 @@ class Engine:
                 f"{self.node_name} could not join the cluster: none of {', '.join(cfg.join)} "
                 f"answered in {attempts} attempts"
             )
+        conflict = self._gossip.name_conflict()
+        if conflict is not None:
+            raise JoinFailed(
+                f"another node named {self.node_name!r} is already in the cluster, at "
+                f"{conflict[0]}:{conflict[1]}: node names must be unique (the default is the "
+                "host name; give each node of one host its own --node-name)"
+            )
         logger.info("%s joined the cluster through %d of %s", self.node_name, answered, cfg.join)
 
     async def _follow_gossip(self, subscription: GossipSubscription) -> None:

@@ -632,6 +632,11 @@ class Membership:
 
     # -- queries -----------------------------------------------------------------------------
 
+    # name_conflict: the address of another node heard claiming this node's name (None:
+    # none heard). Such a node is ignored here and this one there: names must be unique,
+    # and the owner of the name should stop (a joining node hears it in the join's push-pull).
+    name_conflict: Address | None = None
+
     def members(self) -> list[Member]:
         """Every member not yet reaped, this one included, sorted by name."""
         return [self._nodes[name].snapshot() for name in sorted(self._nodes)]
@@ -1041,6 +1046,8 @@ class Membership:
             me = self._nodes[self._name]
             if alive.addr != me.addr:
                 self._stats["messages_ignored"] += 1  # another node with my name: keep mine
+                if self.name_conflict is None:
+                    self.name_conflict = alive.addr
                 return
             if self._leaving or alive.incarnation < me.incarnation:
                 return

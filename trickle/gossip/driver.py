@@ -652,6 +652,10 @@ class GossipDriver:
     def member(self, name: str) -> Member | None:
         return self._core.member(name) if self._core is not None else None
 
+    def name_conflict(self) -> Address | None:
+        """The address of another node heard claiming this node's name, if any."""
+        return self._core.name_conflict if self._core is not None else None
+
     def subscribe(self, *, maxsize: int = SUBSCRIBER_BUFFER) -> GossipSubscription:
         """Events from now on: MemberEvent, UserEventReceived, and EventsLost when this
         subscriber fell more than `maxsize` events behind."""
