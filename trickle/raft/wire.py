@@ -297,8 +297,8 @@ def message_from_wire(raw: Any) -> Message:
             if entries is not None:
                 return Message(
                     type=_MESSAGE_TYPES[mtype],
-                    src=src,
-                    dst=dst,
+                    src=src,  # type: ignore[arg-type]  # a NodeId: a str, checked above
+                    dst=dst,  # type: ignore[arg-type]  # (no NewType call on the fast path)
                     term=term,
                     index=index,
                     log_term=log_term,
