@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 
 from trickle import Engine, EngineConfig, ExecutionContext
 from trickle._version import __version__
-from trickle.http.app import create_app
+from trickle.http.app import create_agent_app, create_app
 from trickle.http.feed import CLOSE_GOING_AWAY, close_feeds, feed_connections
 
 NODE = "feed-node"
@@ -304,3 +304,18 @@ async def test_output_chunks_of_a_shell_job_arrive_one_by_one_before_it_finishes
         finished = await _frame(ws)
         assert finished["type"] == "execution_finished"
         assert finished["execution"]["output"] == "".join(chunks)
+
+
+async def test_a_websocket_to_another_path_or_an_agent_is_refused_with_404(feed: Feed) -> None:
+    async with feed.client.websocket("/v1/nope") as ws:
+        with pytest.raises(WebsocketResponseError) as caught:
+            await ws.receive()
+    assert caught.value.response.status_code == 404
+    agent = create_agent_app(Engine(EngineConfig(data_dir=None, node_name="agent")))
+    async with agent.test_app() as test_app:
+        async with test_app.test_client().websocket("/v1/events") as ws:
+            with pytest.raises(WebsocketResponseError) as caught:
+                await ws.receive()
+    response = caught.value.response
+    assert response.status_code == 404
+    assert "is an agent" in await response.get_data(as_text=True)

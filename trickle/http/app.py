@@ -27,7 +27,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from quart import Response, request
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import HTTPException
@@ -117,6 +117,8 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _wants_json() -> bool:
+    if not has_request_context():  # a WebSocket upgrade refused: plain text
+        return False
     best = request.accept_mimetypes.best_match(["text/plain", "application/json"])
     return best == "application/json"
 
@@ -687,7 +689,8 @@ def _base_app(engine: Engine) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
-        logger.error("%s %s failed", request.method, request.path, exc_info=exc)
+        where = request if has_request_context() else websocket
+        logger.error("%s %s failed", where.method, where.path, exc_info=exc)
         return _problem_response(500, f"internal error: {type(exc).__name__}")
 
     return app
