@@ -1,7 +1,8 @@
 """One server process of the cluster benchmark (benchmarks/cluster.py): ``trickle serve``
 with two benchmark executors, ``noop`` and ``seed``.
 
-    python benchmarks/_cluster_node.py [--fire-log FILE] [--death-pipe] -- <trickle serve flags>
+    python benchmarks/_cluster_node.py [--fire-log FILE|auto] [--node-tag] [--death-pipe] \
+        -- <trickle serve flags>
 
 Everything after the benchmark's own flags goes to ``trickle serve`` (``trickle.cli.serve``,
 the same click command, so the same flags, environment, config file, ready line, signals
@@ -29,9 +30,9 @@ merges concurrent proposals into entries of up to 2,048 commands, as it does und
 node), ``start`` (Unix seconds of the first seeded started_at; one millisecond apart).
 The run's output is one JSON line: executions written, seconds taken, rate.
 
-``--death-pipe``: exit at once when stdin reaches end of file (the benchmark holds the
-other end; if it dies, even by SIGKILL, the node goes too). Also, on Linux, the kernel
-SIGKILLs this process when its parent dies (PR_SET_PDEATHSIG).
+The node exits at once when its parent process is gone (even killed by SIGKILL), so a
+benchmark that dies leaves no server behind. ``--death-pipe``: also when stdin reaches
+end of file.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SEED_BATCH = 50  # executions per seed proposal (100 commands)
 SEED_CONCURRENCY = 8  # seed proposals in flight
+PARENT_POLL = 0.5  # seconds between two looks at whether the parent process is gone
 
 
 class FireLog:
@@ -174,24 +175,36 @@ async def seed_history(engine: Any, config: Any) -> dict[str, Any]:
 
 
 def die_with_parent(stdin_watch: bool) -> None:
-    """Linux: the kernel SIGKILLs this process when its parent dies. With ``stdin_watch``,
-    also exit when stdin closes (a thread blocks reading it)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+    """Exit at once when the process that started this one is gone (a daemon thread
+    polls the parent pid every PARENT_POLL seconds: PR_SET_PDEATHSIG would fire when the
+    parent's *thread* that started us ends, and Trio starts processes from worker
+    threads). With ``stdin_watch``, also exit when stdin closes."""
+    parent = os.getppid()
 
-        parent = os.getppid()
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(3)
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(3)
+
+    threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
     if stdin_watch:
 
-        def watch() -> None:
+        def watch_stdin() -> None:
             while sys.stdin.buffer.read(4096):
                 pass
             os._exit(3)
 
-        threading.Thread(target=watch, daemon=True, name="death-pipe").start()
+        threading.Thread(target=watch_stdin, daemon=True, name="death-pipe").start()
+
+
+def _flag(args: Sequence[str], name: str) -> str | None:
+    """The value of ``name`` in a command line (``--flag value`` or ``--flag=value``)."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -202,10 +215,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         own, serve_args = [], argv
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--fire-log", metavar="FILE", help="append one line per noop run")
+    parser.add_argument(
+        "--fire-log", metavar="FILE", help="append one line per noop run (auto: <data dir>.fires)"
+    )
+    parser.add_argument("--node-tag", action="store_true", help="add the tag node=<node name>")
     parser.add_argument("--death-pipe", action="store_true", help="exit when stdin closes")
     args = parser.parse_args(own)
     die_with_parent(args.death_pipe)
+    if args.fire_log == "auto":
+        data_dir = _flag(serve_args, "--data-dir")
+        if data_dir is None:
+            parser.error("--fire-log auto needs --data-dir among the serve flags")
+        args.fire_log = str(Path(data_dir).absolute()) + ".fires"
+    if args.node_tag:
+        name = _flag(serve_args, "--node-name")
+        if name is None:
+            parser.error("--node-tag needs --node-name among the serve flags")
+        serve_args = [*serve_args, "--tag", f"node={name}"]
 
     import trickle.engine._engine as engine_module
     from trickle.cli.serve import serve

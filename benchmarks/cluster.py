@@ -68,30 +68,35 @@ import json
 import math
 import os
 import platform
-import queue
 import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from trickle.testing import processes  # noqa: E402
+
 NODE = HERE / "_cluster_node.py"
+# the servers' command: `trickle serve` with the noop and seed executors, each writing
+# its fire log beside its data dir, and tagged node=<its name>
+PROGRAM = (sys.executable, str(NODE), "--fire-log", "auto", "--node-tag", "--")
 NAMES = ("s1", "s2", "s3")
-READY_TIMEOUT = 90.0  # seconds for the cluster to form and every server to be ready
+READY_TIMEOUT = 90.0  # seconds for three voters (or a restarted one to catch up)
 LEADER_TIMEOUT = 30.0  # seconds for a leader to be known
 GAP_TIMEOUT = 20.0  # seconds a failover trial waits for an on-time run
 ON_TIME = 0.050  # seconds of lateness a run may have and count as on time
@@ -99,7 +104,7 @@ HELD_SHARE = 0.98  # share of a step's fires that must have run for the step to 
 KEEP_GOING_SHARE = 0.9  # --keep-going: the ramp stops once fewer fires than this ran
 HTTP_TIMEOUT = 30.0  # seconds per API request
 WRITE_RETRY_S = 30.0  # seconds a write is tried again while the cluster has no leader
-CREATE_THREADS = 4  # concurrent job writes
+CREATE_TASKS = 4  # concurrent job writes
 JOB_TAGS = {"bench": "node:1"}  # one of the three servers per fire, at random
 TARGETS = {
     "fires_per_s_at_p99_50ms_min": 1000,
@@ -132,108 +137,6 @@ class BenchError(Exception):
 # -- processes ----------------------------------------------------------------------------
 
 
-class Node:
-    """One server process; its JSON lines on stdout come through a reader thread."""
-
-    def __init__(self, name: str, root: Path, serve_args: list[str]) -> None:
-        self.name = name
-        self.data_dir = root / name
-        self.fire_log = root / f"{name}.fires"
-        self.log_path = root / f"{name}.log"
-        self.fire_log.touch()
-        command = [
-            sys.executable,
-            str(NODE),
-            "--fire-log",
-            str(self.fire_log),
-            "--death-pipe",
-            "--",
-            *serve_args,
-        ]
-        self._log_file = open(self.log_path, "ab")  # closed in reap
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRICKLE_")}
-        self.proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-            env=env,
-            start_new_session=True,  # its own process group: killed as a whole
-        )
-        self.pid = self.proc.pid
-        self._lines: queue.Queue[bytes | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True, name=f"read-{name}").start()
-        self.ready: dict[str, Any] = {}
-        self._ps = psutil.Process(self.pid)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def line(self, timeout: float) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=max(0.01, timeout))
-        except queue.Empty:
-            raise BenchError(f"{self.name}: no line within {timeout:.0f} s{self.tail()}") from None
-        if line is None:
-            raise BenchError(f"{self.name} exited ({self.proc.poll()}){self.tail()}")
-        decoded: dict[str, Any] = json.loads(line)
-        return decoded
-
-    def wait_event(self, event: str, deadline: float) -> dict[str, Any]:
-        while True:
-            line = self.line(deadline - time.monotonic())
-            if line.get("event") == event:
-                if event == "ready":
-                    self.ready = line
-                return line
-
-    @property
-    def url(self) -> str:
-        return str(self.ready["http"])
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def rss_mb(self) -> float:
-        return self._ps.memory_info().rss / 1e6
-
-    def cpu_s(self) -> float:
-        try:
-            t = self._ps.cpu_times()
-        except psutil.Error:
-            return 0.0
-        return float(t.user + t.system)
-
-    def kill(self) -> None:
-        """SIGKILL to the process group, then reap."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.reap()
-
-    def reap(self) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        if self.proc.returncode is None:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._log_file.close()
-
-    def tail(self) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()[-15:]
-        except OSError:
-            return ""
-        return ("\n  " + "\n  ".join(text)) if text else ""
-
-
 class FireLogs:
     """Reads the nodes' fire logs incrementally: (start, scheduled_at, job, node) runs."""
 
@@ -245,6 +148,8 @@ class FireLogs:
         """Runs written since the last call (complete lines only); also kept in ``runs``."""
         new: list[tuple[float, float, str, str]] = []
         for path, offset in self._offsets.items():
+            if not path.exists():
+                continue
             with path.open("rb") as f:
                 f.seek(offset)
                 data = f.read()
@@ -262,146 +167,59 @@ class FireLogs:
         return len(self.runs)
 
 
-class Cluster:
-    """Three servers formed with --bootstrap-expect 3; restartable one by one."""
+class Bench:
+    """The benchmark's view of a ``trickle.testing.processes.Cluster`` of three servers:
+    leader lookups, the API calls it makes, /metrics, CPU and RSS, the fire logs."""
 
-    def __init__(self, root: Path, extra: Sequence[str] = ()) -> None:
-        self.root = root
-        self.extra = list(extra)
-        self.nodes: dict[str, Node] = {}
-        self.http = httpx.Client(timeout=HTTP_TIMEOUT)
-        root.mkdir(parents=True, exist_ok=True)
-        self.fires = FireLogs(root / f"{n}.fires" for n in NAMES)
-        for name in NAMES:
-            (root / f"{name}.fires").touch()
+    def __init__(self, cluster: processes.Cluster) -> None:
+        self.cluster = cluster
+        self.root = cluster.workdir
+        self.nodes = cluster.nodes
+        self.fires = FireLogs(self.root / f"{n}.fires" for n in NAMES)
+        self._ps: dict[int, psutil.Process] = {}
+        self._leader: str | None = None
 
-    def __enter__(self) -> Cluster:
-        return self
+    def live(self) -> list[processes.Node]:
+        return [n for n in self.nodes.values() if n.running]
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def leader(self, timeout: float = LEADER_TIMEOUT) -> str:  # noqa: ASYNC109
+        """The leader's name, once every running server names it."""
+        node = await self.cluster.leader(timeout)
+        self._leader = node.name
+        return node.name
 
-    def close(self) -> None:
-        for node in list(self.nodes.values()):
-            node.kill()
-        self.http.close()
-
-    def _args(
-        self, name: str, join: str | None, ports: tuple[int, int, int] = (0, 0, 0)
-    ) -> list[str]:
-        http, gossip, rpc = ports
-        args = [
-            "--server",
-            "--node-name",
-            name,
-            "--data-dir",
-            str(self.root / name),
-            "--http-addr",
-            f"127.0.0.1:{http}",
-            "--bind-addr",
-            f"127.0.0.1:{gossip}",
-            "--rpc-port",
-            str(rpc),
-            "--profile",
-            "local",
-            "--bootstrap-expect",
-            "3",
-            "--log-level",
-            "warn",
-            "--tag",
-            "bench=node",
-            "--tag",
-            f"node={name}",
-            *self.extra,
-        ]
-        return args + (["--join", join] if join else [])
-
-    def start(self) -> None:
-        t0 = time.monotonic()
-        deadline = t0 + READY_TIMEOUT
-        first = self.nodes[NAMES[0]] = Node(NAMES[0], self.root, self._args(NAMES[0], None))
-        waiting = first.wait_event("waiting", deadline)
-        for name in NAMES[1:]:
-            self.nodes[name] = Node(name, self.root, self._args(name, waiting["gossip"]))
-        for node in self.nodes.values():
-            node.wait_event("ready", deadline)
-        self.wait_formed(deadline)
-        _log(f"cluster formed in {time.monotonic() - t0:.1f} s under {self.root}")
-
-    def restart(self, name: str) -> float:
-        """Start ``name`` again on its data dir and its ports, joining a live server;
-        seconds to its ready line.
-
-        The same ports, as a server restarted by a supervisor has: gossip (memberlist's
-        rules) keeps a failed member's address, and refuses the same name at another
-        address, so a server back on new ports is never taken in again."""
-        t0 = time.monotonic()
-        live = next(n for n in self.nodes.values() if n.alive and n.name != name)
-        old = self.nodes[name].ready
-        ports = (
-            int(old["http"].rsplit(":", 1)[1]),
-            int(old["gossip"].rsplit(":", 1)[1]),
-            int(old["raft"].rsplit(":", 1)[1]),
-        )
-        self.nodes[name] = Node(name, self.root, self._args(name, live.ready["gossip"], ports))
-        self.nodes[name].wait_event("ready", t0 + READY_TIMEOUT)
-        return time.monotonic() - t0
-
-    def live(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive]
-
-    def get(self, node: Node, path: str) -> Any:
-        response = self.http.get(node.url + path)
-        response.raise_for_status()
-        return response.json()
-
-    def leader(self, timeout: float = LEADER_TIMEOUT) -> str:
-        """The leader's name, as a live server knows it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for node in self.live():
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    leader = self.get(node, "/v1/leader")
-                    if leader and leader.get("Name") in self.nodes:
-                        name = str(leader["Name"])
-                        if self.nodes[name].alive:
-                            return name
-            if time.monotonic() > deadline:
-                raise BenchError(f"no leader within {timeout} s")
-            time.sleep(0.05)
-
-    def peers(self) -> tuple[str, list[dict[str, Any]]]:
+    async def peers(self) -> tuple[str, list[dict[str, Any]]]:
         """(leader, its /v1/raft/peers)."""
-        leader = self.leader()
-        return leader, list(self.get(self.nodes[leader], "/v1/raft/peers"))
+        leader = await self.leader()
+        return leader, list(await self.nodes[leader].get("/v1/raft/peers"))
 
-    def wait_formed(self, deadline: float, *, caught_up: bool = False) -> None:
+    async def wait_formed(self, *, caught_up: bool = False) -> None:
         """Until the leader lists three voters (and, with ``caught_up``, each matches its
         log at most 64 entries behind)."""
-        while True:
-            with contextlib.suppress(httpx.HTTPError, BenchError):
-                _, peers = self.peers()
-                voters = [p for p in peers if p["voter"]]
-                if len(voters) == 3:
-                    if not caught_up:
-                        return
-                    top = max(p["match_index"] or 0 for p in peers)
-                    if all((p["match_index"] or 0) >= top - 64 for p in peers):
-                        return
-            if time.monotonic() > deadline:
-                raise BenchError("the cluster did not list three voters in time")
-            time.sleep(0.1)
 
-    def last_index(self, leader: str) -> int:
+        async def formed() -> bool:
+            try:
+                _, peers = await self.peers()
+            except (httpx.HTTPError, AssertionError):
+                return False
+            if sum(p["voter"] for p in peers) != 3:
+                return False
+            top = max(p["match_index"] or 0 for p in peers)
+            return not caught_up or all((p["match_index"] or 0) >= top - 64 for p in peers)
+
+        what = "three voters" + (", caught up" if caught_up else "")
+        await self.cluster.wait_for(formed, timeout=READY_TIMEOUT, what=what)
+
+    async def last_index(self, leader: str) -> int:
         """The leader's last log index: its own match_index."""
-        for peer in self.get(self.nodes[leader], "/v1/raft/peers"):
+        for peer in await self.nodes[leader].get("/v1/raft/peers"):
             if peer["leader"]:
                 return int(peer["match_index"] or 0)
         raise BenchError(f"{leader} does not list itself as the leader")
 
-    def metrics(self, node: Node) -> dict[str, float]:
+    async def metrics(self, node: processes.Node) -> dict[str, float]:
         """The benchmark's figures from a node's /metrics: lateness buckets, counts."""
-        response = self.http.get(node.url + "/metrics")
+        response = await node.request("GET", "/metrics", timeout=HTTP_TIMEOUT)
         response.raise_for_status()
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(response.text):
@@ -424,18 +242,20 @@ class Cluster:
                     out["skipped"] = out.get("skipped", 0.0) + sample.value
         return out
 
-    def all_metrics(self) -> dict[str, dict[str, float]]:
-        return {n.name: self.metrics(n) for n in self.live()}
+    async def all_metrics(self) -> dict[str, dict[str, float]]:
+        return {n.name: await self.metrics(n) for n in self.live()}
 
-    def post(self, path: str, body: Any = None) -> Any:
+    async def post(self, path: str, body: Any = None) -> Any:
         """POST to the leader's API, again after a 503 (the write was not applied: no
         leader, or an entry replaced by a new leader's) or a refused connection (the leader
         died), for up to WRITE_RETRY_S seconds. Only for writes that may be repeated."""
         deadline = time.monotonic() + WRITE_RETRY_S
         while True:
             try:
-                url = self.nodes[self.leader()].url
-                response = self.http.post(url + path, json=body)
+                leader = self._leader or await self.leader()
+                response = await self.nodes[leader].request(
+                    "POST", path, json=body, timeout=HTTP_TIMEOUT
+                )
                 if response.status_code < 300:
                     return response.json()
                 error = f"POST {path}: {response.status_code} {response.text}"
@@ -445,20 +265,42 @@ class Cluster:
                 error = f"POST {path}: {exc}"
             if time.monotonic() > deadline:
                 raise BenchError(error)
-            time.sleep(0.2)
+            self._leader = None
+            await trio.sleep(0.2)
 
-    def put_jobs(self, jobs: Sequence[dict[str, Any]]) -> float:
-        """Create or replace ``jobs`` through the leader's API; seconds taken."""
+    async def put_jobs(self, jobs: Sequence[dict[str, Any]]) -> float:
+        """Create or replace ``jobs`` through the leader's API, CREATE_TASKS at a time;
+        seconds taken."""
         t0 = time.monotonic()
-        with ThreadPoolExecutor(CREATE_THREADS) as pool:
-            list(pool.map(lambda job: self.post("/v1/jobs", job), jobs))
+        todo = iter(jobs)
+
+        async def writer() -> None:
+            for job in todo:
+                await self.post("/v1/jobs", job)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(CREATE_TASKS):
+                nursery.start_soon(writer)
         return time.monotonic() - t0
 
+    def _process(self, node: processes.Node) -> psutil.Process:
+        assert node.pid is not None
+        if node.pid not in self._ps:
+            self._ps[node.pid] = psutil.Process(node.pid)
+        return self._ps[node.pid]
+
     def cpu_s(self) -> dict[str, float]:
-        return {n.name: n.cpu_s() for n in self.live()}
+        out = {}
+        for node in self.live():
+            try:
+                t = self._process(node).cpu_times()
+            except psutil.Error:
+                continue
+            out[node.name] = float(t.user + t.system)
+        return out
 
     def rss_mb(self) -> dict[str, float]:
-        return {n.name: round(n.rss_mb(), 1) for n in self.live()}
+        return {n.name: round(self._process(n).memory_info().rss / 1e6, 1) for n in self.live()}
 
 
 def noop_job(name: str, **fields: Any) -> dict[str, Any]:
@@ -478,22 +320,22 @@ def _sum(metrics: dict[str, dict[str, float]], key: str) -> float:
 # -- 1 and 2: the ramp, entries per run ------------------------------------------------------
 
 
-def measure_step(cluster: Cluster, rate: int, args: argparse.Namespace) -> dict[str, Any]:
+async def measure_step(cluster: Bench, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     """One window at ``rate`` fires/s (the jobs exist): lateness, runs, CPU, entries/run."""
-    time.sleep(args.warmup)
-    leader = cluster.leader()
-    cpu0, m0 = cluster.cpu_s(), cluster.all_metrics()
-    index0 = cluster.last_index(leader)
+    await trio.sleep(args.warmup)
+    leader = await cluster.leader()
+    cpu0, m0 = cluster.cpu_s(), await cluster.all_metrics()
+    index0 = await cluster.last_index(leader)
     load0 = os.getloadavg()[0]
     psutil.cpu_percent()
     w0 = time.time()
     w1 = w0 + args.window  # whole seconds: every job has exactly `window` fires in it
-    time.sleep(max(0.0, w1 - time.time()))
+    await trio.sleep(max(0.0, w1 - time.time()))
     host_busy = psutil.cpu_percent()
-    index1 = cluster.last_index(leader)
-    cpu1, m1 = cluster.cpu_s(), cluster.all_metrics()
-    leader_after = cluster.leader()
-    time.sleep(min(2.0, args.window))  # runs of the window's last fires, started late
+    index1 = await cluster.last_index(leader)
+    cpu1, m1 = cluster.cpu_s(), await cluster.all_metrics()
+    leader_after = await cluster.leader()
+    await trio.sleep(min(2.0, args.window))  # runs of the window's last fires, started late
     cluster.fires.poll()
     runs = [r for r in cluster.fires.runs if w0 <= r[1] < w1]
     late = sorted((r[0] - r[1]) * 1000 for r in runs)
@@ -542,33 +384,37 @@ def measure_step(cluster: Cluster, rate: int, args: argparse.Namespace) -> dict[
 
 class Clusters:
     """Where each phase gets its cluster: a fresh one per phase, or (``--one-cluster``)
-    one for every phase, started at the first use and stopped by ``close``."""
+    one for every phase, started at the first use and stopped when the run ends."""
 
-    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+    def __init__(self, root: Path, args: argparse.Namespace, stack: AsyncExitStack) -> None:
         self.root = root
         self.args = args
-        self.shared: Cluster | None = None
+        self.stack = stack
+        self.shared: Bench | None = None
 
-    @contextlib.contextmanager
-    def get(self, phase: str) -> Iterator[Cluster]:
-        extra = ["--history-limit", str(history_limit(self.args))]
+    @contextlib.asynccontextmanager
+    async def get(self, phase: str) -> AsyncIterator[Bench]:
         if not self.args.one_cluster:
-            with Cluster(self.root / phase, extra) as cluster:
-                cluster.start()
-                yield cluster
+            async with processes.Cluster(self.root / phase, program=PROGRAM) as cluster:
+                yield await self._start(cluster)
             return
         if self.shared is None:
-            self.shared = Cluster(self.root / "cluster", extra)
-            try:
-                self.shared.start()
-            except BaseException:
-                self.shared.close()
-                raise
+            cluster = processes.Cluster(self.root / "cluster", program=PROGRAM)
+            await self.stack.enter_async_context(cluster)
+            self.shared = await self._start(cluster)
         yield self.shared
 
-    def close(self) -> None:
-        if self.shared is not None:
-            self.shared.close()
+    async def _start(self, cluster: processes.Cluster) -> Bench:
+        """Three servers formed with --bootstrap-expect 3, each server keeping
+        ``history_limit`` executions per job; once the leader lists three voters."""
+        t0 = time.monotonic()
+        flags = ["--log-level", "warn", "--tag", "bench=node"]
+        flags += ["--history-limit", str(history_limit(self.args))]
+        await cluster.start_servers(NAMES, args=flags)
+        bench = Bench(cluster)
+        await bench.wait_formed()
+        _log(f"cluster formed in {time.monotonic() - t0:.1f} s under {cluster.workdir}")
+        return bench
 
 
 def history_limit(args: argparse.Namespace) -> int:
@@ -576,29 +422,29 @@ def history_limit(args: argparse.Namespace) -> int:
     return math.ceil(max(args.rss_executions) / args.rss_jobs) + 1000
 
 
-def idle_cpu(cluster: Cluster, seconds: float) -> dict[str, float]:
+async def idle_cpu(cluster: Bench, seconds: float) -> dict[str, float]:
     """Each server's CPU (% of one core) over ``seconds`` with no job: gossip, Raft
     heartbeats, the benchmark's own polling."""
     cpu0 = cluster.cpu_s()
-    time.sleep(seconds)
+    await trio.sleep(seconds)
     cpu1 = cluster.cpu_s()
     return {n: round(100 * (cpu1[n] - cpu0[n]) / seconds, 1) for n in cpu1}
 
 
-def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
+async def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    with clusters.get("ramp") as cluster:
-        idle = idle_cpu(cluster, args.window)
+    async with clusters.get("ramp") as cluster:
+        idle = await idle_cpu(cluster, args.window)
         _log(f"ramp: idle cluster CPU {idle}")
         have = 0
         for rate in args.rates:
             jobs = [noop_job(f"r{i:05d}") for i in range(have, rate)]
-            seconds = cluster.put_jobs(jobs)
+            seconds = await cluster.put_jobs(jobs)
             have = max(have, rate)
             _log(f"ramp: {rate} jobs ({len(jobs)} added in {seconds:.1f} s)")
             for attempt in range(1 + args.retries):
-                step = measure_step(cluster, rate, args)
+                step = await measure_step(cluster, rate, args)
                 busy = step["cpu_pct_nodes_total"] - sum(idle.values())
                 step["cpu_ms_per_run"] = (
                     round(10 * busy / step["runs_per_s"], 2) if step["runs_per_s"] else None
@@ -639,14 +485,14 @@ def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
 # -- 3: failover ----------------------------------------------------------------------------
 
 
-def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
-    cluster.wait_formed(time.monotonic() + READY_TIMEOUT, caught_up=True)
-    old = cluster.leader()
-    time.sleep(rng.uniform(0.0, 1.0))
+async def failover_trial(cluster: Bench, rng: random.Random) -> dict[str, Any]:
+    await cluster.wait_formed(caught_up=True)
+    old = await cluster.leader()
+    await trio.sleep(rng.uniform(0.0, 1.0))
     cluster.fires.poll()
     victim = cluster.nodes[old]
     t_kill = time.time()
-    os.killpg(victim.pid, signal.SIGKILL)
+    victim.kill(signal.SIGKILL)
     first_any: tuple[float, float, str, str] | None = None
     on_time: tuple[float, float, str, str] | None = None
     give_up = time.time() + GAP_TIMEOUT
@@ -659,12 +505,14 @@ def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
             if run[0] - run[1] <= ON_TIME:
                 on_time = run
                 break
-        time.sleep(0.005)
-    victim.reap()
-    new = cluster.leader()
-    restart_s = cluster.restart(old)
+        await trio.sleep(0.005)
+    await victim.wait()
+    new = await cluster.leader()
+    t_restart = time.monotonic()
+    await victim.restart()  # on its data dir and its ports, joining the others
     t_ready = time.monotonic()
-    cluster.wait_formed(time.monotonic() + READY_TIMEOUT, caught_up=True)
+    restart_s = t_ready - t_restart
+    await cluster.wait_formed(caught_up=True)
     caught_up_s = time.monotonic() - t_ready
     trial: dict[str, Any] = {
         "killed": old,
@@ -675,19 +523,19 @@ def failover_trial(cluster: Cluster, rng: random.Random) -> dict[str, Any]:
         "restart_s": round(restart_s, 2),
         "caught_up_s": round(caught_up_s, 2),
         # a leader other than new_leader here: the restarted server's return moved it
-        "leader_after_restart": cluster.leader(),
+        "leader_after_restart": await cluster.leader(),
     }
     return trial
 
 
-def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
+async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     trials: list[dict[str, Any]] = []
-    with clusters.get("failover") as cluster:
-        cluster.put_jobs([noop_job(f"f{i:04d}") for i in range(args.failover_jobs)])
-        time.sleep(args.warmup)
+    async with clusters.get("failover") as cluster:
+        await cluster.put_jobs([noop_job(f"f{i:04d}") for i in range(args.failover_jobs)])
+        await trio.sleep(args.warmup)
         for i in range(args.failover_trials):
-            trial = failover_trial(cluster, rng)
+            trial = await failover_trial(cluster, rng)
             trials.append(trial)
             _log(
                 f"failover {i + 1}/{args.failover_trials}: killed {trial['killed']}, "
@@ -697,7 +545,7 @@ def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]
                 f"{trial['restart_s'] + trial['caught_up_s']:.1f} s, leader then "
                 f"{trial['leader_after_restart']}"
             )
-            time.sleep(args.settle)
+            await trio.sleep(args.settle)
     gaps = [t["gap_ms"] for t in trials]
     measured = sorted(g for g in gaps if g is not None)
     missing = len(gaps) - len(measured)
@@ -719,7 +567,7 @@ def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]
 # -- 4: memory with a large history ----------------------------------------------------------
 
 
-def stored_executions(cluster: Cluster) -> dict[str, int]:
+def stored_executions(cluster: Bench) -> dict[str, int]:
     """Rows of every server's executions table (read-only; the store runs in WAL mode)."""
     out = {}
     for name in NAMES:
@@ -729,10 +577,12 @@ def stored_executions(cluster: Cluster) -> dict[str, int]:
     return out
 
 
-def seed(cluster: Cluster, leader: str, jobs: Sequence[str], count: int, start: float) -> dict:
+async def seed(
+    cluster: Bench, leader: str, jobs: Sequence[str], count: int, start: float
+) -> dict[str, Any]:
     """One manual run of the ``seed`` job on the leader; its summary."""
     node = cluster.nodes[leader]
-    cluster.put_jobs(
+    await cluster.put_jobs(
         [
             {
                 "name": "bench-seed",
@@ -747,12 +597,12 @@ def seed(cluster: Cluster, leader: str, jobs: Sequence[str], count: int, start: 
             }
         ]
     )
-    before = {e["id"] for e in cluster.get(node, "/v1/jobs/bench-seed/executions")}
-    cluster.post("/v1/jobs/bench-seed/run")
+    before = {e["id"] for e in await node.get("/v1/jobs/bench-seed/executions")}
+    await cluster.post("/v1/jobs/bench-seed/run")
     while True:
-        time.sleep(0.5)
+        await trio.sleep(0.5)
         runs = [
-            e for e in cluster.get(node, "/v1/jobs/bench-seed/executions") if e["id"] not in before
+            e for e in await node.get("/v1/jobs/bench-seed/executions") if e["id"] not in before
         ]
         if runs and runs[0]["finished_at"]:
             if not runs[0]["success"]:
@@ -761,33 +611,35 @@ def seed(cluster: Cluster, leader: str, jobs: Sequence[str], count: int, start: 
             return summary
 
 
-def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
+async def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
     targets = sorted(args.rss_executions)
     per_job = history_limit(args)
     names = [f"h{i:05d}" for i in range(args.rss_jobs)]
     curve: list[dict[str, Any]] = []
-    with clusters.get("rss") as cluster:
-        cluster.put_jobs([noop_job(n) for n in names])
+    async with clusters.get("rss") as cluster:
+        await cluster.put_jobs([noop_job(n) for n in names])
         rss_start = cluster.rss_mb()
         curve.append({"executions": 0, "rss_mb": rss_start})
         t0 = time.monotonic()
         first = targets[0]
-        while cluster.fires.count() < first and time.monotonic() - t0 < args.rss_runs_max_s:
-            time.sleep(0.5)
+        while True:  # files written by other processes: polled
+            if cluster.fires.count() >= first or time.monotonic() - t0 >= args.rss_runs_max_s:
+                break
+            await trio.sleep(0.5)
         real_s = time.monotonic() - t0
-        cluster.put_jobs([noop_job(n, disabled=True) for n in names])
-        time.sleep(2.0)  # the last runs finish and their results commit
+        await cluster.put_jobs([noop_job(n, disabled=True) for n in names])
+        await trio.sleep(2.0)  # the last runs finish and their results commit
         real = cluster.fires.count()
-        _log(f"rss: {real} real runs in {real_s:.0f} s ({real / real_s:.0f}/s); jobs disabled")
+        _log(f"rss: {real} real runs in {real_s:.0f} s; jobs disabled")
         produced = {"real_runs": real, "seeded": 0, "real_runs_s": round(real_s, 1)}
-        leader = cluster.leader()
+        leader = await cluster.leader()
         total = real
         seed_s = 0.0
         start = time.time() - 40 * 86_400  # seeded history: in the past, 1 ms apart
         for target in targets:
             while total < target:
                 chunk = min(args.seed_chunk, target - total)
-                summary = seed(cluster, leader, names, chunk, start + total / 1000)
+                summary = await seed(cluster, leader, names, chunk, start + total / 1000)
                 total += int(summary["executions"])
                 produced["seeded"] += int(summary["executions"])
                 seed_s += float(summary["seconds"])
@@ -797,7 +649,7 @@ def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
                     f"RSS {curve[-1]['rss_mb']}"
                 )
             curve.append({"executions": total, "rss_mb": cluster.rss_mb(), "target": target})
-        time.sleep(1.0)
+        await trio.sleep(1.0)
         stored = stored_executions(cluster)
     produced["seed_s"] = round(seed_s, 1)
     at = {c["target"]: c["rss_mb"] for c in curve if "target" in c}
@@ -952,13 +804,34 @@ def work_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM: unwind as Ctrl-C does, killing the servers
+async def run_phases(root: Path, args: argparse.Namespace, out: dict[str, Any]) -> dict[str, str]:
+    """Run the chosen phases, adding their figures to ``out``; their errors by phase.
+    SIGTERM stops the run as Ctrl-C does (the servers are killed on the way out)."""
+    errors: dict[str, str] = {}
+    phases = {"ramp": run_ramp, "failover": run_failover, "rss": run_rss}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_raise_on_sigterm)
+        async with AsyncExitStack() as stack:
+            clusters = Clusters(root, args, stack)
+            for name in args.phases:
+                _log(f"phase {name}")
+                try:
+                    out |= await phases[name](clusters, args)
+                except (BenchError, processes.NodeFailed) as exc:
+                    errors[name] = str(exc)
+                    _log(f"phase {name} failed: {exc}")
+        nursery.cancel_scope.cancel()
+    return errors
+
+
+async def _raise_on_sigterm() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     out: dict[str, Any] = {
         "fires_per_s_at_p99_50ms": None,
         "failover_gap_ms_p99": None,
@@ -972,22 +845,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         **host_state("start"),
     }
-    errors: dict[str, str] = {}
-    phases = {"ramp": run_ramp, "failover": run_failover, "rss": run_rss}
     try:
         with work_dir(args.dir, args.keep) as root:
-            clusters = Clusters(root, args)
-            try:
-                for name in args.phases:
-                    _log(f"phase {name}")
-                    try:
-                        out |= phases[name](clusters, args)
-                    except BenchError as exc:
-                        errors[name] = str(exc)
-                        _log(f"phase {name} failed: {exc}")
-            finally:
-                clusters.close()
-    except KeyboardInterrupt:
+            errors = trio.run(run_phases, root, args, out)
+    except BaseException as exc:  # Ctrl-C or SIGTERM, maybe inside exception groups
+        interrupted = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None
+        )
+        if not interrupted:
+            raise
         _log("interrupted; the servers are stopped")
         return 130
     host |= host_state("end")
