@@ -404,7 +404,8 @@ class Cluster:
     process is removed, so only the flags count). ``profile``: the gossip ``--profile``
     given to every node (``local`` suits one host; None gives none). ``host``, ``program``
     and ``command_prefix`` are defaults for every node (see the module docstring).
-    ``start_timeout`` bounds each wait for a ready line."""
+    ``start_timeout`` bounds each wait for a ready line. ``transport``: an httpx transport
+    for the nodes' ``request`` (e.g. one that reaches nodes inside network namespaces)."""
 
     def __init__(
         self,
@@ -416,8 +417,10 @@ class Cluster:
         env: Mapping[str, str] | None = None,
         profile: str | None = "local",
         start_timeout: float = START_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.transport = transport
         self.host = host
         self.program = tuple(program)
         self.command_prefix = tuple(command_prefix)
@@ -437,7 +440,7 @@ class Cluster:
 
     async def __aenter__(self) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._client = httpx.AsyncClient()
+        self._client = httpx.AsyncClient(transport=self.transport)
         return self
 
     async def __aexit__(
