@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 FEED_PATH = "/v1/events"
 CLOSE_GOING_AWAY = 1001  # RFC 6455: the server is going away
 CLOSE_REASON = "server stopping"
+ZONE_LOOKUP_TIMEOUT = 1.0  # seconds to read a job's timezone before rendering in UTC
 FRAME_CACHE_SIZE = 4096  # serialised frames kept, shared by the connections of one app
 # Kinds a client may filter on; ``lagged`` is not one (a connection always gets its own).
 FILTER_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind if k is not EventKind.LAGGED)
@@ -367,9 +368,12 @@ class _Connection:
         name = event.job_name
         zone = self.zones.get(name)
         if zone is None:
-            try:
-                zone = (await self.engine.get_job(name)).timezone
-            except TrickleError:
-                zone = ""
+            zone = ""  # unknown job, or no answer: UTC (a server without quorum, whose
+            # linearizable read would wait, must not stall the feed)
+            with trio.move_on_after(ZONE_LOOKUP_TIMEOUT):
+                try:
+                    zone = (await self.engine.get_job(name)).timezone
+                except TrickleError:
+                    pass
             self.zones[name] = zone
         return zone
