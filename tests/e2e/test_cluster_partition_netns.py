@@ -348,6 +348,9 @@ async def _late_dispatch(net: NetnsNetwork, cluster: Cluster, log: Path) -> None
         for node, name, at in log_lines(log)
         if node == cut_off.name and name == PINNED and at > cut + FENCE_MARGIN
     ]
+    if not late and (await cluster.leader(WAIT) is not leader or "stale term" in cut_off.stderr()):
+        # a newer term fenced the late dispatches: the scenario did not happen as planned
+        pytest.skip(f"inconclusive: the leader changed while {cut_off.name} was cut off")
     recorded = [
         (round(when(e["scheduled_at"]) - cut, 2), e.get("output", "").strip()) for e in failed
     ]
