@@ -285,12 +285,14 @@ async def test_a_run_recorded_failed_while_its_node_was_cut_off_never_runs_after
     tmp_path: Path,
 ) -> None:
     """The leader dispatches to a follower it cannot reach (gossip still has it alive):
-    each call times out (no reply within DISPATCH_TIMEOUT), the "what do you run?" query
-    fails too, and the run is recorded failed ("could not reach node ..."). But the
-    dispatch frames were written to the established connection: they wait in TCP's send
-    buffer, reach the node when the partition heals, seconds later, and the node runs
-    every one of them (its term is still current, nothing says they expired). Each run
-    recorded failed has then run anyway, unrecorded; with ``retries`` it runs twice.
+    the runs are recorded failed, "node X failed during execution" once gossip declares the
+    node failed, or "could not reach node X: ... no reply within 5.0 s" when the call and
+    the "what do you run?" query time out first. But the dispatch frames were written to
+    the established connection: they wait in TCP's send buffer, reach the node when the
+    partition heals, seconds later, and the node runs every one of them (the term is still
+    current; nothing says they expired). Each run recorded failed has then run anyway,
+    unrecorded (its report is refused: "execution not found"); with ``retries`` the fire
+    runs twice on that node.
 
     Proposed fix (trickle/engine/dispatch.py and the leader's dispatch in _engine.py): a
     dispatch carries an expiry (the leader's clock + DISPATCH_TIMEOUT); the runner refuses
