@@ -292,7 +292,7 @@ async def test_a_run_recorded_failed_while_its_node_was_cut_off_never_runs_after
     partition heals, seconds later, and the node runs every one of them (the term is still
     current; nothing says they expired). Each run recorded failed has then run anyway,
     unrecorded (its report is refused: "execution not found"); with ``retries`` the fire
-    runs twice on that node.
+    may run twice on that node (the retry and the late original; not tested).
 
     Proposed fix (trickle/engine/dispatch.py and the leader's dispatch in _engine.py): a
     dispatch carries an expiry (the leader's clock + DISPATCH_TIMEOUT); the runner refuses
