@@ -180,9 +180,17 @@ def _create_edit_toggle_delete(page: Any, base: str) -> None:
     )  # the next five fires, as typed
     # the server's validation error, beside the field it names
     page.get_by_label("Time zone").fill("Mars/Olympus_Mons")
-    page.get_by_role("button", name="Create job").click()
     error = page.locator("#f-timezone-error")
-    error.wait_for(state="visible")
+    # the preview says it first, as typed
+    page.wait_for_function(
+        "() => document.querySelector('#f-timezone-error').textContent.includes('Olympus')"
+    )
+    page.get_by_role("button", name="Create job").click()
+    # then the server refuses the save
+    page.wait_for_function(
+        "() => document.querySelector('#f-timezone-error').textContent"
+        ".startsWith('Job validation failed')"
+    )
     assert "Mars/Olympus_Mons" in error.inner_text()
     assert page.get_by_label("Time zone").get_attribute("aria-invalid") == "true"
     with _api(base) as api:
@@ -200,6 +208,9 @@ def _create_edit_toggle_delete(page: Any, base: str) -> None:
     page.goto(base + "/ui/#/jobs")
     _ready(page, "jobs")
     page.get_by_label("Search").fill("ui-ma")
+    page.wait_for_function(
+        "() => location.hash.includes('q=ui-ma') && !document.querySelector('#jobs-box[aria-busy]')"
+    )
     row = page.locator('tr[data-job="ui-made"]')
     row.wait_for()
     page.wait_for_function("() => document.querySelectorAll('#jobs-table tbody tr').length === 1")

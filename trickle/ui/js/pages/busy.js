@@ -112,6 +112,8 @@ export async function render(main) {
 
   await helloSeen;
   await load();
+  const note = await api.followerNote();
+  if (note) count.before(h("p", { class: "hint", id: "follower-note" }, note));
   ready("busy");
   return () => {
     feed.close();

@@ -167,6 +167,7 @@ export async function render(main, ctx) {
     for (const [key, err] of Object.entries(errors)) {
       err.hidden = true;
       err.textContent = "";
+      delete err.dataset.from;
       inputs[key].removeAttribute("aria-invalid");
     }
   }

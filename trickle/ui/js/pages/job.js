@@ -510,7 +510,12 @@ export async function render(main, ctx) {
 
   showJob();
   await helloSeen;
-  await Promise.all([loadSummary(), loadExecutions(), loadGraph().catch((err) => fill(graphBox, h("p", { class: "error-text" }, err.message)))]);
+  await Promise.all([
+    loadSummary(),
+    loadExecutions(),
+    loadGraph().catch((err) => fill(graphBox, h("p", { class: "error-text" }, err.message))),
+    api.followerNote().then((note) => note && execCount.before(h("p", { class: "hint", id: "follower-note" }, note))),
+  ]);
   ready("job");
   return () => {
     feed.close();

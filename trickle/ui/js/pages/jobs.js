@@ -110,7 +110,7 @@ export async function render(main, ctx) {
   const toggleBtn = h("button", { type: "button", class: "btn", disabled: true }, "Toggle");
   const deleteBtn = h("button", { type: "button", class: "btn btn-danger", disabled: true }, "Delete");
   const selCount = h("span", { class: "muted", "aria-live": "polite" }, "");
-  const tableBox = h("div", { class: "table-box" });
+  const tableBox = h("div", { class: "table-box", id: "jobs-box" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
   const countText = h("p", { class: "muted", id: "job-count", "aria-live": "polite" });
 
@@ -288,6 +288,7 @@ export async function render(main, ctx) {
     if (loading) loading.abort();
     const controller = new AbortController();
     loading = controller;
+    tableBox.setAttribute("aria-busy", "true");
     const start = (state.page - 1) * state.size;
     const params = {
       q: state.q,
@@ -303,11 +304,14 @@ export async function render(main, ctx) {
       result = await api.get("jobs", params, controller.signal);
     } catch (err) {
       if (err.name === "AbortError") return;
+      loading = null;
+      tableBox.removeAttribute("aria-busy");
       fill(tableBox, h("p", { class: "error-text" }, `Cannot list jobs: ${err.message}`));
       return;
     }
     if (loading !== controller) return;
     loading = null;
+    tableBox.removeAttribute("aria-busy");
     total = result.total ?? result.data.length;
     if (result.data.length === 0 && state.page > 1 && total > 0) {
       state.page = Math.max(1, Math.ceil(total / state.size));
