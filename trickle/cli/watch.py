@@ -306,7 +306,8 @@ async def _watch(
                 reason = f"the server closed the feed ({close.code} {close.name}{why})"
         except HandshakeError as exc:
             cause = exc.__cause__
-            reason = f"cannot connect: {_reason(cause) if cause else type(exc).__name__}"
+            why = _reason(cause) if isinstance(cause, Exception) else type(exc).__name__
+            reason = f"cannot connect: {why}"
         except (OSError, trio.BrokenResourceError) as exc:
             reason = f"the connection broke: {_reason(exc)}"
         except ValueError as exc:  # a frame that is not JSON

@@ -230,9 +230,9 @@ class _FeedState:
 
 def _state(app: QuartTrio) -> _FeedState:
     state = app.extensions.get(_STATE_KEY)
-    if state is None:
+    if not isinstance(state, _FeedState):
         state = app.extensions[_STATE_KEY] = _FeedState()
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 def close_feeds(app: QuartTrio) -> None:
