@@ -250,6 +250,7 @@ async def latency(base: str, samples: int) -> dict[str, Any]:
     command = f"{sys.executable} -c '{program}'"
     url = base.replace("http://", "ws://") + "/v1/events?jobs=clock&kinds=execution_output"
     delays: list[float] = []
+    others: list[str] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         await _put(
             client,
@@ -265,13 +266,17 @@ async def latency(base: str, samples: int) -> dict[str, Any]:
                 await ws.get_message()  # hello
                 (await client.post("/v1/jobs/clock/run")).raise_for_status()
                 partial = ""
-                while len(delays) < samples:
+                while len(delays) < samples and len(others) < samples:
                     frame = json.loads(await ws.get_message())
                     now = time.time()
                     if frame["type"] != "execution_output":
                         continue
                     *lines, partial = (partial + frame["chunk"]).split("\n")
-                    delays += [(now - float(line)) * 1000 for line in lines if line.strip()]
+                    for line in lines:
+                        try:
+                            delays.append((now - float(line)) * 1000)
+                        except ValueError:  # not a printed time (a shell's complaint)
+                            others.append(line)
     delays.sort()
 
     def ms(q: float) -> float | None:
@@ -283,6 +288,7 @@ async def latency(base: str, samples: int) -> dict[str, Any]:
         "output_to_frame_ms_p99": ms(0.99),
         "output_to_frame_ms_max": round(delays[-1], 2) if delays else None,
         "output_samples": len(delays),
+        **({"output_other_lines": others[:5]} if others else {}),
     }
 
 
