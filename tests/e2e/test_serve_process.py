@@ -1,7 +1,8 @@
 """`trickle serve --server` as a real process: ready line, Dkron's getting-started job, an
 http job against a local server, graceful stop on SIGTERM/SIGINT, restart on the same data.
 
-Every process is started through `node()`, which kills it if the test did not stop it.
+Every process is started through `node()` (trickle.testing.processes), which kills it if
+the test did not stop it.
 Waiting is on the ready line, on awaited events, or on polling the API with a deadline.
 """
 
@@ -12,24 +13,23 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 import trio
+
+from trickle.testing.processes import Cluster, Node
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_JOB = ROOT / "examples" / "job.json"
-START_TIMEOUT = 60  # seconds for a node to print its ready line
 RUN_TIMEOUT = 60  # seconds for scheduled runs to be recorded
-STOP_TIMEOUT = 15  # seconds for a graceful stop
 POLL = 0.1  # seconds between two looks at the API while waiting for a deadline
 
 GETTING_STARTED_JOB = {
@@ -46,78 +46,24 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("TRICKLE_")}
 
 
-@attrs.define
-class Node:
-    process: trio.Process
-    ready: dict[str, Any]
-    stderr_path: Path
-
-    @property
-    def address(self) -> str:
-        return str(self.ready["http"])
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    async def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        with trio.move_on_after(STOP_TIMEOUT):
-            return await self.process.wait()
-        raise AssertionError(f"no exit {STOP_TIMEOUT}s after the signal:\n{self.stderr()}")
-
-
-async def read_line(stream: trio.abc.ReceiveStream, describe: Callable[[], str]) -> bytes:
-    buffer = bytearray()
-    while b"\n" not in buffer:
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            raise AssertionError(f"trickle serve ended before its ready line:\n{describe()}")
-        buffer += chunk
-    return bytes(buffer.split(b"\n", 1)[0])
-
-
 @asynccontextmanager
 async def node(
     data_dir: Path, *args: str, name: str | None = "e2e", env: dict[str, str] | None = None
 ) -> AsyncIterator[Node]:
-    """A `trickle serve --server` process on a free port, once it printed its ready line.
+    """A `trickle serve --server` process (no gossip) on a free port, once it printed its
+    ready line; killed at the end if the test did not stop it (trickle.testing.processes).
 
     ``name=None`` leaves the node name to the environment or the config file."""
-    stderr_path = data_dir.parent / f"{data_dir.name}-{name}.stderr.log"
-    command = [
-        sys.executable,
-        "-m",
-        "trickle",
-        "serve",
-        "--server",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(data_dir),
-        *args,
-    ]
-    if name is not None:
-        command += ["--node-name", name]
-    with stderr_path.open("ab") as stderr:
-        process = await trio.lowlevel.open_process(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**clean_env(), **(env or {})},
-            cwd=ROOT,
+    label = name or "unnamed"
+    async with Cluster(data_dir.parent / f"{data_dir.name}-{label}", env=env) as cluster:
+        yield await cluster.start_node(
+            label,
+            server=True,
+            args=args,
+            data_dir=data_dir,
+            gossip=False,
+            name_flag=name is not None,
         )
-    try:
-        assert process.stdout is not None
-        with trio.fail_after(START_TIMEOUT):
-            line = await read_line(process.stdout, lambda: stderr_path.read_text(errors="replace"))
-        yield Node(process, json.loads(line), stderr_path)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
 
 
 async def trickle(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -158,7 +104,7 @@ async def test_ready_line_reports_the_bound_port(tmp_path: Path) -> None:
         assert n.ready["http"].startswith("http://127.0.0.1:")
         assert not n.ready["http"].endswith(":0")
         assert n.ready["pid"] == n.process.pid
-        async with httpx.AsyncClient(base_url=n.address) as client:
+        async with httpx.AsyncClient(base_url=n.http) as client:
             assert (await client.get("/health")).status_code == 200
             agent = (await client.get("/v1")).json()
         assert agent["tags"]["dkron_server"] == "true"
@@ -167,15 +113,15 @@ async def test_ready_line_reports_the_bound_port(tmp_path: Path) -> None:
 
 async def test_getting_started_job_runs_on_schedule(tmp_path: Path) -> None:
     async with node(tmp_path / "data") as n:
-        async with httpx.AsyncClient(base_url=n.address) as client:
+        async with httpx.AsyncClient(base_url=n.http) as client:
             created = await client.post("/v1/jobs", json=GETTING_STARTED_JOB)
         assert created.status_code == 201, created.text
-        executions = await wait_for_executions(n.address, "job1", 2)
+        executions = await wait_for_executions(n.http, "job1", 2)
         for execution in executions:
             assert execution["success"] is True, execution
             assert execution["node_name"] == "e2e"
             assert execution["output"].strip()  # what `date` printed
-        table = await trickle("executions", "job1", "--address", n.address)
+        table = await trickle("executions", "job1", "--address", n.http)
         assert table.returncode == 0, table.stderr
         assert b"success" in table.stdout
         assert await n.stop() == 0, n.stderr()
@@ -183,9 +129,9 @@ async def test_getting_started_job_runs_on_schedule(tmp_path: Path) -> None:
 
 async def test_example_job_file_is_accepted_by_the_cli(tmp_path: Path) -> None:
     async with node(tmp_path / "data") as n:
-        put = await trickle("jobs", "put", str(EXAMPLE_JOB), "--address", n.address)
+        put = await trickle("jobs", "put", str(EXAMPLE_JOB), "--address", n.http)
         assert put.returncode == 0, put.stderr
-        listed = await trickle("jobs", "list", "--json", "--address", n.address)
+        listed = await trickle("jobs", "list", "--json", "--address", n.http)
         jobs = json.loads(listed.stdout)
         assert [job["name"] for job in jobs] == ["job1"]
         assert jobs[0]["schedule"] == "@every 10s"
@@ -225,13 +171,13 @@ async def test_http_job_calls_a_local_server(tmp_path: Path, nursery: trio.Nurse
         },
     }
     async with node(tmp_path / "data") as n:
-        async with httpx.AsyncClient(base_url=n.address) as client:
+        async with httpx.AsyncClient(base_url=n.http) as client:
             created = await client.post("/v1/jobs", json=job)
         assert created.status_code == 201, created.text
         with trio.fail_after(RUN_TIMEOUT):
             await hit.wait()
         assert hits[0].startswith(b"GET /hook HTTP/1.1\r\n")
-        executions = await wait_for_executions(n.address, "ping", 1)
+        executions = await wait_for_executions(n.http, "ping", 1)
         assert executions[0]["success"] is True, executions[0]
         assert await n.stop() == 0, n.stderr()
 
@@ -241,9 +187,9 @@ async def test_stop_signal_exits_zero_and_frees_the_port(tmp_path: Path, signum:
     async with node(tmp_path / "data") as n:
         assert await n.stop(signum) == 0, n.stderr()
         assert f"received {signal.Signals(signum).name}" in n.stderr()
-        port = n.address.rsplit(":", 1)[1]
+        port = n.http.rsplit(":", 1)[1]
     async with node(tmp_path / "data", "--http-addr", f"127.0.0.1:{port}", name="again") as m:
-        assert m.address == n.address  # the port was released
+        assert m.http == n.http  # the port was released
         assert await m.stop() == 0, m.stderr()
 
 
@@ -251,26 +197,26 @@ async def test_restart_on_the_same_data_dir_keeps_jobs_and_history(tmp_path: Pat
     data = tmp_path / "data"
     async with node(data) as n:
         body = json.dumps({**GETTING_STARTED_JOB, "schedule": "@every 1h"}).encode()
-        put = await trickle("jobs", "put", "-", "--address", n.address, input=body)
+        put = await trickle("jobs", "put", "-", "--address", n.http, input=body)
         assert put.returncode == 0, put.stderr
-        run = await trickle("jobs", "run", "job1", "--address", n.address)
+        run = await trickle("jobs", "run", "job1", "--address", n.http)
         assert run.returncode == 0, run.stderr
-        before = await wait_for_executions(n.address, "job1", 1)
+        before = await wait_for_executions(n.http, "job1", 1)
         assert await n.stop() == 0, n.stderr()
     async with node(data) as n:
-        got = await trickle("jobs", "get", "job1", "--json", "--address", n.address)
+        got = await trickle("jobs", "get", "job1", "--json", "--address", n.http)
         assert got.returncode == 0, got.stderr
         job = json.loads(got.stdout)
         assert job["schedule"] == "@every 1h"
         assert job["success_count"] >= 1
-        after = await wait_for_executions(n.address, "job1", 1)
+        after = await wait_for_executions(n.http, "job1", 1)
         assert before[0]["id"] in {e["id"] for e in after}
         assert await n.stop() == 0, n.stderr()
 
 
 async def test_second_node_on_a_taken_port_exits_1(tmp_path: Path) -> None:
     async with node(tmp_path / "one") as n:
-        addr = n.address.removeprefix("http://")
+        addr = n.http.removeprefix("http://")
         result = await trio.run_process(
             [
                 sys.executable,
@@ -304,7 +250,7 @@ async def test_config_file_and_environment_reach_the_node(tmp_path: Path) -> Non
     environment = {"TRICKLE_NODE_NAME": "from-env", "TRICKLE_LOG_LEVEL": "warn"}
     async with node(tmp_path / "data", "--config", str(config), name=None, env=environment) as n:
         assert n.ready["node"] == "from-env"  # environment > file
-        async with httpx.AsyncClient(base_url=n.address) as client:
+        async with httpx.AsyncClient(base_url=n.http) as client:
             tags = (await client.get("/v1")).json()["tags"]
         assert tags["rack"] == "r1"
         assert tags["region"] == "file-region"
@@ -320,7 +266,7 @@ async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path
         "executor_config": {"command": "echo start; sleep 1; echo done", "shell": "true"},
     }
     async with node(tmp_path / "data", "--shutdown-grace", "30s") as n:
-        async with httpx.AsyncClient(base_url=n.address) as client:
+        async with httpx.AsyncClient(base_url=n.http) as client:
             assert (await client.post("/v1/jobs", json=job)).status_code == 201
             assert (await client.post("/v1/jobs/slow/run")).status_code == 200
             with trio.fail_after(RUN_TIMEOUT):
@@ -330,7 +276,7 @@ async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path
                     await trio.sleep(POLL)
         assert await n.stop() == 0, n.stderr()
     async with node(tmp_path / "data") as n:
-        [execution] = await wait_for_executions(n.address, "slow", 1)
+        [execution] = await wait_for_executions(n.http, "slow", 1)
         assert execution["success"] is True, execution
         assert execution["output"] == "start\ndone\n"
         assert await n.stop() == 0, n.stderr()

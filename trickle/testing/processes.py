@@ -78,6 +78,8 @@ class Node:
         args: Sequence[str],
         command_prefix: Sequence[str],
         program: Sequence[str],
+        gossip: bool = True,
+        name_flag: bool = True,
     ) -> None:
         self.cluster = cluster
         self.name = name
@@ -87,6 +89,8 @@ class Node:
         self.args = tuple(args)
         self.command_prefix = tuple(command_prefix)
         self.program = tuple(program)
+        self.gossips = gossip
+        self.name_flag = name_flag
         self.stderr_path = cluster.workdir / f"{name}.stderr.log"
         self.ready: dict[str, Any] = {}
         self.waiting: dict[str, Any] | None = None
@@ -247,7 +251,8 @@ class Node:
         process has exited (kill or stop it first). ``same_ports``: bind the ports it had
         (HTTP, Raft, gossip), so that the others find it where it was; a port taken
         meanwhile falls back to a new one (port 0) with a warning. ``join``: gossip
-        addresses to ``--join``; by default those of the cluster's other running nodes.
+        addresses to ``--join``; by default those of the cluster's other running nodes
+        (none for a node without gossip).
         Returns once the new ready line is read."""
         if self.running:
             raise RuntimeError(f"{self.name} is still running: kill or stop it first")
@@ -256,7 +261,8 @@ class Node:
         if not same_ports:
             self._ports = dict.fromkeys(self._ports, 0)
         if join is None:
-            join = [n.gossip for n in self.cluster.nodes.values() if n is not self and n.running]
+            others = [n for n in self.cluster.nodes.values() if n is not self and n.running]
+            join = [n.gossip for n in others if n.gossips] if self.gossips else []
         try:
             await self._start(join=join, timeout=timeout)
         except NodeFailed:
@@ -270,23 +276,24 @@ class Node:
     def command(self, join: Sequence[str] = ()) -> list[str]:
         """The command line of its next start."""
         host = self.host
-        cmd = [
-            *self.command_prefix,
-            *self.program,
-            *(["--server"] if self.server else []),
-            "--node-name",
-            self.name,
+        cmd = [*self.command_prefix, *self.program, *(["--server"] if self.server else [])]
+        if self.name_flag:
+            cmd += ["--node-name", self.name]
+        cmd += [
             "--data-dir",
             str(self.data_dir),
             "--http-addr",
             _host_port(host, self._ports["http"]),
-            "--raft-addr",
-            _host_port(host, self._ports["raft"]),
-            "--bind-addr",
-            _host_port(host, self._ports["gossip"]),
         ]
-        if self.cluster.profile is not None:
-            cmd += ["--profile", self.cluster.profile]
+        if self.gossips:
+            cmd += [
+                "--raft-addr",
+                _host_port(host, self._ports["raft"]),
+                "--bind-addr",
+                _host_port(host, self._ports["gossip"]),
+            ]
+            if self.cluster.profile is not None:
+                cmd += ["--profile", self.cluster.profile]
         for address in join:
             cmd += ["--join", address]
         return cmd + list(self.args)
@@ -481,9 +488,15 @@ class Cluster:
         command_prefix: Sequence[str] | None = None,
         program: Sequence[str] | None = None,
         data_dir: Path | None = None,
+        gossip: bool = True,
+        name_flag: bool = True,
     ) -> Node:
         """Declare a node without starting it (``start_node`` does both). Its data dir is
-        ``<workdir>/<name>`` unless given; ``args`` are extra flags of every start."""
+        ``<workdir>/<name>`` unless given; ``args`` are extra flags of every start.
+        ``gossip=False``: no ``--raft-addr``, ``--bind-addr`` nor ``--profile`` (a server
+        alone, without gossip nor Raft listener). ``name_flag=False``: no ``--node-name``
+        (the name comes from the environment or a config file; ``name`` still names the
+        node here)."""
         if name in self.nodes:
             raise ValueError(f"a node named {name!r} exists already")
         node = Node(
@@ -495,6 +508,8 @@ class Cluster:
             args=args,
             command_prefix=self.command_prefix if command_prefix is None else command_prefix,
             program=program or self.program,
+            gossip=gossip,
+            name_flag=name_flag,
         )
         self.nodes[name] = node
         return node
@@ -509,14 +524,18 @@ class Cluster:
         host: str | None = None,
         command_prefix: Sequence[str] | None = None,
         program: Sequence[str] | None = None,
+        data_dir: Path | None = None,
+        gossip: bool = True,
+        name_flag: bool = True,
         wait_ready: bool = True,
     ) -> Node:
         """Start one node (``--server`` if ``server``), ``--join`` the given gossip
         addresses; returns once its ready line is read (or, ``wait_ready=False``, at once:
-        then call ``read_waiting`` / ``read_ready``)."""
+        then call ``read_waiting`` / ``read_ready``, or ``wait`` for an exit). The other
+        arguments are ``add_node``'s."""
         node = self.add_node(
             name, server=server, args=args, host=host, command_prefix=command_prefix,
-            program=program,
+            program=program, data_dir=data_dir, gossip=gossip, name_flag=name_flag,
         )  # fmt: skip
         await node._start(join=join, wait_ready=wait_ready)
         return node
@@ -577,7 +596,7 @@ class Cluster:
         """Start an agent with ``--tag k=v`` for each of ``tags``, joining ``join`` (by
         default every running server's gossip address); returns once it is ready."""
         if join is None:
-            join = [n.gossip for n in self.servers() if n.running]
+            join = [n.gossip for n in self.servers() if n.running and n.gossips]
         tag_flags = [flag for k, v in (tags or {}).items() for flag in ("--tag", f"{k}={v}")]
         return await self.start_node(
             name,
