@@ -225,6 +225,19 @@ export async function render(main, ctx) {
   const graphBox = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const execBody = h("tbody", {});
   const execCount = h("p", { class: "muted", "aria-live": "polite" });
+  const execBox = scroller(
+    "Executions",
+    h(
+      "table",
+      { class: "data execs", id: "exec-table" },
+      h("thead", {}, h("tr", {}, ["Started", "Duration", "Node", "Trigger", "Attempt", "Status", "Exit code", "Output"].map((t) => h("th", { scope: "col" }, t)))),
+      execBody,
+    ),
+  );
+  const showCount = () => {
+    execCount.textContent = execTotal ? `${execTotal} execution${execTotal === 1 ? "" : "s"}, newest first.` : "No executions yet.";
+    execBox.hidden = execBody.children.length === 0;
+  };
   const moreBtn = h("button", { type: "button", class: "btn", hidden: true }, "Show older executions");
   const runBtn = h("button", { type: "button", class: "btn btn-primary", id: "job-run" }, "Run now");
   const toggleBtn = h("button", { type: "button", class: "btn", id: "job-toggle" }, "");
@@ -242,15 +255,7 @@ export async function render(main, ctx) {
       { class: "panel", "aria-labelledby": "exec-h" },
       h("h2", { id: "exec-h" }, "Executions"),
       execCount,
-      scroller(
-        "Executions",
-        h(
-          "table",
-          { class: "data execs", id: "exec-table" },
-          h("thead", {}, h("tr", {}, ["Started", "Duration", "Node", "Trigger", "Attempt", "Status", "Exit code", "Output"].map((t) => h("th", { scope: "col" }, t)))),
-          execBody,
-        ),
-      ),
+      execBox,
       moreBtn,
     ),
     h("div", { class: "two-col" },
@@ -379,7 +384,7 @@ export async function render(main, ctx) {
     }
     execLoaded += data.length;
     if (running.length) await seedRunning(running);
-    execCount.textContent = execTotal ? `${execTotal} execution${execTotal === 1 ? "" : "s"}, newest first.` : "No executions yet.";
+    showCount();
     moreBtn.hidden = execLoaded >= execTotal;
   }
 
@@ -421,7 +426,7 @@ export async function render(main, ctx) {
             makeRow(e, { open: true, atTop: true });
             execTotal += 1;
             execLoaded += 1;
-            execCount.textContent = `${execTotal} execution${execTotal === 1 ? "" : "s"}, newest first.`;
+            showCount();
           } else updateRow(e);
           break;
         }
