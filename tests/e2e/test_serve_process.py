@@ -103,7 +103,7 @@ async def test_ready_line_reports_the_bound_port(tmp_path: Path) -> None:
         assert n.ready["data_dir"] == str(tmp_path / "data")
         assert n.ready["http"].startswith("http://127.0.0.1:")
         assert not n.ready["http"].endswith(":0")
-        assert n.ready["pid"] == n.process.pid
+        assert n.ready["pid"] == n.pid
         async with httpx.AsyncClient(base_url=n.http) as client:
             assert (await client.get("/health")).status_code == 200
             agent = (await client.get("/v1")).json()

@@ -70,8 +70,8 @@ async def test_three_servers_with_bootstrap_expect_form_one_cluster(tmp_path: Pa
 
             leader = cluster.nodes[next(p["id"] for p in peers if p["leader"])]
             other = next(s for s in servers if s is not leader)
-            job = {"name": "formed", "schedule": "@every 1h", "executor": "shell"}
-            job["executor_config"] = {"command": "true"}
+            job: dict[str, Any] = {"name": "formed", "schedule": "@every 1h"}
+            job |= {"executor": "shell", "executor_config": {"command": "true"}}
             response = await leader.request("POST", "/v1/jobs", json=job)
             assert response.status_code == 201, response.text
             assert (await other.get("/v1/jobs/formed"))["schedule"] == "@every 1h"
