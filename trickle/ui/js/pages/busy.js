@@ -110,14 +110,20 @@ export async function render(main) {
     }
   }, 1000);
 
-  await helloSeen;
-  await load();
-  const note = await api.followerNote();
-  if (note) count.before(h("p", { class: "hint", id: "follower-note" }, note));
-  ready("busy");
-  return () => {
+  const stop = () => {
     feed.close();
     clearInterval(ticker);
     for (const item of cards.values()) clearTimeout(item.timer);
   };
+  try {
+    await helloSeen;
+    await load();
+    const note = await api.followerNote();
+    if (note) count.before(h("p", { class: "hint", id: "follower-note" }, note));
+  } catch (err) {
+    stop(); // the router shows the error; nothing of this page keeps running
+    throw err;
+  }
+  ready("busy");
+  return stop;
 }

@@ -513,18 +513,24 @@ export async function render(main, ctx) {
     }
   });
 
-  showJob();
-  await helloSeen;
-  await Promise.all([
-    loadSummary(),
-    loadExecutions(),
-    loadGraph().catch((err) => fill(graphBox, h("p", { class: "error-text" }, err.message))),
-    api.followerNote().then((note) => note && execCount.before(h("p", { class: "hint", id: "follower-note" }, note))),
-  ]);
-  ready("job");
-  return () => {
+  const stop = () => {
     feed.close();
     clearInterval(ticker);
     refreshJob.cancel();
   };
+  showJob();
+  try {
+    await helloSeen;
+    await Promise.all([
+      loadSummary(),
+      loadExecutions(),
+      loadGraph().catch((err) => fill(graphBox, h("p", { class: "error-text" }, err.message))),
+      api.followerNote().then((note) => note && execCount.before(h("p", { class: "hint", id: "follower-note" }, note))),
+    ]);
+  } catch (err) {
+    stop(); // the router shows the error; nothing of this page keeps running
+    throw err;
+  }
+  ready("job");
+  return stop;
 }
