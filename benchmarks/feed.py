@@ -1,7 +1,7 @@
 """Live feed benchmark: delivery to 100 WebSocket subscribers, output-to-frame delay, and the
 web UI's load times with 10,000 jobs.
 
-    python benchmarks/feed.py [--subscribers 100] [--events 20000] [--latency-samples 200]
+    python benchmarks/feed.py [--subscribers 100] [--events 2000] [--latency-samples 200]
                               [--ui-jobs 10000] [--no-ui]
 
 The server runs in a child process (this file with ``--child``): an Engine on a SQLite data
@@ -335,7 +335,7 @@ def ui(base: str, jobs: int, enabled: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=2_000)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--ui-jobs", type=int, default=10_000)
     parser.add_argument("--no-ui", action="store_true", help="skip the browser part")
