@@ -250,6 +250,30 @@ def _create_edit_toggle_delete(page: Any, base: str) -> None:
     with _api(base) as api:
         assert api.get("/v1/jobs/ui-made").status_code == 404
 
+    # bulk run and bulk delete of a whole page
+    with _api(base) as api:
+        for name in ("bulk-a", "bulk-b"):
+            job = {"name": name, "schedule": "@manually", "executor": "shell"}
+            job["executor_config"] = {"command": "echo bulk"}
+            assert api.post("/v1/jobs", json=job).status_code == 201
+    page.goto(base + "/ui/#/jobs?q=bulk-")
+    _ready(page, "jobs")
+    page.wait_for_function("() => document.querySelectorAll('#jobs-table tbody tr').length === 2")
+    page.get_by_label("Select every job on this page").check()
+    bulk = page.get_by_role("toolbar", name="Actions on the selected jobs")
+    bulk.get_by_role("button", name="Run").click()
+    page.locator("#announce", has_text="Started 2 of 2 jobs.").wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#jobs-table tbody tr')]"
+        ".every(r => r.querySelector('.badge-success'))"
+    )  # both ran (the list follows the feed)
+    page.get_by_label("Select every job on this page").check()
+    page.once("dialog", lambda dialog: dialog.accept())
+    bulk.get_by_role("button", name="Delete").click()
+    page.get_by_text("No job matches these filters.").wait_for()
+    with _api(base) as api:
+        assert api.get("/v1/jobs", params={"q": "bulk-"}).json() == []
+
 
 @pytest.mark.browser
 async def test_create_find_toggle_edit_and_delete_a_job_through_the_ui(
