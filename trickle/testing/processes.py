@@ -456,7 +456,9 @@ class Cluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and not isinstance(exc, KeyboardInterrupt | trio.Cancelled):
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            # a Cancelled too: a fail_after around the block shows it as the TooSlowError's
+            # context, with this note
             exc.add_note(self.describe())
         with trio.CancelScope(shield=True):
             for node in self.nodes.values():
