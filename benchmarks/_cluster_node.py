@@ -26,7 +26,8 @@ go, minus the scheduler's decision and the executor's call. executor_config (str
 ``jobs`` (comma-separated names of existing jobs; the executions are spread over them in
 turn), ``executions`` (how many), ``batch`` (executions per proposal; the replicated log
 merges concurrent proposals into entries of up to 2,048 commands, as it does under load),
-``concurrency`` (proposals in flight), ``node`` (the node_name recorded, default this
+``concurrency`` (proposals in flight; one dropped by a leader change, so not applied, is
+proposed again; one whose fate is unknown fails the run), ``node`` (the node_name recorded, default this
 node), ``start`` (Unix seconds of the first seeded started_at; one millisecond apart).
 The run's output is one JSON line: executions written, seconds taken, rate.
 
@@ -52,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SEED_BATCH = 50  # executions per seed proposal (100 commands)
 SEED_CONCURRENCY = 8  # seed proposals in flight
+SEED_RETRIES = 50  # tries of one seed proposal dropped by leader changes (not applied)
+SEED_RETRY_PAUSE = 0.2  # seconds between two
 PARENT_POLL = 0.5  # seconds between two looks at whether the parent process is gone
 
 
@@ -111,6 +114,7 @@ async def seed_history(engine: Any, config: Any) -> dict[str, Any]:
 
     from trickle.engine import commands as c
     from trickle.engine.model import Execution, ExecutionStatus, Trigger, execution_id, group_id
+    from trickle.errors import NotLeader, ProposalDropped
 
     jobs = [j for j in str(config.get("jobs", "")).split(",") if j]
     if not jobs:
@@ -123,6 +127,7 @@ async def seed_history(engine: Any, config: Any) -> dict[str, Any]:
     base = datetime.fromtimestamp(start, UTC)
     counter = iter(range(total))
     errors: list[str] = []
+    retries = {"leader_changes": 0}
     written = 0
 
     def pair(i: int) -> tuple[Any, Any]:
@@ -153,7 +158,16 @@ async def seed_history(engine: Any, config: Any) -> dict[str, Any]:
             if not indexes:
                 return
             pairs = [pair(i) for i in indexes]
-            results = await engine._propose([p[0] for p in pairs] + [p[1] for p in pairs])
+            commands = [p[0] for p in pairs] + [p[1] for p in pairs]
+            for _attempt in range(SEED_RETRIES):
+                try:
+                    results = await engine._propose(commands)
+                    break
+                except (NotLeader, ProposalDropped):  # not applied: the same batch again
+                    retries["leader_changes"] += 1
+                    await trio.sleep(SEED_RETRY_PAUSE)
+            else:
+                raise RuntimeError(f"seed proposal dropped {SEED_RETRIES} times")
             failed = [a.error for a in results if a.error is not None]
             if failed:
                 errors.append(f"{type(failed[0]).__name__}: {failed[0]}")
@@ -171,6 +185,7 @@ async def seed_history(engine: Any, config: Any) -> dict[str, Any]:
         "per_s": round(written / seconds, 1) if seconds else None,
         "batch": batch,
         "concurrency": concurrency,
+        "proposals_retried": retries["leader_changes"],
     }
 
 

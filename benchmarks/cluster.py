@@ -245,6 +245,20 @@ class Bench:
     async def all_metrics(self) -> dict[str, dict[str, float]]:
         return {n.name: await self.metrics(n) for n in self.live()}
 
+    async def read(self, path: str) -> Any:
+        """GET ``path`` from any live server, again while none answers 200 (a read during a
+        leader change answers 503), for up to WRITE_RETRY_S seconds."""
+        deadline = time.monotonic() + WRITE_RETRY_S
+        while True:
+            for node in self.live():
+                try:
+                    return await node.get(path, timeout=HTTP_TIMEOUT)
+                except (AssertionError, httpx.HTTPError) as exc:
+                    error = str(exc).splitlines()[0]
+            if time.monotonic() > deadline:
+                raise BenchError(f"GET {path}: {error}")
+            await trio.sleep(0.2)
+
     async def post(self, path: str, body: Any = None) -> Any:
         """POST to the leader's API, again after a 503 (the write was not applied: no
         leader, or an entry replaced by a new leader's) or a refused connection (the leader
@@ -409,7 +423,7 @@ class Clusters:
         ``history_limit`` executions per job; once the leader lists three voters."""
         t0 = time.monotonic()
         flags = ["--log-level", "warn", "--tag", "bench=node"]
-        flags += ["--history-limit", str(history_limit(self.args))]
+        flags += ["--history-limit", str(history_limit(self.args)), *self.args.serve_arg]
         await cluster.start_servers(NAMES, args=flags)
         bench = Bench(cluster)
         await bench.wait_formed()
@@ -581,7 +595,6 @@ async def seed(
     cluster: Bench, leader: str, jobs: Sequence[str], count: int, start: float
 ) -> dict[str, Any]:
     """One manual run of the ``seed`` job on the leader; its summary."""
-    node = cluster.nodes[leader]
     await cluster.put_jobs(
         [
             {
@@ -597,17 +610,21 @@ async def seed(
             }
         ]
     )
-    before = {e["id"] for e in await node.get("/v1/jobs/bench-seed/executions")}
+    before = {e["id"] for e in await cluster.read("/v1/jobs/bench-seed/executions")}
     await cluster.post("/v1/jobs/bench-seed/run")
     while True:
         await trio.sleep(0.5)
         runs = [
-            e for e in await node.get("/v1/jobs/bench-seed/executions") if e["id"] not in before
+            e for e in await cluster.read("/v1/jobs/bench-seed/executions") if e["id"] not in before
         ]
-        if runs and runs[0]["finished_at"]:
-            if not runs[0]["success"]:
-                raise BenchError(f"seeding failed: {runs[0]['output']}")
-            summary: dict[str, Any] = json.loads(runs[0]["output"].strip().splitlines()[-1])
+        if runs and runs[0]["status"] != "running":  # finished_at is Go's zero time till then
+            run = runs[0]
+            output = str(run.get("output", ""))  # omitted when empty
+            if not run["success"]:
+                raise BenchError(
+                    f"seeding failed ({run['status']} on {run['node_name']}): {output}"
+                )
+            summary: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
             return summary
 
 
@@ -759,6 +776,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--phases", default="ramp,failover,rss", help="comma-separated: ramp, failover, rss"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the kill pauses")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every server's trickle serve (repeatable), e.g. "
+        "--serve-arg=--snapshot-entries --serve-arg=512",
+    )
     parser.add_argument(
         "--one-cluster",
         action="store_true",
