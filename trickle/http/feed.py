@@ -289,8 +289,15 @@ class _Connection:
 
     async def _send(self, frame: Mapping[str, Any] | str) -> None:
         text = frame if isinstance(frame, str) else _dumps(frame)
-        async with self.send_lock:
+        lock = self.send_lock  # the reader's answers and the writer's frames, one at a time
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # the usual case: no extra trips through the scheduler
+        try:
             await websocket.send(text)
+        finally:
+            lock.release()
 
     async def serve(self) -> None:
         engine, state = self.engine, self.state
