@@ -17,6 +17,10 @@ this process. Three parts:
    any). The child's subscriber buffer holds ``--events`` events, so nothing is dropped: this
    is the rate the feed sustains (serialising each event once, sending it 100 times), not a
    producer's pace. ``frames_per_s`` is the same times the subscribers; ``dropped`` must be 0.
+   ``server_cpu_us_per_frame`` and ``client_cpu_us_per_frame``: CPU time (user + system)
+   of the server process and of this one during that part, per frame delivered; unlike the
+   rate, they do not depend much on what else the machine runs (1e6 / the server's figure
+   is the frames per second one otherwise idle core could send).
 2. ``output_to_frame_ms_p99``: a shell job (a real process through the shell executor's
    pipe) prints ``time.time()`` every 20 ms, ``--latency-samples`` times; one connection
    receives its ``execution_output`` frames and takes, per line, the time of receipt minus
@@ -346,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child, args.buffer)
         return
 
+    import psutil
     import trio
 
     result: dict[str, Any] = {
@@ -357,7 +362,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="trickle-feed-bench-") as tmp:
         proc, base = start_child(str(Path(tmp) / "data"), max(args.events + 10, 1000))
         try:
+            server = psutil.Process(proc.pid)
+            server_cpu, client_cpu = sum(server.cpu_times()[:2]), time.process_time()
             result.update(trio.run(delivery, base, args.subscribers, args.events))
+            frames = args.subscribers * args.events
+            if frames and result.get("delivery_complete"):
+                server_cpu = sum(server.cpu_times()[:2]) - server_cpu
+                client_cpu = time.process_time() - client_cpu
+                result["server_cpu_us_per_frame"] = round(server_cpu / frames * 1e6, 1)
+                result["client_cpu_us_per_frame"] = round(client_cpu / frames * 1e6, 1)
             result.update(trio.run(latency, base, args.latency_samples))
             result.update(ui(base, args.ui_jobs, not args.no_ui))
         finally:
