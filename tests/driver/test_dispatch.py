@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
@@ -717,4 +717,28 @@ async def test_malformed_payloads_are_refused_and_counted_never_crash(autojump_c
         # and both still work
         await s1.dispatcher.send("a1", cluster.dispatch("a1", leader="s1", term=1))
         assert len(a1.runner.submitted) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dispatch_arriving_after_its_expiry_is_refused_and_never_runs(autojump_clock):
+    """A dispatch held up in the network (a partition's TCP buffers) arrives after the
+    leader gave up on it and recorded the run failed: the runner must not start it."""
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        a1 = await cluster.agent("a1")
+        now = datetime.now(UTC)  # the runner service reads the wall clock by default
+        late = attrs.evolve(
+            cluster.dispatch("a1", leader="s1", term=2), expires_at=now - timedelta(seconds=3)
+        )
+        with pytest.raises(DispatchRefused, match="the dispatch expired at .* before it arrived"):
+            await s1.dispatcher.send("a1", late)
+        assert a1.runner.submitted == []
+        in_time = attrs.evolve(
+            cluster.dispatch("a1", leader="s1", term=2), expires_at=now + timedelta(hours=1)
+        )
+        await s1.dispatcher.send("a1", in_time)
+        assert a1.runner.submitted == [in_time.execution.id]
+        stats = a1.service.statistics()
+        assert (stats.refused, stats.accepted) == (1, 1)
         nursery.cancel_scope.cancel()

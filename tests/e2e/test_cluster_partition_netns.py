@@ -7,8 +7,8 @@ nothing more (a log its jobs append to, one line per run that really happened, b
 After healing: the old leader is a follower again and runs jobs again, and every server's
 history has no duplicate (job, scheduled time, node); every run in the log has its record.
 
-A second test (xfail, a known product bug) cuts off a follower that a job is pinned to:
-the dispatches the leader recorded failed must not run when the partition heals.
+A second test cuts off a follower that a job is pinned to: the dispatches the leader
+recorded failed must not run when the partition heals.
 
 Needs root and iproute2: skipped with the reason otherwise, failed under ``CI=true``.
 """
@@ -276,32 +276,17 @@ PINNED = "partition-pinned"  # runs on the cut-off node only, stopped while it i
 PROBE = "partition-probe"  # runs on the cut-off node only, throughout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a runner accepts a dispatch however late it arrives, so a frame "
-    "held in TCP's send buffer during a partition runs after the leader recorded the run "
-    "failed; fix: a dispatch deadline the runner enforces (see the test's docstring)",
-)
 async def test_a_run_recorded_failed_while_its_node_was_cut_off_never_runs_afterwards(
     tmp_path: Path,
 ) -> None:
     """The leader dispatches to a follower it cannot reach (gossip still has it alive):
-    the runs are recorded failed, "node X failed during execution" once gossip declares the
-    node failed, or "could not reach node X: ... no reply within 5.0 s" when the call and
-    the "what do you run?" query time out first. But the dispatch frames were written to
-    the established connection: they wait in TCP's send buffer, reach the node when the
-    partition heals, seconds later, and the node runs every one of them (the term is still
-    current; nothing says they expired). Each run recorded failed has then run anyway,
-    unrecorded (its report is refused: "execution not found"); with ``retries`` the fire
-    may run twice on that node (the retry and the late original; not tested).
-
-    Proposed fix (trickle/engine/dispatch.py and the leader's dispatch in _engine.py): a
-    dispatch carries an expiry (the leader's clock + DISPATCH_TIMEOUT); the runner refuses
-    one that arrives after it ("dispatch expired"), and the leader records an unknown
-    outcome failed only once the expiry plus the allowed clock skew has passed, so the
-    node can no longer start it. (Closing the connection abortively on RpcTimeout, or a
-    TCP_USER_TIMEOUT, would drop frames still in the sender's buffer, but not those
-    already in a paused receiver's buffer: the deadline covers both.)"""
+    the dispatch frames written to the established connection wait in TCP's buffers and
+    reach the node when the partition heals, seconds later. Each dispatch carries an
+    expiry (the leader's clock + DISPATCH_EXPIRY): the node refuses one that arrives after
+    it, and the leader records a dispatch of unknown outcome, or a run on a node gossip
+    declared failed, as failed only once that expiry plus the allowed clock skew has
+    passed. So a run recorded failed never runs afterwards (before the fix, every late
+    frame ran, unrecorded, and with ``retries`` a fire could run twice on the node)."""
     log = tmp_path / "runs.log"
     with trio.fail_after(TEST_TIMEOUT):
         async with servers_in_namespaces(tmp_path) as (net, cluster):

@@ -82,10 +82,13 @@ refs = st.builds(RunRef, job_name=names, execution_id=ids)
 
 messages = st.one_of(
     st.builds(
-        lambda je, term, leader: Dispatch(job=je[0], execution=je[1], term=term, leader=leader),
+        lambda je, term, leader, expires: Dispatch(
+            job=je[0], execution=je[1], term=term, leader=leader, expires_at=expires
+        ),
         jobs_and_executions(),
         terms,
         names,
+        st.none() | instants,
     ),
     st.builds(
         DispatchAnswer, accepted=st.booleans(), duplicate=st.booleans(), reason=texts, term=terms
@@ -292,3 +295,14 @@ def test_a_truncated_message_raises_dispatch_wire_error(message, data):
     cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
     with pytest.raises(DispatchWireError):
         decode(encoded[:cut])
+
+
+def test_a_dispatch_from_a_node_that_sets_no_expiry_is_read_as_never_expiring():
+    job, ex = _job_and_run()
+    old = msgpack.packb(
+        [WIRE_VERSION, int(Kind.DISPATCH), encode_job(job), encode_execution(ex), 3, "s1"],
+        use_bin_type=True,
+    )
+    dispatch = decode(old)
+    assert isinstance(dispatch, Dispatch)
+    assert (dispatch.term, dispatch.leader, dispatch.expires_at) == (3, "s1", None)

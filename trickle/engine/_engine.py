@@ -27,7 +27,14 @@ from trickle._version import __version__
 from trickle.engine import commands as c
 from trickle.engine.clock import Clock, SystemClock
 from trickle.engine.config import EngineConfig, parse_host_port
-from trickle.engine.dispatch import Dispatch, Dispatcher, DispatchRefused, RunnerService
+from trickle.engine.dispatch import (
+    DISPATCH_EXPIRY,
+    MAX_CLOCK_SKEW,
+    Dispatch,
+    Dispatcher,
+    DispatchRefused,
+    RunnerService,
+)
 from trickle.engine.events import Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
@@ -92,7 +99,7 @@ from trickle.raft.messages import (
 )
 from trickle.raft.sqlstore import SqliteRaftStorage
 from trickle.raft.storage import MemoryStorage, RaftStorage
-from trickle.raft.transport import RpcError, TcpTransport
+from trickle.raft.transport import PeerUnreachable, RpcError, TcpTransport
 from trickle.raft.wire import decode_conf_change
 from trickle.testing.raftnet import MemoryNetwork
 
@@ -251,6 +258,9 @@ class Engine:
         self._reconciler: MembershipReconciler | None = None
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
+        self._lead_since: datetime | None = None  # when this server last became the leader
+        # dispatches sent and not yet answered: execution id -> the dispatch's expiry
+        self._dispatch_pending: dict[ExecutionId, datetime] = {}
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
         self._runner: Runner | None = None
         self._nursery: trio.Nursery | None = None
@@ -263,7 +273,7 @@ class Engine:
         self._launching = 0
         self._launch_idle = trio.Event()
         # committed runs waiting for their instant: (at, seq, job name, execution)
-        self._ahead: list[tuple[datetime, int, str, Execution]] = []
+        self._ahead: list[tuple[datetime, int, str, Execution, int]] = []  # ..., term
         self._ahead_seq = 0
         self._dispatch_scope: trio.CancelScope | None = None
         self._dispatch_at: datetime | None = None
@@ -521,6 +531,7 @@ class Engine:
             runner=self._runner,
             servers=self._server_names,
             rng=random.Random(self._rng.getrandbits(64)),
+            clock=self.clock.now,
         )
         await nursery.start(self._runner_service.run)
         if self.config.server:
@@ -560,8 +571,36 @@ class Engine:
         if applied.error is not None:
             logger.info("result of %s refused: %s", finished.execution_id, applied.error.message)
 
+    def _dispatch_settled_at(self, ex: Execution) -> datetime | None:
+        """When a dispatch of ``ex`` that may still be on its way can no longer start it
+        (its expiry, plus the clock skew allowed), or None when none can be on its way: a
+        dispatch this leader sent and saw answered. A run from before this leadership may
+        have been sent by the previous leader up to about when this one took over."""
+        expiry = timedelta(seconds=DISPATCH_EXPIRY + MAX_CLOCK_SKEW)
+        pending = self._dispatch_pending.get(ex.id)
+        if pending is not None:
+            return pending + timedelta(seconds=MAX_CLOCK_SKEW)
+        if self._lead_since is not None and ex.started_at < self._lead_since:
+            return self._lead_since + expiry
+        return None
+
     async def _fail_runs_of(self, node: str, reason: str = "") -> None:
-        """Record the runs of a node gossip declared failed as failed: never left running."""
+        """Record the runs of a node gossip declared failed as failed: never left running.
+        A run whose dispatch may still be held up in the network is failed only once that
+        dispatch has expired (the node would refuse it), unless the node is back meanwhile."""
+        held = [
+            self._dispatch_settled_at(ex)
+            for ex in self._fsm.running.values()
+            if ex.node_name == node
+        ]
+        wait = max((at for at in held if at is not None), default=None)
+        if wait is not None and wait > self.clock.now():
+            await self.clock.sleep_until(wait)
+            gossip = self._gossip
+            member = gossip.member(node) if gossip is not None else None
+            if member is not None and member.state not in (GossipState.DEAD, GossipState.LEFT):
+                logger.info("%s is back: its runs are not failed", node)
+                return
         runs = [(ex.job_name, ex.id) for ex in self._fsm.running.values() if ex.node_name == node]
         if not runs:
             return
@@ -625,15 +664,32 @@ class Engine:
         """Hand a committed run to its node; a run that cannot be handed over is failed."""
         assert self._dispatcher is not None
         node = execution.node_name
+        expires = self.clock.now() + timedelta(seconds=DISPATCH_EXPIRY)
+        dispatch = Dispatch(
+            job=job, execution=execution, term=term, leader=self.node_name, expires_at=expires
+        )
+        self._dispatch_pending[execution.id] = expires
         try:
-            await self._dispatcher.send(
-                node, Dispatch(job=job, execution=execution, term=term, leader=self.node_name)
-            )
+            await self._dispatcher.send(node, dispatch)
             return
         except DispatchRefused as exc:
             reason = f"node {node} refused the run: {exc.message}"
-        except RpcError as exc:
+        except PeerUnreachable as exc:  # never sent
             reason = f"could not reach node {node}: {exc.message}"
+        except RpcError as exc:
+            # it may still arrive (held in a partition's buffers): past its expiry the node
+            # refuses it, so then the node's own answer is final
+            reason = f"could not reach node {node}: {exc.message}"
+            await self.clock.sleep_until(expires + timedelta(seconds=MAX_CLOCK_SKEW))
+            try:
+                state = await self._dispatcher.query(node, term=term)
+            except RpcError:
+                pass
+            else:
+                if any(r.execution_id == execution.id for r in (*state.active, *state.pending)):
+                    return  # it arrived in time after all
+        finally:
+            self._dispatch_pending.pop(execution.id, None)
         logger.warning("%s: %s", execution.id, reason)
         await self._report(
             c.RunFinished(
@@ -998,6 +1054,7 @@ class Engine:
                 if self._lead_term != term or self._nursery is None:
                     return
                 self._log.leader_term = term
+                self._lead_since = self.clock.now()
                 logger.info("%s: leading in term %d", self.node_name, term)
                 for retry in self._fsm.pending_retries():
                     self._spawn_retry(retry)
@@ -1007,7 +1064,7 @@ class Engine:
                     ex for ex in self._fsm.running.values() if ex.node_name != self.node_name
                 ]
                 self._nursery.start_soon(self._reconcile_remote_runs, term, inherited)
-                await self._plan_all_and_catch_up()
+                await self._plan_all_and_catch_up(term)
                 self._led.set()
                 if self._draining:
                     return
@@ -1017,7 +1074,7 @@ class Engine:
                         # Raft's membership follows gossip's servers while this one leads
                         self._reconciler = MembershipReconciler(self._raft, self._server_views)
                         await lead_nursery.start(self._reconciler.run)
-                    await self._schedule_loop()
+                    await self._schedule_loop(term)
                     lead_nursery.cancel_scope.cancel()
         except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
             logger.info("%s: leadership in term %d ended: %s", self.node_name, term, exc)
@@ -1025,7 +1082,7 @@ class Engine:
             self._reconciler = None
             if self._log.leader_term == term:
                 self._log.leader_term = 0
-            held = self._take_held()
+            held = self._take_held(term)
             if held and self._nursery is not None:
                 self._nursery.start_soon(
                     self._fail_intents, held, "leadership moved before the run's scheduled launch"
@@ -1127,10 +1184,12 @@ class Engine:
         if self._draining:
             raise EngineClosed()
 
-    async def _propose(self, commands: list[c.Command], *, urgent: bool = False) -> list[Applied]:
+    async def _propose(
+        self, commands: list[c.Command], *, urgent: bool = False, fence: int | None = None
+    ) -> list[Applied]:
         self._check_open()
         assert self._log is not None
-        return await self._log.propose(commands, urgent=urgent)
+        return await self._log.propose(commands, urgent=urgent, fence=fence)
 
     async def _propose_one(self, command: c.Command) -> Any:
         [applied] = await self._propose([command])
@@ -1600,8 +1659,9 @@ class Engine:
             return
         self._runner.submit(job, execution)
 
-    async def _launch(self, commands: list[c.Command]) -> list[Applied]:
-        """Propose run intents, fenced by this leader's term; shielded, so that a run
+    async def _launch(self, commands: list[c.Command], *, term: int | None = None) -> list[Applied]:
+        """Propose run intents, fenced by this leader's term (``term``: the one the caller
+        decided in; a scheduler of an earlier term is refused); shielded, so that a run
         committed is also dispatched (the caller dispatches right after), and ``drain``
         waits for launches in flight. Raises NotLeader / ProposalDropped when this server
         does not lead (then nothing was launched), EngineClosed when it stops or after
@@ -1610,7 +1670,7 @@ class Engine:
         try:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + LAUNCH_TIMEOUT
-                results = await self._propose(commands, urgent=True)
+                results = await self._propose(commands, urgent=True, fence=term)
             if scope.cancelled_caught:
                 raise EngineClosed()
             return results
@@ -1806,7 +1866,7 @@ class Engine:
             ]
         )
 
-    async def _plan_all_and_catch_up(self) -> None:
+    async def _plan_all_and_catch_up(self, term: int) -> None:
         """Plan every job; fires that fell while no scheduler ran are run once, late, if
         still inside the job's catch-up window, and recorded as missed otherwise."""
         catch_up = self._sched.catch_up(self.clock.now())
@@ -1822,20 +1882,20 @@ class Engine:
             await self._propose(catch_up.commands)
         if catch_up.fires:
             self._metrics.catchup_runs.inc(len(catch_up.fires))
-            await self._fire(catch_up.fires, catchup=True)
+            await self._fire(catch_up.fires, term=term, catchup=True)
 
-    async def _schedule_loop(self) -> None:
+    async def _schedule_loop(self, term: int) -> None:
         assert self._sched_scope is not None
         with self._sched_scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._dispatch_forever, name="trickle dispatcher")
-                await self._schedule_forever()
+                await self._schedule_forever(term)
 
-    async def _schedule_forever(self) -> None:
+    async def _schedule_forever(self, term: int) -> None:
         """Wake when the earliest planned fire is LAUNCH_AHEAD_MIN away (or a held-back fire
         is due), commit the intents of the fires due within LAUNCH_AHEAD, and hand them to
         the dispatcher, which launches each at its scheduled instant."""
-        while True:
+        while self._lead_term == term:
             self._wake_at = self._sched.planner.next_wakeup()
             wake = self._sched.next_wakeup(lead=LAUNCH_AHEAD_MIN)
             with trio.CancelScope() as scope:
@@ -1847,7 +1907,7 @@ class Engine:
             self._wake_scope = None
             due = self._sched.due(self.clock.now(), ahead=LAUNCH_AHEAD, limit=MAX_FIRES_PER_BATCH)
             if due:
-                await self._fire(due)
+                await self._fire(due, term=term)
 
     async def _dispatch_forever(self) -> None:
         """Launch committed runs at their scheduled instants (all those due at once)."""
@@ -1863,13 +1923,20 @@ class Engine:
             self._dispatch_scope = None
             now = self.clock.now()
             gone: list[Execution] = []
+            moved: list[Execution] = []
             while self._ahead and self._ahead[0][0] <= now:
-                _at, _seq, name, ex = heapq.heappop(self._ahead)
+                _at, _seq, name, ex, term = heapq.heappop(self._ahead)
                 job = self._fsm.jobs.get(name)
-                if job is None:
+                if term != self._lead_term:  # committed by an earlier leadership of ours
+                    moved.append(ex)
+                elif job is None:
                     gone.append(ex)
                 else:
                     self._launch_now(job, ex)
+            if moved:
+                self._nursery_start(
+                    self._fail_intents, moved, "leadership moved before the run's scheduled launch"
+                )
             if gone:
                 self._nursery_start(
                     self._fail_intents,
@@ -1889,22 +1956,27 @@ class Engine:
             self._publish(event)
         self._dispatch(job, ex)
 
-    def _hold(self, ex: Execution) -> None:
-        """Give the dispatcher a committed run to launch at its scheduled instant."""
+    def _hold(self, ex: Execution, term: int) -> None:
+        """Give the dispatcher a run committed in ``term`` to launch at its instant."""
         assert ex.scheduled_at is not None
         at = ex.scheduled_at
         self._ahead_seq += 1
-        heapq.heappush(self._ahead, (at, self._ahead_seq, ex.job_name, ex))
+        heapq.heappush(self._ahead, (at, self._ahead_seq, ex.job_name, ex, term))
         if self._dispatch_scope is not None and (
             self._dispatch_at is None or at < self._dispatch_at
         ):
             self._dispatch_scope.cancel()
 
-    def _take_held(self) -> list[Execution]:
-        """Remove and return every committed run still waiting for its instant."""
-        held = [ex for _at, _seq, _name, ex in sorted(self._ahead)]
-        self._ahead.clear()
-        return held
+    def _take_held(self, term: int | None = None) -> list[Execution]:
+        """Remove and return the committed runs still waiting for their instant: those
+        committed in ``term``, or all of them (None)."""
+        held = [e for e in sorted(self._ahead) if term is None or e[4] == term]
+        if term is None:
+            self._ahead.clear()
+        else:
+            self._ahead = [e for e in self._ahead if e[4] != term]
+            heapq.heapify(self._ahead)
+        return [e[3] for e in held]
 
     async def _fail_intents(self, executions: list[Execution], reason: str) -> None:
         """Record committed runs that will not be launched as failed, with ``reason``.
@@ -1934,7 +2006,9 @@ class Engine:
             if self._launching == 0:
                 self._launch_idle.set()
 
-    async def _fire(self, due: list[tuple[str, datetime]], *, catchup: bool = False) -> None:
+    async def _fire(
+        self, due: list[tuple[str, datetime]], *, term: int, catchup: bool = False
+    ) -> None:
         """Launch fires: one batch of commands; each run is dispatched once committed, at
         its scheduled instant if that is still ahead (launch ahead), else at once."""
         now = self.clock.now()
@@ -1954,7 +2028,7 @@ class Engine:
         ahead = {ex.id for _job, ex in decision.runs if _at_of(ex) > now}
         self._ahead_ids.update(ahead)
         try:
-            results = await self._launch(decision.commands)
+            results = await self._launch(decision.commands, term=term)
         except (EngineClosed, NotLeader, ProposalDropped, ProposalUnknown):
             self._ahead_ids.difference_update(ahead)
             return
@@ -1973,7 +2047,7 @@ class Engine:
                 elif self._draining:
                     unlaunched.append(ex)
                 else:
-                    self._hold(ex)
+                    self._hold(ex, term)
             else:
                 self._ahead_ids.discard(ex.id)
                 if isinstance(applied.error, TrickleError):

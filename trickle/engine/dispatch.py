@@ -38,6 +38,7 @@ import enum
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -99,8 +100,13 @@ REPORT_BACKOFF_INITIAL = 0.1  # seconds before the second round of report attemp
 REPORT_BACKOFF_MAX = 5.0  # seconds: the cap of the exponential backoff (jittered)
 FINISHED_MEMORY = 16_384  # execution ids remembered as finished here (dedupe)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
 # leader side
 DISPATCH_TIMEOUT = 5.0  # seconds for a runner to accept a dispatch
+DISPATCH_EXPIRY = 10.0  # seconds after sending when a runner refuses a dispatch still arriving
+MAX_CLOCK_SKEW = 1.0  # seconds between two nodes' wall clocks that expiry allows for
 DISPATCH_ATTEMPTS = 3  # sends of one dispatch while the node is unreachable
 DISPATCH_BACKOFF = 0.5  # seconds before the second send, doubling (jittered)
 QUERY_TIMEOUT = 5.0  # seconds for a "what do you run?" answer
@@ -143,12 +149,16 @@ class Kind(enum.IntEnum):
 class Dispatch:
     """The run intent as committed. ``job`` is the job as of the fire; ``term`` is the Raft
     term in which the sending leader leads (the one that committed the intent): the fencing
-    token; ``leader`` is its node name (output is streamed there)."""
+    token; ``leader`` is its node name (output is streamed there). ``expires_at``: the
+    leader's wall-clock instant after which the runner refuses it (None: never): a
+    dispatch held up in the network (a partition's TCP buffers) must not start a run the
+    leader has meanwhile recorded failed."""
 
     job: Job
     execution: Execution
     term: int
     leader: str
+    expires_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +270,7 @@ def encode(message: DispatchMessage) -> bytes:
             encode_execution(message.execution),
             message.term,
             message.leader,
+            None if message.expires_at is None else _micros(message.expires_at),
         )
     if isinstance(message, DispatchAnswer):
         return _pack(
@@ -350,7 +361,9 @@ def _refs(value: Any, what: str) -> tuple[RunRef, ...]:
 
 
 def _decode_dispatch(f: list[Any]) -> Dispatch:
-    job_data, ex_data, term, leader = _fields(f, "a dispatch", 4)
+    if type(f) is list and len(f) == 4:  # from a node that sets no expiry
+        f = [*f, None]
+    job_data, ex_data, term, leader, expires = _fields(f, "a dispatch", 5)
     try:
         job = decode_job(_bin(job_data, "job"))
         execution = decode_execution(_bin(ex_data, "execution"))
@@ -365,8 +378,16 @@ def _decode_dispatch(f: list[Any]) -> Dispatch:
     if not execution.running:
         raise DispatchWireError(f"dispatch: execution {execution.id} is already finished")
     return Dispatch(
-        job=job, execution=execution, term=_int(term, "term"), leader=_str(leader, "leader")
+        job=job,
+        execution=execution,
+        term=_int(term, "term"),
+        leader=_str(leader, "leader"),
+        expires_at=None if expires is None else _EPOCH + _int(expires, "expires_at") * _MICRO,
     )
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _MICRO
 
 
 def _decode_result(data: Any) -> RunFinished:
@@ -617,8 +638,10 @@ class RunnerService:
         rng: random.Random,
         max_pending_results: int = MAX_PENDING_RESULTS,
         max_pending_bytes: int = MAX_PENDING_BYTES,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.node_name = node_name
+        self._now = clock or (lambda: datetime.now(UTC))
         self._transport = transport
         self._runner = runner
         self._servers = servers
@@ -706,7 +729,8 @@ class RunnerService:
     def accept(self, dispatch: Dispatch, *, src: str | None = None) -> DispatchAnswer:
         """Take a dispatch (the DISPATCH_METHOD handler; the leader calls it directly for a
         run on itself). Refused: a term below the highest seen, a run for another node, a
-        sender other than the leader it names, a stopped runner. Accepted without running
+        sender other than the leader it names, a dispatch past its ``expires_at`` (by this
+        node's clock), a stopped runner. Accepted without running
         again: a run already active or finished here. Otherwise submitted to the runner."""
         ex = dispatch.execution
         refusal = ""
@@ -728,6 +752,17 @@ class RunnerService:
             self._stats["duplicates"] += 1
             logger.debug("%s: run %s dispatched again: not rerun", self.node_name, ex.id)
             return DispatchAnswer(accepted=True, duplicate=True, term=self._term)
+        now = self._now()
+        if dispatch.expires_at is not None and now > dispatch.expires_at:
+            late = (now - dispatch.expires_at).total_seconds()
+            refusal = (
+                f"the dispatch expired at {dispatch.expires_at.isoformat()} ({late:.1f}s "
+                "before it arrived): the leader records the run as not started"
+            )
+            self._stats["refused"] += 1
+            self._stats["expired"] += 1
+            logger.warning("%s: refused run %s: %s", self.node_name, ex.id, refusal)
+            return DispatchAnswer(accepted=False, reason=refusal, term=self._term)
         if self._nursery is None:
             refusal = f"node {self.node_name} is not running jobs (its service stopped)"
         else:
