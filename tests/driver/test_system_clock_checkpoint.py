@@ -1,30 +1,24 @@
-"""Findings of the real-process cluster test (tests/e2e/test_cluster_processes.py): the
-system clock's sleep_until must be a Trio checkpoint even when the instant is past.
-xfail(strict) until fixed: remove the marker then."""
+"""A finding of the real-process cluster test (tests/e2e/test_cluster_processes.py): the
+system clock's sleep_until must be a Trio checkpoint even when the instant is past, or a
+leader's scheduler that is behind never sees its leadership's cancellation (it went on
+launching, fenced with the next term's fence, and fires ran twice)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 import trio
 import trio.testing
 
 from trickle.engine.clock import SystemClock
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SystemClock.sleep_until returns without a checkpoint when the instant is past: "
-    "a leader's scheduler that is behind never sees its leadership's cancellation",
-)
 async def test_system_clock_sleep_until_a_past_instant_is_a_checkpoint() -> None:
     clock = SystemClock()
     with trio.testing.assert_checkpoints():
         await clock.sleep_until(clock.now() - timedelta(seconds=1))
 
 
-@pytest.mark.xfail(strict=True, reason="as above: a cancelled caller is not stopped")
 async def test_a_cancelled_scheduler_loop_that_is_behind_stops() -> None:
     clock = SystemClock()
     rounds = 0

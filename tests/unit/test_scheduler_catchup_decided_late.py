@@ -1,12 +1,10 @@
-"""Findings of the real-process cluster test (tests/e2e/test_cluster_processes.py), each
-as the smallest test that shows it. xfail(strict) until fixed: remove the marker then."""
+"""A finding of the real-process cluster test (tests/e2e/test_cluster_processes.py): a
+catch-up decided late must not lose the fires that fell due meanwhile."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from trickle.engine import commands as c
 from trickle.engine.fsm import StateMachine
@@ -18,11 +16,6 @@ SECOND = timedelta(seconds=1)
 NODES = [Member(name="n1", addr="127.0.0.1", port=8946, tags={}, status="alive")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Scheduler.decide(catchup=True) plans from max(at, now): fires between the "
-    "catch-up decision and the launch are neither run nor recorded missed",
-)
 def test_a_fire_falling_due_while_a_catch_up_is_decided_is_not_lost() -> None:
     fsm = StateMachine()
     sched = Scheduler(fsm, node_name="n1", rng=random.Random(1))

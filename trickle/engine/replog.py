@@ -244,22 +244,26 @@ class ReplicatedLog:
             p.error = exc
             p.done.set()
 
-    async def propose(self, commands: Sequence[Command], *, urgent: bool = False) -> list[Applied]:
+    async def propose(
+        self, commands: Sequence[Command], *, urgent: bool = False, fence: int | None = None
+    ) -> list[Applied]:
         """Commit and apply ``commands`` in order; returns one ``Applied`` per command.
 
         ``urgent`` proposals (run launches) go first and are fenced by the term in which
-        this node leads (NotLeader at once if it does not).
+        this node leads: ``fence``, the term the caller decided in (default: the current
+        one); NotLeader at once if this node does not lead in that term.
         Raises NotLeader / ProposalDropped when the cluster could not take them (nothing
         was applied), EngineClosed when the log stopped."""
         if self._closed:
             raise EngineClosed()
         if not commands:
             return []
-        fence = 0
         if urgent:
-            fence = self.leader_term
-            if not fence:
+            fence = self.leader_term if fence is None else fence
+            if not fence or fence != self.leader_term:
                 raise NotLeader(None)
+        else:
+            fence = 0
         proposal = _Proposal(commands, fence=fence)
         (self._urgent if urgent else self._pending).append(proposal)
         self._wakeup.set()

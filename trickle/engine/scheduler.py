@@ -348,7 +348,9 @@ class Scheduler:
                 self._defer(name, at)
                 out.deferred.append((name, at))
                 continue
-            nxt = self.fsm.next_fire(job, max(at, now) if catchup else at)
+            # from the fire itself, also for a catch-up: fires that fell due since
+            # catch_up() looked are coalesced below (recorded missed), not skipped over
+            nxt = self.fsm.next_fire(job, at)
             coalesced: list[datetime] = []
             while nxt is not None and nxt <= now and len(coalesced) < MAX_MISSED_SCAN:
                 coalesced.append(nxt)  # the scheduler fell a whole period behind
