@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from trickle.errors import PayloadTooLarge
+from trickle.raft import transport as transport_module
 from trickle.raft.messages import Entry, Message, MessageType, NodeId
 from trickle.raft.transport import (
     PeerUnreachable,
@@ -369,3 +370,22 @@ async def test_set_peers_drops_removed_peers_and_follows_a_new_address():
             assert await c.messages.receive() == heartbeat(A, C)
             with pytest.raises(PeerUnreachable, match="not a known peer"):
                 await a.call(B, "echo", b"")
+
+
+async def test_redial_ends_the_reconnect_backoff_of_a_peer_known_to_be_back(monkeypatch):
+    """Gossip saw the node come back (a restart): the next dial must not wait out the
+    backoff, or dispatches fail meanwhile. With an hour of backoff, only redial connects."""
+    monkeypatch.setattr(transport_module, "BACKOFF_INITIAL", 3600.0)
+    monkeypatch.setattr(transport_module, "BACKOFF_MAX", 3600.0)
+    port = closed_port()
+    a = TcpTransport(A)
+    with trio.fail_after(TIMEOUT):
+        async with serving(a):
+            a.set_peers({B: ("127.0.0.1", port)})
+            with pytest.raises(PeerUnreachable):
+                await a.call(B, "x", b"", timeout=5)  # refused: now in its backoff
+            b = TcpTransport(B, bind=("127.0.0.1", port))
+            async with serving(b):
+                a.redial(B)
+                await a.wait_connected(B)
+                a.redial(C)  # not a peer: nothing happens

@@ -910,6 +910,10 @@ class Engine:
                             waiting.wake()
                     if event.kind in (GossipEventKind.JOIN, GossipEventKind.UPDATE):
                         self._learn_rpc_address(event.member)
+                        if event.kind is GossipEventKind.JOIN and isinstance(
+                            self._transport, TcpTransport
+                        ):  # back (a restart): no dispatch lost to a reconnect backoff
+                            self._transport.redial(NodeId(event.member.name))
                     elif event.kind is GossipEventKind.FAIL and self.is_leader():
                         self._nursery_start(self._fail_runs_of, event.member.name)
                     kind = _MEMBER_EVENT_KINDS[event.kind]

@@ -262,6 +262,7 @@ class _Link:
         self.pending: dict[int, _Call] = {}
         self.next_call = 1
         self.scope = trio.CancelScope()
+        self.redial_now = trio.Event()  # set: end the backoff and dial at once
         self.sent = 0
         self.dropped = 0
         self.connects = 0
@@ -376,7 +377,9 @@ class _Link:
 
     async def _backoff(self, failures: int) -> None:
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures)
-        await trio.sleep(delay * self.t.rng.uniform(0.5, 1.0))
+        with trio.move_on_after(delay * self.t.rng.uniform(0.5, 1.0)):
+            await self.redial_now.wait()
+        self.redial_now = trio.Event()
 
     async def _dial(self) -> tuple[trio.SocketStream, FrameReader]:
         host, port = self.address
@@ -640,6 +643,13 @@ class TcpTransport:
 
     def peers(self) -> dict[NodeId, Address]:
         return {p: link.address for p, link in self._links.items()}
+
+    def redial(self, peer: NodeId) -> None:
+        """``peer`` is known to be up again (gossip saw it come back): if the link waits
+        in its reconnect backoff, dial now rather than after up to BACKOFF_MAX."""
+        link = self._links.get(peer)
+        if link is not None:
+            link.redial_now.set()
 
     def is_connected(self, peer: NodeId) -> bool:
         link = self._links.get(peer)
