@@ -248,3 +248,20 @@ def test_durations_and_backoff() -> None:
     assert [backoff.next() for _ in range(5)] == [0.5, 1, 2, 3, 3]
     backoff.reset()
     assert backoff.next() == 0.5
+
+
+def test_the_shared_frame_cache_is_bounded_in_frames_and_characters() -> None:
+    from trickle.http.feed import FRAME_CACHE_CHARS, FRAME_CACHE_SIZE, _FeedState
+
+    state = _FeedState()
+    for seq in range(FRAME_CACHE_SIZE + 10):
+        state.remember(seq, "x")
+    assert len(state.frames) == FRAME_CACHE_SIZE and state.cached(0) is None
+    big = "y" * (FRAME_CACHE_CHARS // 8)
+    for seq in range(100_000, 100_020):
+        state.remember(seq, big)
+    assert state.chars <= FRAME_CACHE_CHARS and state.cached(100_019) == big
+    state.remember(5, "z" * FRAME_CACHE_CHARS)  # larger than a quarter: never kept
+    assert state.cached(5) is None
+    state.clear()
+    assert (len(state.frames), state.chars) == (0, 0)

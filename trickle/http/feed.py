@@ -40,7 +40,10 @@ FEED_PATH = "/v1/events"
 CLOSE_GOING_AWAY = 1001  # RFC 6455: the server is going away
 CLOSE_REASON = "server stopping"
 ZONE_LOOKUP_TIMEOUT = 1.0  # seconds to read a job's timezone before rendering in UTC
-FRAME_CACHE_SIZE = 4096  # serialised frames kept, shared by the connections of one app
+# Serialised frames kept, shared by the connections of one app: at most this many, and this
+# many characters in all (a finished execution carries its output, up to 256 KB).
+FRAME_CACHE_SIZE = 4096
+FRAME_CACHE_CHARS = 8 << 20
 # Kinds a client may filter on; ``lagged`` is not one (a connection always gets its own).
 FILTER_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind if k is not EventKind.LAGGED)
 _JOB_KINDS = frozenset(
@@ -218,14 +221,23 @@ class _FeedState:
     going_away: trio.Event = attrs.field(factory=trio.Event)
     connections: int = 0
     frames: OrderedDict[int, str] = attrs.field(factory=OrderedDict)
+    chars: int = 0  # in ``frames``
 
     def cached(self, seq: int) -> str | None:
         return self.frames.get(seq)
 
     def remember(self, seq: int, text: str) -> None:
+        if seq in self.frames or len(text) > FRAME_CACHE_CHARS // 4:
+            return
         self.frames[seq] = text
-        if len(self.frames) > FRAME_CACHE_SIZE:
-            self.frames.popitem(last=False)
+        self.chars += len(text)
+        while len(self.frames) > FRAME_CACHE_SIZE or self.chars > FRAME_CACHE_CHARS:
+            _, dropped = self.frames.popitem(last=False)
+            self.chars -= len(dropped)
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.chars = 0
 
 
 def _state(app: QuartTrio) -> _FeedState:
@@ -255,7 +267,7 @@ def register_feed(app: QuartTrio, engine: Engine) -> None:
     @app.before_serving
     async def _reset() -> None:  # an app served again after a stop takes connections again
         state.going_away = trio.Event()
-        state.frames.clear()
+        state.clear()
 
     async def events() -> Response | None:
         try:
