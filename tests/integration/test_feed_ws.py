@@ -89,6 +89,10 @@ async def test_first_frame_is_hello_with_the_last_seq_node_leader_and_version(
         paused = await _frame(ws)
         assert paused["type"] == "paused" and paused["seq"] == seq + 1
         assert paused["at"].endswith("Z")
+        assert feed_connections(feed.app) == 1
+    # the client went away: its subscription is gone with its handler
+    assert feed_connections(feed.app) == 0
+    assert feed.engine.statistics().subscribers == 0
 
 
 async def test_job_and_execution_frames_render_as_the_rest_api(feed: Feed) -> None:
