@@ -289,8 +289,10 @@ async def _watch(
                         for line, to_err in human.frame(frame):
                             echo(line, to_err)
                 finally:
-                    stream = getattr(ws, "_stream", None)  # trio-websocket 0.12 leaves it
-                    if stream is not None:  # open when the server closed first
+                    # trio-websocket 0.12 leaves its socket open when the server closed
+                    # first; a watch that reconnects for days must not pile them up.
+                    stream = getattr(ws, "_stream", None)
+                    if ws.closed is not None and stream is not None:
                         with trio.CancelScope(shield=True):
                             await stream.aclose()
         except ConnectionRejected as exc:
