@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import trickle.engine._engine as engine_module
     from trickle.cli.serve import serve
 
-    engine_module.Engine = make_engine_class(FireLog(args.fire_log))  # type: ignore[misc]
+    engine_module.Engine = make_engine_class(FireLog(args.fire_log))  # type: ignore[assignment, misc]
     serve.main(args=serve_args, prog_name="trickle serve")
 
 
