@@ -172,3 +172,24 @@ async def test_raft_peers_lists_the_servers_and_remove_peer_shrinks_the_configur
         await follower.put_job(Job(name="after", schedule="@every 1h", executor="record"))
         assert (await leader.get_job("after")).name == "after"
         nursery.cancel_scope.cancel()
+
+
+async def test_every_server_publishes_leader_changed_when_the_leader_moves(
+    autojump_clock: trio.testing.MockClock,
+):
+    from trickle import EventKind
+
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        for i, name in enumerate(NAMES):
+            await cluster.start(name, i)
+        first = await cluster.leader()
+        watcher = next(e for e in cluster.engines.values() if e is not first)
+        with watcher.subscribe(kinds=[EventKind.LEADER_CHANGED]) as sub, trio.fail_after(60):
+            await cluster.stop(first.node_name)
+            leaders = []
+            while not leaders or leaders[-1] in (None, first.node_name):
+                leaders.append((await sub.receive()).data["leader"])
+        second = await cluster.leader()
+        assert leaders[-1] == second.node_name != first.node_name
+        nursery.cancel_scope.cancel()

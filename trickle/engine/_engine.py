@@ -259,6 +259,7 @@ class Engine:
         self._lead_scope: trio.CancelScope | None = None
         self._lead_term = 0
         self._lead_since: datetime | None = None  # when this server last became the leader
+        self._known_leader: str | None = None  # the leader Raft last named (events on change)
         # dispatches sent and not yet answered: execution id -> the dispatch's expiry
         self._dispatch_pending: dict[ExecutionId, datetime] = {}
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -1026,6 +1027,15 @@ class Engine:
 
     # -- leadership ----------------------------------------------------------------------
     def _on_soft_state(self, soft: SoftState) -> None:
+        if soft.leader != self._known_leader:
+            self._known_leader = soft.leader
+            self._publish(
+                Event(
+                    kind=EventKind.LEADER_CHANGED,
+                    at=self.clock.now(),
+                    data={"leader": soft.leader, "term": soft.term},
+                )
+            )
         if soft.leader is not None and self._runner_service is not None:
             self._runner_service.note_leader(soft.term, soft.leader)
         if soft.leader is not None and not self._raft_formed:
