@@ -19,9 +19,10 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 def cli() -> None:
     """trickle: a distributed, fault-tolerant cron, compatible with Dkron's API.
 
-    Start a server with 'trickle serve --server', then manage jobs with 'trickle jobs ...'
-    and the cluster with 'trickle members', 'trickle leave' and 'trickle raft ...' (the
-    client commands talk to --address, default http://127.0.0.1:8080).
+    Start a server with 'trickle serve --server', then manage jobs with 'trickle jobs ...',
+    follow runs and their output live with 'trickle watch', and the cluster with 'trickle
+    members', 'trickle leave' and 'trickle raft ...' (the client commands talk to
+    --address, default http://127.0.0.1:8080; the web UI is at /ui/ there).
     """
 
 
