@@ -10,7 +10,7 @@ same index; the checks compare the servers against it too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import attrs
@@ -45,7 +45,8 @@ class MissedRecord:
 class Ledger:
     """The committed history, replayed (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[bytes], tuple[int, list[c.Command]]] = decode_entry):
+        self._decode = decode
         self.fsm = StateMachine()
         self.index = 0
         self.runs: dict[ExecutionId, RunRecord] = {}
@@ -66,7 +67,7 @@ class Ledger:
         commands: list[c.Command] = []
         fence = 0
         if entry.kind is EntryKind.NORMAL and entry.data:
-            fence, commands = decode_entry(entry.data)
+            fence, commands = self._decode(entry.data)
         if fence and fence != entry.term:
             self.fsm.apply_entry(entry.index, [])
             self.refused_entries += 1

@@ -35,6 +35,7 @@ class Dispatch:
     execution: Execution
     term: int
     leader: str
+    expires_at: datetime | None = None  # the leader's clock; a runner refuses it later
 
     def describe(self) -> str:
         return f"Dispatch {self.execution.id} {self.execution.job_name} term={self.term}"
@@ -212,13 +213,16 @@ class SimRunner:
             self.host.send(self.node, src, Pong(msg.seq, self.incarnation))
 
     def accept(self, dispatch: Dispatch) -> DispatchAnswer:
-        """Take a dispatch (the message handler; a leader calls it directly for a run on
-        itself). Refused: a term below the highest seen."""
+        """Take a dispatch (the message handler). Refused: a term below the highest
+        seen, or past its expiry by this node's clock."""
         ex = dispatch.execution
         if dispatch.term < self.term and not self.faults.ignore_term:
             return DispatchAnswer(
                 ex.id, False, False, f"stale term {dispatch.term}: seen {self.term}", self.term
             )
+        now = self.host.wall(self.node)
+        if dispatch.expires_at is not None and now > dispatch.expires_at:
+            return DispatchAnswer(ex.id, False, False, "the dispatch expired", self.term)
         seen = self.term
         self.note_leader(dispatch.term, dispatch.leader)
         if not self.faults.forget_runs and (

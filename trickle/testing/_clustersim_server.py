@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,7 +34,7 @@ import attrs
 from trickle.engine import commands as c
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.model import Execution, ExecutionId, Job, Member
-from trickle.engine.replog import decode_entry, encode_entry
+from trickle.engine.replog import encode_entry
 from trickle.engine.scheduler import Decision, Scheduler
 from trickle.errors import NotLeader, ProposalDropped
 from trickle.raft.messages import Entry, EntryKind
@@ -50,6 +50,9 @@ from trickle.testing._clustersim_runner import (
     SimRunner,
 )
 from trickle.testing._raftsim_kv import GENESIS_CHAIN, chain_next
+
+DISPATCH_EXPIRY = timedelta(seconds=10)  # as trickle.engine.dispatch.DISPATCH_EXPIRY
+MAX_CLOCK_SKEW = timedelta(seconds=1)  # as trickle.engine.dispatch.MAX_CLOCK_SKEW
 
 if TYPE_CHECKING:
     from trickle.testing.clustersim import ClusterSimulation
@@ -73,7 +76,7 @@ class ServerApp:
         commands: list[c.Command] = []
         fence = 0
         if entry.kind is EntryKind.NORMAL and entry.data:
-            fence, commands = decode_entry(entry.data)
+            fence, commands = self.control.sim.decoded(entry.data)
         results: list[Applied] | None
         if fence and fence != entry.term:
             self.fsm.apply_entry(entry.index, [])
@@ -97,19 +100,25 @@ class _Sending:
     job: Job
     execution: Execution
     term: int
+    expires_at: datetime
     attempt: int = 1
     qid: int = 0
+    confirmed_once: bool = False  # the first confirmation failed: waiting out the expiry
 
 
 @attrs.frozen(kw_only=True)
 class LeaderFaults:
     """Planted bugs for the checker's own tests. ``drop_fire``: each round silently drops
     the due fires of this job. ``no_abandon``: a failed node's runs are not abandoned.
-    ``no_reconcile``: a new leader does not ask runners what they run."""
+    ``no_reconcile``: a new leader does not ask runners what they run.
+    ``concurrent_decisions``: the loop decides again before its last decision is applied
+    (the engine awaits each launch; the Scheduler re-plans a fire whose intent is in
+    flight when a stale ``JobSaved`` of the job is applied meanwhile)."""
 
     drop_fire: str = ""
     no_abandon: bool = False
     no_reconcile: bool = False
+    concurrent_decisions: bool = False
 
 
 class ServerControl:
@@ -136,6 +145,7 @@ class ServerControl:
         self.scheduler: Scheduler | None = None
         self.wake_gen = 0
         self.wake_at = float("inf")
+        self.lead_since: datetime | None = None
         self.last_heard: dict[str, float] = {}
         self.failed: set[str] = set()
         self.lives: dict[str, int] = {}  # node -> the incarnation its pongs carry
@@ -222,20 +232,33 @@ class ServerControl:
         self.scheduler = Scheduler(
             self.fsm, node_name=self.id, rng=random.Random(self.rng.getrandbits(64))
         )
+        self.lead_since = self.wall()
         self.last_heard = {n: sim.now for n in sim.all_nodes if n != self.id}
         self.sim.schedule(0.0, self._ping_round, term)
         if not self.faults.no_reconcile:
             self._reconcile(term)
         catch = self.scheduler.catch_up(self.wall())
-        if catch.commands:
-            self._propose(catch.commands, kind="catchup", payload=catch.fires)
+        commands = catch.commands
+        if "scheduler" in sim.cluster.fixes:
+            late = dict(catch.fires)
+            commands = [
+                attrs.evolve(cmd, next=late[cmd.job_name])
+                if isinstance(cmd, c.FiresMissed) and cmd.job_name in late
+                else cmd
+                for cmd in commands
+            ]
+        if commands:
+            self._propose(commands, kind="catchup", payload=catch.fires)
         else:
             self._catch_up_fires(catch.fires)
 
     def _catch_up_fires(self, fires: list[tuple[str, datetime]]) -> None:
         assert self.scheduler is not None
         if fires:
-            decision = self.scheduler.decide(fires, self.wall(), self._members(), catchup=True)
+            now = self.wall()
+            decision = self._fixed(
+                self.scheduler.decide(fires, now, self._members(), catchup=True), now
+            )
             if decision.commands:
                 if not self._propose(
                     decision.commands, kind="decision", payload=decision, fenced=True
@@ -245,6 +268,34 @@ class ServerControl:
                 self.proposals[max(self.proposals)].then_loop = True
                 return
         self._start_loop()
+
+    def _fixed(self, decision: Decision, now: datetime) -> Decision:
+        """With ``FIX_SCHEDULER``: a skipped fire's ``next`` jumps over the fires that fell
+        due meanwhile (the scheduler fell behind); record them missed, as a run would."""
+        sched = self.scheduler
+        if "scheduler" not in self.sim.cluster.fixes or sched is None:
+            return decision
+        fsm = self.fsm
+        for cmd in list(decision.commands):
+            if not isinstance(cmd, c.FiresSkipped):
+                continue
+            job = fsm.jobs.get(cmd.job_name)
+            if job is None:
+                continue
+            passed: list[datetime] = []
+            at = fsm.next_fire(job, cmd.scheduled_at)
+            while at is not None and (cmd.next is None or at < cmd.next) and at <= now:
+                passed.append(at)
+                at = fsm.next_fire(job, at)
+            if passed:
+                reason = (
+                    f"the scheduler fell behind; the fire at {cmd.scheduled_at.isoformat()} "
+                    f"was skipped ({cmd.reason}) and covers them"
+                )
+                record = sched.missed(job, passed, cmd.next, now, reason)
+                decision.commands.insert(decision.commands.index(cmd) + 1, record)
+                decision.missed.append(record)
+        return decision
 
     def _start_loop(self) -> None:
         self.looping = True
@@ -275,11 +326,18 @@ class ServerControl:
         if self.faults.drop_fire:
             due = [(n, t) for n, t in due if n != self.faults.drop_fire]
         if due:
-            decision = sched.decide(due, now, self._members())
+            self.sim.trace(
+                f"{self.id} due "
+                + " ".join(f"{n}@{t.time().isoformat('milliseconds')}" for n, t in due)
+            )
+            decision = self._fixed(sched.decide(due, now, self._members()), now)
             self.decisions += 1
             if decision.commands:
                 if self._propose(decision.commands, kind="decision", payload=decision, fenced=True):
-                    self.deciding = True  # the loop awaits its launch (``_fire``)
+                    if not self.faults.concurrent_decisions:
+                        self.deciding = True  # the loop awaits its launch (``_fire``)
+                        return
+                    self._rewake()
                     return
                 sched.settle(decision.runs)
         self._rewake()
@@ -387,14 +445,19 @@ class ServerControl:
 
     # --- dispatch ------------------------------------------------------------------------
     def _dispatch(self, job: Job, ex: Execution) -> None:
-        dispatch = Dispatch(job=job, execution=ex, term=self.lead_term, leader=self.id)
-        if ex.node_name == self.id:
-            self.runner.start_local(dispatch)  # ``Runner.submit``: no fence on itself
+        if ex.node_name == self.id:  # ``Runner.submit``: no fence on itself
+            self.runner.start_local(
+                Dispatch(job=job, execution=ex, term=self.lead_term, leader=self.id)
+            )
             return
-        self.sending[ex.id] = _Sending(job=job, execution=ex, term=self.lead_term)
-        self._send_dispatch(ex.id, self.lead_term, self.incarnation)
+        expires = self.wall() + DISPATCH_EXPIRY
+        self.sending[ex.id] = _Sending(
+            job=job, execution=ex, term=self.lead_term, expires_at=expires
+        )
+        self._send_dispatch(ex.id, self.incarnation)
 
-    def _send_dispatch(self, ex_id: ExecutionId, term: int, incarnation: int) -> None:
+    def _send_dispatch(self, ex_id: ExecutionId, incarnation: int) -> None:
+        """``Dispatcher.send``: re-sent only while the node cannot be reached."""
         s = self.sending.get(ex_id)
         if s is None or incarnation != self.incarnation:
             return
@@ -406,33 +469,60 @@ class ServerControl:
                 return
             delay = cfg.dispatch_backoff_ms * 2 ** (s.attempt - 1) * self.rng.uniform(0.5, 1.0)
             s.attempt += 1
-            sim.schedule(
-                cfg.connect_timeout_ms + delay, self._send_dispatch, ex_id, term, incarnation
-            )
+            sim.schedule(cfg.connect_timeout_ms + delay, self._send_dispatch, ex_id, incarnation)
             return
-        sim.send(
-            self.id, node, Dispatch(job=s.job, execution=s.execution, term=term, leader=self.id)
+        dispatch = Dispatch(
+            job=s.job, execution=s.execution, term=s.term, leader=self.id, expires_at=s.expires_at
         )
-        sim.schedule(
-            cfg.dispatch_timeout_ms, self._dispatch_timeout, ex_id, s.attempt, term, incarnation
-        )
+        sim.send(self.id, node, dispatch)
+        sim.schedule(cfg.dispatch_timeout_ms, self._dispatch_timeout, ex_id, s.attempt, incarnation)
 
-    def _dispatch_timeout(
-        self, ex_id: ExecutionId, attempt: int, term: int, incarnation: int
-    ) -> None:
+    def _dispatch_timeout(self, ex_id: ExecutionId, attempt: int, incarnation: int) -> None:
         s = self.sending.get(ex_id)
         if s is None or s.attempt != attempt or s.qid or incarnation != self.incarnation:
             return
         # the outcome is unknown: ask the node whether it has the run (``_confirm``)
-        s.qid = self._query(s.execution.node_name, term, ("confirm", ex_id))
+        s.qid = self._query(s.execution.node_name, s.term, ("confirm", ex_id))
+
+    def _unconfirmed(self, s: _Sending) -> None:
+        """The node does not list the run (or did not answer): the dispatch may still be
+        on its way. The first time, wait until it has expired and ask again (the engine's
+        ``_send_dispatch``); the second, record the run failed."""
+        node = s.execution.node_name
+        if s.confirmed_once:
+            self.sending.pop(s.execution.id, None)
+            self._fail_run(s.execution, f"could not reach node {node}: no answer")
+            return
+        s.confirmed_once = True
+        s.qid = 0
+        at = self.sim.sim_time_of(self.id, s.expires_at + MAX_CLOCK_SKEW)
+        self.sim.schedule(
+            max(0.0, at - self.sim.now), self._confirm_again, s.execution.id, self.incarnation
+        )
+
+    def _confirm_again(self, ex_id: ExecutionId, incarnation: int) -> None:
+        s = self.sending.get(ex_id)
+        if s is None or incarnation != self.incarnation:
+            return
+        s.qid = self._query(s.execution.node_name, s.term, ("confirm", ex_id))
 
     def _on_dispatch_answer(self, answer: DispatchAnswer) -> None:
-        s = self.sending.pop(answer.execution_id, None)
-        if s is None:
+        s = self.sending.get(answer.execution_id)
+        if s is None or s.confirmed_once:
             return
+        del self.sending[answer.execution_id]
         if not answer.accepted:
             node = s.execution.node_name
             self._fail_run(s.execution, f"node {node} refused the run: {answer.reason}")
+
+    def settled_at(self, ex: Execution) -> datetime | None:
+        """``_dispatch_settled_at``: when no dispatch of ``ex`` can still start it."""
+        s = self.sending.get(ex.id)
+        if s is not None:
+            return s.expires_at + MAX_CLOCK_SKEW
+        if self.lead_since is not None and ex.started_at < self.lead_since:
+            return self.lead_since + DISPATCH_EXPIRY + MAX_CLOCK_SKEW
+        return None
 
     def _fail_run(self, ex: Execution, reason: str) -> None:
         """A run that could not be handed over: recorded failed (through the log)."""
@@ -462,13 +552,12 @@ class ServerControl:
         if purpose is None or incarnation != self.incarnation:
             return
         if purpose[0] == "confirm":
-            s = self.sending.pop(purpose[1], None)
-            if s is not None:
-                node = s.execution.node_name
-                self._fail_run(s.execution, f"could not reach node {node}: no answer")
+            s = self.sending.get(purpose[1])
+            if s is not None and s.qid == qid:
+                self._unconfirmed(s)
         # a reconciliation without an answer is left to the failure detector; with
         # ``restart_reconcile`` (a fix) it is asked again until it answers or is failed
-        if purpose[0] == "reconcile" and self.sim.cluster.restart_reconcile:
+        if purpose[0] == "reconcile" and "restart-reconcile" in self.sim.cluster.fixes:
             node, ids, term = purpose[1]
             if self.leading(term) and node not in self.failed:
                 self._query(node, term, purpose)
@@ -478,10 +567,12 @@ class ServerControl:
         if purpose is None:
             return
         if purpose[0] == "confirm":
-            s = self.sending.pop(purpose[1], None)
-            if s is not None and s.execution.id not in state.known:
-                node = s.execution.node_name
-                self._fail_run(s.execution, f"could not reach node {node}: no answer")
+            s = self.sending.get(purpose[1])
+            if s is not None and s.qid == state.qid:
+                if s.execution.id in state.known:
+                    del self.sending[s.execution.id]  # it arrived after all
+                else:
+                    self._unconfirmed(s)
             return
         _, (node, ids, term) = purpose
         if not self.leading(term):
@@ -489,7 +580,7 @@ class ServerControl:
         lost = tuple(
             (self.fsm.running[i].job_name, i)
             for i in ids
-            if i in self.fsm.running and i not in state.known
+            if i in self.fsm.running and i not in state.known and i not in self.sending
         )
         if lost:
             self._propose(
@@ -505,7 +596,7 @@ class ServerControl:
             )
 
     def _reconcile(self, term: int) -> None:
-        if self.sim.cluster.reconcile_own_runs:
+        if "reconcile-own-runs" in self.sim.cluster.fixes:
             # a fix the engine lacks: its own inherited runs, which it does not run
             mine = self.runner.known()
             lost = tuple(
@@ -539,6 +630,8 @@ class ServerControl:
             if src in self.failed:
                 self.failed.discard(src)
                 self.sim.trace(f"{self.id} sees {src} alive again")
+                if "restart-reconcile" in self.sim.cluster.fixes:
+                    self._reconcile_node(src)  # back from the dead: it may have restarted
 
     def _on_pong(self, src: str, pong: Pong) -> None:
         """``ClusterConfig.restart_reconcile`` (a fix the engine lacks): a node seen in a
@@ -548,14 +641,25 @@ class ServerControl:
         if (
             known is not None
             and known != pong.incarnation
-            and self.sim.cluster.restart_reconcile
+            and "restart-reconcile" in self.sim.cluster.fixes
             and self.ready
             and self.leading()
         ):
-            ids = [ex.id for ex in self.fsm.running.values() if ex.node_name == src]
-            if ids:
-                self.sim.trace(f"{self.id} sees {src} restarted: reconcile")
-                self._query(src, self.lead_term, ("reconcile", (src, ids, self.lead_term)))
+            self.sim.trace(f"{self.id} sees {src} restarted: reconcile")
+            self._reconcile_node(src)
+
+    def _reconcile_node(self, node: str) -> None:
+        """Ask ``node`` what it runs; its runs it does not know are abandoned (the runs
+        this leader is still dispatching to it excepted)."""
+        if not self.ready or not self.leading():
+            return
+        ids = [
+            ex.id
+            for ex in self.fsm.running.values()
+            if ex.node_name == node and ex.id not in self.sending
+        ]
+        if ids:
+            self._query(node, self.lead_term, ("reconcile", (node, ids, self.lead_term)))
 
     def _ping_round(self, term: int) -> None:
         if not self.leading(term):
@@ -578,7 +682,27 @@ class ServerControl:
             (ex.job_name, ex.id) for ex in self.fsm.running.values() if ex.node_name == node
         )
         self.sim.on_declared_failed(self.id, node, [i for _, i in runs])
-        if runs and not self.faults.no_abandon:
+        if not runs or self.faults.no_abandon:
+            return
+        held = [self.settled_at(self.fsm.running[i]) for _, i in runs]
+        wait = max((at for at in held if at is not None), default=None)
+        if wait is not None and wait > self.wall():
+            # ``_fail_runs_of``: a dispatch may still be on its way; fail once it expired
+            at = self.sim.sim_time_of(self.id, wait)
+            self.sim.schedule(at - self.sim.now, self._fail_runs_of, node, self.lead_term)
+            return
+        self._fail_runs_of(node, self.lead_term)
+
+    def _fail_runs_of(self, node: str, term: int) -> None:
+        if not self.leading(term) or node not in self.failed:
+            # back meanwhile (the engine asks gossip), or no longer leading: the engine
+            # would forward its proposal to the new leader; here that leader's own
+            # detector and reconciliation take over
+            return
+        runs = tuple(
+            (ex.job_name, ex.id) for ex in self.fsm.running.values() if ex.node_name == node
+        )
+        if runs:
             self._propose(
                 [
                     c.AbandonExecutions(

@@ -67,10 +67,12 @@ from typing import Any
 import attrs
 
 from trickle.engine import commands as c
+from trickle.engine.fsm import StateMachine
 from trickle.engine.model import Concurrency, ExecutionId, Job
-from trickle.engine.replog import encode_entry
+from trickle.engine.replog import decode_entry, encode_entry
 from trickle.errors import ValidationError
 from trickle.raft.core import Role
+from trickle.raft.driver import DEFAULT_CONFIG, DEFAULT_TICK_SECONDS
 from trickle.raft.messages import NodeId
 from trickle.testing._clustersim_check import Ledger
 from trickle.testing._clustersim_runner import (
@@ -92,20 +94,32 @@ from trickle.testing.raftsim import (
 )
 
 __all__ = [
+    "ALL_FIXES",
+    "FIX_RECONCILE_OWN_RUNS",
+    "FIX_RESTART_RECONCILE",
+    "FIX_SCHEDULER",
     "ClusterConfig",
     "ClusterSimulation",
     "InvariantViolation",
     "JobSpec",
     "LeaderFaults",
     "NemesisConfig",
+    "NetworkConfig",
     "RunnerFaults",
     "ScenarioResult",
     "SimulationFailure",
     "default_jobs",
+    "engine_raft_config",
     "run_scenario",
 ]
 
-EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # virtual time 0, on a node without skew
+EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+FIX_RESTART_RECONCILE = "restart-reconcile"
+FIX_RECONCILE_OWN_RUNS = "reconcile-own-runs"
+FIX_SCHEDULER = "scheduler"
+ALL_FIXES = frozenset(
+    {FIX_RESTART_RECONCILE, FIX_RECONCILE_OWN_RUNS, FIX_SCHEDULER}
+)  # virtual time 0, on a node without skew
 _US = timedelta(microseconds=1)
 
 
@@ -136,11 +150,11 @@ class JobSpec:
 
 def default_jobs() -> tuple[JobSpec, ...]:
     """Six jobs covering the target rules: every node, all agents, one agent at random,
-    one server at random, a ``forbid`` job whose runs outlast its period, and one with a
-    2 s catch-up window (so a long failover records missed fires)."""
+    one server at random, a ``forbid`` job whose runs can outlast its period, and one
+    with a 2 s catch-up window (so a long failover records missed fires)."""
     return (
-        JobSpec(name="everywhere", every_s=2),
-        JobSpec(name="agents", every_s=1, tags={"role": "agent"}),
+        JobSpec(name="everywhere", every_s=3),
+        JobSpec(name="agents", every_s=2, tags={"role": "agent"}),
         JobSpec(name="one-agent", every_s=1, tags={"role": "agent:1"}),
         JobSpec(name="one-server", every_s=3, tags={"role": "server:1"}),
         JobSpec(
@@ -148,10 +162,23 @@ def default_jobs() -> tuple[JobSpec, ...]:
             every_s=2,
             tags={"role": "agent:1"},
             forbid=True,
-            run_ms=(500.0, 4500.0),
+            run_ms=(500.0, 3500.0),
         ),
         JobSpec(name="short-window", every_s=1, tags={"role": "server:1"}, catchup_window=2.0),
     )
+
+
+def engine_raft_config(**overrides: Any) -> SimConfig:
+    """The raftsim configuration with the engine's Raft timing (``RaftDriver``'s
+    defaults: 25 ms ticks, elections after 10-20 ticks, heartbeats every 4) and the
+    driver's lazy commit index. Keyword arguments override ``SimConfig`` fields."""
+    fields: dict[str, Any] = {
+        "tick_ms": DEFAULT_TICK_SECONDS * 1000,
+        "raft": DEFAULT_CONFIG,
+        "lazy_commit": True,
+    }
+    fields.update(overrides)
+    return SimConfig(**fields)
 
 
 @attrs.frozen(kw_only=True)
@@ -166,21 +193,32 @@ class ClusterConfig:
     connect_timeout_ms: how long an unreachable node takes to fail a send;
     dispatch_attempts / dispatch_backoff_ms: sends of a dispatch while unreachable
     (``Dispatcher.send``'s rule: the request is re-sent only when it did not go out).
-    raft: the raftsim configuration (network, disks, crash points).
+    raft: the raftsim configuration (network, disks, crash points); by default
+        ``engine_raft_config()``.
     runner_faults / leader_faults: planted bugs, for the checker's own tests.
     amnesia: a crashed server loses its whole disk (a planted bug: the oracle objects).
-    restart_reconcile: model a fix the engine does not have (see
-        ``tests/sim/test_cluster_sim_findings.py``): the leader notices a node's restart
-        (a new incarnation in its answers, as gossip sees one) and asks it what it runs,
-        abandoning the runs it lost; and a new leader asks a node holding inherited runs
-        again until it answers (or is declared failed), instead of once. False: the engine as it is, where a node that
-        restarts before the failure detector declares it failed leaves its lost runs
-        "running" for good.
-    reconcile_own_runs: model another missing fix: a new leader also checks the runs it
-        inherited on itself against its own runner (the engine's
-        ``_reconcile_remote_runs`` skips them and ``_abandon_orphans`` runs only at
-        startup, so an intent for the new leader's node that its decider never
-        dispatched stays "running" for good).
+    fixes: engine fixes the simulation models although the engine lacks them (each is a
+        finding of this simulation, shown by ``tests/sim/test_cluster_sim_findings.py``
+        with the fix off; ``ALL_FIXES`` turns them all on). By default none: the engine
+        as it is.
+        FIX_RESTART_RECONCILE: the leader asks a node what it runs, abandoning the runs
+        it lost, when it notices the node's restart (a new incarnation in its answers,
+        as gossip sees one) or sees a node it declared failed come back; and a new
+        leader asks a node holding inherited runs again until it answers (or is
+        declared failed), not once. Without it, a node that restarts before it is
+        declared failed, or that comes back while its failed runs wait for their
+        dispatches to expire, keeps the runs it lost "running" for good.
+        FIX_RECONCILE_OWN_RUNS: a new leader also checks the runs it inherited on itself
+        against its own runner (``_reconcile_remote_runs`` skips them, and
+        ``_abandon_orphans`` runs only at startup: an intent for the new leader's node
+        that its decider never dispatched stays "running" for good).
+        FIX_SCHEDULER (two in the ``Scheduler`` core): a fire that ``decide`` skips
+        moves the job's ``next`` past the fires that fell due meanwhile without
+        recording them (a run records them missed: "the scheduler fell behind"); and
+        ``catch_up``'s missed records leave the job's ``next`` unchanged, so a leader
+        lost between proposing them and deciding the catch-up run leaves the next
+        leader to record the same fires missed again (with the fix, ``next`` moves to
+        the late fire).
     strict_ghosts: a "ghost" run (one a runner starts after the history recorded it
         finished: abandoned when its node was declared failed while its dispatch was
         still being retried) is a violation; by default ghosts are only counted
@@ -198,12 +236,11 @@ class ClusterConfig:
     connect_timeout_ms: float = 200.0
     dispatch_attempts: int = 3
     dispatch_backoff_ms: float = 300.0
-    raft: SimConfig = attrs.field(factory=SimConfig)
+    raft: SimConfig = attrs.field(factory=lambda: engine_raft_config())
     runner_faults: RunnerFaults = attrs.field(factory=RunnerFaults)
     leader_faults: LeaderFaults = attrs.field(factory=LeaderFaults)
     amnesia: bool = False
-    restart_reconcile: bool = False
-    reconcile_own_runs: bool = False
+    fixes: frozenset[str] = frozenset()
     strict_ghosts: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -211,6 +248,9 @@ class ClusterConfig:
             raise ValidationError("a cluster needs a server (and no negative agents)")
         if len({j.name for j in self.jobs}) != len(self.jobs):
             raise ValidationError("job names must be distinct", field="jobs")
+        unknown = set(self.fixes) - ALL_FIXES
+        if unknown:
+            raise ValidationError(f"unknown fixes {sorted(unknown)}", field="fixes")
 
 
 @attrs.frozen(kw_only=True)
@@ -275,7 +315,8 @@ class ClusterSimulation(RaftSimulation):
         }
         for n, control in self.controls.items():
             control.runner = self.runners[n]
-        self.ledger = Ledger()
+        self._decoded: dict[bytes, tuple[int, list[c.Command]]] = {}
+        self.ledger = Ledger(self.decoded)
         self.quiescent = False
         self.starts: dict[tuple[str, datetime, str], int] = {}
         self.start_times: dict[ExecutionId, float] = {}
@@ -305,6 +346,14 @@ class ClusterSimulation(RaftSimulation):
         """The virtual time (ms) at which ``node``'s wall clock reads ``at``."""
         return ((at - EPOCH) // _US - self.skew_us.get(node, 0) + 0.5) / 1000
 
+    def decoded(self, data: bytes) -> tuple[int, list[c.Command]]:
+        """``replog.decode_entry(data)``, decoded once for every server (the commands are
+        frozen values; the state machine never changes them)."""
+        found = self._decoded.get(data)
+        if found is None:
+            found = self._decoded[data] = decode_entry(data)
+        return found
+
     def schedule(self, delay_ms: float, fn: Callable[..., None], *args: Any) -> None:
         self._schedule(delay_ms, fn, *args)
 
@@ -331,6 +380,12 @@ class ClusterSimulation(RaftSimulation):
         spec = self.specs.get(job.name)
         lo, hi = spec.run_ms if spec is not None else (50.0, 500.0)
         return self.crng.uniform(lo, hi)
+
+    def leader_fsm(self) -> StateMachine:
+        """The state machine of the latest leader (fail if there is none)."""
+        leader = self.check_one_leader()
+        app: ServerApp = self.node(leader).app
+        return app.fsm
 
     def node_up(self, node: str) -> bool:
         sn = self.nodes.get(NodeId(node))
@@ -522,6 +577,10 @@ class ClusterSimulation(RaftSimulation):
             self.set_network(network)
             self.count("network_changes")
 
+    def kill(self, node: str) -> None:
+        """Crash ``node`` for good: ``heal_all`` does not restart it."""
+        self._kill(node)
+
     def _kill(self, node: str) -> None:
         self.killed.add(node)
         self.crash(node)
@@ -541,7 +600,7 @@ class ClusterSimulation(RaftSimulation):
         self._trace("heal all")
 
     def finish(
-        self, *, drain_ms: float = 9000.0, fresh_ms: float = 1500.0, settle_ms: float = 6000.0
+        self, *, drain_ms: float = 7000.0, fresh_ms: float = 1500.0, settle_ms: float = 6000.0
     ) -> None:
         """Check the running set against the runners, stop deciding new fires, let the
         runs drain, then check every invariant on the whole history."""
@@ -675,13 +734,27 @@ class ClusterSimulation(RaftSimulation):
                 return f"{rec.reason}, yet its last fire was {rec.recorded_at - rec.last} old"
             return ""
         if "one catch-up run covers the latest at " in rec.reason:
-            # the latest fire is decided with catchup=True: run, or skipped by the rules
+            # the latest fire is decided with catchup=True, and so has a fate of its own
+            # (run or skipped; or missed by the next leader, when this one was lost
+            # before deciding it: checked as every fire's fate)
             latest = datetime.fromisoformat(rec.reason.rsplit(" ", 1)[1])
             key = (rec.job_name, latest)
-            if not ledger.groups.get(key) and not any(
-                _allowed_skip(r) for r in ledger.skipped.get(key, [])
+            if latest <= rec.last:
+                return f"{rec.reason}, yet the record covers that fire"
+            if (
+                not ledger.groups.get(key)
+                and key not in ledger.skipped
+                and not any(
+                    m.record.job_name == rec.job_name and m.record.first <= latest <= m.record.last
+                    for m in ledger.missed
+                )
             ):
-                return f"{rec.reason}, yet that fire was neither run nor skipped"
+                return f"{rec.reason}, yet that fire has no fate"
+            return ""
+        if rec.reason.startswith("the scheduler fell behind") and "was skipped" in rec.reason:
+            at = datetime.fromisoformat(rec.reason.split("the fire at ", 1)[1].split(" ", 1)[0])
+            if not any(_allowed_skip(r) for r in ledger.skipped.get((rec.job_name, at), [])):
+                return f"{rec.reason}, yet that fire was not skipped"
             return ""
         if rec.reason.startswith("the scheduler fell behind"):
             if not any(
