@@ -63,7 +63,9 @@ def test_a_disk_that_forgets_what_it_synced_is_caught(sim_seed: int) -> None:
     sim = ClusterSimulation(seed=sim_seed, cluster=ClusterConfig(fixes=ALL_FIXES, amnesia=True))
     leader = sim.setup()
     sim.run_for(2_000)
-    with pytest.raises(InvariantViolation, match=r"node s\d restarts at term=\d+ .*its disk once held"):
+    with pytest.raises(
+        InvariantViolation, match=r"node s\d restarts at term=\d+ .*its disk once held"
+    ):
         sim.crash(leader)
         sim.restart(leader)
         sim.run_for(2_000)

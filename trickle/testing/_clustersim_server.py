@@ -10,13 +10,17 @@ term applies no command). ``ServerControl`` is what the Engine does around it:
   missed records proposed, its late fires decided (``catchup=True``); then at every
   wake-up ``due``/``decide``, each decision proposed as one entry fenced by T, and each
   ``RunStarted`` applied without error dispatched to its node (``_fire``);
-- dispatch as ``Dispatcher.send``: re-sent (with backoff) only while the node cannot be
-  reached; when the answer is lost the node is asked what it runs; a run that is refused
-  or cannot be handed over is recorded failed (``_send_dispatch``);
+- dispatch as ``Dispatcher.send`` and ``_send_dispatch``: each dispatch expires 10 s
+  after it is sent (by the leader's clock; a runner refuses it later); it is re-sent
+  (with backoff) only while the node cannot be reached; when the answer is lost the node
+  is asked what it runs, and if it does not list the run, asked again once the dispatch
+  has expired (plus 1 s of skew); a run refused or not handed over is recorded failed;
+  the dispatches of a decision applied after its leader lost the lead still go out;
 - results and records from runners proposed and answered once committed;
 - a failure detector standing in for gossip: a node the leader has not heard from for
-  ``fail_after_ms`` is declared failed, its running executions are abandoned ("node X
-  failed during execution", ``_fail_runs_of``) and it is no target until heard again;
+  ``fail_after_ms`` is declared failed and is no target until heard again; its running
+  executions are abandoned ("node X failed during execution", ``_fail_runs_of``) once no
+  dispatch of theirs can still arrive (``_dispatch_settled_at``), unless it is back;
 - a new leader asks each node holding inherited runs what it runs, fencing older leaders
   off it, and abandons the runs the node does not know (``_reconcile_remote_runs``);
 - a restarted server abandons the runs its previous life held (``_abandon_orphans``).
@@ -149,6 +153,7 @@ class ServerControl:
         self.last_heard: dict[str, float] = {}
         self.failed: set[str] = set()
         self.lives: dict[str, int] = {}  # node -> the incarnation its pongs carry
+        self.abandon_due: dict[str, float] = {}  # node -> when its runs are to be failed
         self.ping_seq = 0
         self.decisions = 0
 
@@ -689,6 +694,7 @@ class ServerControl:
         if wait is not None and wait > self.wall():
             # ``_fail_runs_of``: a dispatch may still be on its way; fail once it expired
             at = self.sim.sim_time_of(self.id, wait)
+            self.abandon_due[node] = at
             self.sim.schedule(at - self.sim.now, self._fail_runs_of, node, self.lead_term)
             return
         self._fail_runs_of(node, self.lead_term)

@@ -46,8 +46,9 @@ last trace lines and the ``--sim-seed`` replay command):
    committed state's running set holds only runs on live nodes that really run them (or
    that were committed less than ``fresh_ms`` ago, their dispatch in flight); after the
    scheduler stops and the runs drain, it is empty.
-5. **Fencing**: no runner starts a run whose record is already finished (a stale dispatch
-   that got past the term check), nor one whose term is older than a term it had seen.
+5. **Fencing**: no runner takes a dispatch whose term is older than a term it had seen,
+   and none starts a run whose record is already finished (a dispatch that outlived the
+   run's abandonment: the engine's dispatch expiry rules that out).
 
 What is not modelled: job edits during the run, retries and dependent jobs (runs always
 succeed), launch ahead (fires are decided at their instant), output streaming, snapshots
@@ -68,7 +69,7 @@ import attrs
 
 from trickle.engine import commands as c
 from trickle.engine.fsm import StateMachine
-from trickle.engine.model import Concurrency, ExecutionId, Job
+from trickle.engine.model import Concurrency, Execution, ExecutionId, Job
 from trickle.engine.replog import decode_entry, encode_entry
 from trickle.errors import ValidationError
 from trickle.raft.core import Role
@@ -220,9 +221,9 @@ class ClusterConfig:
         leader to record the same fires missed again (with the fix, ``next`` moves to
         the late fire).
     strict_ghosts: a "ghost" run (one a runner starts after the history recorded it
-        finished: abandoned when its node was declared failed while its dispatch was
-        still being retried) is a violation; by default ghosts are only counted
-        (``counts["ghost_runs"]``, ``ghosts``): the engine allows them today.
+        finished: a dispatch that outlived the run's abandonment) is a violation; False
+        only counts them (``counts["ghost_runs"]``, ``ghosts``). The engine's dispatch
+        expiry rules them out.
     """
 
     servers: int = 3
@@ -241,7 +242,7 @@ class ClusterConfig:
     leader_faults: LeaderFaults = attrs.field(factory=LeaderFaults)
     amnesia: bool = False
     fixes: frozenset[str] = frozenset()
-    strict_ghosts: bool = False
+    strict_ghosts: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.servers < 1 or self.agents < 0:
@@ -608,6 +609,20 @@ class ClusterSimulation(RaftSimulation):
         stop = self.true_wall()
         self.quiescent = True
         self.run_for(drain_ms)
+        # runs of a dead node are failed once no dispatch of theirs can arrive (up to
+        # DISPATCH_EXPIRY + MAX_CLOCK_SKEW after a new leader took over): wait that out
+        # and a dispatch whose answer was lost is recorded failed once it expired
+        deadline = self.now + 20_000.0
+        while (
+            self.now < deadline
+            and self.ledger_running()
+            and (
+                any(c.sending for c in self.controls.values())
+                or any(self._excused_until(ex) is not None for ex in self.ledger_running())
+            )
+        ):
+            self.run_for(500.0)
+        self.run_for(1000.0)
         self.check_fires(until=stop - timedelta(seconds=3), settle_ms=settle_ms)
         self.check_drained()
         self.check_servers_agree()
@@ -624,8 +639,12 @@ class ClusterSimulation(RaftSimulation):
             node = ex.node_name
             runner = self.runners.get(node)
             if node in self.killed or runner is None or not self.node_up(node):
+                if self._excused_until(ex) is not None:
+                    continue
                 why = "which is dead"
             elif ex.id not in runner.known():
+                if any(ex.id in c.sending for c in self.controls.values()):
+                    continue  # its dispatch is still being handed over (or waits to expire)
                 why = "which does not run it"
             else:
                 continue
@@ -633,6 +652,34 @@ class ClusterSimulation(RaftSimulation):
                 f"execution {ex.id} ({ex.job_name}) stays running on {node}, {why} "
                 f"(declared failed: {self._declarations_of(node)})"
             )
+
+    def ledger_running(self) -> list[Execution]:
+        """The committed state's running executions, by id."""
+        self.ledger.advance(self.oracle.committed)
+        return sorted(self.ledger.fsm.running.values(), key=lambda e: e.id)
+
+    def _excused_until(self, ex: Execution) -> float | None:
+        """The virtual time until which a run on a dead node may rightly stay running:
+        the current leader has not been leading ``fail_after_ms`` yet (its detector has
+        not had the time to declare the node failed), or has declared it and waits for
+        the run's dispatch to settle. None: not excused."""
+        leaders = [self.controls[str(n)] for _, n in self.leaders()]
+        if not leaders or not leaders[-1].ready or leaders[-1].lead_since is None:
+            return self.now + 1.0  # no leader yet: nobody to record anything
+        control = leaders[-1]
+        assert control.lead_since is not None
+        since = self.sim_time_of(control.id, control.lead_since)
+        margin = self.cluster.fail_after_ms + 2 * self.cluster.ping_ms
+        detect = since + margin
+        if ex.node_name not in control.failed:
+            return detect if self.now < detect else None
+        # ``_fail_runs_of`` fails a node's runs together, at the latest settling time of
+        # their dispatches when it declared the node failed
+        due = control.abandon_due.get(ex.node_name)
+        if due is None:
+            return None
+        until = due + 1000.0  # + the abandon's commit
+        return until if self.now < until else None
 
     def _declarations_of(self, node: str) -> str:
         found = [f"{t:.0f} ms by {leader}" for t, leader, n, _ in self.declared if n == node]
