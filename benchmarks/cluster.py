@@ -384,7 +384,10 @@ async def measure_step(cluster: Bench, rate: int, args: argparse.Namespace) -> d
         "fires_skipped": _sum(m1, "skipped") - _sum(m0, "skipped"),
         "raft_entries": index1 - index0,
         "runs_committed": finished,
-        "raft_entries_per_run": round((index1 - index0) / finished, 3) if finished else None,
+        # None when the leader changed: its index then is not the log's
+        "raft_entries_per_run": round((index1 - index0) / finished, 3)
+        if finished and leader_after == leader and index1 >= index0
+        else None,
         "cpu_pct_by_node": cpu,
         "cpu_pct_nodes_total": round(sum(cpu.values()), 1),
         "host_cpu_busy_pct": round(host_busy, 1),  # of all the host's cores
