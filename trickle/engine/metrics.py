@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,18 +29,14 @@ class EngineMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.succeeded = Counter(
-            "dkron_job_executions_succeeded",
-            "Executions that succeeded (Dkron name).",
-            ["job_name"],
-            registry=r,
+        self.succeeded = JobCounter(
+            "dkron_job_executions_succeeded", "Executions that succeeded (Dkron name)."
         )
-        self.failed = Counter(
-            "dkron_job_executions_failed",
-            "Executions that failed (Dkron name).",
-            ["job_name"],
-            registry=r,
+        self.failed = JobCounter(
+            "dkron_job_executions_failed", "Executions that failed (Dkron name)."
         )
+        r.register(self.succeeded)
+        r.register(self.failed)
         self.fires = Counter("trickle_fires", "Scheduled fires launched.", registry=r)
         self.fires_skipped = Counter(
             "trickle_fires_skipped", "Scheduled fires not run, by reason.", ["reason"], registry=r
@@ -90,6 +87,65 @@ class EngineMetrics:
         """Export gossip's figures, read from ``stats()`` (a GossipDriverStats, or None
         while gossip is off) at each scrape."""
         self.registry.register(_GossipCollector(stats))
+
+
+class JobCounter(Collector):
+    """A counter per job (label ``job_name``), exported as prometheus_client's ``Counter``
+    would (``<name>_total`` and ``<name>_created``), at a fraction of its cost.
+
+    A labelled ``Counter`` keeps a child per job (a lock, a value, a counter object: about
+    three objects the garbage collector walks, 30,000 for 10,000 jobs). This keeps two
+    plain dicts (job name -> count, job name -> first count's time), which the collector
+    does not track, and builds the samples at scrape time. Increments happen on the event
+    loop; a scrape from another thread reads a snapshot (``dict.copy`` runs under the GIL).
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._counts: dict[str, float] = {}
+        self._created: dict[str, float] = {}
+
+    def inc(self, job_name: str, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0) to ``job_name``'s count."""
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        counts = self._counts
+        if job_name in counts:
+            counts[job_name] += amount
+        else:
+            self._created[job_name] = time.time()
+            counts[job_name] = float(amount)
+
+    def labels(self, job_name: str) -> _JobCount:
+        """prometheus_client's interface: ``labels(job_name=...).inc()``."""
+        return _JobCount(self, job_name)
+
+    def value(self, job_name: str) -> float:
+        """The count of ``job_name`` (0 if it never counted)."""
+        return self._counts.get(job_name, 0.0)
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=["job_name"])]
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts.copy()
+        created = self._created.copy()
+        family = CounterMetricFamily(self.name, self.documentation, labels=["job_name"])
+        for job_name, value in counts.items():
+            family.add_metric([job_name], value, created=created.get(job_name))
+        yield family
+
+
+class _JobCount:
+    __slots__ = ("_counter", "_job_name")
+
+    def __init__(self, counter: JobCounter, job_name: str) -> None:
+        self._counter = counter
+        self._job_name = job_name
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._counter.inc(self._job_name, amount)
 
 
 class _GossipCollector(Collector):
