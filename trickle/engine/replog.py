@@ -29,7 +29,7 @@ import trio
 from trickle.engine.commands import Command, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.store import Store
-from trickle.engine.wire import decode_command, encode_command
+from trickle.engine.wire import decode_command, encode_command, is_canonical
 from trickle.errors import EngineClosed, NotLeader, ProposalDropped, TrickleError
 from trickle.raft.messages import Entry, EntryKind, Snapshot
 
@@ -106,6 +106,10 @@ class ReplicatedLog:
         self.replay_until = 0  # entries up to this index were committed before we started
         self.leader_term = 0  # the term this node leads in (0: not the leader)
         self._last_urgent = False
+        # entries this node proposed and has not applied yet: id(data) -> (data, fence,
+        # commands), so that it applies the commands it holds rather than decode its own
+        # bytes again (only when they decode to equal values: ``wire.is_canonical``)
+        self._own: dict[int, tuple[bytes, int, list[Command]]] = {}
         self.batches = 0
         self.commands_applied = 0
 
@@ -121,7 +125,10 @@ class ReplicatedLog:
         for entry in entries:
             commands: list[Command] = []
             fence = 0
-            if entry.kind is EntryKind.NORMAL and entry.data:
+            own = self._own.pop(id(entry.data), None)
+            if own is not None and own[0] is entry.data:
+                _data, fence, commands = own
+            elif entry.kind is EntryKind.NORMAL and entry.data:
                 try:
                     fence, commands = decode_entry(entry.data)
                 except Exception:  # a bug or a newer writer: never silently half-applied
@@ -212,6 +219,7 @@ class ReplicatedLog:
         return batch
 
     async def _propose_batch(self, batch: list[_Proposal]) -> None:
+        data: bytes | None = None
         try:
             commands = [cmd for p in batch for cmd in p.commands]
             fence = batch[0].fence
@@ -221,6 +229,8 @@ class ReplicatedLog:
                 logger.exception("encoding %d commands failed", len(commands))
                 self._fail(batch, exc)
                 return
+            if all(is_canonical(cmd) for cmd in commands):
+                self._own[id(data)] = (data, fence, commands)
             try:
                 results = await self._driver.propose(data)
             except TrickleError as exc:  # NotLeader, ProposalDropped, ProposalUnknown...
@@ -236,6 +246,8 @@ class ReplicatedLog:
                 p.results = [next(it) for _ in p.commands]
                 p.done.set()
         finally:
+            if data is not None:
+                self._own.pop(id(data), None)
             self._in_flight.release()
 
     @staticmethod

@@ -12,8 +12,8 @@ from typing import Any, TypeVar, cast
 import cattrs
 import msgpack
 
-from trickle.engine.commands import COMMAND_TYPES, Command
-from trickle.engine.model import Execution, Job
+from trickle.engine.commands import COMMAND_TYPES, Command, RunFinished, RunStarted
+from trickle.engine.model import Execution, ExecutionStatus, Job, Trigger
 
 WIRE_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # a command larger than this is refused
@@ -73,6 +73,58 @@ def decode_command(data: bytes) -> Command:
     if not isinstance(obj, COMMAND_TYPES):
         raise WireError(f"not a command: {type(obj).__name__}")
     return cast(Command, obj)
+
+
+def is_canonical(command: Command) -> bool:
+    """True when ``decode_command(encode_command(command)) == command`` holds exactly, down
+    to the types (every ``str`` a ``str``, every time a UTC ``datetime``), so that the
+    server that encoded the command may apply the object it holds in place of decoding
+    its own bytes: every server then applies equal values.
+
+    Checked for the commands of every fire (``RunStarted``, ``RunFinished``); False for
+    the others, which are simply decoded."""
+    if type(command) is RunStarted:
+        return (
+            _is_execution(command.execution)
+            and _is_time(command.next)
+            and type(command.advance_next) is bool
+            and type(command.cap) is int
+        )
+    if type(command) is RunFinished:
+        return (
+            type(command.job_name) is str
+            and type(command.execution_id) is str
+            and _is_time(command.finished_at)
+            and type(command.success) is bool
+            and type(command.output) is str
+            and (command.exit_code is None or type(command.exit_code) is int)
+        )
+    return False
+
+
+def _is_time(value: datetime | None) -> bool:
+    """None, or a datetime as decoding makes it (UTC, fold 0)."""
+    return value is None or (type(value) is datetime and value.tzinfo is UTC and not value.fold)
+
+
+def _is_execution(e: Execution) -> bool:
+    return (
+        type(e) is Execution
+        and type(e.id) is str
+        and type(e.job_name) is str
+        and type(e.node_name) is str
+        and type(e.group) is int
+        and type(e.attempt) is int
+        and type(e.success) is bool
+        and type(e.output) is str
+        and (e.exit_code is None or type(e.exit_code) is int)
+        and type(e.status) is ExecutionStatus
+        and type(e.trigger) is Trigger
+        and e.started_at is not None
+        and _is_time(e.started_at)
+        and _is_time(e.finished_at)
+        and _is_time(e.scheduled_at)
+    )
 
 
 def encode_job(job: Job) -> bytes:
