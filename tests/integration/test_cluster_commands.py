@@ -389,7 +389,9 @@ async def test_a_server_that_left_restarts_on_its_data_dir_and_is_added_back(
             await _wait_raft_peers(alpha.ready["http"], ["alpha", "beta"])
             async with httpx.AsyncClient(base_url=again.ready["http"]) as client:
                 with trio.fail_after(WAIT):
-                    while (await client.get("/v1/jobs/after")).status_code != 200:
+                    while True:  # polling another process: no event to wait on
+                        if (await client.get("/v1/jobs/after")).status_code == 200:
+                            break
                         await trio.sleep(POLL_INTERVAL)
             logs = again.stderr()
             assert "it was removed from the cluster; it starts anew" in logs
