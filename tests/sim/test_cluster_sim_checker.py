@@ -53,7 +53,7 @@ def test_a_leader_deciding_before_its_last_decision_applied_fires_twice(sim_seed
     cluster = ClusterConfig(
         fixes=ALL_FIXES,
         leader_faults=LeaderFaults(concurrent_decisions=True),
-        raft=engine_raft_config(disk_ms=(30.0, 150.0)),  # slow commits: a wider window
+        raft=engine_raft_config(disk_ms=(60.0, 250.0)),  # slow commits: a wider window
     )
     with pytest.raises(InvariantViolation, match="has 2 fates|at most one dispatch per"):
         run_scenario(sim_seed, cluster=cluster, nemesis=QUIET)

@@ -128,7 +128,7 @@ class LeaderFaults:
 class ServerControl:
     """The engine around one server's state machine (see the module docstring)."""
 
-    def __init__(self, sim: ClusterSimulation, node: str, skew_us: int, rng: random.Random):
+    def __init__(self, sim: ClusterSimulation, node: str, skew_us: int, rng: random.Random) -> None:
         self.sim = sim
         self.id = node
         self.skew_us = skew_us

@@ -43,9 +43,12 @@ last trace lines and the ``--sim-seed`` replay command):
    completeness, state machine safety, durability across crashes), at every step; and at
    the end every server's state machine equals the committed history replayed.
 4. **No execution stays running after its node is declared failed**: once healed, the
-   committed state's running set holds only runs on live nodes that really run them (or
-   that were committed less than ``fresh_ms`` ago, their dispatch in flight); after the
-   scheduler stops and the runs drain, it is empty.
+   committed state's running set holds only runs on live nodes that really run them, but
+   for those the engine may rightly still hold: committed less than ``fresh_ms`` ago or
+   still being dispatched (a lost answer is settled once the dispatch expired, 10 s), or
+   on a dead node that the leader has not had ``fail_after_ms`` to declare failed, or
+   whose runs wait for their dispatches to expire before being failed (``_fail_runs_of``).
+   After the scheduler stops and those delays pass, it is empty.
 5. **Fencing**: no runner takes a dispatch whose term is older than a term it had seen,
    and none starts a run whose record is already finished (a dispatch that outlived the
    run's abandonment: the engine's dispatch expiry rules that out).
@@ -54,7 +57,9 @@ What is not modelled: job edits during the run, retries and dependent jobs (runs
 succeed), launch ahead (fires are decided at their instant), output streaming, snapshots
 (the oracle reads only the key-value application's images), and membership changes (the
 servers are fixed voters; gossip is replaced by the leader's failure detector, see
-``ClusterConfig``).
+``ClusterConfig``). By default the engine is modelled as it is; ``ClusterConfig.fixes``
+adds models of fixes for what this simulation found (``tests/sim/
+test_cluster_sim_findings.py``).
 """
 
 from __future__ import annotations
@@ -266,7 +271,7 @@ class NemesisConfig:
         with long reordering of answers. kill_agent: one agent dies for good (it is not
         restarted at the heal: its runs must be abandoned, and fires go elsewhere).
     quick_restarts: agents come back within ``quick_ms``, before the failure detector
-        notices (the engine's weak spot: see the report in the test file).
+        notices (see ``FIX_RESTART_RECONCILE``).
     """
 
     partitions: bool = True

@@ -1180,7 +1180,8 @@ class RaftSimulation:
 
         if not self.run_until(done, timeout_ms):
             self.fail(f"nodes did not all apply the leader's log within {timeout_ms:.0f} ms")
-        return self.nodes[leader].app.applied
+        applied: int = self.nodes[leader].app.applied
+        return applied
 
     def wait_committed(
         self, index: int, n: int, start_term: int, timeout_ms: float = 5000
