@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from trickle import Engine, EngineConfig, Job
+from trickle.engine._engine import DEAD_NODE_RECLAIM_TIME
 from trickle.engine.clock import TrioClock
 from trickle.engine.events import EventKind
 from trickle.errors import JoinFailed, NotAServer, ValidationError
@@ -26,6 +28,10 @@ PEERS = {name: f"{name}.invalid:6868" for name in NAMES}
 
 def gossip_addr(name: str) -> tuple[str, int]:
     return (f"10.0.0.{NAMES.index(name) + 1}", 8946)
+
+
+# the local profile with the reclaim time the engine gives every preset by default
+RECLAIMING = attrs.evolve(local(), dead_node_reclaim_time=DEAD_NODE_RECLAIM_TIME)
 
 
 class Cluster:
@@ -46,7 +52,7 @@ class Cluster:
             rng=random.Random(NAMES.index(name)),
             raft_transport=self.raft.transport(NodeId(name)),
             gossip_transport=self.gossip.transport(gossip_addr(name)),
-            gossip_config=local(),
+            gossip_config=RECLAIMING,
         )
         scope = trio.CancelScope()
         stopped = trio.Event()
@@ -270,4 +276,34 @@ async def test_a_node_joining_under_a_name_already_taken_stops_with_join_failed(
         assert "another node named 'a' is already in the cluster, at 10.0.0.1:8946" in str(leaf)
         [me] = [m for m in cluster.engines["a"].members() if m.name == "a"]
         assert me.addr == "10.0.0.1"  # the first owner of the name keeps it
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_node_restarted_at_another_address_is_taken_back_under_its_name(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A container restarted with a new IP keeps its node name: once the old address has
+    been dead for DEAD_NODE_RECLAIM_TIME, the name moves to the new address."""
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        a = await cluster.start("a")
+        await cluster.start("b")
+        await wait_status(a, "b", "alive")
+        await cluster.stop("b")
+        await wait_status(a, "b", "failed")
+        moved = Engine(
+            EngineConfig(data_dir=None, node_name="b", peers=PEERS, join=("10.0.0.1:8946",)),
+            clock=cluster.clock,
+            rng=random.Random(99),
+            raft_transport=cluster.raft.transport(NodeId("b")),
+            gossip_transport=cluster.gossip.transport(("10.0.0.42", 8946)),
+            gossip_config=RECLAIMING,
+        )
+        await nursery.start(moved.run)
+        with trio.fail_after(120):
+            while True:
+                [b] = [m for m in a.members() if m.name == "b"]
+                if b.status == "alive" and b.addr == "10.0.0.42":
+                    break
+                await trio.sleep(1)
         nursery.cancel_scope.cancel()

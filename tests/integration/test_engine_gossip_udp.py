@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from trickle import Engine, EngineConfig
+from trickle.engine._engine import DEAD_NODE_RECLAIM_TIME
 from trickle.engine.events import EventKind
 from trickle.gossip.config import local
 from trickle.gossip.keyring import encode_key, generate_key
@@ -92,3 +93,12 @@ async def test_encrypted_gossip_admits_the_key_holder_and_rejects_the_wrong_key(
                     await trio.sleep(0.05)
             assert "intruder" not in {m.name for m in one.members()}
             assert {m.name for m in intruder.members()} == {"intruder"}
+
+
+async def test_an_engine_lets_a_dead_members_name_be_reclaimed_by_default() -> None:
+    engine = Engine(EngineConfig(data_dir=None, node_name="x", gossip_bind="127.0.0.1:0"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        assert engine.gossip is not None
+        assert engine.gossip.config.dead_node_reclaim_time == DEAD_NODE_RECLAIM_TIME > 0
+        nursery.cancel_scope.cancel()

@@ -117,6 +117,10 @@ LAUNCH_AHEAD_MIN = timedelta(milliseconds=20)
 LAUNCH_AHEAD = timedelta(milliseconds=50)
 RESTORE_STAGGER = timedelta(milliseconds=1)  # between the anchors of restored jobs
 GOSSIP_PORT = 8946  # Dkron's serf port: gossip's default, reported for nodes without gossip
+# A node declared dead this long ago may come back under its name at another address (a
+# restart in a container with a new IP, or on new ports); memberlist's default is never,
+# which left such a node silently ignored by everyone.
+DEAD_NODE_RECLAIM_TIME = 30.0
 DEFAULT_GOSSIP_BIND = "0.0.0.0"  # gossip binds every interface unless gossip_bind says
 _MEMBER_EVENT_KINDS = {
     GossipEventKind.JOIN: EventKind.MEMBER_JOINED,
@@ -845,7 +849,11 @@ class Engine:
             own_transport = self._gossip_transport is None
             self._gossip = GossipDriver(
                 self.node_name,
-                config=self._gossip_config or GOSSIP_PRESETS[cfg.gossip_profile](),
+                config=self._gossip_config
+                or attrs.evolve(
+                    GOSSIP_PRESETS[cfg.gossip_profile](),
+                    dead_node_reclaim_time=DEAD_NODE_RECLAIM_TIME,
+                ),
                 transport=self._gossip_transport,
                 bind=bind if own_transport else None,
                 advertise=cfg.gossip_advertise if own_transport else None,
