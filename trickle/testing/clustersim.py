@@ -613,7 +613,13 @@ class ClusterSimulation(RaftSimulation):
         self.check_running_is_real(fresh_ms)
         stop = self.true_wall()
         self.quiescent = True
-        self.run_for(drain_ms)
+        drained_by = self.now + drain_ms  # (sooner once nothing runs or waits)
+        while self.now < drained_by and (
+            self.ledger_running()
+            or any(r.pending or r.active for r in self.runners.values())
+            or any(c.sending for c in self.controls.values())
+        ):
+            self.run_for(250.0)
         # runs of a dead node are failed once no dispatch of theirs can arrive (up to
         # DISPATCH_EXPIRY + MAX_CLOCK_SKEW after a new leader took over): wait that out
         # and a dispatch whose answer was lost is recorded failed once it expired
