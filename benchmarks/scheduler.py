@@ -71,6 +71,8 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   raised while the engine stopped, reported rather than losing the figures). Both:
   ``load`` (spread, burst or unpaced), ``log_warnings``, warnings counted by message
   (trickle logs "job J: K fires missed (scheduler behind)").
+* trickle only, the garbage collector during the window: ``gc_collections`` (by
+  generation) and the pauses of full collections, ``gc_full_pause_ms_max`` / ``_total``.
 
 trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
 the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
@@ -92,6 +94,7 @@ Not a test: nothing is asserted. Each run stops by itself, and removes its temp 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -291,6 +294,37 @@ def _cpu_s() -> float:
 
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class GcPauses:
+    """The garbage collector's pauses while in the ``with`` block (gc.callbacks): the
+    tail of the lateness follows them when a full collection walks every live object."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def report(self) -> dict[str, Any]:
+        """``gc_collections`` by generation, and the pauses of full (gen 2) collections."""
+        full = self.pauses[2]
+        return {
+            "gc_collections": [len(self.pauses[g]) for g in (0, 1, 2)],
+            "gc_full_pause_ms_max": round(1000 * max(full), 1) if full else None,
+            "gc_full_pause_ms_total": round(1000 * sum(full), 1),
+        }
 
 
 class LogCounter(logging.Handler):
@@ -549,10 +583,15 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                 f"{phases['anchors_misplaced']} first fires off their phase"
             )
 
+            if args.gc_threshold is not None:
+                gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+            if args.gc_freeze:
+                gc.freeze()
             window = Window(args.warmup, args.duration, every)
             await trio.sleep(max(0.0, window.start - time.time()))
             cpu_start = _cpu_s()
-            await trio.sleep(max(0.0, window.end - time.time()))
+            with GcPauses() as gc_pauses:
+                await trio.sleep(max(0.0, window.end - time.time()))
             cpu_window = _cpu_s() - cpu_start
             rss_end = _rss_mb()
             expected = expected_fires(first_fires, every, window.start, window.end)
@@ -622,6 +661,9 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             "engine_commands_applied": stats.commands_applied,
             "engine_events_dropped": stats.events_dropped,
             "engine_error_at_stop": stop_error,
+            "gc_threshold": list(gc.get_threshold()),
+            "gc_frozen": gc.get_freeze_count(),
+            **gc_pauses.report(),
             "log_warnings": log_counter.counts,
         }
     )
@@ -832,6 +874,10 @@ def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
     ]
     if args.mix:
         cmd.append("--mix")
+    if args.gc_threshold is not None:
+        cmd += ["--gc-threshold", str(args.gc_threshold)]
+    if args.gc_freeze:
+        cmd.append("--gc-freeze")
     if system == "trickle" or args.apscheduler_store == "sqlite":
         data = tmp / system
         data.mkdir()
@@ -919,6 +965,19 @@ def main(argv: list[str] | None = None) -> None:
         help="APScheduler's job store: memory (keeps nothing, its fastest) or sqlite "
         "(SQLAlchemyJobStore in a temp file: like trickle, it writes each fire's next run "
         "time to disk; background mode only)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=None,
+        help="trickle worker: the garbage collector's generation-0 threshold "
+        "(gc.set_threshold; default: Python's, 700)",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="trickle worker: gc.freeze() once the jobs are stored, as trickle serve "
+        "does once it has loaded its store",
     )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
