@@ -237,3 +237,32 @@ def test_the_same_seed_decides_the_same_targets():
 
     assert targets(3) == targets(3)
     assert len(targets(3)) == 2
+
+
+def test_a_skipped_fire_records_the_fires_its_next_jumps_over_as_missed():
+    leader = Leader()
+    leader.put(every("f", tags={"role": "gpu"}))  # no member matches: every fire skipped
+    now = T0 + timedelta(seconds=35)  # the scheduler fell behind: 10, 20, 30 are due
+    decision = leader.sched.decide([("f", T0 + timedelta(seconds=10))], now, NODES)
+    [skip] = decision.skipped
+    [missed] = decision.missed
+    assert (missed.first, missed.last, missed.count) == (
+        T0 + timedelta(seconds=20),
+        T0 + timedelta(seconds=30),
+        2,
+    )
+    assert "was skipped (no target nodes" in missed.reason
+    leader.apply(decision.commands)
+    assert leader.fsm.jobs["f"].next == T0 + timedelta(seconds=40)
+
+
+def test_catch_up_moves_next_to_the_late_fire_so_a_second_leader_does_not_record_twice():
+    leader = Leader()
+    leader.put(every("a", catchup_window=25.0))
+    now = T0 + timedelta(seconds=60)
+    first = leader.sched.catch_up(now)
+    leader.apply(first.commands)  # proposed, then this leader is lost before the run
+    assert leader.fsm.jobs["a"].next == now  # the late fire, still to run
+    second = leader.sched.catch_up(now + timedelta(seconds=1))
+    assert second.missed == []  # nothing recorded twice
+    assert second.fires == [("a", now)]

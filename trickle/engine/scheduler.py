@@ -362,6 +362,17 @@ class Scheduler:
                     c.FiresSkipped(job_name=name, scheduled_at=at, next=nxt, reason=reason)
                 )
                 out.skipped.append(Skip(job_name=name, scheduled_at=at, reason=reason))
+                if coalesced:  # next jumps over them: they get a record too
+                    missed = self.missed(
+                        job,
+                        coalesced,
+                        nxt,
+                        now,
+                        f"the scheduler fell behind; the fire at {at.isoformat()} was "
+                        f"skipped ({reason}) and covers them",
+                    )
+                    out.commands.append(missed)
+                    out.missed.append(missed)
                 continue
             if coalesced:
                 missed = self.missed(
@@ -507,7 +518,9 @@ class Scheduler:
                     if late
                     else f"outside the catch-up window of {int(job.catchup_window)}s"
                 )
-                record = self.missed(job, lost, nxt if not late else job.next, now, reason)
+                # with a late run, next moves to it: a leader lost before the run leaves
+                # the next one to run it, not to record these fires missed again
+                record = self.missed(job, lost, nxt if not late else late[-1], now, reason)
                 out.commands.append(record)
                 out.missed.append(record)
             if late:

@@ -244,14 +244,6 @@ class ServerControl:
             self._reconcile(term)
         catch = self.scheduler.catch_up(self.wall())
         commands = catch.commands
-        if "scheduler" in sim.cluster.fixes:
-            late = dict(catch.fires)
-            commands = [
-                attrs.evolve(cmd, next=late[cmd.job_name])
-                if isinstance(cmd, c.FiresMissed) and cmd.job_name in late
-                else cmd
-                for cmd in commands
-            ]
         if commands:
             self._propose(commands, kind="catchup", payload=catch.fires)
         else:
@@ -261,9 +253,7 @@ class ServerControl:
         assert self.scheduler is not None
         if fires:
             now = self.wall()
-            decision = self._fixed(
-                self.scheduler.decide(fires, now, self._members(), catchup=True), now
-            )
+            decision = self.scheduler.decide(fires, now, self._members(), catchup=True)
             if decision.commands:
                 if not self._propose(
                     decision.commands, kind="decision", payload=decision, fenced=True
@@ -273,34 +263,6 @@ class ServerControl:
                 self.proposals[max(self.proposals)].then_loop = True
                 return
         self._start_loop()
-
-    def _fixed(self, decision: Decision, now: datetime) -> Decision:
-        """With ``FIX_SCHEDULER``: a skipped fire's ``next`` jumps over the fires that fell
-        due meanwhile (the scheduler fell behind); record them missed, as a run would."""
-        sched = self.scheduler
-        if "scheduler" not in self.sim.cluster.fixes or sched is None:
-            return decision
-        fsm = self.fsm
-        for cmd in list(decision.commands):
-            if not isinstance(cmd, c.FiresSkipped):
-                continue
-            job = fsm.jobs.get(cmd.job_name)
-            if job is None:
-                continue
-            passed: list[datetime] = []
-            at = fsm.next_fire(job, cmd.scheduled_at)
-            while at is not None and (cmd.next is None or at < cmd.next) and at <= now:
-                passed.append(at)
-                at = fsm.next_fire(job, at)
-            if passed:
-                reason = (
-                    f"the scheduler fell behind; the fire at {cmd.scheduled_at.isoformat()} "
-                    f"was skipped ({cmd.reason}) and covers them"
-                )
-                record = sched.missed(job, passed, cmd.next, now, reason)
-                decision.commands.insert(decision.commands.index(cmd) + 1, record)
-                decision.missed.append(record)
-        return decision
 
     def _start_loop(self) -> None:
         self.looping = True
@@ -335,7 +297,7 @@ class ServerControl:
                 f"{self.id} due "
                 + " ".join(f"{n}@{t.time().isoformat('milliseconds')}" for n, t in due)
             )
-            decision = self._fixed(sched.decide(due, now, self._members()), now)
+            decision = sched.decide(due, now, self._members())
             self.decisions += 1
             if decision.commands:
                 if self._propose(decision.commands, kind="decision", payload=decision, fenced=True):

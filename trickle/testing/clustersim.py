@@ -103,7 +103,6 @@ __all__ = [
     "ALL_FIXES",
     "FIX_RECONCILE_OWN_RUNS",
     "FIX_RESTART_RECONCILE",
-    "FIX_SCHEDULER",
     "ClusterConfig",
     "ClusterSimulation",
     "InvariantViolation",
@@ -119,13 +118,10 @@ __all__ = [
     "run_scenario",
 ]
 
-EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+EPOCH = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # virtual time 0, on a node without skew
 FIX_RESTART_RECONCILE = "restart-reconcile"
 FIX_RECONCILE_OWN_RUNS = "reconcile-own-runs"
-FIX_SCHEDULER = "scheduler"
-ALL_FIXES = frozenset(
-    {FIX_RESTART_RECONCILE, FIX_RECONCILE_OWN_RUNS, FIX_SCHEDULER}
-)  # virtual time 0, on a node without skew
+ALL_FIXES = frozenset({FIX_RESTART_RECONCILE, FIX_RECONCILE_OWN_RUNS})
 _US = timedelta(microseconds=1)
 
 
@@ -203,28 +199,23 @@ class ClusterConfig:
         ``engine_raft_config()``.
     runner_faults / leader_faults: planted bugs, for the checker's own tests.
     amnesia: a crashed server loses its whole disk (a planted bug: the oracle objects).
-    fixes: engine fixes the simulation models although the engine lacks them (each is a
-        finding of this simulation, shown by ``tests/sim/test_cluster_sim_findings.py``
-        with the fix off; ``ALL_FIXES`` turns them all on). By default none: the engine
-        as it is.
+    fixes: the engine's fixes for findings of this simulation, as the simulation models
+        them; all on by default (the engine has them). Turning one off models the engine
+        before it, which ``tests/sim/test_cluster_sim_findings.py`` does to show the
+        simulation catches the finding.
         FIX_RESTART_RECONCILE: the leader asks a node what it runs, abandoning the runs
         it lost, when it notices the node's restart (a new incarnation in its answers,
-        as gossip sees one) or sees a node it declared failed come back; and a new
-        leader asks a node holding inherited runs again until it answers (or is
+        as gossip's boot tag shows one) or sees a node it declared failed come back; and
+        a new leader asks a node holding inherited runs again until it answers (or is
         declared failed), not once. Without it, a node that restarts before it is
         declared failed, or that comes back while its failed runs wait for their
         dispatches to expire, keeps the runs it lost "running" for good.
         FIX_RECONCILE_OWN_RUNS: a new leader also checks the runs it inherited on itself
-        against its own runner (``_reconcile_remote_runs`` skips them, and
-        ``_abandon_orphans`` runs only at startup: an intent for the new leader's node
-        that its decider never dispatched stays "running" for good).
-        FIX_SCHEDULER (two in the ``Scheduler`` core): a fire that ``decide`` skips
-        moves the job's ``next`` past the fires that fell due meanwhile without
-        recording them (a run records them missed: "the scheduler fell behind"); and
-        ``catch_up``'s missed records leave the job's ``next`` unchanged, so a leader
-        lost between proposing them and deciding the catch-up run leaves the next
-        leader to record the same fires missed again (with the fix, ``next`` moves to
-        the late fire).
+        against its own runner (an intent for the new leader's node that its decider
+        never dispatched would otherwise stay "running" for good).
+        (Two findings in the ``Scheduler`` core were fixed there: a skipped fire records
+        the fires its ``next`` jumps over as missed, and ``catch_up``'s missed records
+        move ``next`` to the late fire.)
     strict_ghosts: a "ghost" run (one a runner starts after the history recorded it
         finished: a dispatch that outlived the run's abandonment) is a violation; False
         only counts them (``counts["ghost_runs"]``, ``ghosts``). The engine's dispatch
@@ -246,7 +237,7 @@ class ClusterConfig:
     runner_faults: RunnerFaults = attrs.field(factory=RunnerFaults)
     leader_faults: LeaderFaults = attrs.field(factory=LeaderFaults)
     amnesia: bool = False
-    fixes: frozenset[str] = frozenset()
+    fixes: frozenset[str] = ALL_FIXES
     strict_ghosts: bool = True
 
     def __attrs_post_init__(self) -> None:
