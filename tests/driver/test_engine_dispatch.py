@@ -201,3 +201,26 @@ async def test_a_fire_no_node_matches_is_recorded_as_skipped_with_the_reason(
         executions, _ = await leader.list_executions("nowhere")
         assert executions == [] and cluster.ran == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_restarts_before_it_is_declared_failed_has_its_lost_runs_failed(
+    autojump_clock: trio.testing.MockClock,
+):
+    """An agent killed and restarted at once is never declared failed: the leader sees
+    its new boot tag, asks it what it runs, and fails the run it lost, rather than
+    leaving it running for good."""
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        await leader.put_job(
+            Job(name="long", schedule="@manually", executor="block", tags={"gpu": "1"})
+        )
+        await leader.run_job("long")
+        with trio.fail_after(30):
+            await cluster.blocking.wait()
+        await cluster.stop("x")  # gone without a word
+        await cluster.start("x", tags={"gpu": "1"})  # and back, empty, at once
+        [execution] = await finished(leader, "long")
+        assert not execution.success
+        assert "node x no longer knows the run" in execution.output
+        assert [m.status for m in leader.members() if m.name == "x"] == ["alive"]
+        nursery.cancel_scope.cancel()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import random
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -121,6 +122,7 @@ GOSSIP_PORT = 8946  # Dkron's serf port: gossip's default, reported for nodes wi
 # restart in a container with a new IP, or on new ports); memberlist's default is never,
 # which left such a node silently ignored by everyone.
 DEAD_NODE_RECLAIM_TIME = 30.0
+RECONCILE_RETRY = 2.0  # seconds between two "what do you run?" to a node that did not answer
 DEFAULT_GOSSIP_BIND = "0.0.0.0"  # gossip binds every interface unless gossip_bind says
 _MEMBER_EVENT_KINDS = {
     GossipEventKind.JOIN: EventKind.MEMBER_JOINED,
@@ -264,6 +266,8 @@ class Engine:
         self._lead_term = 0
         self._lead_since: datetime | None = None  # when this server last became the leader
         self._known_leader: str | None = None  # the leader Raft last named (events on change)
+        self._boot = ""  # this life of the node (gossiped; set at each start)
+        self._boots: dict[str, str] = {}  # the life each member last gossiped
         # dispatches sent and not yet answered: execution id -> the dispatch's expiry
         self._dispatch_pending: dict[ExecutionId, datetime] = {}
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
@@ -331,6 +335,9 @@ class Engine:
         """
         if self._open:
             raise RuntimeError("this engine is already running")
+        # new at every start; os.urandom, not the engine's rng or clock: a seeded engine
+        # in a test draws and reads the time as it did before
+        self._boot = os.urandom(6).hex()
         if not self.config.server:
             await self._run_agent(task_status)
             return
@@ -423,9 +430,9 @@ class Engine:
             self._metrics.is_leader.set(0)
             self._hub.close_all()
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(store.close)
+                await self._blocking(store.close)  # inline in memory: no MockClock race
                 if raft_storage is not None:
-                    await trio.to_thread.run_sync(raft_storage.close)
+                    await self._blocking(raft_storage.close)
 
     async def _bootstrap_conf(self, durable: DurableState) -> ConfState | None:
         """How a server with no Raft state starts: with its static peers, with the
@@ -604,7 +611,9 @@ class Engine:
             gossip = self._gossip
             member = gossip.member(node) if gossip is not None else None
             if member is not None and member.state not in (GossipState.DEAD, GossipState.LEFT):
-                logger.info("%s is back: its runs are not failed", node)
+                logger.info("%s is back: it is asked what it runs instead", node)
+                if self._lead_term:
+                    await self._reconcile_node(node, self._lead_term)
                 return
         runs = [(ex.job_name, ex.id) for ex in self._fsm.running.values() if ex.node_name == node]
         if not runs:
@@ -622,48 +631,95 @@ class Engine:
         except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
             logger.info("failing the runs of %s is left to the next leader: %s", node, exc)
 
-    async def _reconcile_remote_runs(self, term: int, inherited: list[Execution]) -> None:
-        """A new leader asks each node that holds ``inherited`` runs (running on other
-        nodes when it took over) what it runs, which fences the previous leader off that
-        node; inherited runs that the node does not know, or on failed nodes, are failed.
-        (Runs this leader dispatches meanwhile are not in ``inherited``.)"""
+    def _notice_life(self, kind: GossipEventKind, member: GossipMember) -> None:
+        """A member came back (after it was declared failed) or restarted (a new boot
+        tag): the leader asks it what it runs, so the runs it lost are failed rather
+        than left running."""
+        name = member.name
+        boot = member.tags.get("boot", "")
+        before = self._boots.get(name)
+        self._boots[name] = boot
+        if name == self.node_name or not self._lead_term or self._dispatcher is None:
+            return
+        if kind is GossipEventKind.JOIN or (before is not None and before != boot):
+            term = self._lead_term
+            self._nursery_start(self._reconcile_node, name, term)
+
+    async def _reconcile_node(self, node: str, term: int) -> None:
+        """While leading in ``term``: ask ``node`` what it runs (again and again until it
+        answers, or gossip declares it failed) and fail the runs the history holds
+        running there that it does not know. Only runs whose dispatch was answered
+        before the question are judged: a run dispatched meanwhile is not lost."""
         assert self._dispatcher is not None
-        by_node: dict[str, list[Execution]] = {}
-        for ex in inherited:
-            by_node.setdefault(ex.node_name, []).append(ex)
-        for node in sorted(by_node):
-            if self._lead_term != term:
-                return
+        while self._lead_term == term:
             gossip = self._gossip
             member = gossip.member(node) if gossip is not None else None
             if member is not None and member.state in (GossipState.DEAD, GossipState.LEFT):
                 await self._fail_runs_of(node)
-                continue
+                return
+            asked = [
+                ex.id
+                for ex in self._fsm.running.values()
+                if ex.node_name == node and ex.id not in self._dispatch_pending
+            ]
+            if not asked:
+                return
             try:
                 state = await self._dispatcher.query(node, term=term)
             except RpcError as exc:
-                logger.info("cannot ask %s what it runs (%s): left to gossip", node, exc)
+                logger.info("cannot ask %s what it runs (%s): asking again", node, exc)
+                await trio.sleep(RECONCILE_RETRY)
                 continue
             known = {ref.execution_id for ref in (*state.active, *state.pending)}
             lost = [
-                (ex.job_name, ex.id)
-                for ex in by_node[node]
-                if ex.id in self._fsm.running and ex.id not in known
+                (self._fsm.running[i].job_name, i)
+                for i in asked
+                if i in self._fsm.running and i not in known
             ]
             if lost and self._lead_term == term:
-                try:
-                    await self._propose(
-                        [
-                            c.AbandonExecutions(
-                                execution_ids=tuple(lost),
-                                finished_at=self.clock.now(),
-                                reason=f"node {node} no longer knows the run "
-                                "(it restarted, or the dispatch was lost)",
-                            )
-                        ]
+                await self._abandon_lost(node, lost)
+            return
+
+    async def _abandon_lost(self, node: str, lost: list[tuple[str, ExecutionId]]) -> None:
+        try:
+            await self._propose(
+                [
+                    c.AbandonExecutions(
+                        execution_ids=tuple(lost),
+                        finished_at=self.clock.now(),
+                        reason=f"node {node} no longer knows the run "
+                        "(it restarted, or the dispatch was lost)",
                     )
-                except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed):
-                    return
+                ]
+            )
+        except (NotLeader, ProposalDropped, ProposalUnknown, EngineClosed) as exc:
+            logger.info("failing the lost runs of %s is left to the next leader: %s", node, exc)
+
+    async def _reconcile_remote_runs(self, term: int, inherited: list[Execution]) -> None:
+        """A new leader asks each node that holds ``inherited`` runs (running on other
+        nodes when it took over) what it runs, which fences the previous leader off that
+        node; inherited runs that the node does not know, or on failed nodes, are failed.
+        Each node is asked until it answers (or is declared failed), all at once."""
+        for node in sorted({ex.node_name for ex in inherited}):
+            self._nursery_start(self._reconcile_node, node, term)
+
+    async def _abandon_own_unknown(self, term: int) -> None:
+        """A new leader's own runs that its runner does not know (an intent the previous
+        leader committed for this node but never dispatched) are failed: nothing else
+        would ever end them. A dispatch of the previous leader still on its way is
+        refused here now (its term is stale), so none of them can start later."""
+        service = self._runner_service
+        if service is None:
+            return
+        lost = [
+            (ex.job_name, ex.id)
+            for ex in self._fsm.running.values()
+            if ex.node_name == self.node_name
+            and not service.knows(ex.id)
+            and not (self._runner is not None and self._runner.is_active(ex.id))
+        ]
+        if lost and self._lead_term == term:
+            await self._abandon_lost(self.node_name, lost)
 
     async def _send_dispatch(self, job: Job, execution: Execution, term: int) -> None:
         """Hand a committed run to its node; a run that cannot be handed over is failed."""
@@ -875,6 +931,7 @@ class Engine:
         version and, on a server with a Raft/RPC listener, ``rpc_addr``."""
         tags = self.config.node_tags
         tags["version"] = __version__
+        tags["boot"] = self._boot  # a new one per start: the leader notices a restart
         if self.config.server:
             tags.update(
                 membership_tags(
@@ -919,6 +976,7 @@ class Engine:
                             waiting.wake()
                     if event.kind in (GossipEventKind.JOIN, GossipEventKind.UPDATE):
                         self._learn_rpc_address(event.member)
+                        self._notice_life(event.kind, event.member)
                         if event.kind is GossipEventKind.JOIN and isinstance(
                             self._transport, TcpTransport
                         ):  # back (a restart): no dispatch lost to a reconnect backoff
@@ -1086,6 +1144,7 @@ class Engine:
                     ex for ex in self._fsm.running.values() if ex.node_name != self.node_name
                 ]
                 self._nursery.start_soon(self._reconcile_remote_runs, term, inherited)
+                self._nursery.start_soon(self._abandon_own_unknown, term)
                 await self._plan_all_and_catch_up(term)
                 self._led.set()
                 if self._draining:

@@ -781,6 +781,10 @@ class RunnerService:
             self._prune()
         return DispatchAnswer(accepted=True, term=self._term)
 
+    def knows(self, execution_id: ExecutionId) -> bool:
+        """This node runs, queues, reports or finished the run (in this process's life)."""
+        return self._known(execution_id)
+
     def _known(self, execution_id: ExecutionId) -> bool:
         return (
             execution_id in self._origins
