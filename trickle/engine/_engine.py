@@ -1390,7 +1390,7 @@ class Engine:
         finally:
             self._sched.settle(decision.runs)
         self._log_trimmed(decision)
-        for (_job, ex), applied in zip(decision.runs, results, strict=True):
+        for _job, ex, applied in decision.started(results):
             if applied.error is not None:
                 raise applied.error
             self._dispatch(job, ex)
@@ -1856,12 +1856,7 @@ class Engine:
             return
         finally:
             self._sched.settle(decision.runs)
-        started = [
-            applied
-            for command, applied in zip(decision.commands, results, strict=True)
-            if isinstance(command, c.RunStarted)
-        ]
-        for (child, ex), applied in zip(decision.runs, started, strict=True):
+        for child, ex, applied in decision.started(results):
             if applied.error is None:
                 self._dispatch(child, ex)
 
@@ -2115,13 +2110,8 @@ class Engine:
             return
         finally:
             self._sched.settle(decision.runs)
-        started = [
-            applied
-            for command, applied in zip(decision.commands, results, strict=True)
-            if isinstance(command, c.RunStarted)
-        ]
         unlaunched: list[Execution] = []
-        for (job, ex), applied in zip(decision.runs, started, strict=True):
+        for job, ex, applied in decision.started(results):
             if applied.error is None:
                 if ex.id not in self._ahead_ids or _at_of(ex) <= self.clock.now():
                     self._launch_now(job, ex)

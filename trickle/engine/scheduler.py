@@ -25,6 +25,7 @@ import heapq
 import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import attrs
 
@@ -148,6 +149,16 @@ class Decision:
     deferred: list[tuple[str, datetime]] = attrs.field(factory=list)
     trimmed: list[str] = attrs.field(factory=list)  # fires run on fewer targets, and why
     fires: int = 0  # fires that became runs
+
+    def started(self, results: Sequence[Any]) -> list[tuple[Job, Execution, Any]]:
+        """Each run with what the log answered to its ``RunStarted`` (``results``: one
+        per command, as the log returns them)."""
+        answers = [
+            applied
+            for command, applied in zip(self.commands, results, strict=True)
+            if isinstance(command, c.RunStarted)
+        ]
+        return [(job, ex, a) for (job, ex), a in zip(self.runs, answers, strict=True)]
 
 
 @attrs.define

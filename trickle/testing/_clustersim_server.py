@@ -550,21 +550,25 @@ class ServerControl:
             if i in self.fsm.running and i not in state.known and i not in self.sending
         )
         if lost:
-            self._propose(
-                [
-                    c.AbandonExecutions(
-                        execution_ids=lost,
-                        finished_at=self.wall(),
-                        reason=f"node {node} no longer knows the run "
-                        "(it restarted, or the dispatch was lost)",
-                    )
-                ],
-                kind="abandon",
-            )
+            self._abandon_lost(node, lost)
+
+    def _abandon_lost(self, node: str, lost: tuple[tuple[str, ExecutionId], ...]) -> None:
+        """As ``Engine._abandon_lost``: the runs ``node`` does not know are failed."""
+        self._propose(
+            [
+                c.AbandonExecutions(
+                    execution_ids=lost,
+                    finished_at=self.wall(),
+                    reason=f"node {node} no longer knows the run "
+                    "(it restarted, or the dispatch was lost)",
+                )
+            ],
+            kind="abandon",
+        )
 
     def _reconcile(self, term: int) -> None:
         if "reconcile-own-runs" in self.sim.cluster.fixes:
-            # a fix the engine lacks: its own inherited runs, which it does not run
+            # the engine's _abandon_own_unknown: its own inherited runs it does not run
             mine = self.runner.known()
             lost = tuple(
                 (ex.job_name, ex.id)
@@ -572,17 +576,7 @@ class ServerControl:
                 if ex.node_name == self.id and ex.id not in mine
             )
             if lost:
-                self._propose(
-                    [
-                        c.AbandonExecutions(
-                            execution_ids=lost,
-                            finished_at=self.wall(),
-                            reason=f"node {self.id} no longer knows the run "
-                            "(it restarted, or the dispatch was lost)",
-                        )
-                    ],
-                    kind="abandon",
-                )
+                self._abandon_lost(self.id, lost)
         by_node: dict[str, list[ExecutionId]] = {}
         for ex in self.fsm.running.values():
             if ex.node_name != self.id:
@@ -601,7 +595,7 @@ class ServerControl:
                     self._reconcile_node(src)  # back from the dead: it may have restarted
 
     def _on_pong(self, src: str, pong: Pong) -> None:
-        """``ClusterConfig.restart_reconcile`` (a fix the engine lacks): a node seen in a
+        """``FIX_RESTART_RECONCILE`` (the engine's boot tag and _notice_life): a node seen in a
         new life is asked what it runs, and the runs it lost are abandoned."""
         known = self.lives.get(src)
         self.lives[src] = pong.incarnation
