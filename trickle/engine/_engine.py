@@ -1781,10 +1781,10 @@ class Engine:
                     ex = event.execution
                     if ex.success:
                         self._counts["succeeded"] += 1
-                        m.succeeded.labels(job_name=ex.job_name).inc()
+                        m.succeeded.inc(ex.job_name)
                     else:
                         self._counts["failed"] += 1
-                        m.failed.labels(job_name=ex.job_name).inc()
+                        m.failed.inc(ex.job_name)
                 if (
                     event.kind == EventKind.EXECUTION_STARTED
                     and event.execution is not None
