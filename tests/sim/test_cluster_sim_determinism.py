@@ -4,10 +4,7 @@ names its seed and the command that replays it."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from datetime import timedelta
 
 from trickle.testing.clustersim import (
@@ -17,14 +14,10 @@ from trickle.testing.clustersim import (
     NemesisConfig,
     run_scenario,
 )
+from trickle.testing.determinism import results_under_hash_seeds
 
 NEMESIS = NemesisConfig(fault_ms=4_000.0, heal_ms=7_000.0, kill_agent=True)
-SCRIPT = """
-import json, sys
-sys.path.insert(0, {root!r})
-from tests.sim.test_cluster_sim_determinism import scenario_hash
-print(json.dumps(scenario_hash({seed})))
-"""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def scenario_hash(seed: int) -> str:
@@ -39,21 +32,10 @@ def test_same_seed_gives_the_same_trace_and_other_seeds_differ(sim_seed: int) ->
 
 
 def test_trace_is_the_same_across_processes_with_different_hash_seeds() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     seed = 4242
-    hashes = []
-    for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT.format(root=root, seed=seed)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=root,
-            timeout=120,
-        )
-        hashes.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    hashes = results_under_hash_seeds(
+        "tests.sim.test_cluster_sim_determinism", "scenario_hash", seed, root=ROOT
+    )
     assert hashes[0] == hashes[1]
     assert hashes[0] == scenario_hash(seed)
 

@@ -3,14 +3,12 @@ process), and its invariant checks catch what they are meant to catch."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from trickle.gossip.messages import Dead, EventKind, MemberEvent, UserEventReceived
+from trickle.testing.determinism import results_under_hash_seeds
 from trickle.testing.gossipsim import (
     GossipSim,
     GossipSimConfig,
@@ -18,13 +16,7 @@ from trickle.testing.gossipsim import (
     NetConfig,
 )
 
-SCRIPT = """
-import json, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {here!r})
-from test_gossip_sim_determinism import tiny_scenario
-print(json.dumps(tiny_scenario({seed})[0]))
-"""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_scenario(seed: int) -> tuple[str, list[str]]:
@@ -61,22 +53,11 @@ def test_different_seeds_give_different_traces(sim_seed: int) -> None:
 
 
 def test_trace_is_the_same_across_processes_with_different_hash_seeds() -> None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
     seed = 2024
-    hashes = []
-    for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT.format(root=root, here=here, seed=seed)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=root,
-            timeout=120,
-        )
-        hashes.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = results_under_hash_seeds(
+        "tests.sim.test_gossip_sim_determinism", "tiny_scenario", seed, root=ROOT
+    )
+    hashes = [result[0] for result in results]  # (trace hash, events) as a JSON list
     assert hashes[0] == hashes[1]
     assert hashes[0] == tiny_scenario(seed)[0]
 

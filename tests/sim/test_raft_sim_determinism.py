@@ -3,19 +3,12 @@ fresh processes with different PYTHONHASHSEED values; different seeds differ."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
+from trickle.testing.determinism import results_under_hash_seeds
 from trickle.testing.raftsim import NetworkConfig, RaftSimulation, SimConfig
 
-SCRIPT = """
-import json, sys
-sys.path.insert(0, {root!r})
-from tests.sim.test_raft_sim_determinism import tiny_scenario
-print(json.dumps(tiny_scenario({seed})))
-"""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_scenario(seed: int) -> str:
@@ -45,21 +38,10 @@ def test_different_seeds_give_different_traces(sim_seed: int) -> None:
 
 
 def test_trace_is_the_same_across_processes_with_different_hash_seeds() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     seed = 4242
-    hashes = []
-    for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT.format(root=root, seed=seed)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=root,
-            timeout=120,
-        )
-        hashes.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    hashes = results_under_hash_seeds(
+        "tests.sim.test_raft_sim_determinism", "tiny_scenario", seed, root=ROOT
+    )
     assert hashes[0] == hashes[1]
     assert hashes[0] == tiny_scenario(seed)
 
