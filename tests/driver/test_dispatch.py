@@ -335,7 +335,7 @@ async def test_a_large_output_is_split_into_bounded_batches(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
-async def test_output_of_a_run_not_dispatched_over_rpc_stays_local(autojump_clock):
+async def test_a_lone_servers_own_runs_stream_their_output_nowhere(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)
         s1 = await cluster.server("s1")
@@ -344,18 +344,60 @@ async def test_output_of_a_run_not_dispatched_over_rpc_stays_local(autojump_cloc
         assert s1.runner.submitted == [dispatch.execution.id]
         s1.service.on_output(dispatch.execution, "x")
         other = cluster.dispatch("s1", leader="s1", term=1).execution
-        s1.service.on_output(other, "y")  # never dispatched here
+        s1.service.on_output(other, "y")  # run here without a dispatch
         await trio.sleep(1)
         assert s1.transport.calls == 0
         assert cluster.outputs == []
         nursery.cancel_scope.cancel()
 
 
-async def test_output_follows_a_newer_leader(autojump_clock):
+async def test_output_reaches_every_server_not_only_the_leader(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)
         s1 = await cluster.server("s1")
         s2 = await cluster.server("s2")
+        s3 = await cluster.server("s3")
+        a1 = await cluster.agent("a1")
+        dispatch = cluster.dispatch("a1", leader="s1", term=1)
+        await s1.dispatcher.send("a1", dispatch)
+        sent = [f"line {i}\n" for i in range(20)]
+        for chunk in sent:
+            await trio.sleep(0.03)
+            a1.service.on_output(dispatch.execution, chunk)
+        await cluster.until(lambda: len(cluster.outputs) == 3 * len(sent))
+        for server in ("s1", "s2", "s3"):
+            assert [o[3] for o in cluster.outputs if o[0] == server] == sent
+        for node in (s1, s2, s3):
+            assert node.dispatcher.statistics().output_gaps == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_leaders_own_run_streams_its_output_to_the_other_servers(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        await cluster.server("s2")
+        await cluster.server("s3")
+        own = cluster.dispatch("s1", leader="s1", term=1).execution  # run without a dispatch
+        s1.service.on_output(own, "1\n")
+        await trio.sleep(0.5)
+        s1.service.on_output(own, "2\n")
+        await cluster.until(lambda: len(cluster.outputs) == 4)
+        assert sorted((o[0], o[2], o[3]) for o in cluster.outputs) == [
+            ("s2", own.id, "1\n"),
+            ("s2", own.id, "2\n"),
+            ("s3", own.id, "1\n"),
+            ("s3", own.id, "2\n"),
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_output_follows_a_newer_leader_gossip_does_not_list_yet(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        s2 = await cluster.server("s2")
+        cluster.server_names.remove("s2")  # gossip has not told the agent about s2
         a1 = await cluster.agent("a1")
         dispatch = cluster.dispatch("a1", leader="s1", term=1)
         await s1.dispatcher.send("a1", dispatch)
@@ -363,8 +405,12 @@ async def test_output_follows_a_newer_leader(autojump_clock):
         await cluster.until(lambda: len(cluster.outputs) == 1)
         await s2.dispatcher.query("a1", term=2)
         a1.service.on_output(dispatch.execution, "after")
-        await cluster.until(lambda: len(cluster.outputs) == 2)
-        assert [(o[0], o[3]) for o in cluster.outputs] == [("s1", "before"), ("s2", "after")]
+        await cluster.until(lambda: len(cluster.outputs) == 3)
+        assert sorted((o[0], o[3]) for o in cluster.outputs) == [
+            ("s1", "after"),
+            ("s1", "before"),
+            ("s2", "after"),
+        ]
         nursery.cancel_scope.cancel()
 
 

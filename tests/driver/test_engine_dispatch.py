@@ -151,6 +151,43 @@ async def test_a_job_runs_on_the_node_its_tags_choose(autojump_clock: trio.testi
         nursery.cancel_scope.cancel()
 
 
+async def test_every_server_shows_the_output_of_every_run_live_in_order(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        seen: dict[str, list[tuple[str, str, str]]] = {n: [] for n in SERVERS}
+        outputs_seen = trio.Event()
+
+        async def watch(name: str, task_status: trio.TaskStatus[None]) -> None:
+            kinds = ["execution_started", "execution_output"]
+            with cluster.engines[name].subscribe(kinds=kinds, jobs=["all"]) as events:
+                task_status.started()
+                async for event in events:
+                    assert event.execution is not None
+                    seen[name].append((event.kind, event.execution.node_name, event.chunk))
+                    if all(
+                        sum(k == "execution_output" for k, _, _ in s) == 4 for s in seen.values()
+                    ):
+                        outputs_seen.set()
+
+        for name in SERVERS:
+            await nursery.start(watch, name)
+        await leader.put_job(Job(name="all", schedule="@manually", executor="block"))
+        await leader.run_job("all")
+        with trio.fail_after(30):
+            await outputs_seen.wait()  # while every run still blocks: live, not at the end
+        for name in SERVERS:
+            for node in ("a", "b", "c", "x"):  # the leader's own run, the others', the agent's
+                assert [(k, c) for k, n, c in seen[name] if n == node] == [
+                    ("execution_started", ""),
+                    ("execution_output", "started\n"),
+                ], (name, node)
+        cluster.release.set()
+        await finished(leader, "all", count=4)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_job_without_tags_runs_on_every_node(autojump_clock: trio.testing.MockClock):
     async with trio.open_nursery() as nursery:
         cluster, leader = await start_cluster(nursery)

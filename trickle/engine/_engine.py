@@ -36,7 +36,7 @@ from trickle.engine.dispatch import (
     DispatchRefused,
     RunnerService,
 )
-from trickle.engine.events import Event, EventHub, EventKind, Subscription
+from trickle.engine.events import EarlyOutput, Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
 from trickle.engine.ledger import ProcessLedger
@@ -288,6 +288,7 @@ class Engine:
         self._dispatch_at: datetime | None = None
         self._ahead_ids: set[str] = set()  # runs launched ahead, until launched or failed
         self._started_events: dict[str, Event] = {}  # of runs committed ahead, by id
+        self._early_output = EarlyOutput()  # of remote runs not yet applied here
         self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
         self._retries_waiting: set[tuple[int, str, int]] = set()
         self._cm_nursery: Any = None
@@ -571,9 +572,12 @@ class Engine:
         ]
 
     def _on_remote_output(self, job_name: str, execution_id: str, chunk: str) -> None:
-        """Output of a run on another node, as it prints it (the leader's live feed)."""
+        """Output of a run on another node, as it prints it (every server's live feed).
+        A run this server has not applied the start of yet (a follower a moment behind)
+        has its chunks held until it starts here."""
         execution = self._fsm.running.get(ExecutionId(execution_id))
         if execution is None:
+            self._early_output.hold(job_name, execution_id, chunk)
             return
         self._on_output_event(execution, chunk)
 
@@ -1763,6 +1767,12 @@ class Engine:
     # -- internals: reacting to applied commands ---------------------------------------------------
     def _publish(self, event: Event) -> None:
         self._hub.publish(event)
+        if self._early_output and event.execution is not None:
+            if event.kind == EventKind.EXECUTION_STARTED:
+                for chunk in self._early_output.release(event.execution.id):
+                    self._on_output_event(event.execution, chunk)
+            elif event.kind == EventKind.EXECUTION_FINISHED:
+                self._early_output.drop(event.execution.id)
 
     def _on_applied(self, pairs: list[tuple[c.Command, Applied]], replay: bool) -> None:
         m = self._metrics
@@ -1878,8 +1888,12 @@ class Engine:
     # -- internals: runner callbacks ------------------------------------------------------------
     def _on_output(self, execution: Execution, chunk: str) -> None:
         """A chunk printed by a run on this node: published here, and streamed to the
-        leader that dispatched it when that is another node."""
-        self._on_output_event(execution, chunk)
+        leader and every other server."""
+        if self.config.server and execution.id not in self._fsm.running:
+            # a follower runs what the leader dispatched before applying its start here
+            self._early_output.hold(execution.job_name, execution.id, chunk)
+        else:
+            self._on_output_event(execution, chunk)
         if self._runner_service is not None:
             self._runner_service.on_output(execution, chunk)
 

@@ -8,6 +8,7 @@ A run travels like this (docs/dispatch.md tells the whole story)::
                                                                term, dedupe by execution
                                                                id, submit to the Runner
     Dispatcher <--- OUTPUT_METHOD (batched, best effort) ----- on_output(execution, chunk)
+    (and every other server's Dispatcher: each server's feed shows the run live)
     commit(finished) <---- REPORT_METHOD (until committed) --- report(finished)  [agents]
     Dispatcher.query(node) ---- QUERY_METHOD ----------------> "what do you run?"
 
@@ -86,10 +87,11 @@ MAX_RESULTS_PER_REPORT = 1024
 MAX_RUNS_LISTED = 100_000  # runs in one "what do you run?" answer (each list)
 
 # runner side
-OUTPUT_INTERVAL = 0.1  # seconds: at most one output batch per leader this often
+OUTPUT_INTERVAL = 0.1  # seconds: at most one output batch per server this often
 MAX_BATCH_BYTES = 256 * 1024  # UTF-8 bytes of chunk text in one output batch
 MAX_CHUNK_CHARS = 16 * 1024  # a longer chunk is split (each piece gets its own seq)
-MAX_OUTBOX_BYTES = 4 * 1024 * 1024  # output queued per leader; the oldest dropped beyond
+MAX_OUTBOX_BYTES = 4 * 1024 * 1024  # output queued per server; the oldest dropped beyond
+SERVERS_REFRESH = 1.0  # seconds the list of servers output goes to is reused
 OUTPUT_TIMEOUT = 2.0  # seconds one output batch may take; then it is dropped
 OUTPUT_FLUSH_WAIT = 1.0  # seconds a result waits for its run's last chunks to go first
 REPORT_TIMEOUT = 30.0  # seconds for a server to commit a report batch and answer
@@ -111,7 +113,7 @@ DISPATCH_ATTEMPTS = 3  # sends of one dispatch while the node is unreachable
 DISPATCH_BACKOFF = 0.5  # seconds before the second send, doubling (jittered)
 QUERY_TIMEOUT = 5.0  # seconds for a "what do you run?" answer
 COMMIT_TIMEOUT = 20.0  # seconds a report handler waits for its commits (< REPORT_TIMEOUT)
-SEQ_MEMORY = 16_384  # executions whose last output seq a leader remembers
+SEQ_MEMORY = 16_384  # executions whose last output seq a server remembers
 
 
 class DispatchWireError(WireError):
@@ -597,7 +599,7 @@ class _Origin:
 
 @attrs.define(eq=False)
 class _Outbox:
-    """Output chunks queued for one leader, sent by one task at a time."""
+    """Output chunks queued for one server, sent by one task at a time."""
 
     chunks: collections.deque[tuple[OutputChunk, int]] = attrs.Factory(collections.deque)
     size: int = 0  # UTF-8 bytes queued
@@ -614,9 +616,10 @@ class _Pending:
 class RunnerService:
     """The runner's end of dispatch, on every node (servers and agents).
 
-    Handles DISPATCH_METHOD and QUERY_METHOD (registered by ``run``); streams output of the
-    runs it was dispatched to their leader (``on_output``); on an agent, delivers results
-    to a server until one commits them (``report``).
+    Handles DISPATCH_METHOD and QUERY_METHOD (registered by ``run``); streams the output of
+    its runs to the leader and every other server (``on_output``: whichever server a
+    client watches shows it live); on an agent, delivers results to a server until one
+    commits them (``report``).
 
     Fencing: the service keeps the highest term it has seen from a leader (in dispatches,
     queries and ``note_leader``) and refuses dispatches of lower terms. That memory, and
@@ -653,6 +656,10 @@ class RunnerService:
         self._hint: str | None = None  # where the last report went through (or was sent)
         self._origins: dict[ExecutionId, _Origin] = {}
         self._prune_at = 64
+        # runs not dispatched here over RPC (a leader's own): their output's seq and job
+        self._local_streams: dict[ExecutionId, _Origin] = {}
+        self._local_prune_at = 64
+        self._server_cache: tuple[float, tuple[str, ...]] = (float("-inf"), ())
         self._finished: collections.OrderedDict[ExecutionId, None] = collections.OrderedDict()
         self._outboxes: dict[str, _Outbox] = {}
         self._unsent: collections.Counter[ExecutionId] = collections.Counter()
@@ -844,30 +851,63 @@ class RunnerService:
 
     # output ------------------------------------------------------------------------------
     def on_output(self, execution: Execution, chunk: str) -> None:
-        """Queue ``chunk`` of a run for its leader (the Runner's ``on_output``). Never
-        blocks. Output of a run not dispatched here over RPC, or whose leader is this node,
-        goes nowhere: the caller publishes it locally (the Engine always may: a chunk
-        reaching the leader is published there once more, by its Dispatcher)."""
+        """Queue ``chunk`` of a run for the leader and every other server gossip knows (the
+        Runner's ``on_output``): each server's live feed carries it. Never blocks. The
+        caller publishes it on this node itself (a server receiving a chunk publishes it
+        there, once: its Dispatcher drops duplicates by seq)."""
+        if not chunk:
+            return
         origin = self._origins.get(execution.id)
-        if origin is None or not chunk:
+        if origin is None:  # run here without a dispatch (a leader's own run)
+            origin = self._local_streams.get(execution.id)
+            if origin is None:
+                origin = self._local_streams[execution.id] = _Origin(
+                    leader=self.node_name, term=self._term, job_name=execution.job_name
+                )
+                if len(self._local_streams) >= self._local_prune_at:
+                    self._prune_local()
+        # output follows the leader: a newer one than the run's gets it too
+        leader = self._leader if self._term > origin.term and self._leader else origin.leader
+        destinations = [d for d in self._output_servers() if d != leader]
+        if leader != self.node_name:
+            destinations.append(leader)
+        if not destinations:
             return
-        # output follows the leader: a newer one than the run's gets it (its live feed)
-        destination = self._leader if self._term > origin.term and self._leader else origin.leader
-        if destination == self.node_name:
-            return
+        pieces = [chunk[i : i + MAX_CHUNK_CHARS] for i in range(0, len(chunk), MAX_CHUNK_CHARS)]
+        items = []
+        for piece in pieces:
+            items.append(
+                (
+                    OutputChunk(
+                        execution_id=execution.id,
+                        job_name=origin.job_name,
+                        seq=origin.seq,
+                        chunk=piece,
+                    ),
+                    len(piece.encode("utf-8")),
+                )
+            )
+            origin.seq += 1
+        for destination in destinations:
+            self._queue_output(destination, items)
+
+    def _output_servers(self) -> tuple[str, ...]:
+        """The other servers (refreshed at most every SERVERS_REFRESH: a chunk is cheap)."""
+        now = trio.current_time()
+        at, names = self._server_cache
+        if now - at >= SERVERS_REFRESH:
+            names = tuple(n for n in self._servers() if n != self.node_name)
+            self._server_cache = (now, names)
+        return names
+
+    def _queue_output(self, destination: str, items: list[tuple[OutputChunk, int]]) -> None:
         box = self._outboxes.get(destination)
         if box is None:
             box = self._outboxes[destination] = _Outbox()
-        for start in range(0, len(chunk), MAX_CHUNK_CHARS):
-            piece = chunk[start : start + MAX_CHUNK_CHARS]
-            size = len(piece.encode("utf-8"))
-            item = OutputChunk(
-                execution_id=execution.id, job_name=origin.job_name, seq=origin.seq, chunk=piece
-            )
-            origin.seq += 1
+        for item, size in items:
             box.chunks.append((item, size))
             box.size += size
-            self._unsent[execution.id] += 1
+            self._unsent[item.execution_id] += 1
         while box.size > MAX_OUTBOX_BYTES and len(box.chunks) > 1:
             lost, size = box.chunks.popleft()
             box.size -= size
@@ -876,6 +916,14 @@ class RunnerService:
         if not box.sending and self._nursery is not None:
             box.sending = True
             self._nursery.start_soon(self._send_output, destination, box)
+
+    def _prune_local(self) -> None:
+        """Forget the output streams of local runs that ended and whose output went."""
+        for ex_id in [
+            i for i in self._local_streams if not self._runner.is_active(i) and not self._unsent[i]
+        ]:
+            del self._local_streams[ex_id]
+        self._local_prune_at = max(64, 2 * len(self._local_streams))
 
     def _sent(self, execution_id: ExecutionId, n: int) -> None:
         left = self._unsent[execution_id] - n

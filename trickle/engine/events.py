@@ -209,3 +209,51 @@ class EventHub:
         """End every subscription (they drain what they hold, then stop)."""
         for sub in list(self._subs):
             sub.close()
+
+
+class EarlyOutput:
+    """Output of runs this server has not seen start yet, held for a moment.
+
+    A run's node streams its output to every server at once, and a follower may apply the
+    run's RunStarted a little after the first chunks arrive. Those chunks wait here and
+    are published right after the run's ``execution_started`` event, so a subscriber sees
+    a run start before its output. Bounded: at most ``max_runs`` runs (the oldest are
+    forgotten) and ``max_chars`` characters per run (later chunks are dropped; the whole
+    output still comes with the result)."""
+
+    def __init__(self, *, max_runs: int = 256, max_chars: int = 64 * 1024) -> None:
+        self._runs: dict[str, tuple[str, list[str], int]] = {}  # id -> job, chunks, chars
+        self._max_runs = max_runs
+        self._max_chars = max_chars
+        self.dropped = 0  # chunks dropped (over a run's limit, or with a forgotten run)
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def hold(self, job_name: str, execution_id: str, chunk: str) -> None:
+        held = self._runs.get(execution_id)
+        if held is None:
+            if len(self._runs) >= self._max_runs:
+                oldest = next(iter(self._runs))
+                self.dropped += len(self._runs.pop(oldest)[1])
+            held = self._runs[execution_id] = (job_name, [], 0)
+        job, chunks, chars = held
+        if chars + len(chunk) > self._max_chars:
+            self.dropped += 1
+            return
+        chunks.append(chunk)
+        self._runs[execution_id] = (job, chunks, chars + len(chunk))
+
+    def release(self, execution_id: str) -> list[str]:
+        """The chunks held for a run that just started here (and forget them)."""
+        held = self._runs.pop(execution_id, None)
+        return held[1] if held is not None else []
+
+    def drop(self, execution_id: str) -> None:
+        """Forget a run that finished (its output is in its result)."""
+        held = self._runs.pop(execution_id, None)
+        if held is not None:
+            self.dropped += len(held[1])

@@ -72,26 +72,3 @@ export async function countJobs(params = {}) {
   const { total } = await get("jobs", { ...params, _start: 0, _end: 0 });
   return total;
 }
-
-/** {node, leader}: the name of the node serving the UI and of the leader (or null). */
-export async function whoami() {
-  const [index, leader] = await Promise.all([
-    get("").catch(() => null),
-    get("leader").catch(() => null),
-  ]);
-  return {
-    node: index && index.data && index.data.agent ? index.data.agent.name : index ? index.node : null,
-    leader: leader && leader.data ? leader.data.Name : null,
-  };
-}
-
-/** A note for pages with live output when this node is not the leader, or null. */
-export async function followerNote() {
-  const { node, leader } = await whoami();
-  if (!node || !leader || node === leader) return null;
-  return (
-    `This page is served by ${node}, a follower. Runs on other nodes stream their output ` +
-    `to the leader, ${leader}: open the UI on the leader to follow it live; here it appears ` +
-    `when the run finishes.`
-  );
-}

@@ -118,8 +118,6 @@ export async function render(main) {
   try {
     await helloSeen;
     await load();
-    const note = await api.followerNote();
-    if (note) count.before(h("p", { class: "hint", id: "follower-note" }, note));
   } catch (err) {
     stop(); // the router shows the error; nothing of this page keeps running
     throw err;

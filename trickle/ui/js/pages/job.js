@@ -525,7 +525,6 @@ export async function render(main, ctx) {
       loadSummary(),
       loadExecutions(),
       loadGraph().catch((err) => fill(graphBox, h("p", { class: "error-text" }, err.message))),
-      api.followerNote().then((note) => note && execCount.before(h("p", { class: "hint", id: "follower-note" }, note))),
     ]);
   } catch (err) {
     stop(); // the router shows the error; nothing of this page keeps running
