@@ -54,6 +54,7 @@ from trickle.errors import (
 )
 from trickle.raft import _quorum
 from trickle.raft._conf import rejection_reason
+from trickle.raft._fastinit import fast_frozen_init
 from trickle.raft._log import ENTRY_OVERHEAD_BYTES, RaftLog
 from trickle.raft._progress import PeerProgress, ProgressState
 from trickle.raft.config import RaftConfig
@@ -103,6 +104,7 @@ class Role(enum.Enum):
     LEADER = "leader"
 
 
+@fast_frozen_init
 @attrs.frozen
 class SoftState:
     """Volatile state worth telling the application about when it changes."""
@@ -115,6 +117,7 @@ class SoftState:
         return f"{self.role.value} term={self.term} leader={self.leader or '-'}"
 
 
+@fast_frozen_init
 @attrs.frozen
 class ReadState:
     """A linearizable read may be served once the state machine applied ``index``."""
@@ -123,6 +126,7 @@ class ReadState:
     context: bytes
 
 
+@fast_frozen_init
 @attrs.frozen
 class Ready:
     """Everything the node wants done, in this order (see the module docstring).

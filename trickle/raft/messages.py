@@ -11,6 +11,8 @@ from typing import NewType
 
 import attrs
 
+from trickle.raft._fastinit import fast_frozen_init
+
 NodeId = NewType("NodeId", str)
 
 NO_NODE: NodeId | None = None
@@ -21,6 +23,7 @@ class EntryKind(enum.IntEnum):
     CONF_CHANGE = 1  # ``data`` is an encoded ConfChange (trickle.raft.wire)
 
 
+@fast_frozen_init
 @attrs.frozen
 class Entry:
     term: int
@@ -41,6 +44,7 @@ class Entry:
         return f"{self.term}/{self.index} {body}"
 
 
+@fast_frozen_init
 @attrs.frozen
 class HardState:
     """What must be durable before a message that depends on it is sent."""
@@ -123,6 +127,7 @@ class MessageType(enum.IntEnum):
     READ_INDEX_RESP = 13  # leader -> follower: index (0 and reject=True if it cannot)
 
 
+@fast_frozen_init
 @attrs.frozen(kw_only=True)
 class Message:
     """One Raft message. Fields a type does not use keep their defaults.
