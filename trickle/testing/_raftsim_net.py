@@ -89,18 +89,39 @@ class Network:
     groups and one-way cuts, plus the delivery plan of each message."""
 
     def __init__(self, config: NetworkConfig, rng: random.Random) -> None:
-        self.config = config
         self._rng = rng
         self._disconnected: set[str] = set()
         self._group: dict[str, int] = {}  # node -> partition group; absent: group 0
         self._cuts: set[tuple[str, str]] = set()  # (src, dst) one-way cuts
+        # No node disconnected, no partition, no cut: every link works (kept up to date
+        # by every change of the topology; the simulator reads it per message).
+        self.whole = True
+        self.config = config
+
+    @property
+    def config(self) -> NetworkConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: NetworkConfig) -> None:
+        self._config = config
+        # plain: no loss, no duplicate, no long reordering, so a message arrives once after
+        # delay_lo + delay_span * rng.random() ms (what plan() draws then; read per message)
+        self.plain = not (config.drop_rate or config.duplicate_rate or config.long_reorder_rate)
+        self.delay_lo = config.delay_ms[0]
+        self.delay_span = config.delay_ms[1] - config.delay_ms[0]
+
+    def _topology_changed(self) -> None:
+        self.whole = not (self._disconnected or self._group or self._cuts)
 
     # topology ---------------------------------------------------------------------------
     def disconnect(self, node: str) -> None:
         self._disconnected.add(node)
+        self.whole = False
 
     def connect(self, node: str) -> None:
         self._disconnected.discard(node)
+        self._topology_changed()
 
     def is_connected(self, node: str) -> bool:
         return node not in self._disconnected
@@ -114,23 +135,22 @@ class Network:
                 if node in self._group:
                     raise ValidationError(f"node {node} is in two partition groups")
                 self._group[node] = number
+        self._topology_changed()
 
     def heal(self) -> None:
         """Remove partitions and one-way cuts (disconnected nodes stay disconnected)."""
         self._group = {}
         self._cuts = set()
+        self._topology_changed()
 
     def cut(self, src: str, dst: str) -> None:
         """Drop everything ``src`` sends to ``dst`` (the other direction still works)."""
         self._cuts.add((src, dst))
+        self.whole = False
 
     def uncut(self, src: str, dst: str) -> None:
         self._cuts.discard((src, dst))
-
-    @property
-    def whole(self) -> bool:
-        """No node disconnected, no partition, no cut: every link works."""
-        return not (self._disconnected or self._group or self._cuts)
+        self._topology_changed()
 
     def link_ok(self, src: str, dst: str) -> bool:
         if src in self._disconnected or dst in self._disconnected:
@@ -142,7 +162,7 @@ class Network:
     # delivery ---------------------------------------------------------------------------
     def plan(self, is_response: bool) -> list[float]:
         """Delays (ms) of the copies of one message that will arrive: [] when it is lost."""
-        cfg = self.config
+        cfg = self._config
         rng = self._rng
         if cfg.drop_rate and rng.random() < cfg.drop_rate:
             return []

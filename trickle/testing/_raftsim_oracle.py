@@ -347,7 +347,7 @@ class Oracle:
             self.durable_max[node] = new
 
     # persistence before send ----------------------------------------------------------------
-    def on_send(self, node: NodeId, msg: Message, store: SimStore, *, early: bool) -> None:
+    def on_send(self, node: NodeId, msg: Message, store: SimStore, early: bool) -> None:
         """``early``: a leader message sent before the Ready's writes completed."""
         t = msg.type
         if t in _PRE_VOTES:

@@ -106,6 +106,7 @@ ELECTION_TIMEOUT_MS = 1000.0  # 6.824's RaftElectionTimeout: the time allowed fo
 TRACE_LINES = 300  # trace lines kept (and printed on a failure: the last 60)
 FAILURE_TRACE_LINES = 60
 STATUS_CHECK_EVERY = 8  # steps of a node between two checks of its full status()
+TRACE_FOLD_ITEMS = 1024  # trace items recorded before they are folded into the fingerprint
 
 REQUEST_TYPES = frozenset(MessageType) - RESPONSES
 _FLUSHING = Ready()  # SimNode.inflight while a lazy commit index is being saved
@@ -423,7 +424,10 @@ class RaftSimulation:
         self._rng = random.Random(seed)
         self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = itertools.count()
-        self._trace_ring: deque[tuple[float, Any]] = deque(maxlen=self.config.trace_lines)
+        # trace items not yet folded into the fingerprint (see _fold_trace), then the ring
+        # of the last trace_lines ones
+        self._trace_log: list[tuple[Any, ...]] = []
+        self._trace_ring: deque[tuple[Any, ...]] = deque(maxlen=self.config.trace_lines)
         self._hash = hashlib.blake2b(digest_size=16)
         self._fp = 0  # running fingerprint of delivered messages and Readys
         self._id_numbers: dict[NodeId | None, int] = {None: 0}
@@ -523,7 +527,7 @@ class RaftSimulation:
 
     # --- trace and failures --------------------------------------------------------------
     def _trace(self, text: str) -> None:
-        self._trace_ring.append((self.now, text))
+        self._trace_log.append((self.now, text))
         self._hash.update(msgpack.packb((self.now, text)))
 
     def _num(self, id: NodeId | None) -> int:
@@ -534,91 +538,105 @@ class RaftSimulation:
             number = self._id_numbers[id] = 0 if id is None else len(self._id_numbers)
             return number
 
-    def _trace_message(self, msg: Message) -> None:
-        """A delivered message: kept as is (described when printed), folded into the
-        fingerprint by its fields (ints, bools and floats only: their hash is the same in
-        every process; str, bytes and None hashes are not)."""
-        self._trace_ring.append((self.now, msg))
-        entries = msg.entries
+    def _fold_trace(self) -> None:
+        """Fold the trace items recorded since the last fold into the fingerprint, in order,
+        and move them to the ring of the last lines. Delivered messages and Readys are
+        recorded as they are (``(time, message)``, ``(time, node, ready)``) and folded here
+        by batches: a message by its fields, a Ready by its counts, index ranges, hard and
+        soft state; ints, bools and floats only (their hash is the same in every process;
+        str, bytes and None hashes are not; hash(None) depends on its address before
+        Python 3.12). Text lines went into the digest when traced."""
+        items = self._trace_log
+        if not items:
+            return
+        fp = self._fp
         ids = self._id_numbers
-        src, dst = msg.src, msg.dst
-        fp = hash(
-            (
-                self._fp,
-                self.now,
-                msg.type,
-                ids[src] if src in ids else self._num(src),
-                ids[dst] if dst in ids else self._num(dst),
-                msg.term,
-                msg.log_term,
-                msg.index,
-                msg.commit,
-                msg.reject,
-                msg.reject_hint,
-                len(entries),
-                entries[-1].index if entries else 0,
-                entries[-1].term if entries else 0,
-            )
-        )
-        if msg.context or msg.snapshot is not None or msg.offset or msg.data or msg.done:
-            # (reads, snapshots: the fields most messages leave at their defaults)
-            snapshot = msg.snapshot
-            fp = hash(
-                (
-                    fp,
-                    len(msg.context),
-                    snapshot.index if snapshot else 0,
-                    msg.offset,
-                    len(msg.data),
-                    msg.done,
-                )
-            )
-        self._fp = fp
-
-    def _trace_ready(self, node: NodeId, rd: Ready) -> None:
-        """A Ready taken by ``node``: kept (described when printed), folded into the
-        fingerprint by its counts, index ranges, hard and soft state."""
-        self._trace_ring.append((self.now, (node, rd)))
-        hs = rd.hard_state
-        entries, committed = rd.entries, rd.committed_entries
         num = self._num
-        # no None in the tuple: hash(None) depends on its address before Python 3.12
-        fp = hash(
-            (
-                self._fp,
-                self.now,
-                num(node),
-                hs.term if hs else -1,
-                num(hs.vote) if hs else -1,
-                hs.commit if hs else -1,
-                entries[0].index if entries else 0,
-                entries[-1].index if entries else 0,
-                entries[-1].term if entries else 0,
-                len(rd.leader_messages),
-                len(rd.messages),
-                committed[0].index if committed else 0,
-                committed[-1].index if committed else 0,
-            )
-        )
-        soft, conf, snapshot, reads = rd.soft_state, rd.conf, rd.snapshot, rd.read_states
-        if soft or conf or snapshot or reads:  # (most Readys have none of these)
+        message_type = Message
+        roles = ROLE_NUMBERS
+        for item in items:
+            if len(item) == 3:  # a Ready
+                now, node, rd = item
+                hs = rd.hard_state
+                entries, committed = rd.entries, rd.committed_entries
+                fp = hash(
+                    (
+                        fp,
+                        now,
+                        num(node),
+                        hs.term if hs else -1,
+                        num(hs.vote) if hs else -1,
+                        hs.commit if hs else -1,
+                        entries[0].index if entries else 0,
+                        entries[-1].index if entries else 0,
+                        entries[-1].term if entries else 0,
+                        len(rd.leader_messages),
+                        len(rd.messages),
+                        committed[0].index if committed else 0,
+                        committed[-1].index if committed else 0,
+                    )
+                )
+                soft, conf, snapshot, reads = rd.soft_state, rd.conf, rd.snapshot, rd.read_states
+                if soft or conf or snapshot or reads:  # (most Readys have none of these)
+                    fp = hash(
+                        (
+                            fp,
+                            snapshot.meta.index if snapshot else 0,
+                            tuple([r.index for r in reads]),
+                            soft.term if soft else -1,
+                            num(soft.leader) if soft else -1,
+                            roles[soft.role] if soft else -1,
+                            len(conf.voters) if conf else -1,
+                            len(conf.learners) if conf else -1,
+                        )
+                    )
+                continue
+            now, msg = item
+            if type(msg) is not message_type:
+                continue  # a text line
+            entries = msg.entries
+            src, dst = msg.src, msg.dst
             fp = hash(
                 (
                     fp,
-                    snapshot.meta.index if snapshot else 0,
-                    tuple([r.index for r in reads]),
-                    soft.term if soft else -1,
-                    num(soft.leader) if soft else -1,
-                    ROLE_NUMBERS[soft.role] if soft else -1,
-                    len(conf.voters) if conf else -1,
-                    len(conf.learners) if conf else -1,
+                    now,
+                    msg.type,
+                    ids[src] if src in ids else num(src),
+                    ids[dst] if dst in ids else num(dst),
+                    msg.term,
+                    msg.log_term,
+                    msg.index,
+                    msg.commit,
+                    msg.reject,
+                    msg.reject_hint,
+                    len(entries),
+                    entries[-1].index if entries else 0,
+                    entries[-1].term if entries else 0,
                 )
             )
+            if msg.context or msg.snapshot is not None or msg.offset or msg.data or msg.done:
+                # (reads, snapshots: the fields most messages leave at their defaults)
+                snapshot = msg.snapshot
+                fp = hash(
+                    (
+                        fp,
+                        len(msg.context),
+                        snapshot.index if snapshot else 0,
+                        msg.offset,
+                        len(msg.data),
+                        msg.done,
+                    )
+                )
         self._fp = fp
+        ring = self._trace_ring
+        if ring.maxlen:
+            ring.extend(items[-ring.maxlen :])
+        items.clear()
 
     def trace_hash(self) -> str:
         """Hex digest of everything traced so far: equal seeds give equal hashes, in any
         process, whatever PYTHONHASHSEED is."""
+        self._fold_trace()
         h = self._hash.copy()
         h.update(self._fp.to_bytes(8, "little", signed=True))
         return h.hexdigest()
@@ -626,14 +644,15 @@ class RaftSimulation:
     def trace_tail(self, lines: int = FAILURE_TRACE_LINES) -> list[str]:
         """The last ``lines`` trace lines: virtual time, then a delivered message's or a
         Ready's ``describe()`` or a simulator event."""
+        self._fold_trace()
         out = []
-        for t, item in list(self._trace_ring)[-lines:]:
-            if isinstance(item, Message):
-                text = item.describe()
-            elif isinstance(item, tuple):
-                text = f"{item[0]} ready {item[1].describe()}"
+        for item in list(self._trace_ring)[-lines:] if lines > 0 else ():
+            if len(item) == 3:
+                t, node, rd = item
+                text = f"{node} ready {rd.describe()}"
             else:
-                text = item
+                t, thing = item
+                text = thing.describe() if isinstance(thing, Message) else thing
             out.append(f"{t:.3f} {text}")
         return out
 
@@ -784,6 +803,10 @@ class RaftSimulation:
         if not net.whole and not net.link_ok(src.id, msg.dst):
             stats.messages_dropped += 1
             return
+        if net.plain:  # one copy, after net.plan()'s one draw: inlined
+            delay = net.delay_lo + net.delay_span * self._rng.random()
+            heapq.heappush(self._queue, (self.now + delay, next(self._seq), self._deliver, (msg,)))
+            return
         delays = net.plan(is_response)
         if not delays:
             stats.messages_dropped += 1
@@ -793,26 +816,31 @@ class RaftSimulation:
 
     def _deliver(self, msg: Message) -> None:
         node = self.nodes.get(msg.dst)
-        stats = self.stats
         net = self.net
         if node is None or not node.up or not (net.whole or net.link_ok(msg.src, msg.dst)):
-            stats.messages_dropped += 1
+            self.stats.messages_dropped += 1
             return
-        stats.messages_delivered += 1
-        self._trace_message(msg)
+        self.stats.messages_delivered += 1
+        trace = self._trace_log
+        trace.append((self.now, msg))
+        if len(trace) >= TRACE_FOLD_ITEMS:
+            self._fold_trace()
         raft = node.raft
         assert raft is not None
         raft.step(msg)
-        if node.inflight is None:
+        if node.inflight is None and raft.has_ready():
             self._pump(node)
-        self._check(node)
+        node.steps += 1  # self._check(node), inlined
+        if not node.steps % self._status_every:
+            self._check_status(node)
 
     # --- the node loop: tick, ready, persist, send, apply, advance ------------------------
     def _on_tick(self, node: SimNode, incarnation: int) -> None:
         if node.incarnation != incarnation or not node.up:
             return
-        assert node.raft is not None
-        node.raft.tick()
+        raft = node.raft
+        assert raft is not None
+        raft.tick()
         heapq.heappush(  # self._schedule(tick_ms, self._on_tick, ...), inlined
             self._queue,
             (self.now + self._tick_ms, next(self._seq), self._on_tick, (node, incarnation)),
@@ -823,18 +851,24 @@ class RaftSimulation:
             and self.now - node.commit_flushed_at >= self.config.commit_flush_ms
         ):
             self._flush_commit(node)
-        self._pump(node)
-        self._check(node)
+        if node.inflight is None and raft.has_ready():
+            self._pump(node)
+        node.steps += 1  # self._check(node), inlined
+        if not node.steps % self._status_every:
+            self._check_status(node)
 
     def _check(self, node: SimNode) -> None:
         """After every step of a node: every STATUS_CHECK_EVERY steps (and always with
         ``SimConfig.status_every_step``), its live status against the invariants. Every
         change of role, term or vote is also checked when a Ready reports it."""
         node.steps += 1
-        if node.steps % self._status_every or not node.up or node.raft is None:
-            return
+        if not node.steps % self._status_every:
+            self._check_status(node)
+
+    def _check_status(self, node: SimNode) -> None:
         raft = node.raft
-        self._observe(node, raft.role, raft.term, raft.vote, raft.leader)
+        if node.up and raft is not None:
+            self._observe(node, raft.role, raft.term, raft.vote, raft.leader)
 
     def _observe(
         self, node: SimNode, role: Role, term: int, vote: NodeId | None, leader: NodeId | None
@@ -849,37 +883,40 @@ class RaftSimulation:
 
     def _pump(self, node: SimNode) -> None:
         """Take Readys while the node has one and no save is in flight."""
+        stats, trace, oracle = self.stats, self._trace_log, self.oracle
         while node.up and node.inflight is None:
             raft = node.raft
             assert raft is not None
             if not raft.has_ready():
                 return
             rd = raft.ready()
-            self.stats.readies += 1
-            self._trace_ready(node.id, rd)
-            soft, hard = rd.soft_state, rd.hard_state
-            if soft is not None or hard is not None:
+            stats.readies += 1
+            trace.append((self.now, node.id, rd))
+            if len(trace) >= TRACE_FOLD_ITEMS:
+                self._fold_trace()
+            soft, hard_state = rd.soft_state, rd.hard_state
+            if soft is not None or hard_state is not None:
                 self._observe(
                     node,
                     soft.role if soft else node.role,
-                    hard.term if hard else soft.term if soft else node.term,
-                    hard.vote if hard else node.vote,
+                    hard_state.term if hard_state else soft.term if soft else node.term,
+                    hard_state.vote if hard_state else node.vote,
                     soft.leader if soft else node.leader,
                 )
             if rd.conf is not None:
                 node.conf = rd.conf
             for m in rd.leader_messages:
-                self.oracle.on_send(node.id, m, node.store, early=True)
+                oracle.on_send(node.id, m, node.store, True)
                 self._send(node, m)
-            must_sync = rd.must_sync
-            hard_state = rd.hard_state
+            entries, snapshot = rd.entries, rd.snapshot
+            must_sync = hard_state is not None or bool(entries) or snapshot is not None
             applied_early = False
             if self._lazy_commit:
                 committed = rd.committed_entries
                 if (
                     committed
-                    and rd.snapshot is None
-                    and (not rd.entries or committed[-1].index < rd.entries[0].index)
+                    and snapshot is None
+                    and (not entries or committed[-1].index < entries[0].index)
                 ):
                     # durable since earlier Readys: applied before this Ready's save
                     node.inflight = rd
@@ -889,19 +926,19 @@ class RaftSimulation:
                 saved = node.store.hard
                 if (
                     hard_state is not None
-                    and rd.snapshot is None
+                    and snapshot is None
                     and (hard_state.term, hard_state.vote) == (saved.term, saved.vote)
                 ):
                     # only the commit moved: not worth a sync, nor a row in every save
                     node.unsaved_commit = hard_state
                     hard_state = None
-                    must_sync = bool(rd.entries)
+                    must_sync = bool(entries)
                 if (
                     hard_state is None
                     and must_sync
                     and node.unsaved_commit is not None
                     and (
-                        rd.snapshot is not None
+                        snapshot is not None
                         or self.now - node.commit_flushed_at >= self.config.commit_flush_ms
                     )
                 ):
@@ -910,14 +947,15 @@ class RaftSimulation:
             node.inflight = rd
             if must_sync:
                 node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
-                self._schedule(
-                    self._disk_ms(),
-                    self._on_saved,
-                    node,
-                    node.incarnation,
-                    rd,
-                    hard_state,
-                    applied_early,
+                lo, hi = self.config.disk_ms  # self._schedule(self._disk_ms(), ...), inlined
+                heapq.heappush(
+                    self._queue,
+                    (
+                        self.now + (lo + (hi - lo) * self._rng.random()),
+                        next(self._seq),
+                        self._on_saved,
+                        (node, node.incarnation, rd, hard_state, applied_early),
+                    ),
                 )
                 return
             if not self._finish(node, rd, applied_early):
@@ -933,18 +971,25 @@ class RaftSimulation:
     ) -> None:
         if node.incarnation != incarnation:
             return  # the node crashed while this save was in flight: it is lost
-        node.store.save(hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        entries = rd.entries
+        node.store.save(hard_state=hard_state, entries=entries, snapshot=rd.snapshot)
         if hard_state is not None:
             node.unsaved_commit = None
         self.stats.saves += 1
         term = node.inflight_leader_term
-        if term and any(e.term == term for e in rd.entries):
+        if term and entries and (entries[-1].term == term or any(e.term == term for e in entries)):
             self.oracle.on_leader_log_durable(node.id, term, node.store)
-        if self._crash_point(node, "saved"):
+        if self._crash_rate and self._crash_point(node, "saved"):
             return
         if self._finish(node, rd, applied_early):
-            self._pump(node)
-            self._check(node)
+            if node.inflight is None and node.up:
+                raft = node.raft
+                assert raft is not None
+                if raft.has_ready():
+                    self._pump(node)
+            node.steps += 1  # self._check(node), inlined
+            if not node.steps % self._status_every:
+                self._check_status(node)
 
     def _flush_commit(self, node: SimNode) -> None:
         """lazy_commit: save a commit index that moved with nothing else to save."""
@@ -972,14 +1017,19 @@ class RaftSimulation:
 
     def _finish(self, node: SimNode, rd: Ready, applied_early: bool = False) -> bool:
         """Send, apply, advance (the Ready's writes are durable). False if it crashed."""
-        for m in rd.messages:
-            self.oracle.on_send(node.id, m, node.store, early=False)
-            self._send(node, m)
-        if self._crash_point(node, "sent"):
+        messages = rd.messages
+        if messages:
+            oracle, store, src = self.oracle, node.store, node.id
+            for m in messages:
+                oracle.on_send(src, m, store, False)
+                self._send(node, m)
+        crash_rate = self._crash_rate
+        if crash_rate and self._crash_point(node, "sent"):
             return False
         if rd.snapshot is not None:
             self._restore(node, rd.snapshot)
-        if not applied_early and not self._apply(node, rd.committed_entries):
+        committed = rd.committed_entries
+        if committed and not applied_early and not self._apply(node, committed):
             return False
         app = node.app
         for rs in rd.read_states:
@@ -997,34 +1047,38 @@ class RaftSimulation:
         assert node.raft is not None
         node.raft.advance(rd)
         node.inflight = None
-        if self._crash_point(node, "advanced"):
+        if crash_rate and self._crash_point(node, "advanced"):
             return False
         every = self.config.snapshot_every
         if every is not None and app.applied - node.last_snapshot >= every:
             self._take_snapshot(node)
-            if self._crash_point(node, "compacted"):
+            if crash_rate and self._crash_point(node, "compacted"):
                 return False
         return True
 
     def _apply(self, node: SimNode, entries: Sequence[Entry]) -> bool:
         """Apply committed entries in order, answering clients; False if it crashed."""
         app = node.app
+        oracle = self.oracle
+        pending_writes = node.pending_writes
+        crash_rate = self._crash_rate
         for e in entries:
             if e.index != app.applied + 1:
                 self._violation(
                     f"node {node.id} is given entry {e.index} to apply after {app.applied}"
                 )
             output = app.apply(e)
-            self.oracle.on_applied(node.id, e, app.chain, node.term)
-            pending = node.pending_writes.pop(e.index, None)
-            if pending is not None:
-                term, req = pending
-                if term == e.term:
-                    self.oracle.acknowledge(e.index, e.data)
-                    self._reply(node, req, True, output)
-                else:
-                    self._reply(node, req, False, None, node.leader)
-            if self._crash_point(node, "applied"):
+            oracle.on_applied(node.id, e, app.chain, node.term)
+            if pending_writes:
+                pending = pending_writes.pop(e.index, None)
+                if pending is not None:
+                    term, req = pending
+                    if term == e.term:
+                        oracle.acknowledge(e.index, e.data)
+                        self._reply(node, req, True, output)
+                    else:
+                        self._reply(node, req, False, None, node.leader)
+            if crash_rate and self._crash_point(node, "applied"):
                 return False
         return True
 
