@@ -102,6 +102,7 @@ _NACK_FRACTION = 0.8
 _MIN_BROADCAST_BYTES = 8  # hardly any broadcast encodes smaller: stop looking below this
 _MAX_MISSES = 8  # broadcasts too big for what is left of a packet before giving up
 _ALIVE_OR_SUSPECT = (State.ALIVE, State.SUSPECT)
+_BROADCAST_TYPES = frozenset((Alive, Suspect, Dead, UserEvent))
 _GONE = (State.DEAD, State.LEFT)
 
 
@@ -242,46 +243,58 @@ class _Queued:
     def __init__(self, message: Broadcast, size: int) -> None:
         self.message = message
         self.size = size
-        self.transmits = 0
+        self.transmits = 0  # set while a take moves it
 
 
 class _BroadcastQueue:
     """Updates waiting to be piggybacked, each sent `limit` times; fewest transmits first,
     newest first among equals (memberlist's TransmitLimitedQueue). A newer update about
     a member replaces the older one (same key). Kept in one bucket per transmit count, so
-    taking a packet's worth costs what it takes, not a sort of the whole queue. A message
-    larger than `max_bytes` could never go out in a packet: it is not queued (push-pull
-    carries it)."""
+    taking a packet's worth costs what it takes, not a sort of the whole queue; when all
+    of it fits (the common case) every bucket moves up one transmit count as a whole. A
+    message larger than `max_bytes` could never go out in a packet: it is not queued
+    (push-pull carries it)."""
 
     def __init__(self, max_bytes: int) -> None:
-        self._where: dict[object, int] = {}  # key -> transmits (its bucket)
+        # key -> the bucket holding it (buckets move up as a whole: no per-key update)
+        self._where: dict[object, dict[object, _Queued]] = {}
         self.watched: object = None  # a key whose transmissions are counted across puts
         self.watched_sent = 0
         self._buckets: list[dict[object, _Queued]] = []  # by transmits; oldest first inside
         self._max_bytes = max_bytes - wire.PER_MESSAGE_OVERHEAD
+        self._need = 0  # bytes of every queued message with its per-message overhead
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def __bool__(self) -> bool:
+        return bool(self._where)
 
     def __contains__(self, key: object) -> bool:
         return key in self._where
 
     def put(self, key: object, message: Broadcast) -> None:
+        per = wire.PER_MESSAGE_OVERHEAD
         old = self._where.pop(key, None)
         if old is not None:
-            del self._buckets[old][key]  # superseded
+            self._need -= old.pop(key).size + per  # superseded
         size = wire.message_size(message)
         if size > self._max_bytes:
             return
-        if not self._buckets:
-            self._buckets.append({})
-        self._buckets[0][key] = _Queued(message, size)
-        self._where[key] = 0
+        buckets = self._buckets
+        if not buckets:
+            buckets.append({})
+        first = buckets[0]
+        first[key] = _Queued(message, size)
+        self._where[key] = first
+        self._need += size + per
 
     def take(self, space: int, limit: int) -> list[Broadcast]:
         """Messages that fit in `space` bytes (per-message overhead included)."""
         if not self._where:
             return []
+        if self._need <= space - _MIN_BROADCAST_BYTES:
+            return self._take_all(limit)
         out: list[Broadcast] = []
         per = wire.PER_MESSAGE_OVERHEAD
         buckets = self._buckets
@@ -310,6 +323,7 @@ class _BroadcastQueue:
                 item.transmits = sent
                 if sent >= limit:
                     del where[key]
+                    self._need -= item.size + per
                 else:
                     moved.append((key, item))
             if space < _MIN_BROADCAST_BYTES or misses > _MAX_MISSES:
@@ -317,8 +331,35 @@ class _BroadcastQueue:
         for key, item in reversed(moved):  # taken newest first; appended oldest first
             while len(buckets) <= item.transmits:
                 buckets.append({})
-            buckets[item.transmits][key] = item
-            where[key] = item.transmits
+            target = buckets[item.transmits]
+            target[key] = item
+            where[key] = target
+        while buckets and not buckets[-1]:
+            buckets.pop()
+        return out
+
+    def _take_all(self, limit: int) -> list[Broadcast]:
+        """`take` when every queued message fits with room to spare: the same messages in
+        the same order as the general case (fewest transmits first, newest first among
+        equals), and each bucket moves up one transmit count as a whole, in its order."""
+        buckets = self._buckets
+        out: list[Broadcast] = []
+        for bucket in buckets:
+            if bucket:
+                out.extend([item.message for item in reversed(bucket.values())])
+        watched = self.watched
+        if watched is not None:
+            held = self._where.get(watched)
+            if held is not None:
+                self.watched_sent += 1
+        # buckets at limit - 1 transmits or more have now been sent `limit` times
+        while len(buckets) >= limit and buckets:
+            where = self._where
+            per = wire.PER_MESSAGE_OVERHEAD
+            for key, item in buckets.pop().items():
+                del where[key]
+                self._need -= item.size + per
+        buckets.insert(0, {})
         while buckets and not buckets[-1]:
             buckets.pop()
         return out
@@ -693,16 +734,16 @@ class Membership:
 
     def _fire(self, kind: int, key: object, now: float, late: float) -> None:
         """Run timer (kind, key), due `late` seconds ago."""
-        if kind == _PROBE:
+        if kind == _GOSSIP:  # the commonest first
+            self._gossip(now)
+        elif kind == _PROBE:
             self._probe(now, late)
-        elif kind == _PROBE_TIMEOUT:
-            self._probe_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _RELAY_TIMEOUT:
             self._relay_timeout(key, now)  # type: ignore[arg-type]
+        elif kind == _PROBE_TIMEOUT:
+            self._probe_timeout(key, now)  # type: ignore[arg-type]
         elif kind == _SUSPICION:
             self._suspicion_expired(key, now, late)  # type: ignore[arg-type]
-        elif kind == _GOSSIP:
-            self._gossip(now)
         elif kind == _PUSH_PULL:
             self._periodic_push_pull(now)
         elif kind == _RECONNECT:
@@ -825,7 +866,8 @@ class Membership:
 
     def _send(self, to: Address, messages: list[Message]) -> None:
         """One UDP packet: `messages`, then as many broadcasts as fit."""
-        if self._bcasts:
+        bcasts = self._bcasts
+        if bcasts._where:
             if len(messages) == 1 and type(messages[0]) is Ack:
                 used = self._ack_bytes  # the commonest: no need to encode it to know
             else:
@@ -833,12 +875,16 @@ class Membership:
                 used = sum(wire.message_size(m) + per for m in messages)
             space = self._budget - used
             if space >= _MIN_BROADCAST_BYTES:
-                taken = self._bcasts.take(space, self._retransmit_limit())
+                taken = bcasts.take(space, self._retransmit_limit())
                 if taken:
                     # what is told straight to a member (a Suspect to the suspect, a
                     # refutation to the accuser, a leave) may be a queued broadcast too
-                    taken = [m for m in taken if m not in messages]
-                messages.extend(taken)
+                    # (only a broadcast can equal one: skip the comparisons otherwise)
+                    for m in messages:
+                        if type(m) in _BROADCAST_TYPES:
+                            taken = [b for b in taken if b not in messages]
+                            break
+                    messages.extend(taken)
         self._outgoing.append(Outgoing(to, tuple(messages)))
 
     def _retransmit_limit(self) -> int:
@@ -861,28 +907,44 @@ class Membership:
             self._schedule(_GOSSIP, None, self._gossip_phase + max(0, ticks) * interval)
 
     def _gossip(self, now: float) -> None:
-        if not self._bcasts:
+        bcasts = self._bcasts
+        if not bcasts._where:
             self._gossip_idle = True  # nothing to spread: sleep until something is queued
             return
-        self._schedule(_GOSSIP, None, now + self._config.gossip_interval)
+        config = self._config
+        self._schedule(_GOSSIP, None, now + config.gossip_interval)
+        # _random_nodes(gossip_nodes, keep) with keep inlined: the members alive or
+        # suspect, and those dead for at most gossip_to_the_dead_time (same draws)
         name = self._name
-        dead_window = self._config.gossip_to_the_dead_time
-
-        def keep(node: _Node) -> bool:
-            if node.name == name:
-                return False
-            if node.state in _ALIVE_OR_SUSPECT:
-                return True
-            return node.state is State.DEAD and now - node.state_since <= dead_window
-
-        targets = self._random_nodes(self._config.gossip_nodes, keep)
+        dead_window = config.gossip_to_the_dead_time
+        k = config.gossip_nodes
+        node_list = self._node_list
+        n = len(node_list)
+        targets: list[_Node] = []
+        if k > 0 and n:
+            random = self._rng.random
+            alive, suspect, dead = State.ALIVE, State.SUSPECT, State.DEAD
+            for _ in range(3 * n):
+                node = node_list[int(random() * n)]
+                if node.name == name:
+                    continue
+                state = node.state
+                if (
+                    state is alive
+                    or state is suspect
+                    or (state is dead and now - node.state_since <= dead_window)
+                ) and node not in targets:
+                    targets.append(node)
+                    if len(targets) >= k:
+                        break
         if not targets and self._counts[State.ALIVE] + self._counts[State.SUSPECT] <= 1:
             self._gossip_idle = True  # alone: sleep until news (a member joining) is queued
             self._cancel(_GOSSIP, None)
             return
         limit = self._retransmit_limit()
+        budget = self._budget
         for node in targets:
-            messages = self._bcasts.take(self._budget, limit)
+            messages = bcasts.take(budget, limit)
             if not messages:
                 return
             self._outgoing.append(Outgoing(node.addr, tuple(messages)))

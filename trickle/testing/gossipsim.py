@@ -122,6 +122,11 @@ class GossipSimConfig:
     check_every: virtual seconds between two sweeps of the expensive invariants.
     record_events: keep every event with its time for queries (invariants are checked
         either way).
+    trace_packets: trace every packet delivered (the ring and ``trace_hash``); off,
+        only actions and events are traced, and each packet costs less to simulate
+        (long runs that need neither the hash nor packets in a failure's trace tail).
+    count_bytes: count the bytes sent (``bytes_sent``, ``SimStats.udp_bytes``,
+        ``tcp_bytes``); off, they stay 0 and each packet costs less to simulate.
     trace_lines: trace entries kept in the ring.
     """
 
@@ -134,6 +139,8 @@ class GossipSimConfig:
     join_spacing: float = 0.05
     check_every: float = 1.0
     record_events: bool = True
+    count_bytes: bool = True
+    trace_packets: bool = True
     trace_lines: int = TRACE_LINES
 
     def __attrs_post_init__(self) -> None:
@@ -320,6 +327,8 @@ class GossipSim:
         self._queue: list[tuple[float, int, Callable[[Any, Any, Any], None], Any, Any, Any]] = []
         self._seq = itertools.count()
         self._sizes = SizeCounter()
+        self._count_bytes = self.config.count_bytes and self._sizes.available
+        self._trace_packets = self.config.trace_packets
         self._trace_ring: deque[tuple[float, Any]] = deque(maxlen=self.config.trace_lines)
         self._hash = hashlib.blake2b(digest_size=16)
         self._fp = 0
@@ -535,8 +544,8 @@ class GossipSim:
         messages = out.messages
         stats.packets_sent += 1
         stats.messages_sent += len(messages)
-        sizes = self._sizes
-        if sizes.available:
+        if self._count_bytes:
+            sizes = self._sizes
             cache = sizes.cache
             size = self._udp_overhead + sizes.per_message_overhead * len(messages)
             for message in messages:
@@ -579,8 +588,9 @@ class GossipSim:
             return
         stats.packets_delivered += 1
         now = self.now
-        self._trace_ring.append((now, (src.name, dst.name, messages)))
-        self._fp = hash((self._fp, now, src.index, dst.index, len(messages)))
+        if self._trace_packets:
+            self._trace_ring.append((now, (src.name, dst.name, messages)))
+            self._fp = hash((self._fp, now, src.index, dst.index, len(messages)))
         core = dst.core
         assert core is not None
         core.receive(src.addr, messages, now=now)
@@ -593,9 +603,10 @@ class GossipSim:
         if len(out.messages) != 1:
             self._violation(f"{m.name} sent a TCP request of {len(out.messages)} messages")
         message = out.messages[0]
-        size = self._sizes.frame(message) + self._tcp_overhead + TCP_CONNECTION_BYTES
-        stats.tcp_bytes += size
-        m.bytes_sent += size
+        if self._count_bytes:
+            size = self._sizes.frame(message) + self._tcp_overhead + TCP_CONNECTION_BYTES
+            stats.tcp_bytes += size
+            m.bytes_sent += size
         dst = self._by_addr.get(out.to)
         if dst is None or not dst.up or dst.group != m.group:
             stats.tcp_failed += 1
@@ -631,13 +642,15 @@ class GossipSim:
         now = self.now
         core = dst.core
         assert core is not None
-        self._trace_ring.append((now, (src.name, dst.name, (message,), "tcp")))
-        self._fp = hash((self._fp, now, src.index, dst.index, -1))
+        if self._trace_packets:
+            self._trace_ring.append((now, (src.name, dst.name, (message,), "tcp")))
+            self._fp = hash((self._fp, now, src.index, dst.index, -1))
         answer = core.receive_stream(src.addr, message, now=now)
         if answer is not None:
-            size = self._sizes.frame(answer) + self._tcp_overhead
-            self.stats.tcp_bytes += size
-            dst.bytes_sent += size
+            if self._count_bytes:
+                size = self._sizes.frame(answer) + self._tcp_overhead
+                self.stats.tcp_bytes += size
+                dst.bytes_sent += size
             delay = self._tcp_leg(loss, TCP_MIN_RTO_S)
             self._schedule(delay, self._h_tcp_answer, src, dst, (life, answer, started))
         self._after(dst, core)
@@ -655,8 +668,9 @@ class GossipSim:
             src.inbox.append((dst.addr, (message,)))  # TCP: held in the socket, never dropped
             return
         now = self.now
-        self._trace_ring.append((now, (dst.name, src.name, (message,), "tcp answer")))
-        self._fp = hash((self._fp, now, dst.index, src.index, -2))
+        if self._trace_packets:
+            self._trace_ring.append((now, (dst.name, src.name, (message,), "tcp answer")))
+            self._fp = hash((self._fp, now, dst.index, src.index, -2))
         core = src.core
         assert core is not None
         core.receive(dst.addr, (message,), now=now)
@@ -1180,8 +1194,8 @@ class GossipSim:
     # --- byte counts -----------------------------------------------------------------------
     @property
     def counts_bytes(self) -> bool:
-        """Whether byte counts are available (``trickle.gossip.wire`` imports)."""
-        return self._sizes.available
+        """Whether bytes are counted (``count_bytes``, and ``trickle.gossip.wire`` imports)."""
+        return self._count_bytes
 
     def bytes_sent(self) -> int:
         """UDP + TCP bytes sent by every member so far, headers included."""
@@ -1194,7 +1208,8 @@ class GossipSim:
 
     def trace_hash(self) -> str:
         """Hex digest of everything traced so far (actions, events, and every delivery's
-        time and endpoints): equal seeds give equal hashes, in any process."""
+        time and endpoints, unless ``trace_packets`` is off): equal seeds give equal
+        hashes, in any process."""
         h = self._hash.copy()
         h.update(self._fp.to_bytes(8, "little", signed=True))
         return h.hexdigest()
