@@ -11,6 +11,7 @@ from trickle.raft.messages import ConfState, Entry, EntryKind, SnapshotMeta
 
 ENTRY_OVERHEAD_BYTES = 16  # counted per entry on top of its data when sizing batches
 EMPTY_CONF = ConfState()
+_CONF_CHANGE = EntryKind.CONF_CHANGE  # (a global: an enum member read through its class is slow)
 
 
 def entry_size(entry: Entry) -> int:
@@ -148,7 +149,7 @@ class RaftLog:
     def _index_confs(self, entries: Sequence[Entry]) -> None:
         base_index = self._conf_base_index
         for e in entries:
-            if e.kind == EntryKind.CONF_CHANGE and e.index > base_index:
+            if e.kind == _CONF_CHANGE and e.index > base_index:
                 self._conf_idx.append(e.index)
                 self._conf_val.append(apply_entry_data(self.conf_latest(), e.data))
 

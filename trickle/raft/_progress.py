@@ -14,6 +14,12 @@ class ProgressState(enum.Enum):
     SNAPSHOT = "snapshot"  # sending a snapshot; no APPENDs until it is installed
 
 
+# (module constants: an enum member read through its class costs ~10x a global)
+_PS_PROBE = ProgressState.PROBE
+_PS_REPLICATE = ProgressState.REPLICATE
+_PS_SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class PeerProgress:
     """Replication state of one member, as the leader sees it (etcd's tracker.Progress).
 
@@ -45,7 +51,7 @@ class PeerProgress:
     def __init__(self, *, next: int, max_inflight: int, learner: bool, match: int = 0) -> None:
         self.match = match
         self.next = next
-        self.state = ProgressState.PROBE
+        self.state = _PS_PROBE
         self.learner = learner
         self.recent_active = False
         self.probe_sent = False
@@ -68,15 +74,15 @@ class PeerProgress:
         self.snap_wait = 0
 
     def become_probe(self) -> None:
-        self._reset_state(ProgressState.PROBE)
+        self._reset_state(_PS_PROBE)
         self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset_state(ProgressState.REPLICATE)
+        self._reset_state(_PS_REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot: Snapshot) -> None:
-        self._reset_state(ProgressState.SNAPSHOT)
+        self._reset_state(_PS_SNAPSHOT)
         self.snapshot = snapshot
 
     def maybe_update(self, index: int) -> bool:
@@ -92,7 +98,7 @@ class PeerProgress:
     def maybe_decr_to(self, rejected: int, hint: int) -> bool:
         """The follower rejected the APPEND after ``rejected``; ``hint`` is where its log
         may match. False when the rejection is stale (etcd's MaybeDecrTo)."""
-        if self.state is ProgressState.REPLICATE:
+        if self.state is _PS_REPLICATE:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
@@ -106,19 +112,19 @@ class PeerProgress:
     def is_paused(self) -> bool:
         """No APPEND may be sent now (a probe is out, the window is full, or a snapshot)."""
         state = self.state
-        if state is ProgressState.REPLICATE:
+        if state is _PS_REPLICATE:
             return len(self.inflights) >= self.max_inflight
-        if state is ProgressState.PROBE:
+        if state is _PS_PROBE:
             return self.probe_sent
         return True
 
     def sent_entries(self, count: int, last: int) -> None:
         """An APPEND with ``count`` entries ending at ``last`` was sent."""
-        if self.state is ProgressState.REPLICATE:
+        if self.state is _PS_REPLICATE:
             if count:
                 self.next = last + 1
                 self.inflights.append(last)
-        elif self.state is ProgressState.PROBE:
+        elif self.state is _PS_PROBE:
             self.probe_sent = True
 
     def free_le(self, index: int) -> None:

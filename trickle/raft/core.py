@@ -89,11 +89,32 @@ TRANSFER_CONTEXT = b"transfer"  # VOTE context of a campaign started by TIMEOUT_
 COMMITTED_BYTES_FACTOR = 8  # committed entries per Ready: up to max_msg_bytes * this
 SNAPSHOT_RESEND_HEARTBEATS = 2  # heartbeat intervals without an ack before a chunk is resent
 
-_MT = MessageType
-_LEADER_TYPES = frozenset({_MT.APPEND, _MT.HEARTBEAT, _MT.SNAPSHOT})
+# Enum members as module constants: reading one through its class (MessageType.APPEND)
+# goes through the enum's metaclass, ~10x slower than a global on Python 3.11.
+_MT_APPEND = MessageType.APPEND
+_MT_APPEND_RESP = MessageType.APPEND_RESP
+_MT_HEARTBEAT = MessageType.HEARTBEAT
+_MT_HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+_MT_PRE_VOTE = MessageType.PRE_VOTE
+_MT_PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
+_MT_READ_INDEX = MessageType.READ_INDEX
+_MT_READ_INDEX_RESP = MessageType.READ_INDEX_RESP
+_MT_SNAPSHOT = MessageType.SNAPSHOT
+_MT_SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
+_MT_TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+_MT_VOTE = MessageType.VOTE
+_MT_VOTE_RESP = MessageType.VOTE_RESP
+_PS_PROBE = ProgressState.PROBE
+_PS_REPLICATE = ProgressState.REPLICATE
+_PS_SNAPSHOT = ProgressState.SNAPSHOT
+_KIND_CONF_CHANGE = EntryKind.CONF_CHANGE
+_KIND_NORMAL = EntryKind.NORMAL
+_VOTE_LOST = _quorum.VoteResult.LOST
+_VOTE_WON = _quorum.VoteResult.WON
+_LEADER_TYPES = frozenset({_MT_APPEND, _MT_HEARTBEAT, _MT_SNAPSHOT})
 _ENTRY_KINDS = frozenset(EntryKind)
 _RESPONSE_TYPES = frozenset(
-    {_MT.PRE_VOTE_RESP, _MT.VOTE_RESP, _MT.APPEND_RESP, _MT.HEARTBEAT_RESP, _MT.SNAPSHOT_RESP}
+    {_MT_PRE_VOTE_RESP, _MT_VOTE_RESP, _MT_APPEND_RESP, _MT_HEARTBEAT_RESP, _MT_SNAPSHOT_RESP}
 )
 
 
@@ -102,6 +123,12 @@ class Role(enum.Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
+
+
+_ROLE_CANDIDATE = Role.CANDIDATE
+_ROLE_FOLLOWER = Role.FOLLOWER
+_ROLE_LEADER = Role.LEADER
+_ROLE_PRE_CANDIDATE = Role.PRE_CANDIDATE
 
 
 @fast_frozen_init
@@ -308,7 +335,7 @@ class RaftNode:
         self._outstanding: Ready | None = None
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._prev_soft = SoftState(role=Role.FOLLOWER, leader=None, term=prev_hs.term)
+        self._prev_soft = SoftState(role=_ROLE_FOLLOWER, leader=None, term=prev_hs.term)
         self._conf = self._log.conf_latest()
         self._conf_dirty = bool(self._conf.voters or self._conf.learners)
         self._voters: tuple[NodeId, ...] = tuple(sorted(self._conf.voters))
@@ -321,7 +348,7 @@ class RaftNode:
         self._leaving: dict[NodeId, list[int]] = {}
 
         # volatile role state
-        self._role = Role.FOLLOWER
+        self._role = _ROLE_FOLLOWER
         self._step_role: Callable[[Message], None] = self._step_follower
         self._tick_role: Callable[[], None] = self._tick_election
         self._lead: NodeId | None = None
@@ -362,7 +389,7 @@ class RaftNode:
             ConfChange(op=ConfChangeOp.ADD_LEARNER, node=n) for n in sorted(bootstrap.learners)
         ]
         entries = [
-            Entry(1, i, EntryKind.CONF_CHANGE, encode_conf_change(change))
+            Entry(1, i, _KIND_CONF_CHANGE, encode_conf_change(change))
             for i, change in enumerate(changes, start=1)
         ]
         log.append(entries)
@@ -428,7 +455,7 @@ class RaftNode:
             self._dropped += 1
             return
         t = m.type
-        if t in _RESPONSE_TYPES or t is _MT.READ_INDEX:
+        if t in _RESPONSE_TYPES or t is _MT_READ_INDEX:
             src = m.src
             if (
                 src not in self._conf.voters
@@ -438,7 +465,7 @@ class RaftNode:
                 self._dropped += 1  # from outside the configuration
                 return
         if m.term > self._term:
-            if t is _MT.VOTE or t is _MT.PRE_VOTE:
+            if t is _MT_VOTE or t is _MT_PRE_VOTE:
                 in_lease = (
                     self._config.check_quorum
                     and self._lead is not None
@@ -447,7 +474,7 @@ class RaftNode:
                 if in_lease and m.context != TRANSFER_CONTEXT:
                     self._dropped += 1  # we hear from a live leader: ignore the campaign
                     return
-            if t is _MT.PRE_VOTE or (t is _MT.PRE_VOTE_RESP and not m.reject):
+            if t is _MT_PRE_VOTE or (t is _MT_PRE_VOTE_RESP and not m.reject):
                 pass  # a pre-vote changes no term; a granted one comes from our future term
             elif t in _LEADER_TYPES:
                 self._become_follower(m.term, m.src)
@@ -455,15 +482,15 @@ class RaftNode:
                 self._become_follower(m.term, None)
         elif m.term < self._term:
             if (self._config.check_quorum or self._config.pre_vote) and (
-                t is _MT.APPEND or t is _MT.HEARTBEAT
+                t is _MT_APPEND or t is _MT_HEARTBEAT
             ):
                 # A deposed leader (or one cut off by our pre-votes) learns our term.
-                self._send(_MT.APPEND_RESP, m.src)
-            elif t is _MT.PRE_VOTE:
-                self._send(_MT.PRE_VOTE_RESP, m.src, reject=True)
+                self._send(_MT_APPEND_RESP, m.src)
+            elif t is _MT_PRE_VOTE:
+                self._send(_MT_PRE_VOTE_RESP, m.src, reject=True)
             self._dropped += 1
             return
-        if t is _MT.VOTE or t is _MT.PRE_VOTE:
+        if t is _MT_VOTE or t is _MT_PRE_VOTE:
             self._handle_vote_request(m)
         else:
             self._step_role(m)
@@ -477,7 +504,7 @@ class RaftNode:
             raise ValidationError("a proposal's data must be bytes", field="data")
         self._check_can_propose()
         index = self._log.last_index + 1
-        self._append_local(Entry(self._term, index, EntryKind.NORMAL, data))
+        self._append_local(Entry(self._term, index, _KIND_NORMAL, data))
         return self._term, index
 
     def propose_conf_change(self, change: ConfChange) -> tuple[int, int]:
@@ -498,14 +525,14 @@ class RaftNode:
             raise ConfChangeRejected(f"cannot {change.describe()}: {reason}")
         index = self._log.last_index + 1
         data = encode_conf_change(change)
-        self._append_local(Entry(self._term, index, EntryKind.CONF_CHANGE, data))
+        self._append_local(Entry(self._term, index, _KIND_CONF_CHANGE, data))
         return self._term, index
 
     def transfer_leadership(self, to: NodeId) -> None:
         """Hand leadership to voter ``to`` once its log is caught up (TIMEOUT_NOW). New
         proposals are dropped meanwhile; the transfer is abandoned after election_ticks.
         Raises NotLeader, or ValidationError if ``to`` is not a voter."""
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             raise NotLeader(self._lead)
         if to == self._id:
             return
@@ -517,7 +544,7 @@ class RaftNode:
         self._election_elapsed = 0  # the transfer must finish within an election timeout
         pr = self._prs[to]
         if pr.match == self._log.last_index:
-            self._send(_MT.TIMEOUT_NOW, to)
+            self._send(_MT_TIMEOUT_NOW, to)
         else:
             self._send_append(to)
 
@@ -528,10 +555,10 @@ class RaftNode:
         silently: callers time out and retry."""
         if not isinstance(context, bytes):
             raise ValidationError("a read context must be bytes", field="context")
-        if self._role is Role.LEADER:
+        if self._role is _ROLE_LEADER:
             self._leader_read(context, self._id)
-        elif self._role is Role.FOLLOWER and self._lead is not None:
-            self._send(_MT.READ_INDEX, self._lead, context=context)
+        elif self._role is _ROLE_FOLLOWER and self._lead is not None:
+            self._send(_MT_READ_INDEX, self._lead, context=context)
         else:
             raise NotLeader(None)
 
@@ -539,7 +566,7 @@ class RaftNode:
         """On a leader: announce the commit of ``index`` to the followers as soon as it
         commits, instead of with the next APPEND or tick (call it for an entry a follower
         waits for, such as a proposal it forwarded). A no-op on other roles."""
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return
         if index > self._commit:
             heapq.heappush(self._expedite, index)
@@ -552,10 +579,10 @@ class RaftNode:
 
     def report_unreachable(self, node: NodeId) -> None:
         """The transport lost ``node``: a leader falls back to probing it."""
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return
         pr = self._prs.get(node)
-        if pr is not None and node != self._id and pr.state is ProgressState.REPLICATE:
+        if pr is not None and node != self._id and pr.state is _PS_REPLICATE:
             pr.become_probe()
 
     def compact(self, snapshot: Snapshot) -> int:
@@ -693,7 +720,7 @@ class RaftNode:
             self._log.stable_to(last.index, last.term)
         if ready.committed_entries:
             self._applied = max(self._applied, ready.committed_entries[-1].index)
-        if self._role is Role.LEADER:
+        if self._role is _ROLE_LEADER:
             pr = self._prs.get(self._id)
             if pr is not None and pr.maybe_update(self._log.unstable_from - 1):
                 if self._maybe_commit():
@@ -718,7 +745,7 @@ class RaftNode:
 
     def status(self) -> Status:
         progress: dict[NodeId, Progress] = {}
-        if self._role is Role.LEADER:
+        if self._role is _ROLE_LEADER:
             for node in self._targets:
                 pr = self._prs[node]
                 progress[node] = Progress(
@@ -755,7 +782,7 @@ class RaftNode:
             if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0 or m.offset < 0:
                 return False
             t = m.type
-            if t is _MT.APPEND:
+            if t is _MT_APPEND:
                 if m.log_term > m.term:
                     return False
                 index, term = m.index, m.log_term
@@ -771,7 +798,7 @@ class RaftNode:
                     ):
                         return False
                     term = e.term
-            elif t is _MT.SNAPSHOT:
+            elif t is _MT_SNAPSHOT:
                 meta = m.snapshot
                 if (
                     not isinstance(meta, SnapshotMeta)
@@ -782,7 +809,7 @@ class RaftNode:
                     or not isinstance(m.data, bytes)
                 ):
                     return False
-            elif t is _MT.READ_INDEX or t is _MT.READ_INDEX_RESP:
+            elif t is _MT_READ_INDEX or t is _MT_READ_INDEX_RESP:
                 if not isinstance(m.context, bytes):
                     return False
         except TypeError:
@@ -816,7 +843,7 @@ class RaftNode:
 
     def _become_follower(self, term: int, lead: NodeId | None) -> None:
         self._reset(term)
-        self._role = Role.FOLLOWER
+        self._role = _ROLE_FOLLOWER
         self._step_role = self._step_follower
         self._tick_role = self._tick_election
         self._lead = lead
@@ -825,7 +852,7 @@ class RaftNode:
         # A pre-candidate keeps its term and vote: nothing changes until it wins.
         self._votes = {}
         self._lead = None
-        self._role = Role.PRE_CANDIDATE
+        self._role = _ROLE_PRE_CANDIDATE
         self._step_role = self._step_candidate
         self._tick_role = self._tick_election
         self._reset_randomized_timeout()
@@ -833,13 +860,13 @@ class RaftNode:
     def _become_candidate(self) -> None:
         self._reset(self._term + 1)
         self._vote = self._id
-        self._role = Role.CANDIDATE
+        self._role = _ROLE_CANDIDATE
         self._step_role = self._step_candidate
         self._tick_role = self._tick_election
 
     def _become_leader(self) -> None:
         self._reset(self._term)
-        self._role = Role.LEADER
+        self._role = _ROLE_LEADER
         self._step_role = self._step_leader
         self._tick_role = self._tick_heartbeat
         self._lead = self._id
@@ -855,7 +882,7 @@ class RaftNode:
                 pr.next = last + 1
             self._prs[node] = pr
         # The no-op of the new term: committing it commits everything before (Figure 8).
-        self._append_local(Entry(self._term, last + 1, EntryKind.NORMAL, b""))
+        self._append_local(Entry(self._term, last + 1, _KIND_NORMAL, b""))
 
     def _new_progress(self, node: NodeId, next_index: int) -> PeerProgress:
         return PeerProgress(
@@ -930,7 +957,7 @@ class RaftNode:
 
     # elections ----------------------------------------------------------------------------
     def _hup(self, *, transfer: bool) -> None:
-        if self._role is Role.LEADER or not self._promotable():
+        if self._role is _ROLE_LEADER or not self._promotable():
             return
         if self._config.pre_vote and not transfer:
             self._start_campaign(pre=True, transfer=False)
@@ -940,12 +967,12 @@ class RaftNode:
     def _start_campaign(self, *, pre: bool, transfer: bool) -> None:
         if pre:
             self._become_pre_candidate()
-            vote_term, vote_type = self._term + 1, _MT.PRE_VOTE
+            vote_term, vote_type = self._term + 1, _MT_PRE_VOTE
         else:
             self._become_candidate()
-            vote_term, vote_type = self._term, _MT.VOTE
+            vote_term, vote_type = self._term, _MT_VOTE
         self._votes = {self._id: True}
-        if _quorum.vote_result(self._voters, self._votes) is _quorum.VoteResult.WON:
+        if _quorum.vote_result(self._voters, self._votes) is _VOTE_WON:
             self._won_election(pre)
             return
         last_index, last_term = self._log.last_index, self._log.last_term()
@@ -971,13 +998,13 @@ class RaftNode:
             self._become_leader()
 
     def _handle_vote_request(self, m: Message) -> None:
-        pre = m.type is _MT.PRE_VOTE
+        pre = m.type is _MT_PRE_VOTE
         can_vote = (
             self._vote == m.src
             or (self._vote is None and self._lead is None)
             or (pre and m.term > self._term)
         )
-        resp_type = _MT.PRE_VOTE_RESP if pre else _MT.VOTE_RESP
+        resp_type = _MT_PRE_VOTE_RESP if pre else _MT_VOTE_RESP
         if can_vote and self._log.is_up_to_date(m.log_term, m.index):
             # A granted pre-vote answers in the candidate's future term.
             self._msgs.append(Message(type=resp_type, src=self._id, dst=m.src, term=m.term))
@@ -997,18 +1024,18 @@ class RaftNode:
                 self._dropped += 1  # a second leader in one term cannot be: ignore it
                 return
             self._election_elapsed = 0
-            if t is _MT.APPEND:
+            if t is _MT_APPEND:
                 self._handle_append(m)
-            elif t is _MT.HEARTBEAT:
+            elif t is _MT_HEARTBEAT:
                 self._handle_heartbeat(m)
             else:
                 self._handle_snapshot(m)
-        elif t is _MT.TIMEOUT_NOW:
+        elif t is _MT_TIMEOUT_NOW:
             if m.src == self._lead and self._promotable():
                 self._hup(transfer=True)
             else:
                 self._dropped += 1
-        elif t is _MT.READ_INDEX_RESP:
+        elif t is _MT_READ_INDEX_RESP:
             if m.src == self._lead and not m.reject:
                 self._read_states.append(ReadState(index=m.index, context=m.context))
             else:
@@ -1023,15 +1050,15 @@ class RaftNode:
             self._become_follower(m.term, m.src)
             self._step_follower(m)
             return
-        pre = self._role is Role.PRE_CANDIDATE
-        if t is (_MT.PRE_VOTE_RESP if pre else _MT.VOTE_RESP):
+        pre = self._role is _ROLE_PRE_CANDIDATE
+        if t is (_MT_PRE_VOTE_RESP if pre else _MT_VOTE_RESP):
             self._votes.setdefault(m.src, not m.reject)
             result = _quorum.vote_result(self._voters, self._votes)
-            if result is _quorum.VoteResult.WON:
+            if result is _VOTE_WON:
                 self._won_election(pre)
                 if not pre:
                     self._flush_appends()
-            elif result is _quorum.VoteResult.LOST:
+            elif result is _VOTE_LOST:
                 self._become_follower(self._term, None)
         else:
             self._dropped += 1
@@ -1042,13 +1069,13 @@ class RaftNode:
         if pr is None:
             self._dropped += 1
             return
-        if t is _MT.APPEND_RESP:
+        if t is _MT_APPEND_RESP:
             self._handle_append_resp(m, pr)
-        elif t is _MT.HEARTBEAT_RESP:
+        elif t is _MT_HEARTBEAT_RESP:
             self._handle_heartbeat_resp(m, pr)
-        elif t is _MT.SNAPSHOT_RESP:
+        elif t is _MT_SNAPSHOT_RESP:
             self._handle_snapshot_resp(m, pr)
-        elif t is _MT.READ_INDEX:
+        elif t is _MT_READ_INDEX:
             self._leader_read(m.context, m.src)
         else:
             self._dropped += 1
@@ -1058,7 +1085,7 @@ class RaftNode:
         log = self._log
         if m.index < self._commit:
             # Older than what we committed: everything up to our commit matches the leader.
-            self._send(_MT.APPEND_RESP, m.src, index=self._commit)
+            self._send(_MT_APPEND_RESP, m.src, index=self._commit)
             return
         if log.term(m.index) == m.log_term:
             last_new = m.index + len(m.entries)
@@ -1070,11 +1097,11 @@ class RaftNode:
                 log.append(m.entries[conflict - m.index - 1 :])
                 self._check_conf()
             self._commit_to(min(m.commit, last_new))
-            self._send(_MT.APPEND_RESP, m.src, index=last_new)
+            self._send(_MT_APPEND_RESP, m.src, index=last_new)
             return
         hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)
         self._send(
-            _MT.APPEND_RESP,
+            _MT_APPEND_RESP,
             m.src,
             index=m.index,
             reject=True,
@@ -1084,7 +1111,7 @@ class RaftNode:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self._commit_to(min(m.commit, self._log.last_index))
-        self._send(_MT.HEARTBEAT_RESP, m.src, context=m.context)
+        self._send(_MT_HEARTBEAT_RESP, m.src, context=m.context)
 
     def _handle_snapshot(self, m: Message) -> None:
         meta = m.snapshot
@@ -1092,20 +1119,20 @@ class RaftNode:
         if meta.index <= self._commit:
             # We already hold all of it: say how far we are committed.
             self._snap_recv = None
-            self._send(_MT.SNAPSHOT_RESP, m.src, index=self._commit, snapshot=meta, done=True)
+            self._send(_MT_SNAPSHOT_RESP, m.src, index=self._commit, snapshot=meta, done=True)
             return
         recv = self._snap_recv
         if recv is None or recv.meta != meta or recv.source != m.src:
             if m.offset != 0:
                 self._snap_recv = None
-                self._send(_MT.SNAPSHOT_RESP, m.src, index=0, snapshot=meta, reject=True)
+                self._send(_MT_SNAPSHOT_RESP, m.src, index=0, snapshot=meta, reject=True)
                 return
             recv = self._snap_recv = _SnapshotReceiver(source=m.src, meta=meta, data=bytearray())
         have = len(recv.data)
         if m.offset > have:
             # A gap: a chunk was lost. Start over from offset 0.
             self._snap_recv = None
-            self._send(_MT.SNAPSHOT_RESP, m.src, index=0, snapshot=meta, reject=True)
+            self._send(_MT_SNAPSHOT_RESP, m.src, index=0, snapshot=meta, reject=True)
             return
         end = m.offset + len(m.data)
         if end > have:
@@ -1113,9 +1140,9 @@ class RaftNode:
         if m.done and end == len(recv.data):
             self._snap_recv = None
             self._install_snapshot(Snapshot(meta=meta, data=bytes(recv.data)))
-            self._send(_MT.SNAPSHOT_RESP, m.src, index=self._commit, snapshot=meta, done=True)
+            self._send(_MT_SNAPSHOT_RESP, m.src, index=self._commit, snapshot=meta, done=True)
         else:
-            self._send(_MT.SNAPSHOT_RESP, m.src, index=len(recv.data), snapshot=meta)
+            self._send(_MT_SNAPSHOT_RESP, m.src, index=len(recv.data), snapshot=meta)
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
         meta = snapshot.meta
@@ -1142,7 +1169,7 @@ class RaftNode:
             if m.log_term > 0:
                 hint, _ = log.find_conflict_by_term(min(hint, log.last_index), m.log_term)
             if pr.maybe_decr_to(m.index, hint):
-                if pr.state is ProgressState.REPLICATE:
+                if pr.state is _PS_REPLICATE:
                     pr.become_probe()
                 self._send_append(m.src)
             return
@@ -1152,9 +1179,9 @@ class RaftNode:
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
-        if pr.state is ProgressState.PROBE:
+        if pr.state is _PS_PROBE:
             pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT:
+        elif pr.state is _PS_SNAPSHOT:
             if pr.match + 1 >= log.first_index:
                 # Caught up through appends after all: the snapshot is no longer needed.
                 pr.become_probe()
@@ -1168,17 +1195,17 @@ class RaftNode:
             # (a follower that was paused may have missed the latest commit index: like a
             # new one, it hears of it with the next APPEND or tick)
             self._announce_commit()
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return  # committing our own removal made us step down
         while self._maybe_send_append(m.src, send_if_empty=False):
             pass
         if m.src == self._transferee and pr.match == log.last_index:
-            self._send(_MT.TIMEOUT_NOW, m.src)
+            self._send(_MT_TIMEOUT_NOW, m.src)
 
     def _handle_heartbeat_resp(self, m: Message, pr: PeerProgress) -> None:
         pr.recent_active = True
         pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and len(pr.inflights) >= pr.max_inflight:
+        if pr.state is _PS_REPLICATE and len(pr.inflights) >= pr.max_inflight:
             pr.free_first_one()
         if pr.match < self._log.last_index:
             self._send_append(m.src)
@@ -1193,7 +1220,7 @@ class RaftNode:
 
     def _handle_snapshot_resp(self, m: Message, pr: PeerProgress) -> None:
         pr.recent_active = True
-        if pr.state is not ProgressState.SNAPSHOT or pr.snapshot is None:
+        if pr.state is not _PS_SNAPSHOT or pr.snapshot is None:
             if m.done and m.index <= self._log.last_index:
                 pr.maybe_update(m.index)
             return
@@ -1246,7 +1273,7 @@ class RaftNode:
                 best = node
                 break
         if best is not None:
-            self._send(_MT.TIMEOUT_NOW, best)
+            self._send(_MT_TIMEOUT_NOW, best)
 
     # sending ------------------------------------------------------------------------------
     def _send(
@@ -1282,12 +1309,12 @@ class RaftNode:
 
     def _append_local(self, entry: Entry) -> None:
         self._log.append((entry,))
-        if entry.kind == EntryKind.CONF_CHANGE:
+        if entry.kind == _KIND_CONF_CHANGE:
             self._check_conf()
         self._bcast_pending = True
 
     def _check_can_propose(self) -> None:
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             raise NotLeader(self._lead)
         if self._transferee is not None:
             raise ProposalDropped(f"leadership transfer to {self._transferee} in progress")
@@ -1298,7 +1325,7 @@ class RaftNode:
         nothing else (one empty APPEND however many times the commit moved)."""
         self._bcast_pending = False
         commit_bcast, self._commit_bcast = self._commit_bcast, False
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return
         for node in self._targets:
             if node != self._id:
@@ -1319,7 +1346,7 @@ class RaftNode:
             self._bcast_pending = True
 
     def _bcast_append(self) -> None:
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return
         for node in self._targets:
             if node != self._id:
@@ -1343,7 +1370,7 @@ class RaftNode:
             return False
         self._msgs.append(
             Message(
-                type=_MT.APPEND,
+                type=_MT_APPEND,
                 src=self._id,
                 dst=to,
                 term=self._term,
@@ -1371,7 +1398,7 @@ class RaftNode:
         chunk = snapshot.data[offset : offset + self._config.snapshot_chunk_bytes]
         self._msgs.append(
             Message(
-                type=_MT.SNAPSHOT,
+                type=_MT_SNAPSHOT,
                 src=self._id,
                 dst=to,
                 term=self._term,
@@ -1387,7 +1414,7 @@ class RaftNode:
     def _resend_stalled_snapshots(self) -> None:
         for node in self._targets:
             pr = self._prs[node]
-            if pr.state is ProgressState.SNAPSHOT and pr.snap_inflight:
+            if pr.state is _PS_SNAPSHOT and pr.snap_inflight:
                 pr.snap_wait += 1
                 if pr.snap_wait > SNAPSHOT_RESEND_HEARTBEATS:
                     self._send_snapshot_chunk(node, pr)
@@ -1399,7 +1426,7 @@ class RaftNode:
                 pr = self._prs[node]
                 self._msgs.append(
                     Message(
-                        type=_MT.HEARTBEAT,
+                        type=_MT_HEARTBEAT,
                         src=self._id,
                         dst=node,
                         term=self._term,
@@ -1446,7 +1473,7 @@ class RaftNode:
         if requester == self._id:
             self._read_states.append(ReadState(index=index, context=context))
         else:
-            self._send(_MT.READ_INDEX_RESP, requester, index=index, context=context)
+            self._send(_MT_READ_INDEX_RESP, requester, index=index, context=context)
 
     # membership ---------------------------------------------------------------------------
     def _check_conf(self) -> None:
@@ -1457,7 +1484,7 @@ class RaftNode:
         self._conf = conf
         self._conf_dirty = True
         self._voters = tuple(sorted(conf.voters))
-        if self._role is not Role.LEADER:
+        if self._role is not _ROLE_LEADER:
             return
         self._sync_progress()
         if self._transferee is not None and self._transferee not in conf.voters:
@@ -1485,7 +1512,7 @@ class RaftNode:
             return
         self._msgs.append(
             Message(
-                type=_MT.HEARTBEAT,
+                type=_MT_HEARTBEAT,
                 src=self._id,
                 dst=node,
                 term=self._term,

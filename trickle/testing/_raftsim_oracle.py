@@ -44,6 +44,8 @@ Fail = Callable[[str], None]  # raises; never returns
 
 _PRE_VOTES = frozenset({MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP})
 _EARLY_TYPES = frozenset({MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT})
+_VOTE_RESP = MessageType.VOTE_RESP  # (globals: an enum member read through its class is slow)
+_APPEND_RESP = MessageType.APPEND_RESP
 
 
 class SimStore:
@@ -359,13 +361,13 @@ class Oracle:
                 f"persistence order: node {node} sends {msg.describe()} while its disk holds "
                 f"term {store.hard.term}"
             )
-        if t is MessageType.VOTE_RESP and not msg.reject:
+        if t is _VOTE_RESP and not msg.reject:
             if store.hard.vote != msg.dst or store.hard.term != msg.term:
                 self.fail(
                     f"persistence order: node {node} grants a vote to {msg.dst} in term "
                     f"{msg.term} while its disk holds {store.hard.describe()}"
                 )
-        elif t is MessageType.APPEND_RESP and not msg.reject:
+        elif t is _APPEND_RESP and not msg.reject:
             if msg.index > store.last_index:
                 self.fail(
                     f"persistence order: node {node} acknowledges entries up to {msg.index}, "

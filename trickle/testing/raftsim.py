@@ -111,6 +111,8 @@ TRACE_FOLD_ITEMS = 1024  # trace items recorded before they are folded into the 
 REQUEST_TYPES = frozenset(MessageType) - RESPONSES
 _FLUSHING = Ready()  # SimNode.inflight while a lazy commit index is being saved
 ROLE_NUMBERS = {role: number for number, role in enumerate(Role)}
+_LEADER = Role.LEADER  # (globals: an enum member read through its class is slow)
+_FOLLOWER = Role.FOLLOWER
 
 
 def sim_raft_config(**overrides: Any) -> RaftConfig:
@@ -269,7 +271,7 @@ class SimNode:
         self.unsaved_commit: HardState | None = None  # lazy_commit: commit not yet saved
         self.commit_flushed_at = 0.0
         self.inflight_leader_term = 0
-        self.role = Role.FOLLOWER
+        self.role = _FOLLOWER
         self.term = 0
         self.leader: NodeId | None = None
         self.vote: NodeId | None = None
@@ -282,7 +284,7 @@ class SimNode:
 
     @property
     def is_leader(self) -> bool:
-        return self.up and self.role is Role.LEADER
+        return self.up and self.role is _LEADER
 
     def status(self) -> Status:
         if self.raft is None:
@@ -466,7 +468,7 @@ class RaftSimulation:
     def state(self, id: str) -> tuple[int, bool]:
         """(term, is_leader) of an up node, like 6.824's GetState()."""
         st = self.node(id).status()
-        return st.term, st.role is Role.LEADER
+        return st.term, st.role is _LEADER
 
     def up(self, id: str) -> bool:
         return self.node(id).up
@@ -689,7 +691,7 @@ class RaftSimulation:
         node.up = True
         node.inflight = None
         node.commit_flushed_at = self.now
-        node.role = Role.FOLLOWER
+        node.role = _FOLLOWER
         node.leader = None
         st = node.raft.status()
         node.term = st.term
@@ -716,7 +718,7 @@ class RaftSimulation:
         node.pending_writes.clear()
         node.pending_reads.clear()
         node.ready_reads.clear()
-        node.role = Role.FOLLOWER
+        node.role = _FOLLOWER
         survives = (
             self.config.app_survives_crash > 0
             and self._rng.random() < self.config.app_survives_crash
@@ -873,13 +875,13 @@ class RaftSimulation:
     def _observe(
         self, node: SimNode, role: Role, term: int, vote: NodeId | None, leader: NodeId | None
     ) -> None:
-        if node.role is Role.LEADER and role is not Role.LEADER:
+        if node.role is _LEADER and role is not _LEADER:
             self.oracle.forget_leader(node.id)
         node.role = role
         node.term = term
         node.vote = vote
         node.leader = leader
-        self.oracle.on_status(node.id, term, vote, role is Role.LEADER)
+        self.oracle.on_status(node.id, term, vote, role is _LEADER)
 
     def _pump(self, node: SimNode) -> None:
         """Take Readys while the node has one and no save is in flight."""
@@ -946,7 +948,7 @@ class RaftSimulation:
                     node.commit_flushed_at = self.now
             node.inflight = rd
             if must_sync:
-                node.inflight_leader_term = node.term if node.role is Role.LEADER else 0
+                node.inflight_leader_term = node.term if node.role is _LEADER else 0
                 lo, hi = self.config.disk_ms  # self._schedule(self._disk_ms(), ...), inlined
                 heapq.heappush(
                     self._queue,
@@ -1138,7 +1140,7 @@ class RaftSimulation:
         """(term, id) of every connected node that believes it leads."""
         out = []
         for node in self.nodes.values():
-            if node.up and self.net.is_connected(node.id) and node.role is Role.LEADER:
+            if node.up and self.net.is_connected(node.id) and node.role is _LEADER:
                 out.append((node.term, node.id))
         return sorted(out)
 
@@ -1352,7 +1354,7 @@ class RaftSimulation:
         cmd = req.cmd
         if cmd.op == "get" and req.client.unsafe_reads:
             st = raft.status()
-            if st.role is Role.LEADER:
+            if st.role is _LEADER:
                 self._reply(node, req, True, node.app.get(cmd.key))
             else:
                 self._reply(node, req, False, None, st.leader)
