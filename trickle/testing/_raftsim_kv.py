@@ -15,6 +15,7 @@ import hashlib
 import attrs
 import msgpack
 
+from trickle.raft._fastinit import fast_frozen_init
 from trickle.raft.messages import Entry, EntryKind
 
 KV_PREFIX = b"KV"  # first bytes of every key-value command
@@ -23,17 +24,35 @@ GENESIS_CHAIN = b"\x00" * 8  # chain value before index 1
 _NORMAL = EntryKind.NORMAL  # (a global: an enum member read through its class is slow)
 
 
+MEMO_ENTRIES = 4096  # results kept by chain_next and decode_command (then forgotten)
+_chains: dict[tuple[bytes, int, int, int, bytes], bytes] = {}
+_commands: dict[bytes, KvCommand | None] = {}
+
+
 def chain_next(prev: bytes, entry: Entry) -> bytes:
     """The hash chain after ``entry``: equal chains mean equal prefixes (with overwhelming
-    probability). Deterministic across processes (no Python ``hash``)."""
-    h = hashlib.blake2b(prev, digest_size=8)
-    h.update(entry.index.to_bytes(8, "little"))
-    h.update(entry.term.to_bytes(8, "little"))
-    h.update(bytes((int(entry.kind),)))
-    h.update(entry.data)
-    return h.digest()
+    probability). Deterministic across processes (no Python ``hash``).
+
+    A pure function, remembered for the last MEMO_ENTRIES inputs: every replica of a
+    simulation extends the same chain by the same entries (twice: its log and its state
+    machine), so most calls are repeats."""
+    index, term, kind, data = entry.index, entry.term, entry.kind, entry.data
+    key = (prev, index, term, kind, data)
+    chain = _chains.get(key)
+    if chain is None:
+        h = hashlib.blake2b(prev, digest_size=8)
+        h.update(index.to_bytes(8, "little"))
+        h.update(term.to_bytes(8, "little"))
+        h.update(bytes((int(kind),)))
+        h.update(data)
+        chain = h.digest()
+        if len(_chains) >= MEMO_ENTRIES:
+            _chains.clear()
+        _chains[key] = chain
+    return chain
 
 
+@fast_frozen_init
 @attrs.frozen
 class KvCommand:
     """One client operation as it travels in the log."""
@@ -51,7 +70,20 @@ def encode_command(cmd: KvCommand) -> bytes:
 
 
 def decode_command(data: bytes) -> KvCommand | None:
-    """The command in an entry's data, or None when it is not a key-value command."""
+    """The command in an entry's data, or None when it is not a key-value command (a
+    KvCommand is a frozen value: the last MEMO_ENTRIES decodings are shared)."""
+    try:
+        return _commands[data]
+    except KeyError:
+        pass
+    cmd = _decode_command(data)
+    if len(_commands) >= MEMO_ENTRIES:
+        _commands.clear()
+    _commands[data] = cmd
+    return cmd
+
+
+def _decode_command(data: bytes) -> KvCommand | None:
     if not data.startswith(KV_PREFIX):
         return None
     try:

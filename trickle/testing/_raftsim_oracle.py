@@ -285,7 +285,7 @@ class Oracle:
             self.max_committed = max(self.max_committed, entry.index)
             self._check_leaders_hold(entry, term)
             return
-        if known[0] != entry or known[1] != chain:
+        if (known[0] is not entry and known[0] != entry) or known[1] != chain:
             self.fail(
                 f"state machine safety: node {node} applies {entry.describe()} at index "
                 f"{entry.index}, another node applied {known[0].describe()}"

@@ -61,6 +61,7 @@ import attrs
 import msgpack
 
 from trickle.errors import NotLeader, ProposalDropped, ValidationError
+from trickle.raft._fastinit import fast_frozen_init
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, Status
 from trickle.raft.messages import (
@@ -206,6 +207,7 @@ class InvariantViolation(SimulationFailure):
     """A Raft safety property broke."""
 
 
+@fast_frozen_init
 @attrs.frozen
 class ClientOp:
     """One client operation as the client saw it (plain data for the linearizability
