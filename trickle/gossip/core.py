@@ -101,9 +101,15 @@ _REAP = 8
 _NACK_FRACTION = 0.8
 _MIN_BROADCAST_BYTES = 8  # hardly any broadcast encodes smaller: stop looking below this
 _MAX_MISSES = 8  # broadcasts too big for what is left of a packet before giving up
-_ALIVE_OR_SUSPECT = (State.ALIVE, State.SUSPECT)
+# State's members as globals: read through the class, an enum member costs ten times a
+# global's lookup on Python 3.11 (the enum metaclass), and these are read per message
+_ALIVE = State.ALIVE
+_SUSPECT = State.SUSPECT
+_DEAD = State.DEAD
+_LEFT = State.LEFT
+_ALIVE_OR_SUSPECT = (_ALIVE, _SUSPECT)
 _BROADCAST_TYPES = frozenset((Alive, Suspect, Dead, UserEvent))
-_GONE = (State.DEAD, State.LEFT)
+_GONE = (_DEAD, _LEFT)
 
 
 @attrs.frozen(kw_only=True)
@@ -159,7 +165,7 @@ class _Node:
         self.name = name
         self.addr = addr
         self.incarnation = incarnation
-        self.state = State.ALIVE
+        self.state = _ALIVE
         self.tags = tags
         self.state_since = now
         self.suspicion: _Suspicion | None = None
@@ -601,7 +607,7 @@ class Membership:
         alive to tell."""
         if not self._leaving:
             return False
-        alive_others = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        alive_others = self._counts[_ALIVE] + self._counts[_SUSPECT]
         if alive_others == 0 or ("m", self._name) not in self._bcasts:
             return True
         # a leave told again (an accusation answered) is queued afresh: what counts is how
@@ -689,7 +695,7 @@ class Membership:
     def suspicion(self, name: str) -> SuspicionView | None:
         """The running suspicion of `name`, or None if it is not suspected here."""
         node = self._nodes.get(name)
-        if node is None or node.state is not State.SUSPECT or node.suspicion is None:
+        if node is None or node.state is not _SUSPECT or node.suspicion is None:
             return None
         suspicion = node.suspicion
         return SuspicionView(
@@ -702,10 +708,10 @@ class Membership:
     def statistics(self) -> GossipStats:
         counts = self._counts
         return GossipStats(
-            alive=counts[State.ALIVE],
-            suspect=counts[State.SUSPECT],
-            dead=counts[State.DEAD],
-            left=counts[State.LEFT],
+            alive=counts[_ALIVE],
+            suspect=counts[_SUSPECT],
+            dead=counts[_DEAD],
+            left=counts[_LEFT],
             incarnation=self._nodes[self._name].incarnation,
             health_score=self._health,
             event_ltime=self._event_clock,
@@ -801,7 +807,7 @@ class Membership:
         seq = self._seq
         self._stats["probes"] += 1
         messages: list[Message] = [Ping(seq, target.name, self._name, self._addr)]
-        if config.lifeguard and target.state is State.SUSPECT:
+        if config.lifeguard and target.state is _SUSPECT:
             # tell the suspect at once, so it can refute (Lifeguard's buddy system)
             messages.append(Suspect(target.incarnation, target.name, self._name))
         self._send(target.addr, messages)
@@ -819,7 +825,7 @@ class Membership:
         name = self._name
         helpers = self._random_nodes(
             self._config.indirect_checks,
-            lambda n: n.state is State.ALIVE and n.name != name and n.name != probe.target,
+            lambda n: n.state is _ALIVE and n.name != name and n.name != probe.target,
         )
         nack = self._config.lifeguard
         request = IndirectPing(seq, target.name, target.addr, name, self._addr, nack)
@@ -888,7 +894,7 @@ class Membership:
         self._outgoing.append(Outgoing(to, tuple(messages)))
 
     def _retransmit_limit(self) -> int:
-        n = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        n = self._counts[_ALIVE] + self._counts[_SUSPECT]
         if n != self._limit_n:
             self._limit_n = n
             self._limit = self._config.retransmit_limit(n)
@@ -923,7 +929,7 @@ class Membership:
         targets: list[_Node] = []
         if k > 0 and n:
             random = self._rng.random
-            alive, suspect, dead = State.ALIVE, State.SUSPECT, State.DEAD
+            alive, suspect, dead = _ALIVE, _SUSPECT, _DEAD
             for _ in range(3 * n):
                 node = node_list[int(random() * n)]
                 if node.name == name:
@@ -937,7 +943,7 @@ class Membership:
                     targets.append(node)
                     if len(targets) >= k:
                         break
-        if not targets and self._counts[State.ALIVE] + self._counts[State.SUSPECT] <= 1:
+        if not targets and self._counts[_ALIVE] + self._counts[_SUSPECT] <= 1:
             self._gossip_idle = True  # alone: sleep until news (a member joining) is queued
             self._cancel(_GOSSIP, None)
             return
@@ -966,10 +972,10 @@ class Membership:
         return PushPull(join, self._name, members, self._event_clock, events)
 
     def _periodic_push_pull(self, now: float) -> None:
-        alive = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        alive = self._counts[_ALIVE] + self._counts[_SUSPECT]
         self._schedule(_PUSH_PULL, None, now + self._config.push_pull_period(alive))
         name = self._name
-        picked = self._random_nodes(1, lambda n: n.state is State.ALIVE and n.name != name)
+        picked = self._random_nodes(1, lambda n: n.state is _ALIVE and n.name != name)
         if picked:
             request = self._push_pull(join=False)
             self._outgoing.append(Outgoing(picked[0].addr, (request,), stream=True))
@@ -978,13 +984,13 @@ class Membership:
         """Try to rejoin one failed member, with probability failed/alive (serf): how a
         healed partition merges back."""
         self._schedule(_RECONNECT, None, now + self._config.reconnect_interval)
-        failed = self._counts[State.DEAD]
+        failed = self._counts[_DEAD]
         if failed == 0 or self._leaving:
             return
-        alive = max(1, self._counts[State.ALIVE])
+        alive = max(1, self._counts[_ALIVE])
         if self._rng.random() > failed / alive:
             return
-        picked = self._random_nodes(1, lambda n: n.state is State.DEAD)
+        picked = self._random_nodes(1, lambda n: n.state is _DEAD)
         if picked:
             request = self._push_pull(join=False)
             self._outgoing.append(Outgoing(picked[0].addr, (request,), stream=True))
@@ -996,9 +1002,9 @@ class Membership:
             node = self._nodes[name]
             if node.name == self._name:
                 continue
-            if node.state is State.DEAD:
+            if node.state is _DEAD:
                 keep_for = config.reconnect_timeout
-            elif node.state is State.LEFT:
+            elif node.state is _LEFT:
                 keep_for = config.tombstone_timeout
             else:
                 continue
@@ -1013,7 +1019,7 @@ class Membership:
             self._event_min = max(self._event_min, remote.event_ltime)
         get = self._nodes.get
         me = self._name
-        alive, dead, left = State.ALIVE, State.DEAD, State.LEFT
+        alive, dead, left = _ALIVE, _DEAD, _LEFT
         # with Lifeguard, what a push-pull says is not spread as this member's own news
         # (see _on_suspect); plain SWIM (memberlist) spreads it
         spread = not self._config.lifeguard
@@ -1038,9 +1044,9 @@ class Membership:
                     )
                 ) and state.addr == node.addr:
                     continue
-            if state.state is State.ALIVE:
+            if state.state is _ALIVE:
                 self._on_alive(Alive(state.incarnation, state.name, state.addr, state.tags), now)
-            elif state.state is State.LEFT:
+            elif state.state is _LEFT:
                 self._on_dead(Dead(state.incarnation, state.name, state.name), now, gossip=spread)
             else:
                 # a member the remote thinks dead is only suspected here: it may refute
@@ -1135,8 +1141,8 @@ class Membership:
             # a name conflict: keep the one we know, unless it left, or failed long enough
             # ago (memberlist's DeadNodeReclaimTime)
             reclaim = self._config.dead_node_reclaim_time
-            reclaimable = node.state is State.LEFT or (
-                node.state is State.DEAD and reclaim > 0 and now - node.state_since >= reclaim
+            reclaimable = node.state is _LEFT or (
+                node.state is _DEAD and reclaim > 0 and now - node.state_since >= reclaim
             )
             if not reclaimable:
                 self._stats["messages_ignored"] += 1
@@ -1149,10 +1155,10 @@ class Membership:
         node.addr = alive.addr
         node.tags = alive.tags
         self._changed(node)
-        if old_state is not State.ALIVE:
+        if old_state is not _ALIVE:
             node.suspicion = None
             self._cancel(_SUSPICION, node.name)
-            self._set_state(node, State.ALIVE, now)
+            self._set_state(node, _ALIVE, now)
         self._queue(alive)
         if old_state in _GONE:
             self._event(EventKind.JOIN, node)
@@ -1171,13 +1177,13 @@ class Membership:
         if node.name == self._name:
             self._accused(node, suspect.incarnation, suspect.source if gossip else None)
             return
-        if suspect.incarnation < node.incarnation or node.state is State.DEAD:
+        if suspect.incarnation < node.incarnation or node.state is _DEAD:
             return
-        if node.state is State.LEFT:
+        if node.state is _LEFT:
             if gossip:
                 self._retell_leave(node, suspect.source)
             return
-        if node.state is State.SUSPECT:
+        if node.state is _SUSPECT:
             suspicion = node.suspicion
             if gossip and suspicion is not None and suspicion.confirm(suspect.source):
                 deadline = suspicion.start + suspicion.timeout()
@@ -1185,7 +1191,7 @@ class Membership:
                 self._queue(suspect)
             return
         config = self._config
-        n = self._counts[State.ALIVE] + self._counts[State.SUSPECT]
+        n = self._counts[_ALIVE] + self._counts[_SUSPECT]
         shortest = config.suspicion_timeout(n)
         if config.lifeguard:
             needed = config.suspicion_confirmations(n)
@@ -1193,7 +1199,7 @@ class Membership:
         else:
             needed, longest = 0, shortest
         node.incarnation = suspect.incarnation  # and _set_state below: _changed
-        self._set_state(node, State.SUSPECT, now)
+        self._set_state(node, _SUSPECT, now)
         node.suspicion = _Suspicion(
             now, needed, shortest, longest, suspect.source, node.incarnation
         )
@@ -1207,7 +1213,7 @@ class Membership:
 
     def _suspicion_expired(self, name: str, now: float, late: float) -> None:
         node = self._nodes.get(name)
-        if node is None or node.state is not State.SUSPECT or node.suspicion is None:
+        if node is None or node.state is not _SUSPECT or node.suspicion is None:
             return
         suspicion = node.suspicion
         if suspicion.incarnation != node.incarnation:
@@ -1233,16 +1239,16 @@ class Membership:
             return
         if dead.incarnation < node.incarnation:
             return
-        if node.state is State.LEFT:
+        if node.state is _LEFT:
             if gossip and not dead.is_leave:
                 self._retell_leave(node, dead.source)
             return
-        if node.state is State.DEAD:
+        if node.state is _DEAD:
             if dead.is_leave:
                 # its leave arrived after this member declared it failed: it left (serf
                 # turns a failed member left on its leave intent, with a leave event)
                 node.incarnation = dead.incarnation
-                self._set_state(node, State.LEFT, now)
+                self._set_state(node, _LEFT, now)
                 self._queue(dead)
                 self._event(EventKind.LEAVE, node)
             return
@@ -1250,11 +1256,11 @@ class Membership:
         node.suspicion = None
         self._cancel(_SUSPICION, node.name)
         if dead.is_leave:
-            self._set_state(node, State.LEFT, now)
+            self._set_state(node, _LEFT, now)
             self._queue(dead)
             self._event(EventKind.LEAVE, node)
         else:
-            self._set_state(node, State.DEAD, now)
+            self._set_state(node, _DEAD, now)
             self._stats["failures"] += 1
             self._queue(dead)
             self._event(EventKind.FAIL, node)
@@ -1287,7 +1293,7 @@ class Membership:
     def _tell(self, name: str, message: Message) -> None:
         """A packet with `message` straight to member `name`, if known and reachable."""
         node = self._nodes.get(name)
-        if node is not None and node.state is not State.LEFT and name != self._name:
+        if node is not None and node.state is not _LEFT and name != self._name:
             self._send(node.addr, [message])
 
     def _refute(self, me: _Node, accused: int) -> None:
@@ -1350,7 +1356,7 @@ class Membership:
         self._nodes[name] = node
         self._node_index[name] = len(self._node_list)
         self._node_list.append(node)
-        self._counts[State.ALIVE] += 1
+        self._counts[_ALIVE] += 1
         self._full_state = None
         return node
 
