@@ -647,16 +647,16 @@ class RaftNode:
         last = log.last_index
         if log.unstable_from <= last or self._unstable_snapshot is not None:
             return True
-        if self._commit > self._applied and last > self._applied:
+        applied = self._applied
+        commit = self._commit
+        if commit > applied and last > applied:
             return True
-        if (self._term, self._vote, self._commit) != (
-            self._prev_hs.term,
-            self._prev_hs.vote,
-            self._prev_hs.commit,
-        ):
+        term = self._term
+        hs = self._prev_hs
+        if hs.term != term or hs.vote != self._vote or hs.commit != commit:
             return True
         soft = self._prev_soft
-        return soft.role is not self._role or soft.leader != self._lead or soft.term != self._term
+        return soft.role is not self._role or soft.leader != self._lead or soft.term != term
 
     def ready(self) -> Ready:
         """What to do now. Call ``advance(ready)`` once it is done before the next one.
@@ -669,36 +669,50 @@ class RaftNode:
         hs = self._prev_hs
         hard_state = None
         if hs.term != term or hs.vote != vote or hs.commit != commit:
-            hs = hard_state = HardState(term=term, vote=vote, commit=commit)
-        leader_msgs: list[Message] = []
-        msgs: list[Message] = []
-        durable_term = self._durable_term
-        for m in self._msgs:
-            if m.type in _LEADER_TYPES and m.term <= durable_term:
-                leader_msgs.append(m)
+            hs = hard_state = HardState(term, vote, commit)
+        leader_msgs: tuple[Message, ...] = ()
+        msgs: tuple[Message, ...] = ()
+        pending = self._msgs
+        if pending:
+            self._msgs = []
+            durable_term = self._durable_term
+            early = [m for m in pending if m.type in _LEADER_TYPES and m.term <= durable_term]
+            if not early:
+                msgs = tuple(pending)
+            elif len(early) == len(pending):
+                leader_msgs = tuple(pending)
             else:
-                msgs.append(m)
+                leader_msgs = tuple(early)
+                msgs = tuple(
+                    [m for m in pending if m.type not in _LEADER_TYPES or m.term > durable_term]
+                )
         soft = self._prev_soft
         soft_state = None
-        if soft.role is not self._role or soft.leader != self._lead or soft.term != term:
-            soft = soft_state = SoftState(role=self._role, leader=self._lead, term=term)
+        role, lead = self._role, self._lead
+        if soft.role is not role or soft.leader != lead or soft.term != term:
+            soft = soft_state = SoftState(role, lead, term)
         log = self._log
+        read_states: tuple[ReadState, ...] = ()
+        if self._read_states:
+            read_states = tuple(self._read_states)
+            self._read_states = []
+        conf = None
+        if self._conf_dirty:
+            conf = self._conf
+            self._conf_dirty = False
         rd = Ready(
-            hard_state=hard_state,
-            entries=tuple(log.unstable_entries()) if log.has_unstable() else (),
-            snapshot=self._unstable_snapshot,
-            leader_messages=tuple(leader_msgs),
-            messages=tuple(msgs),
-            committed_entries=tuple(self._next_committed()) if commit > self._applied else (),
-            read_states=tuple(self._read_states),
-            soft_state=soft_state,
-            conf=self._conf if self._conf_dirty else None,
+            hard_state,
+            tuple(log.unstable_entries()) if log.unstable_from <= log.last_index else (),
+            self._unstable_snapshot,
+            leader_msgs,
+            msgs,
+            tuple(self._next_committed()) if commit > self._applied else (),
+            read_states,
+            soft_state,
+            conf,
         )
-        self._msgs = []
-        self._read_states = []
         self._prev_hs = hs
         self._prev_soft = soft
-        self._conf_dirty = False
         self._read_round_open = False
         self._outstanding = rd
         return rd
