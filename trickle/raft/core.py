@@ -915,9 +915,9 @@ class RaftNode:
     # ticks --------------------------------------------------------------------------------
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._promotable() and (
-            self._voters == (self._id,) or self._election_elapsed >= self._randomized_timeout
-        ):
+        if (
+            self._election_elapsed >= self._randomized_timeout or self._voters == (self._id,)
+        ) and self._promotable():
             self._election_elapsed = 0
             self._hup(transfer=False)
 

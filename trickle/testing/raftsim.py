@@ -507,12 +507,19 @@ class RaftSimulation:
         deadline = self.now + ms
         queue = self._queue
         pop = heapq.heappop
-        stats = self.stats
-        while queue and queue[0][0] <= deadline:  # step(), inlined: the hottest loop
-            t, _, fn, args = pop(queue)
-            self.now = t
-            stats.events += 1
-            fn(*args)
+        events = 0
+        try:
+            while queue:  # step(), inlined: the hottest loop
+                item = pop(queue)
+                t = item[0]
+                if t > deadline:
+                    heapq.heappush(queue, item)  # (the same tuple: its place is unchanged)
+                    break
+                self.now = t
+                events += 1
+                item[2](*item[3])
+        finally:
+            self.stats.events += events
         self.now = deadline
 
     def run_until(self, predicate: Callable[[], bool], timeout_ms: float) -> bool:
@@ -1323,12 +1330,14 @@ class RaftSimulation:
         ``weights``) on ``keys`` for ``duration_ms``; values are unique per operation."""
         stop = self.now + duration_ms
         ops = ("put", "append", "get", "delete")
+        cum_weights = list(itertools.accumulate(weights))  # (what choices() computes: same draws)
+        key_list = list(keys)
 
         def next_op(c: Client) -> None:
             if self.now >= stop:
                 return
-            op = self._rng.choices(ops, weights)[0]
-            key = self._rng.choice(list(keys))
+            op = self._rng.choices(ops, cum_weights=cum_weights)[0]
+            key = self._rng.choice(key_list)
             value = f"{c.id}.{c._seq + 1};"
             done = lambda _op: self._schedule(self._rng.uniform(*think_ms), next_op, c)  # noqa: E731
             if op == "put":
