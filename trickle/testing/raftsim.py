@@ -318,6 +318,8 @@ class Client:
         self.completed = 0
         self._seq = 0
         self._attempt = 0
+        self._deadline = math.inf  # when the attempt in flight times out
+        self._timer_at = math.inf  # when the pending timer event fires (inf: none)
         self._rr = id
         self._op: list[Any] | None = None  # the history record of the operation running
         self._cmd: KvCommand | None = None
@@ -362,15 +364,29 @@ class Client:
             self._rr += 1
             target = ids[self._rr % len(ids)]
         req = _Request(self, self._cmd.seq, self._attempt, self._cmd)
-        self.sim._client_send(target, req)
-        self.sim._schedule(
-            self.sim.config.client_timeout_ms, self._on_timeout, self._cmd.seq, self._attempt
-        )
+        sim = self.sim
+        sim._client_send(target, req)
+        self._deadline = sim.now + sim.config.client_timeout_ms
+        if self._timer_at == math.inf:
+            self._arm(self._deadline)
 
-    def _on_timeout(self, seq: int, attempt: int) -> None:
-        if self._op is not None and self._seq == seq and self._attempt == attempt:
-            self.leader = None
-            self._send()
+    def _arm(self, at: float) -> None:
+        """One timer event per client however many attempts: it fires at the earliest
+        deadline it was armed for and is armed again for a later one (deadlines only move
+        later), instead of one event per attempt that mostly finds its attempt answered."""
+        self._timer_at = at
+        sim = self.sim
+        heapq.heappush(sim._queue, (at, next(sim._seq), self._on_timer, ()))
+
+    def _on_timer(self) -> None:
+        self._timer_at = math.inf
+        if self._op is None:
+            return
+        if self.sim.now < self._deadline:
+            self._arm(self._deadline)
+            return
+        self.leader = None  # the attempt in flight timed out: retry elsewhere
+        self._send()
 
     def _retry(self, seq: int, attempt: int) -> None:
         if self._op is not None and self._seq == seq and self._attempt == attempt:
