@@ -54,7 +54,7 @@ from trickle.errors import (
 )
 from trickle.raft import _quorum
 from trickle.raft._conf import rejection_reason
-from trickle.raft._fastinit import fast_frozen_init
+from trickle.raft._fastinit import fast_frozen_init, frozen_factory
 from trickle.raft._log import ENTRY_OVERHEAD_BYTES, RaftLog
 from trickle.raft._progress import PeerProgress, ProgressState
 from trickle.raft.config import RaftConfig
@@ -215,6 +215,15 @@ class Ready:
 def _range(entries: tuple[Entry, ...]) -> str:
     first, last = entries[0].index, entries[-1].index
     return str(first) if first == last else f"{first}..{last}"
+
+
+# The values built per message and per Ready, built without type.__call__ (see _fastinit).
+_new_message = frozen_factory(Message)
+_new_entry = frozen_factory(Entry)
+_new_hard_state = frozen_factory(HardState)
+_new_soft_state = frozen_factory(SoftState)
+_new_read_state = frozen_factory(ReadState)
+_new_ready = frozen_factory(Ready)
 
 
 @attrs.frozen
@@ -504,7 +513,7 @@ class RaftNode:
             raise ValidationError("a proposal's data must be bytes", field="data")
         self._check_can_propose()
         index = self._log.last_index + 1
-        self._append_local(Entry(self._term, index, _KIND_NORMAL, data))
+        self._append_local(_new_entry(self._term, index, _KIND_NORMAL, data))
         return self._term, index
 
     def propose_conf_change(self, change: ConfChange) -> tuple[int, int]:
@@ -669,7 +678,7 @@ class RaftNode:
         hs = self._prev_hs
         hard_state = None
         if hs.term != term or hs.vote != vote or hs.commit != commit:
-            hs = hard_state = HardState(term, vote, commit)
+            hs = hard_state = _new_hard_state(term, vote, commit)
         leader_msgs: tuple[Message, ...] = ()
         msgs: tuple[Message, ...] = ()
         pending = self._msgs
@@ -690,7 +699,7 @@ class RaftNode:
         soft_state = None
         role, lead = self._role, self._lead
         if soft.role is not role or soft.leader != lead or soft.term != term:
-            soft = soft_state = SoftState(role, lead, term)
+            soft = soft_state = _new_soft_state(role, lead, term)
         log = self._log
         read_states: tuple[ReadState, ...] = ()
         if self._read_states:
@@ -700,7 +709,7 @@ class RaftNode:
         if self._conf_dirty:
             conf = self._conf
             self._conf_dirty = False
-        rd = Ready(
+        rd = _new_ready(
             hard_state,
             tuple(log.unstable_entries()) if log.unstable_from <= log.last_index else (),
             self._unstable_snapshot,
@@ -994,7 +1003,7 @@ class RaftNode:
         for node in self._voters:
             if node != self._id:
                 self._msgs.append(
-                    Message(
+                    _new_message(
                         type=vote_type,
                         src=self._id,
                         dst=node,
@@ -1021,7 +1030,7 @@ class RaftNode:
         resp_type = _MT_PRE_VOTE_RESP if pre else _MT_VOTE_RESP
         if can_vote and self._log.is_up_to_date(m.log_term, m.index):
             # A granted pre-vote answers in the candidate's future term.
-            self._msgs.append(Message(type=resp_type, src=self._id, dst=m.src, term=m.term))
+            self._msgs.append(_new_message(type=resp_type, src=self._id, dst=m.src, term=m.term))
             if not pre:
                 self._election_elapsed = 0
                 self._vote = m.src
@@ -1051,7 +1060,7 @@ class RaftNode:
                 self._dropped += 1
         elif t is _MT_READ_INDEX_RESP:
             if m.src == self._lead and not m.reject:
-                self._read_states.append(ReadState(index=m.index, context=m.context))
+                self._read_states.append(_new_read_state(index=m.index, context=m.context))
             else:
                 self._dropped += 1
         else:
@@ -1305,7 +1314,7 @@ class RaftNode:
         done: bool = False,
     ) -> None:
         self._msgs.append(
-            Message(
+            _new_message(
                 type=type,
                 src=self._id,
                 dst=to,
@@ -1383,7 +1392,7 @@ class RaftNode:
         if not entries and not send_if_empty:
             return False
         self._msgs.append(
-            Message(
+            _new_message(
                 type=_MT_APPEND,
                 src=self._id,
                 dst=to,
@@ -1411,7 +1420,7 @@ class RaftNode:
         offset = pr.snap_offset
         chunk = snapshot.data[offset : offset + self._config.snapshot_chunk_bytes]
         self._msgs.append(
-            Message(
+            _new_message(
                 type=_MT_SNAPSHOT,
                 src=self._id,
                 dst=to,
@@ -1439,7 +1448,7 @@ class RaftNode:
             if node != self._id:
                 pr = self._prs[node]
                 self._msgs.append(
-                    Message(
+                    _new_message(
                         type=_MT_HEARTBEAT,
                         src=self._id,
                         dst=node,
@@ -1485,7 +1494,7 @@ class RaftNode:
 
     def _deliver_read(self, index: int, context: bytes, requester: NodeId) -> None:
         if requester == self._id:
-            self._read_states.append(ReadState(index=index, context=context))
+            self._read_states.append(_new_read_state(index=index, context=context))
         else:
             self._send(_MT_READ_INDEX_RESP, requester, index=index, context=context)
 
@@ -1525,7 +1534,7 @@ class RaftNode:
         if state is None or pr is None or pr.match < state[0]:
             return
         self._msgs.append(
-            Message(
+            _new_message(
                 type=_MT_HEARTBEAT,
                 src=self._id,
                 dst=node,

@@ -15,7 +15,7 @@ import hashlib
 import attrs
 import msgpack
 
-from trickle.raft._fastinit import fast_frozen_init
+from trickle.raft._fastinit import fast_frozen_init, frozen_factory
 from trickle.raft.messages import Entry, EntryKind
 
 KV_PREFIX = b"KV"  # first bytes of every key-value command
@@ -64,6 +64,9 @@ class KvCommand:
     value: str | None = None
 
 
+new_command = frozen_factory(KvCommand)  # KvCommand(...), built without type.__call__
+
+
 def encode_command(cmd: KvCommand) -> bytes:
     body: bytes = msgpack.packb([cmd.client, cmd.seq, cmd.op, cmd.key, cmd.value])
     return KV_PREFIX + body
@@ -92,7 +95,7 @@ def _decode_command(data: bytes) -> KvCommand | None:
         return None
     if op not in OPS:
         return None
-    return KvCommand(client=client, seq=seq, op=op, key=key, value=value)
+    return new_command(client=client, seq=seq, op=op, key=key, value=value)
 
 
 class KvApp:

@@ -61,7 +61,7 @@ import attrs
 import msgpack
 
 from trickle.errors import NotLeader, ProposalDropped, ValidationError
-from trickle.raft._fastinit import fast_frozen_init
+from trickle.raft._fastinit import fast_frozen_init, frozen_factory
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, Status
 from trickle.raft.messages import (
@@ -75,7 +75,7 @@ from trickle.raft.messages import (
     Snapshot,
 )
 from trickle.raft.wire import encode_message
-from trickle.testing._raftsim_kv import KvApp, KvCommand, encode_command
+from trickle.testing._raftsim_kv import KvApp, KvCommand, encode_command, new_command
 from trickle.testing._raftsim_net import (
     RESPONSES,
     Network,
@@ -234,6 +234,9 @@ class ClientOp:
         return self.return_time == math.inf
 
 
+_new_client_op = frozen_factory(ClientOp)
+
+
 @attrs.define
 class SimStats:
     """Counters since the start (messages include duplicates and those lost on the way)."""
@@ -349,7 +352,7 @@ class Client:
         if self._op is not None:
             raise ValidationError(f"client {self.id} already has an operation running")
         self._seq += 1
-        self._cmd = KvCommand(client=self.id, seq=self._seq, op=op, key=key, value=value)
+        self._cmd = new_command(client=self.id, seq=self._seq, op=op, key=key, value=value)
         self._op = [self.id, op, key, value, None, self.sim.now, math.inf]
         self._on_done = on_done
         self.sim._history.append(self._op)
@@ -405,7 +408,7 @@ class Client:
             self.leader = frm  # it answered: ask it first next time
             self.completed += 1
             if self._on_done is not None:
-                self._on_done(ClientOp(*op))
+                self._on_done(_new_client_op(*op))
             return
         if req.attempt != self._attempt:
             return
