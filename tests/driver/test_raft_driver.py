@@ -382,6 +382,28 @@ async def test_snapshot_compaction_and_restart_from_storage(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_a_snapshot_is_taken_by_bytes_of_applied_entries_before_their_count(
+    autojump_clock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, snapshot_entries=1_000_000, snapshot_bytes=10_000)
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            for i in range(9):  # ~1 KB each: a snapshot every 10 entries
+                await cluster.drivers[leader].propose(f"k{i}=".encode() + b"x" * 1000)
+            small = cluster.drivers[leader].snapshots_taken
+            await cluster.drivers[leader].propose(b"k9=" + b"x" * 1000)
+            for i in range(50):
+                await cluster.drivers[leader].propose(f"s{i}=1".encode())
+        assert small == 0  # 9 KB: not yet
+        assert cluster.drivers[leader].snapshots_taken == 1  # at 10 KB, then nothing
+        for i in range(10, 40):
+            await cluster.drivers[leader].propose(f"k{i}=".encode() + b"x" * 1000)
+        assert cluster.drivers[leader].snapshots_taken == 4
+        nursery.cancel_scope.cancel()
+
+
 async def test_lagging_follower_catches_up_from_a_snapshot(autojump_clock):
     config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=0)
     async with trio.open_nursery() as nursery:

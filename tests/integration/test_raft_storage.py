@@ -42,7 +42,14 @@ from trickle.raft.messages import (
     SnapshotMeta,
 )
 from trickle.raft.sqlstore import SqliteRaftStorage
-from trickle.raft.storage import Durability, MemoryStorage, RaftStorage, RaftStorageError
+from trickle.raft.storage import (
+    CHUNK_BYTES,
+    Durability,
+    MemoryStorage,
+    RaftStorage,
+    RaftStorageError,
+    SnapshotFile,
+)
 
 NODES = (NodeId("n1"), NodeId("n2"), NodeId("n3"))
 CONF = ConfState(voters=frozenset(NODES))
@@ -693,6 +700,71 @@ def test_large_snapshot_round_trips(tmp_path: Path) -> None:
         state = store.load()
     assert state.snapshot == snapshot(3, 1, image)
     assert state.entries == tuple(entries(1, 2, 5))
+
+
+def test_a_snapshot_is_stored_in_chunks_and_loaded_as_a_file_never_whole(tmp_path: Path) -> None:
+    image = random.Random(8).randbytes(2 * CHUNK_BYTES + 123)
+    source = SnapshotFile.write([image[:1000], image[1000:]], dir=tmp_path)
+    path = tmp_path / "raft.db"
+    with SqliteRaftStorage(path) as store:
+        store.save(hard_state=HardState(term=1, commit=3), entries=entries(1, 1, 3))
+        store.compact(snapshot(3, 1, source), keep_from=2)  # streamed from the file
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        sizes = [n for (n,) in conn.execute("SELECT length(data) FROM raft_snapshot_chunks")]
+    assert sizes == [CHUNK_BYTES, CHUNK_BYTES, 123]
+    with SqliteRaftStorage(path) as store:
+        loaded = store.load().snapshot
+    assert loaded is not None and isinstance(loaded.data, SnapshotFile)
+    assert (
+        loaded.data == image and loaded.data[5:9] == image[5:9] and len(loaded.data) == len(image)
+    )
+    assert [p.name for p in tmp_path.iterdir() if "snapshot" in p.name] == []  # unlinked
+
+
+def test_a_missing_or_damaged_snapshot_chunk_raises_storage_corrupt(tmp_path: Path) -> None:
+    image = random.Random(9).randbytes(CHUNK_BYTES + 10)
+    for n, statement in enumerate(
+        [
+            "DELETE FROM raft_snapshot_chunks WHERE seq = 0",
+            "UPDATE raft_snapshot_chunks SET data = substr(data, 1, length(data) - 1) WHERE seq = 1",
+        ]
+    ):
+        path = tmp_path / f"{n}" / "raft.db"
+        make_store(path)
+        with SqliteRaftStorage(path) as store:
+            store.load()
+            store.compact(snapshot(6, 2, image), keep_from=4)
+        tamper(path, statement)
+        with SqliteRaftStorage(path) as store, pytest.raises(StorageCorrupt, match="snapshot"):
+            store.load()
+
+
+def test_a_store_of_schema_version_1_is_migrated_and_keeps_its_inline_snapshot(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "raft.db"
+    make_store(path)
+    conf = sqlstore._encode_conf(CONF)
+    crc = sqlstore.snapshot_crc(6, 2, conf, b"old image")
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # what version 1 wrote
+        conn.execute("DROP TABLE raft_snapshot_chunks")
+        conn.execute("UPDATE raft_meta SET value = x'31' WHERE key = 'schema_version'")
+        conn.execute(
+            "INSERT INTO raft_snapshot (id, idx, term, conf, data, crc) VALUES (1, 6, 2, ?, ?, ?)",
+            (conf, b"old image", crc),
+        )
+        conn.commit()
+    with SqliteRaftStorage(path) as store:
+        state = store.load()
+        assert state.snapshot == snapshot(6, 2, b"old image")
+        store.compact(snapshot(8, 2, b"new image"), keep_from=7)
+    with SqliteRaftStorage(path) as store:
+        assert store.load().snapshot == snapshot(8, 2, b"new image")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (version,) = conn.execute(
+            "SELECT value FROM raft_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert int(version) == sqlstore.SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize("durability", [Durability.FSYNC, Durability.NONE, "none"])

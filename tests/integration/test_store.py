@@ -3,6 +3,7 @@ in-memory one."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,6 +39,8 @@ from trickle.engine.store import (
     StoreError,
     StoreVersionError,
 )
+from trickle.engine.wire import encode_job
+from trickle.raft.storage import SnapshotFile
 
 T0 = datetime(2025, 3, 30, 0, 59, 58, 123456, tzinfo=UTC)
 LIMIT = 5
@@ -837,6 +840,52 @@ def test_image_that_is_not_one_is_refused_and_changes_nothing(store: Store) -> N
     for junk in (b"", b"\x93\x01\x02\x03", msgpack.packb({"v": 99})):
         with pytest.raises(StoreError, match="not a state image"):
             store.import_image(junk)
+    assert [j.name for j in store.load().jobs] == ["kept"]
+    assert store.load().applied_index == apply.index
+
+
+def test_an_image_is_a_sqlite_database_in_an_unlinked_file(
+    open_store: StoreFactory, tmp_path: Path
+) -> None:
+    source = open_store()
+    Applier(source)(JobSaved(Job(name="kept", schedule="@every 1m")))
+    before = set(source.path.iterdir()) if source.path is not None else set()
+    image = source.export_image()
+    assert isinstance(image, SnapshotFile)
+    assert image[:16] == b"SQLite format 3\x00"
+    if source.path is not None:
+        assert set(source.path.iterdir()) == before  # nothing left behind
+
+
+def test_an_image_of_the_earlier_msgpack_format_still_imports(store: Store) -> None:
+    job = Job(name="old", schedule="@every 1m")
+    blob = msgpack.packb(
+        {
+            "v": 1,
+            "applied_index": 7,
+            "fsm_meta": b"meta",
+            "jobs": [encode_job(job)],
+            "executions": [],
+            "stats": [],
+        },
+        use_bin_type=True,
+    )
+    assert store.import_image(blob) == 7
+    loaded = store.load()
+    assert [j.name for j in loaded.jobs] == ["old"] and loaded.fsm_meta == b"meta"
+
+
+def test_a_database_that_is_not_a_state_image_is_refused_and_changes_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    apply = Applier(store)
+    apply(JobSaved(Job(name="kept", schedule="@every 1m")))
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+    with pytest.raises(StoreError, match="not a state image.*no executions, jobs, meta, stats"):
+        store.import_image(other.read_bytes())
     assert [j.name for j in store.load().jobs] == ["kept"]
     assert store.load().applied_index == apply.index
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -46,12 +48,18 @@ from trickle.engine.commands import (
 from trickle.engine.model import DayStats, Execution, ExecutionId, Job
 from trickle.engine.wire import decode_job, encode_job
 from trickle.errors import TrickleError
+from trickle.raft.storage import SnapshotFile, snapshot_chunks
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # bump with a migration whenever a table changes
 DB_FILENAME = "trickle.db"
-IMAGE_VERSION = 1  # format of export_image blobs (Raft snapshots of the applied state)
+# An image (a Raft snapshot of the applied state, Store.export_image) is a SQLite database
+# of this schema (VACUUM INTO: compact, consistent, written by SQLite without Python objects
+# per row). IMAGE_VERSION is the msgpack blob of earlier versions, still read.
+IMAGE_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+_IMAGE_TABLES = ("jobs", "executions", "stats")  # the applied state, with meta's two keys
 LOCK_FILENAME = "trickle.db.lock"
 BUSY_TIMEOUT_MS = 10_000  # how long a connection waits for another one's lock
 WRITE_CACHE_KIB = 32_768  # page cache of the write connection: index pages re-touched
@@ -70,17 +78,8 @@ _MICRO = timedelta(microseconds=1)
 
 def empty_image() -> bytes:
     """The image (``Store.export_image``) of an empty state at applied index 0."""
-    return msgpack.packb(
-        {
-            "v": IMAGE_VERSION,
-            "applied_index": 0,
-            "fsm_meta": None,
-            "jobs": [],
-            "executions": [],
-            "stats": [],
-        },
-        use_bin_type=True,
-    )
+    with Store(None) as store:
+        return bytes(store.export_image())
 
 
 class StoreError(TrickleError):
@@ -709,39 +708,135 @@ class Store:
         )
 
     # -- images (Raft snapshots) -------------------------------------------------------------
-    def export_image(self) -> bytes:
-        """The whole applied state as one self-describing blob (a Raft snapshot's data):
-        applied_index, fsm_meta, jobs, every execution record and the daily stats, read in
-        one transaction (a consistent view)."""
-        with self._read() as conn:
-            raw_index = self._get_meta(conn, _META_APPLIED_INDEX)
-            fsm_meta = self._get_meta(conn, _META_FSM)
-            jobs = [bytes(p) for (p,) in conn.execute(sa.select(jobs_table.c.payload))]
-            executions = [
-                list(row) for row in conn.execute(sa.select(*_EXECUTION_COLUMNS).order_by(_X.seq))
-            ]
-            stats = [
-                list(row)
-                for row in conn.execute(
-                    sa.select(
-                        stats_table.c.day, stats_table.c.success_count, stats_table.c.failed_count
-                    )
-                )
-            ]
-        image = {
-            "v": IMAGE_VERSION,
-            "applied_index": 0 if raw_index is None else int(raw_index),
-            "fsm_meta": fsm_meta,
-            "jobs": jobs,
-            "executions": executions,
-            "stats": stats,
-        }
-        return msgpack.packb(image, use_bin_type=True)
+    def export_image(self) -> SnapshotFile:
+        """The whole applied state as an image (a Raft snapshot's data): a SQLite database
+        of this schema written by ``VACUUM INTO`` from one read transaction (a consistent
+        view), into an unlinked file in the data directory (the system's temporary
+        directory for an in-memory store). Memory use does not grow with the history."""
+        fd, name = tempfile.mkstemp(prefix=".image-", dir=self._path)
+        os.close(fd)
+        try:
+            if self._path is None:
+                with self._memory_guard():
+                    self._check_open()
+                    raw = self._writer.raw_connection()
+                    try:
+                        raw.driver_connection.execute("VACUUM INTO ?", (name,))
+                    finally:
+                        raw.close()
+            else:
+                self._check_open()
+                # a connection of its own: the pooled readers are query_only, which
+                # VACUUM INTO refuses, and the writer must stay free for the apply path
+                conn = sqlite3.connect(self._path / DB_FILENAME, isolation_level=None)
+                try:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    conn.execute("VACUUM INTO ?", (name,))
+                finally:
+                    conn.close()
+            return SnapshotFile.adopt(name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
 
-    def import_image(self, image: bytes) -> int:
-        """Replace the whole applied state with an ``export_image`` blob, in one transaction;
-        returns its applied_index. Raises ``StoreError`` for a blob that is not an image of
-        a version this code reads (nothing is changed then)."""
+    def import_image(self, image: bytes | SnapshotFile) -> int:
+        """Replace the whole applied state with an ``export_image`` image, in one
+        transaction; returns its applied_index. Raises ``StoreError`` for data that is not
+        an image of a version this code reads (nothing is changed then)."""
+        if image[: len(SQLITE_HEADER)] == SQLITE_HEADER:
+            return self._import_database(image)
+        return self._import_blob(bytes(image))
+
+    def _import_database(self, image: bytes | SnapshotFile) -> int:
+        """Import an image that is a SQLite database: written to a temporary file a chunk
+        at a time, checked, attached, and its tables copied by SQLite in one transaction."""
+        fd, name = tempfile.mkstemp(prefix=".image-in-", dir=self._path)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in snapshot_chunks(image):
+                    out.write(chunk)
+            applied_index, fsm_meta = self._check_image(name)
+            with self._write_lock, self._memory_guard():
+                self._check_open()
+                raw = self._writer.raw_connection()
+                try:
+                    cur = raw.driver_connection.cursor()
+                    cur.execute("ATTACH DATABASE ? AS image", (name,))
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                        try:
+                            for table in _IMAGE_TABLES:  # fixed names
+                                columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].c)
+                                cur.execute(f"DELETE FROM main.{table}")
+                                cur.execute(
+                                    f"INSERT INTO main.{table} ({columns})"
+                                    f" SELECT {columns} FROM image.{table}"
+                                )
+                            cur.execute(
+                                _PUT_META_SQL, (_META_APPLIED_INDEX, _int_bytes(applied_index))
+                            )
+                            if fsm_meta is not None:
+                                cur.execute(_PUT_META_SQL, (_META_FSM, fsm_meta))
+                            else:
+                                cur.execute("DELETE FROM main.meta WHERE key = ?", (_META_FSM,))
+                        except BaseException:
+                            cur.execute("ROLLBACK")
+                            raise
+                        cur.execute("COMMIT")
+                    finally:
+                        cur.execute("DETACH DATABASE image")
+                        cur.close()
+                finally:
+                    raw.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        self._applied_index = applied_index
+        self._finished_bound.clear()
+        return applied_index
+
+    @staticmethod
+    def _check_image(path: str) -> tuple[int, bytes | None]:
+        """(applied_index, fsm_meta) of the image database at ``path``; StoreError if it is
+        not a trickle state database of this schema version."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"not a state image this version reads: {exc}") from exc
+        try:
+            tables = {
+                name
+                for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            missing = {"meta", *_IMAGE_TABLES} - tables
+            if missing:
+                raise StoreError(
+                    f"not a state image this version reads: no {', '.join(sorted(missing))} table"
+                )
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+        except sqlite3.Error as exc:
+            raise StoreError(f"not a state image this version reads: {exc}") from exc
+        finally:
+            conn.close()
+        try:
+            version = int(meta.get(_META_SCHEMA_VERSION))
+            applied_index = int(meta.get(_META_APPLIED_INDEX, b"0"))
+        except (TypeError, ValueError):
+            raise StoreError(
+                "not a state image this version reads: its schema version or applied index"
+                " is not a number"
+            ) from None
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"not a state image this version reads: schema version {version}, this"
+                f" trickle reads {SCHEMA_VERSION}"
+            )
+        fsm_meta = meta.get(_META_FSM)
+        return applied_index, None if fsm_meta is None else bytes(fsm_meta)
+
+    def _import_blob(self, image: bytes) -> int:
+        """Import an image of the earlier format, a msgpack map (IMAGE_VERSION)."""
         try:
             data = msgpack.unpackb(image, raw=False)
             if not isinstance(data, dict) or data.get("v") != IMAGE_VERSION:

@@ -20,8 +20,9 @@ most every COMMIT_FLUSH_SECONDS, or is saved alone after that long idle): as in 
 the commit index is not worth an fsync, since a restarted node learns it again. So the
 answer to a proposal does not wait for a second fsync, and a save writes one row less.
 Messages that arrive while a save is in flight are stepped at once and their writes go
-in the next save (group commit). Every ``snapshot_entries`` applied entries the
-application's image is taken and the log compacted.
+in the next save (group commit). Every ``snapshot_entries`` applied entries, or
+``snapshot_bytes`` of applied entry data, whichever comes first, the application's image
+is taken and the log compacted: the log kept in memory stays bounded in entries and bytes.
 
 Defaults (``DEFAULT_TICK_SECONDS`` x ``DEFAULT_CONFIG``): tick 25 ms, election timeout
 10-20 ticks (250-500 ms), heartbeat every 4 ticks (100 ms): a 3-node LAN cluster elects a
@@ -77,6 +78,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TICK_SECONDS = 0.025  # one core tick
 DEFAULT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)
 SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log compactions)
+SNAPSHOT_BYTES = 64 * 2**20  # or this much applied entry data, whichever comes first
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
@@ -162,6 +164,8 @@ class RaftDriver:
     applied: the last index the application already holds (entries up to it are not
         applied again).
     snapshot_entries: take a snapshot and compact every this many applied entries.
+    snapshot_bytes: ... or once the entries applied since the last snapshot carry this many
+        bytes of data, whichever comes first.
     storage_in_thread: True (SQLite): load, compaction and big saves run in a worker
         thread, and so do all saves while the disk is slow (see ``_save_took``); quick
         small saves run on the Trio thread. False: every call on the Trio thread
@@ -183,6 +187,7 @@ class RaftDriver:
         applied: int = 0,
         rng: random.Random | None = None,
         snapshot_entries: int = SNAPSHOT_ENTRIES,
+        snapshot_bytes: int = SNAPSHOT_BYTES,
         storage_in_thread: bool = True,
         forward_timeout: float = FORWARD_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
@@ -193,6 +198,8 @@ class RaftDriver:
             raise ValidationError("tick_seconds must be positive", field="tick_seconds")
         if snapshot_entries < 1:
             raise ValidationError("snapshot_entries must be at least 1", field="snapshot_entries")
+        if snapshot_bytes < 1:
+            raise ValidationError("snapshot_bytes must be at least 1", field="snapshot_bytes")
         if applied < 0:
             raise ValidationError("applied must not be negative", field="applied")
         self.id = node_id
@@ -204,6 +211,8 @@ class RaftDriver:
         self._bootstrap = bootstrap
         self._rng = rng or random.Random()
         self._snapshot_entries = snapshot_entries
+        self._snapshot_bytes = snapshot_bytes
+        self._bytes_since_snapshot = 0  # data of the entries applied since the last one
         self._in_thread = storage_in_thread
         self._forward_timeout = forward_timeout
         self._read_timeout = read_timeout
@@ -454,6 +463,7 @@ class RaftDriver:
                 self._captured[entry.index] = (entry.term, result)
         last = entries[-1]
         self._applied = last.index
+        self._bytes_since_snapshot += sum(len(e.data) for e in entries)
         if last.term > self._applied_term:
             self._applied_term = last.term
             self._drop_superseded()
@@ -485,9 +495,13 @@ class RaftDriver:
                 waiter.fail(ProposalUnknown(f"entry {i} was replaced by a snapshot up to {index}"))
         self._applied = index
         self._snapshot_index = index
+        self._bytes_since_snapshot = 0
 
     async def _maybe_snapshot(self, node: RaftNode) -> None:
-        if self._applied - self._snapshot_index < self._snapshot_entries:
+        if (
+            self._applied - self._snapshot_index < self._snapshot_entries
+            and self._bytes_since_snapshot < self._snapshot_bytes
+        ) or self._applied <= self._snapshot_index:
             return
         index = self._applied
         data = await self._app.snapshot()  # nothing is applied meanwhile: it is as of index
@@ -495,6 +509,7 @@ class RaftDriver:
         keep_from = node.compact(snapshot)
         await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
         self._snapshot_index = index
+        self._bytes_since_snapshot = 0
         self.snapshots_taken += 1
         logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
 

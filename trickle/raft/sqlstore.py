@@ -24,6 +24,7 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -50,15 +51,18 @@ from trickle.raft.messages import (
     SnapshotMeta,
 )
 from trickle.raft.storage import (
+    CHUNK_BYTES,
     Durability,
     RaftStorageError,
+    SnapshotFile,
     plan_compact,
     plan_save,
+    snapshot_chunks,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # bump with a migration whenever a table changes
+SCHEMA_VERSION = 2  # bump with a migration whenever a table changes (see _MIGRATIONS)
 LOCK_SUFFIX = ".lock"  # <db file>.lock: flocked while a store has the file open
 BUSY_TIMEOUT_MS = 10_000  # nobody else should hold the file; this only bounds a surprise
 WAL_AUTOCHECKPOINT_PAGES = 1_000  # ~4 MB of WAL between checkpoints: short, rare stalls
@@ -105,8 +109,17 @@ snapshot_table = sa.Table(
     sa.Column("idx", sa.Integer, nullable=False),
     sa.Column("term", sa.Integer, nullable=False),
     sa.Column("conf", sa.LargeBinary, nullable=False),  # msgpack [voters, learners]
+    sa.Column("data", sa.LargeBinary, nullable=False),  # the image's start (v1: all of it)
+    sa.Column("crc", sa.Integer, nullable=False),  # snapshot_crc(...) of the whole image
+)
+
+# The rest of the snapshot's image, in order, CHUNK_BYTES a row: an image is streamed in
+# and out, never held whole (SQLite caps one blob at 1 GB, and reads a blob whole).
+snapshot_chunks_table = sa.Table(
+    "raft_snapshot_chunks",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
-    sa.Column("crc", sa.Integer, nullable=False),  # snapshot_crc(...)
 )
 
 _META_SCHEMA_VERSION = "schema_version"
@@ -126,6 +139,17 @@ _PUT_SNAPSHOT_SQL = "INSERT OR REPLACE INTO raft_snapshot (id, idx, term, conf, 
 _READ_ENTRIES_SQL = "SELECT idx, term, kind, data, crc FROM raft_entries ORDER BY idx"
 _READ_HARD_STATE_SQL = "SELECT term, vote, commit_index, crc FROM raft_hard_state WHERE id = 1"
 _READ_SNAPSHOT_SQL = "SELECT idx, term, conf, data, crc FROM raft_snapshot WHERE id = 1"
+_DELETE_SNAPSHOT_CHUNKS_SQL = "DELETE FROM raft_snapshot_chunks"
+_INSERT_SNAPSHOT_CHUNK_SQL = "INSERT INTO raft_snapshot_chunks (seq, data) VALUES (?, ?)"
+_READ_SNAPSHOT_CHUNK_SQL = "SELECT data FROM raft_snapshot_chunks WHERE seq = ?"
+_COUNT_SNAPSHOT_CHUNKS_SQL = "SELECT count(*), coalesce(max(seq), -1) FROM raft_snapshot_chunks"
+
+# schema migrations: version -> the statements that bring a store of it to version + 1
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE raft_snapshot_chunks (seq INTEGER NOT NULL PRIMARY KEY, data BLOB NOT NULL)",
+    ),
+}
 
 # -- checksums --------------------------------------------------------------------------------
 
@@ -385,11 +409,22 @@ class SqliteRaftStorage:
                 version = None
             if version is None:
                 raise RaftStorageError(f"{self._path} has no readable schema version ({raw!r})")
-            if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION or version not in _MIGRATIONS and version != SCHEMA_VERSION:
                 raise RaftStorageError(
                     f"{self._path} has raft schema version {version}; this trickle reads"
                     f" version {SCHEMA_VERSION}"
                 )
+            while version < SCHEMA_VERSION:  # in this transaction: all steps or none
+                for statement in _MIGRATIONS[version]:
+                    conn.exec_driver_sql(statement)
+                version += 1
+                conn.execute(
+                    meta_table.update()
+                    .where(meta_table.c.key == _META_SCHEMA_VERSION)
+                    .values(value=str(version).encode())
+                )
+                logger.info("raft storage %s: schema migrated to version %d", self._path, version)
+                tables.add(snapshot_chunks_table.name)
             missing = set(metadata.tables) - tables
             if missing:
                 raise StorageCorrupt(
@@ -552,10 +587,16 @@ class SqliteRaftStorage:
 
     @staticmethod
     def _put_snapshot(cur: sqlite3.Cursor, snapshot: Snapshot) -> None:
+        """The snapshot's row and its image's chunks (streamed: a SnapshotFile is read a
+        chunk at a time), in the caller's transaction."""
         meta = snapshot.meta
         conf = _encode_conf(meta.conf)
-        crc = snapshot_crc(meta.index, meta.term, conf, snapshot.data)
-        cur.execute(_PUT_SNAPSHOT_SQL, (meta.index, meta.term, conf, snapshot.data, crc))
+        crc = zlib.crc32(conf, zlib.crc32(_PAIR.pack(meta.index, meta.term)))
+        cur.execute(_DELETE_SNAPSHOT_CHUNKS_SQL)
+        for seq, chunk in enumerate(snapshot_chunks(snapshot.data, CHUNK_BYTES)):
+            crc = zlib.crc32(chunk, crc)
+            cur.execute(_INSERT_SNAPSHOT_CHUNK_SQL, (seq, chunk))
+        cur.execute(_PUT_SNAPSHOT_SQL, (meta.index, meta.term, conf, b"", crc))
 
     def _verify(self, cur: sqlite3.Cursor) -> tuple[DurableState, int, int]:
         """Read and check everything; returns the state and the damaged tail to cut
@@ -643,18 +684,43 @@ class SqliteRaftStorage:
         return HardState(term=term, vote=None if vote is None else NodeId(vote), commit=commit)
 
     def _read_snapshot(self, cur: sqlite3.Cursor) -> Snapshot | None:
+        """The stored snapshot, its CRC checked. An image stored in chunks is copied a chunk
+        at a time into a SnapshotFile (an unlinked file beside the database), never read
+        whole into memory."""
         row = cur.execute(_READ_SNAPSHOT_SQL).fetchone()
         if row is None:
             return None
         idx, term, conf, data, crc = row
+        count, last = cur.execute(_COUNT_SNAPSHOT_CHUNKS_SQL).fetchone()
+        damaged = f"{self._path}: the snapshot (row for index {idx}, term {term}) is damaged"
+        if count != last + 1:
+            raise StorageCorrupt(f"{damaged} (chunks of its image are missing)")
+        image: bytes | SnapshotFile = data
         try:
-            intact = snapshot_crc(idx, term, conf, data) == crc
+            actual = zlib.crc32(data, zlib.crc32(conf, zlib.crc32(_PAIR.pack(idx, term))))
+            if count:
+                crcs = [actual]
+
+                def chunks() -> Iterator[bytes]:
+                    for seq in range(count):
+                        (chunk,) = cur.execute(_READ_SNAPSHOT_CHUNK_SQL, (seq,)).fetchone()
+                        crcs[0] = zlib.crc32(chunk, crcs[0])
+                        yield chunk
+
+                image = SnapshotFile.write(
+                    itertools.chain((data,), chunks()), dir=self._path.parent
+                )
+                actual = crcs[0]
+            intact = actual == crc
             meta = SnapshotMeta(index=idx, term=term, conf=_decode_conf(conf)) if intact else None
         except (TypeError, ValueError, struct.error, msgpack.UnpackException):
             intact, meta = False, None
+        except OSError as exc:
+            raise RaftStorageError(
+                f"{self._path}: cannot copy the snapshot's image out of the store: {exc}"
+            ) from exc
         if not intact or meta is None:
-            raise StorageCorrupt(
-                f"{self._path}: the snapshot (row for index {idx}, term {term}) is damaged"
-                " (CRC mismatch)"
-            )
-        return Snapshot(meta=meta, data=data)
+            if isinstance(image, SnapshotFile):
+                image.close()
+            raise StorageCorrupt(f"{damaged} (CRC mismatch)")
+        return Snapshot(meta=meta, data=image)

@@ -10,7 +10,11 @@ cut, never misread; damage that is not a tail raises StorageCorrupt.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from trickle.errors import TrickleError, ValidationError
@@ -50,6 +54,142 @@ class RaftStorage(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+CHUNK_BYTES = 1 << 20  # bytes per read or write when a snapshot is streamed
+
+
+class SnapshotFile:
+    """A snapshot's data on disk, never loaded whole: the bytes the Raft core slices
+        (``len(data)``, ``data[a:b]`` reads that range) and the image stores stream.
+
+        It reads an open file, usually an unlinked temporary one (nothing is left behind after
+        a crash); the data stays readable for as long as someone holds it (a transfer to a
+    XX
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_size", "_lock")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def write(cls, chunks: Iterable[bytes | memoryview], *, dir: Path | str | None) -> SnapshotFile:
+        """A new snapshot file in ``dir`` (the system's temporary directory when None)
+        holding the concatenation of ``chunks``."""
+        fd, path = tempfile.mkstemp(prefix=".snapshot-", dir=dir)
+        try:
+            os.unlink(path)
+            size = 0
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    size += written
+                    view = view[written:]
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, size)
+
+    @classmethod
+    def open(cls, path: Path | str) -> SnapshotFile:
+        """The file at ``path``, which stays where it is (a store's durable snapshot)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, size)
+
+    @classmethod
+    def adopt(cls, path: Path | str) -> SnapshotFile:
+        """The file at ``path`` (unlinked now: the object owns it)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.unlink(path)
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, size)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice) -> bytes:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a snapshot file is read by contiguous slices")
+        start, stop, _ = key.indices(self._size)
+        return self.read(start, max(0, stop - start))
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset`` (fewer at the end)."""
+        if self._fd < 0:
+            raise ValueError("the snapshot file is closed")
+        parts = []
+        while size > 0:
+            part = os.pread(self._fd, size, offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The whole data, ``size`` bytes at a time."""
+        for offset in range(0, self._size, size):
+            yield self.read(offset, size)
+
+    def __bytes__(self) -> bytes:
+        return self.read(0, self._size)
+
+    def __eq__(self, other: object) -> bool:
+        """Same content as ``other`` (bytes-like or another SnapshotFile), read in chunks."""
+        if other is self:
+            return True
+        if isinstance(other, SnapshotFile):
+            return len(other) == self._size and all(
+                a == b for a, b in zip(self.chunks(), other.chunks(), strict=True)
+            )
+        if isinstance(other, bytes | bytearray | memoryview):
+            view = memoryview(other)
+            return len(view) == self._size and all(
+                chunk == view[i * CHUNK_BYTES : i * CHUNK_BYTES + len(chunk)]
+                for i, chunk in enumerate(self.chunks())
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-like content: not hashable
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing to do
+            pass
+
+    def __repr__(self) -> str:
+        return f"SnapshotFile({self._size} bytes)"
+
+
+def snapshot_chunks(data: bytes | SnapshotFile, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The data of a snapshot ``size`` bytes at a time, whether in memory or on disk."""
+    if isinstance(data, SnapshotFile):
+        yield from data.chunks(size)
+        return
+    view = memoryview(data)
+    for offset in range(0, len(view), size):
+        yield bytes(view[offset : offset + size])
 
 
 class RaftStorageError(TrickleError):
