@@ -19,11 +19,13 @@ from trickle.testing.gossipsim import (
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def tiny_scenario(seed: int) -> tuple[str, list[str]]:
+def tiny_scenario(seed: int, *, cheap: bool = False) -> tuple[str, list[str]]:
     """A lossy cluster of 12 with a kill, a stall, a partition and its heal, a leave, a
-    restart, a tag change and a user event; returns the trace hash and the event trace."""
+    restart, a tag change and a user event; returns the trace hash and the event trace.
+    ``cheap``: without byte counts and packet tracing."""
     network = NetConfig(loss=0.05, duplicate=0.02, tail_rate=0.02)
-    sim = GossipSim(12, seed=seed, config=GossipSimConfig(network=network))
+    config = GossipSimConfig(network=network, count_bytes=not cheap, trace_packets=not cheap)
+    sim = GossipSim(12, seed=seed, config=config)
     sim.run_for(2)
     sim.kill("n03")
     sim.stall("n07", 2.5)
@@ -46,6 +48,25 @@ def test_same_seed_gives_the_same_event_trace(sim_seed: int) -> None:
     assert first[1] == second[1]
     assert first[0] == second[0]
     assert any("fail n03" in line for line in first[1])  # the scenario did something
+
+
+def test_skipping_byte_counts_and_packet_tracing_changes_no_event(sim_seed: int) -> None:
+    full_hash, full_events = tiny_scenario(sim_seed)
+    cheap_hash, cheap_events = tiny_scenario(sim_seed, cheap=True)
+    assert cheap_events == full_events
+    assert cheap_hash != full_hash  # the packets are not in it
+
+
+def test_a_simulation_without_byte_counts_reports_none() -> None:
+    sim = GossipSim(5, seed=3, config=GossipSimConfig(count_bytes=False))
+    sim.run_for(5)
+    assert not sim.counts_bytes
+    assert sim.bytes_sent() == 0
+    assert sim.stats.packets_delivered > 0
+    counted = GossipSim(5, seed=3)
+    counted.run_for(5)
+    assert counted.counts_bytes and counted.bytes_sent() > 0
+    assert counted.stats.packets_delivered == sim.stats.packets_delivered
 
 
 def test_different_seeds_give_different_traces(sim_seed: int) -> None:
