@@ -67,8 +67,11 @@ class KvCommand:
 new_command = frozen_factory(KvCommand)  # KvCommand(...), built without type.__call__
 
 
+_packer = msgpack.Packer()  # msgpack.packb's defaults, without a new Packer per call
+
+
 def encode_command(cmd: KvCommand) -> bytes:
-    body: bytes = msgpack.packb([cmd.client, cmd.seq, cmd.op, cmd.key, cmd.value])
+    body: bytes = _packer.pack([cmd.client, cmd.seq, cmd.op, cmd.key, cmd.value])
     return KV_PREFIX + body
 
 

@@ -33,8 +33,11 @@ def message_bytes(msg: Message) -> int:
     """Bytes ``msg`` would take on the wire, estimated from its payloads (entries, snapshot
     chunk, context) plus fixed overheads; what the RPCBytes budget counts."""
     size = MESSAGE_OVERHEAD_BYTES + len(msg.context) + len(msg.data)
-    for e in msg.entries:
-        size += ENTRY_OVERHEAD_BYTES + len(e.data)
+    entries = msg.entries
+    if entries:
+        size += ENTRY_OVERHEAD_BYTES * len(entries)
+        for e in entries:
+            size += len(e.data)
     if msg.snapshot is not None:
         conf = msg.snapshot.conf
         size += 16 + sum(len(n) + 2 for n in (*conf.voters, *conf.learners))

@@ -464,6 +464,10 @@ class RaftSimulation:
         self._crash_rate = self.config.crash_point_rate
         self._tick_ms = self.config.tick_ms
         self._status_every = 1 if self.config.status_every_step else STATUS_CHECK_EVERY
+        # bound once: the queue holds one per message, save and tick
+        self._deliver_cb = self._deliver
+        self._on_saved_cb = self._on_saved
+        self._on_tick_cb = self._on_tick
         bootstrap = ConfState(voters=frozenset(NodeId(i) for i in ids))
         self.nodes: dict[NodeId, SimNode] = {}
         for i in ids:
@@ -835,12 +839,14 @@ class RaftSimulation:
             return
         if net.plain:  # one copy, after net.plan()'s one draw: inlined
             delay = net.delay_lo + net.delay_span * self._rng.random()
-            heapq.heappush(self._queue, (self.now + delay, next(self._seq), self._deliver, (msg,)))
+            heapq.heappush(
+                self._queue, (self.now + delay, next(self._seq), self._deliver_cb, (msg,))
+            )
             return
         delays = net.plan(is_response)
         if not delays:
             stats.messages_dropped += 1
-        queue, now, seq, deliver = self._queue, self.now, self._seq, self._deliver
+        queue, now, seq, deliver = self._queue, self.now, self._seq, self._deliver_cb
         for d in delays:  # self._schedule(d, self._deliver, msg), inlined
             heapq.heappush(queue, (now + d, next(seq), deliver, (msg,)))
 
@@ -873,7 +879,7 @@ class RaftSimulation:
         raft.tick()
         heapq.heappush(  # self._schedule(tick_ms, self._on_tick, ...), inlined
             self._queue,
-            (self.now + self._tick_ms, next(self._seq), self._on_tick, (node, incarnation)),
+            (self.now + self._tick_ms, next(self._seq), self._on_tick_cb, (node, incarnation)),
         )
         if (
             node.unsaved_commit is not None
@@ -983,7 +989,7 @@ class RaftSimulation:
                     (
                         self.now + (lo + (hi - lo) * self._rng.random()),
                         next(self._seq),
-                        self._on_saved,
+                        self._on_saved_cb,
                         (node, node.incarnation, rd, hard_state, applied_early),
                     ),
                 )
