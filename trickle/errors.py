@@ -7,6 +7,7 @@ TrickleError (500)
 │   ├── JobNotFound
 │   ├── ParentNotFound             "specified parent job not found"
 │   └── ExecutionNotFound
+│       └── ExecutionNotRunning    a result for a run that is not running (any more)
 ├── Conflict (409)
 │   ├── JobHasDependents           delete a parent before its children
 │   ├── ConcurrencyForbidden       a forbid job is already running
@@ -70,6 +71,18 @@ class ParentNotFound(NotFound):
 class ExecutionNotFound(NotFound):
     def __init__(self, job: str, execution_id: str) -> None:
         super().__init__(f"execution not found: {job}/{execution_id}")
+
+
+class ExecutionNotRunning(ExecutionNotFound):
+    """A result for a run that is not running: it already finished (a duplicate report),
+    was recorded failed meanwhile (its node declared failed), or never started."""
+
+    def __init__(self, job: str, execution_id: str) -> None:
+        NotFound.__init__(
+            self,
+            f"execution {job}/{execution_id} is not running: it already finished or was"
+            " recorded failed (or never started), so this result is not recorded",
+        )
 
 
 class Conflict(TrickleError):

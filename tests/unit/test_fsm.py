@@ -25,6 +25,7 @@ from trickle.engine.model import (
 from trickle.errors import (
     ConcurrencyForbidden,
     ExecutionNotFound,
+    ExecutionNotRunning,
     JobHasDependents,
     JobNotFound,
     ParentNotFound,
@@ -214,6 +215,8 @@ def test_duplicate_result_is_refused_without_effects():
     d.finish(ex, success=True)
     again = d.finish(ex, success=True)
     assert isinstance(again.error, ExecutionNotFound) and again.effects == []
+    assert isinstance(again.error, ExecutionNotRunning)  # says why, not just "not found"
+    assert "is not running" in again.error.message and ex.id in again.error.message
     assert d.fsm.jobs["a"].success_count == 1
 
 

@@ -35,7 +35,7 @@ from trickle.errors import (
     ClusterAtCapacity,
     ConcurrencyForbidden,
     ConcurrencyLimitReached,
-    ExecutionNotFound,
+    ExecutionNotRunning,
     JobHasDependents,
     JobNotFound,
     ParentNotFound,
@@ -492,7 +492,7 @@ class StateMachine:
     def _run_finished(self, cmd: c.RunFinished) -> Applied:
         ex = self.running.get(cmd.execution_id)
         if ex is None:
-            raise ExecutionNotFound(cmd.job_name, cmd.execution_id)
+            raise ExecutionNotRunning(cmd.job_name, cmd.execution_id)
         return self._finish(ex, cmd.finished_at, cmd.success, cmd.output, cmd.exit_code)
 
     def _finish(
