@@ -1383,6 +1383,8 @@ class RaftNode:
         if pr is None or pr.is_paused():
             return False
         log = self._log
+        if pr.next == log.last_index + 1 and not send_if_empty:
+            return False  # nothing new (what the full path below finds, sooner)
         prev = pr.next - 1
         prev_term = log.term(prev)
         if prev_term is None:
@@ -1502,7 +1504,7 @@ class RaftNode:
     def _check_conf(self) -> None:
         """React to a configuration change in the log (append, truncation, snapshot)."""
         conf = self._log.conf_latest()
-        if conf == self._conf:
+        if conf is self._conf or conf == self._conf:
             return
         self._conf = conf
         self._conf_dirty = True

@@ -864,7 +864,7 @@ class RaftSimulation:
         raft = node.raft
         assert raft is not None
         raft.step(msg)
-        if node.inflight is None and raft.has_ready():
+        if node.inflight is None:  # (a message mostly leaves a Ready: _pump asks)
             self._pump(node)
         node.steps += 1  # self._check(node), inlined
         if not node.steps % self._status_every:
