@@ -55,7 +55,7 @@ def fast_frozen_init(cls: _C) -> _C:
     (a decorator, applied over ``@attrs.frozen``). Raises TypeError for any other class."""
     init = _build(cls, "__init__", ["self"], [])
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
+    init.__doc__ = cls.__dict__["__init__"].__doc__
     cls.__init__ = init  # type: ignore[misc]
     return cls
 
