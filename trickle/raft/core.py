@@ -1119,7 +1119,9 @@ class RaftNode:
                     return
                 log.append(m.entries[conflict - m.index - 1 :])
                 self._check_conf()
-            self._commit_to(min(m.commit, last_new))
+            commit = min(m.commit, last_new)
+            if commit > self._commit:  # self._commit_to(commit), inlined
+                self._commit = commit
             self._send(_MT_APPEND_RESP, m.src, index=last_new)
             return
         hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)

@@ -163,39 +163,45 @@ class SimStore:
 
     def _append(self, entries: Sequence[Entry]) -> None:
         first = entries[0].index
-        for offset, e in enumerate(entries):
-            if e.index != first + offset:
-                self._oracle.fail(f"node {self.node} saves non-contiguous entries at {e.index}")
-        if first > self.last_index + 1:
+        if len(entries) > 1:
+            for offset, e in enumerate(entries):
+                if e.index != first + offset:
+                    self._oracle.fail(f"node {self.node} saves non-contiguous entries at {e.index}")
+        mine = self.entries
+        snap_index = self.snapshot.meta.index if self.snapshot else 0
+        last = mine[-1].index if mine else snap_index
+        if first > last + 1:
             self._oracle.fail(
-                f"node {self.node} saves entries from {first} after a log ending at "
-                f"{self.last_index}: a gap"
+                f"node {self.node} saves entries from {first} after a log ending at {last}: a gap"
             )
-        if first <= self.snap_index:
+        if first <= snap_index:
             self._oracle.fail(
-                f"node {self.node} saves entry {first} inside its snapshot (up to "
-                f"{self.snap_index})"
+                f"node {self.node} saves entry {first} inside its snapshot (up to {snap_index})"
             )
-        if self.entries and first < self.entries[0].index:
+        if mine and first < mine[0].index:
             self._oracle.fail(
-                f"node {self.node} saves entry {first} below its first stored entry "
-                f"{self.entries[0].index}"
+                f"node {self.node} saves entry {first} below its first stored entry {mine[0].index}"
             )
-        if self.entries and first <= self.entries[-1].index:
-            cut = first - self.entries[0].index
-            removed = self.entries[cut:]
+        if mine and first <= last:
+            cut = first - mine[0].index
+            removed = mine[cut:]
             self._check_overwrite(removed, replacement=entries)
-            del self.entries[cut:]
+            del mine[cut:]
             del self.chains[cut:]
-        prev = self.chain_at(first - 1)
+        if mine and mine[-1].index == first - 1:
+            prev: bytes | None = self.chains[-1]  # self.chain_at(first - 1), the usual case
+        else:
+            prev = self.chain_at(first - 1)
         if prev is None:
             self._oracle.fail(f"node {self.node}: no chain below entry {first}")
             return
+        on_stored = self._oracle.on_stored
+        chains = self.chains
         for e in entries:
             prev = chain_next(prev, e)
-            self._oracle.on_stored(self.node, e, prev)
-            self.entries.append(e)
-            self.chains.append(prev)
+            on_stored(self.node, e, prev)
+            mine.append(e)
+            chains.append(prev)
 
     def _check_overwrite(
         self, removed: Sequence[Entry], *, replacement: Sequence[Entry], covered: int = 0

@@ -77,6 +77,7 @@ from trickle.raft.messages import (
 from trickle.raft.wire import encode_message
 from trickle.testing._raftsim_kv import KvApp, KvCommand, encode_command, new_command
 from trickle.testing._raftsim_net import (
+    MESSAGE_OVERHEAD_BYTES,
     RESPONSES,
     Network,
     NetworkConfig,
@@ -826,7 +827,12 @@ class RaftSimulation:
     def _send(self, src: SimNode, msg: Message) -> None:
         stats = self.stats
         stats.messages_sent += 1
-        stats.bytes_sent += len(encode_message(msg)) if self._wire_bytes else message_bytes(msg)
+        if self._wire_bytes:
+            stats.bytes_sent += len(encode_message(msg))
+        elif msg.entries or msg.snapshot is not None:
+            stats.bytes_sent += message_bytes(msg)
+        else:  # message_bytes(msg) of a message without entries or snapshot, inlined
+            stats.bytes_sent += MESSAGE_OVERHEAD_BYTES + len(msg.context) + len(msg.data)
         by_type = stats.sent_by_type
         mtype = msg.type
         by_type[mtype] = by_type.get(mtype, 0) + 1
