@@ -47,6 +47,7 @@ What is simulated:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import itertools
@@ -1361,13 +1362,21 @@ class RaftSimulation:
         ``weights``) on ``keys`` for ``duration_ms``; values are unique per operation."""
         stop = self.now + duration_ms
         ops = ("put", "append", "get", "delete")
-        cum_weights = list(itertools.accumulate(weights))  # (what choices() computes: same draws)
+        if len(weights) != len(ops):
+            raise ValidationError(f"workload weights: one per operation {ops}", field="weights")
+        cum_weights = list(itertools.accumulate(weights))
+        total = cum_weights[-1] + 0.0
+        if not 0.0 < total < math.inf:
+            raise ValidationError(
+                "workload weights must add up to a positive number", field="weights"
+            )
         key_list = list(keys)
 
         def next_op(c: Client) -> None:
             if self.now >= stop:
                 return
-            op = self._rng.choices(ops, cum_weights=cum_weights)[0]
+            # rng.choices(ops, weights)[0], inlined (the same draw)
+            op = ops[bisect.bisect(cum_weights, self._rng.random() * total, 0, len(ops) - 1)]
             key = self._rng.choice(key_list)
             value = f"{c.id}.{c._seq + 1};"
             done = lambda _op: self._schedule(self._rng.uniform(*think_ms), next_op, c)  # noqa: E731
