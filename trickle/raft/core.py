@@ -685,13 +685,18 @@ class RaftNode:
         if pending:
             self._msgs = []
             durable_term = self._durable_term
-            early = [m for m in pending if m.type in _LEADER_TYPES and m.term <= durable_term]
+            early = 0  # leader messages that may go before the writes
+            for m in pending:
+                if m.type in _LEADER_TYPES and m.term <= durable_term:
+                    early += 1
             if not early:
                 msgs = tuple(pending)
-            elif len(early) == len(pending):
+            elif early == len(pending):
                 leader_msgs = tuple(pending)
             else:
-                leader_msgs = tuple(early)
+                leader_msgs = tuple(
+                    [m for m in pending if m.type in _LEADER_TYPES and m.term <= durable_term]
+                )
                 msgs = tuple(
                     [m for m in pending if m.type not in _LEADER_TYPES or m.term > durable_term]
                 )
