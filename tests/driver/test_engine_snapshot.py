@@ -81,12 +81,12 @@ async def test_a_server_behind_a_compacted_log_catches_up_from_a_snapshot(
         _engine, "RAFT_CONFIG", attrs.evolve(_engine.RAFT_CONFIG, trailing_entries=0)
     )
     exported: list[SnapshotFile] = []
-    export = _engine.Store.export_image
+    export = _engine.Store.export_image_indexed
 
-    def recording_export(self: _engine.Store) -> SnapshotFile:
-        image = export(self)
+    def recording_export(self: _engine.Store) -> tuple[int, SnapshotFile]:
+        index, image = export(self)
         exported.append(image)
-        return image
+        return index, image
 
     imported: list[int] = []
     import_image = _engine.Store.import_image
@@ -96,7 +96,7 @@ async def test_a_server_behind_a_compacted_log_catches_up_from_a_snapshot(
         imported.append(import_image(self, image))
         return imported[-1]
 
-    monkeypatch.setattr(_engine.Store, "export_image", recording_export)
+    monkeypatch.setattr(_engine.Store, "export_image_indexed", recording_export)
     monkeypatch.setattr(_engine.Store, "import_image", recording_import)
     async with trio.open_nursery() as nursery:
         servers = Servers(nursery)

@@ -59,6 +59,25 @@ class KvApp:
         return msgpack.packb(self.state)
 
 
+class SlowSnapshotKvApp(KvApp):
+    """Takes its image as of the moment asked, then holds it until ``release`` is set
+    (a long export from a read view) while entries go on being applied."""
+
+    release: trio.Event | None = None
+    asked: list[int]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = []
+
+    async def snapshot_concurrently(self) -> tuple[int, bytes]:
+        index, image = self.applied[-1], msgpack.packb(self.state)
+        self.asked.append(index)
+        if SlowSnapshotKvApp.release is not None:
+            await SlowSnapshotKvApp.release.wait()
+        return index, image
+
+
 class Cluster:
     """Drivers on one MemoryNetwork, each in its own cancel scope (stop = crash)."""
 
@@ -83,6 +102,7 @@ class Cluster:
         self.scopes: dict[NodeId, trio.CancelScope] = {}
         self.soft_states: dict[NodeId, list[SoftState]] = {i: [] for i in ids}
         self.starts = 0
+        self.app_class: type[KvApp] = KvApp
 
     async def start_all(self) -> None:
         for i in self.ids:
@@ -90,7 +110,7 @@ class Cluster:
 
     async def start(self, node: NodeId) -> RaftDriver:
         self.starts += 1
-        app = self.apps[node] = KvApp()
+        app = self.apps[node] = self.app_class()
         transport = self.net.transport(node)
         driver = RaftDriver(
             node,
@@ -402,6 +422,37 @@ async def test_a_snapshot_is_taken_by_bytes_of_applied_entries_before_their_coun
             await cluster.drivers[leader].propose(f"k{i}=".encode() + b"x" * 1000)
         assert cluster.drivers[leader].snapshots_taken == 4
         nursery.cancel_scope.cancel()
+
+
+async def test_an_application_that_snapshots_concurrently_is_never_paused_by_a_snapshot(
+    autojump_clock,
+):
+    SlowSnapshotKvApp.release = trio.Event()
+    config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=0)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, config=config, snapshot_entries=5)
+        cluster.app_class = SlowSnapshotKvApp
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            driver, app = cluster.drivers[leader], cluster.apps[leader]
+            for i in range(6):
+                await driver.propose(f"a{i}=1".encode())
+            assert len(app.asked) == 1  # an image is being taken...
+            for i in range(20):  # ... and proposals still commit meanwhile
+                await driver.propose(f"b{i}=1".encode())
+        assert len(app.asked) == 1  # one at a time
+        assert driver.snapshots_taken == 0
+        SlowSnapshotKvApp.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert driver.snapshots_taken == 1
+        stored = cluster.storage[leader].load()
+        assert stored.snapshot is not None and stored.snapshot.meta.index == app.asked[0]
+        assert dict(msgpack.unpackb(stored.snapshot.data))[b"a0"] == b"1"
+        assert b"b0" not in dict(msgpack.unpackb(stored.snapshot.data))  # as of its index
+        assert stored.entries[0].index == app.asked[0] + 1  # compacted up to it
+        nursery.cancel_scope.cancel()
+    SlowSnapshotKvApp.release = None
 
 
 async def test_lagging_follower_catches_up_from_a_snapshot(autojump_clock):

@@ -167,7 +167,12 @@ class ReplicatedLog:
         await self._on_restored()
 
     async def snapshot(self) -> bytes:
-        return await self._call(self._store.export_image)
+        return await self._call(self._store.export_image)  # type: ignore[no-any-return]
+
+    async def snapshot_concurrently(self) -> tuple[int, bytes]:
+        """The store's image, taken from a read view while entries go on being applied
+        (the driver then snapshots in the background), and the index it is as of."""
+        return await self._call(self._store.export_image_indexed)  # type: ignore[no-any-return]
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._inline:

@@ -712,7 +712,13 @@ class Store:
         """The whole applied state as an image (a Raft snapshot's data): a SQLite database
         of this schema written by ``VACUUM INTO`` from one read transaction (a consistent
         view), into an unlinked file in the data directory (the system's temporary
-        directory for an in-memory store). Memory use does not grow with the history."""
+        directory for an in-memory store). Memory use does not grow with the history.
+        Writes may go on meanwhile (file mode): see ``export_image_indexed``."""
+        return self.export_image_indexed()[1]
+
+    def export_image_indexed(self) -> tuple[int, SnapshotFile]:
+        """``export_image`` and the applied index of the state it holds (applies may go on
+        while it is taken: the image is as of the last one committed when it began)."""
         fd, name = tempfile.mkstemp(prefix=".image-", dir=self._path)
         os.close(fd)
         try:
@@ -734,7 +740,8 @@ class Store:
                     conn.execute("VACUUM INTO ?", (name,))
                 finally:
                     conn.close()
-            return SnapshotFile.adopt(name)
+            applied_index, _ = self._check_image(name)
+            return applied_index, SnapshotFile.adopt(name)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(name)

@@ -43,7 +43,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TICK_SECONDS = 0.025  # one core tick
 DEFAULT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)
 SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log compactions)
-SNAPSHOT_BYTES = 64 * 2**20  # or this much applied entry data, whichever comes first
+SNAPSHOT_BYTES = 32 * 2**20  # or this much applied entry data, whichever comes first
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
@@ -121,6 +121,17 @@ class RaftApplication(Protocol):
 
     async def snapshot(self) -> bytes:
         """The state's image as of the last applied entry."""
+        ...
+
+
+class ConcurrentSnapshots(Protocol):
+    """An application that can take its image while entries go on being applied (e.g.
+    from a database's consistent read view). The driver then takes snapshots in the
+    background instead of pausing the application for each."""
+
+    async def snapshot_concurrently(self) -> tuple[int, bytes]:
+        """The image of a consistent state and the index of the last entry applied in it
+        (any index the application has applied, up to the last)."""
         ...
 
 
@@ -243,6 +254,8 @@ class RaftDriver:
         self._forward_starts: collections.Counter[int] = collections.Counter()
         self._captured: dict[int, tuple[int, object]] = {}
         self.snapshots_taken = 0
+        self._nursery: trio.Nursery | None = None
+        self._snapshotting = False  # a background snapshot is being taken
 
     # lifecycle ------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -282,12 +295,14 @@ class RaftDriver:
                 self._transport.register(method, handler)
                 registered.append(method)
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._ticker, node)
                 nursery.start_soon(self._receiver, node)
                 nursery.start_soon(self._loop, node)
                 task_status.started()
         finally:
             self._node = None
+            self._nursery = None
             self._started = False
             for method in registered:
                 self._transport.unregister(method)
@@ -497,11 +512,42 @@ class RaftDriver:
         self._snapshot_index = index
         self._bytes_since_snapshot = 0
 
+    async def _snapshot_in_background(
+        self, node: RaftNode, take: Callable[[], Awaitable[tuple[int, bytes]]]
+    ) -> None:
+        """Take the application's image while entries go on being applied, then compact
+        up to the index it is as of (once the node has applied that far). Nothing is
+        compacted if a snapshot from the leader replaced the log meanwhile."""
+        try:
+            index, data = await take()
+            while index > node.status().applied:  # its apply is still being carried out
+                await self._applied_changed.wait()
+            if index <= self._snapshot_index or self._node is not node:
+                return
+            try:
+                meta = node.snapshot_meta(index)
+            except ValidationError:  # replaced by a snapshot from the leader meanwhile
+                return
+            snapshot = Snapshot(meta=meta, data=data)
+            keep_from = node.compact(snapshot)
+            await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
+            self._snapshot_index = max(self._snapshot_index, index)
+            self.snapshots_taken += 1
+            logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
+        finally:
+            self._snapshotting = False
+
     async def _maybe_snapshot(self, node: RaftNode) -> None:
         if (
             self._applied - self._snapshot_index < self._snapshot_entries
             and self._bytes_since_snapshot < self._snapshot_bytes
         ) or self._applied <= self._snapshot_index:
+            return
+        concurrently = getattr(self._app, "snapshot_concurrently", None)
+        if concurrently is not None and self._nursery is not None:
+            if not self._snapshotting:
+                self._snapshotting = True
+                self._nursery.start_soon(self._snapshot_in_background, node, concurrently)
             return
         index = self._applied
         data = await self._app.snapshot()  # nothing is applied meanwhile: it is as of index
