@@ -916,12 +916,14 @@ class RaftSimulation:
     def _observe(
         self, node: SimNode, role: Role, term: int, vote: NodeId | None, leader: NodeId | None
     ) -> None:
+        node.leader = leader
+        if role is node.role and term == node.term and vote == node.vote:
+            return  # what the oracle saw last (node's fields are only set with it): no news
         if node.role is _LEADER and role is not _LEADER:
             self.oracle.forget_leader(node.id)
         node.role = role
         node.term = term
         node.vote = vote
-        node.leader = leader
         self.oracle.on_status(node.id, term, vote, role is _LEADER)
 
     def _pump(self, node: SimNode) -> None:
