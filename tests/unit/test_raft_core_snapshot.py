@@ -66,6 +66,17 @@ def test_compact_keeps_trailing_entries_and_returns_the_first_kept() -> None:
     assert raft.snapshot_meta(9).index == 9  # the compaction point's term is known
 
 
+def test_compact_keeps_no_more_trailing_bytes_than_configured() -> None:
+    env = cluster(trailing=100, trailing_bytes=250)
+    for i in range(10):
+        env.propose("1", b"%03d" % i + b"x" * 97)  # 100 bytes each
+    env.stabilize()
+    raft = env.nodes[NodeId("1")].raft
+    first = raft.compact(Snapshot(meta=raft.snapshot_meta(12), data=b"img"))
+    assert first == 11  # entries 11 and 12: 200 bytes; a third would be 300
+    assert raft.status().first_index == 11
+
+
 def test_compact_refuses_a_snapshot_beyond_applied_or_with_a_wrong_label() -> None:
     env = cluster()
     raft = env.nodes[NodeId("1")].raft

@@ -12,6 +12,7 @@ MAX_MSG_BYTES = 1 << 20  # bytes of entries in one APPEND
 MAX_INFLIGHT = 256  # APPENDs in flight to one follower in replicate state
 SNAPSHOT_CHUNK_BYTES = 1 << 20  # bytes of snapshot image in one SNAPSHOT message
 TRAILING_ENTRIES = 10_240  # entries kept after a compaction for slow followers
+TRAILING_BYTES = 16 << 20  # ... but no more than this many bytes of their data
 
 
 @attrs.frozen(kw_only=True)
@@ -32,6 +33,8 @@ class RaftConfig:
     snapshot_chunk_bytes: bytes of snapshot image per SNAPSHOT message.
     trailing_entries: entries kept below a snapshot so slow followers catch up from the
         log, not a snapshot.
+    trailing_bytes: ... as long as their data holds no more than this many bytes (the
+        log in memory stays bounded however many commands an entry batches).
     """
 
     election_ticks: int = ELECTION_TICKS
@@ -42,6 +45,7 @@ class RaftConfig:
     max_inflight: int = MAX_INFLIGHT
     snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
     trailing_entries: int = TRAILING_ENTRIES
+    trailing_bytes: int = TRAILING_BYTES
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_ticks < 1:
@@ -55,3 +59,5 @@ class RaftConfig:
                 raise ValidationError(f"{name} must be at least 1", field=name)
         if self.trailing_entries < 0:
             raise ValidationError("trailing_entries must not be negative", field="trailing_entries")
+        if self.trailing_bytes < 0:
+            raise ValidationError("trailing_bytes must not be negative", field="trailing_bytes")

@@ -628,6 +628,14 @@ class RaftNode:
             )
         self._snapshot = snapshot
         new_offset = meta.index - self._config.trailing_entries
+        # ... and no more than trailing_bytes of them (big batched entries add up)
+        budget, i = self._config.trailing_bytes, meta.index
+        while i > max(new_offset, self._log.offset):
+            budget -= len(self._log.entry(i).data)
+            if budget < 0:
+                new_offset = i
+                break
+            i -= 1
         if new_offset > self._log.offset:
             self._log.compact_to(new_offset)
         return self._log.first_index
