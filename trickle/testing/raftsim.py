@@ -41,7 +41,8 @@ What is simulated:
   printed as ``describe()`` lines (``trace_tail()``), and a running hash (``trace_hash()``)
   over a fingerprint of each: every header field, entries and snapshot data by index,
   term and length, hashed as a tuple of ints and floats (their hash does not depend on
-  PYTHONHASHSEED). Rendering every ``describe()`` would cost half the simulator's time.
+  PYTHONHASHSEED). Rendering every ``describe()`` would cost half the simulator's time;
+  messages and Readys are kept as they are and folded into the fingerprint by batches.
 - Counters: messages, RPCs (requests) and bytes sent, for 6.824's Count and RPCBytes.
 """
 
