@@ -24,7 +24,8 @@ GENESIS_CHAIN = b"\x00" * 8  # chain value before index 1
 _NORMAL = EntryKind.NORMAL  # (a global: an enum member read through its class is slow)
 
 
-MEMO_ENTRIES = 4096  # results kept by chain_next and decode_command (then forgotten)
+MEMO_ENTRIES = 1024  # results kept by chain_next and decode_command (then forgotten)
+MEMO_MAX_DATA = 4096  # bytes of entry data beyond which a result is not kept (memory)
 _chains: dict[tuple[bytes, int, int, int, bytes], bytes] = {}
 _commands: dict[bytes, KvCommand | None] = {}
 
@@ -33,9 +34,9 @@ def chain_next(prev: bytes, entry: Entry) -> bytes:
     """The hash chain after ``entry``: equal chains mean equal prefixes (with overwhelming
     probability). Deterministic across processes (no Python ``hash``).
 
-    A pure function, remembered for the last MEMO_ENTRIES inputs: every replica of a
-    simulation extends the same chain by the same entries (twice: its log and its state
-    machine), so most calls are repeats."""
+    A pure function, remembered for the last MEMO_ENTRIES inputs (entries of at most
+    MEMO_MAX_DATA bytes): every replica of a simulation extends the same chain by the
+    same entries (twice: its log and its state machine), so most calls are repeats."""
     index, term, kind, data = entry.index, entry.term, entry.kind, entry.data
     key = (prev, index, term, kind, data)
     chain = _chains.get(key)
@@ -46,9 +47,10 @@ def chain_next(prev: bytes, entry: Entry) -> bytes:
         h.update(bytes((int(kind),)))
         h.update(data)
         chain = h.digest()
-        if len(_chains) >= MEMO_ENTRIES:
-            _chains.clear()
-        _chains[key] = chain
+        if len(data) <= MEMO_MAX_DATA:
+            if len(_chains) >= MEMO_ENTRIES:
+                _chains.clear()
+            _chains[key] = chain
     return chain
 
 
@@ -83,9 +85,10 @@ def decode_command(data: bytes) -> KvCommand | None:
     except KeyError:
         pass
     cmd = _decode_command(data)
-    if len(_commands) >= MEMO_ENTRIES:
-        _commands.clear()
-    _commands[data] = cmd
+    if len(data) <= MEMO_MAX_DATA:
+        if len(_commands) >= MEMO_ENTRIES:
+            _commands.clear()
+        _commands[data] = cmd
     return cmd
 
 
