@@ -455,6 +455,20 @@ async def test_an_application_that_snapshots_concurrently_is_never_paused_by_a_s
     SlowSnapshotKvApp.release = None
 
 
+async def test_background_snapshots_are_taken_by_bytes_once_per_snapshot_bytes(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, snapshot_entries=1_000_000, snapshot_bytes=10_000)
+        cluster.app_class = SlowSnapshotKvApp
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            for i in range(30):
+                await cluster.drivers[leader].propose(f"k{i:02}=".encode() + b"x" * 997)
+        await trio.testing.wait_all_tasks_blocked()
+        assert cluster.drivers[leader].snapshots_taken == 3  # one per 10 KB, no more
+        nursery.cancel_scope.cancel()
+
+
 async def test_lagging_follower_catches_up_from_a_snapshot(autojump_clock):
     config = RaftConfig(election_ticks=10, heartbeat_ticks=4, trailing_entries=0)
     async with trio.open_nursery() as nursery:

@@ -547,6 +547,7 @@ class RaftDriver:
         if concurrently is not None and self._nursery is not None:
             if not self._snapshotting:
                 self._snapshotting = True
+                self._bytes_since_snapshot = 0  # what is applied from now on counts to the next
                 self._nursery.start_soon(self._snapshot_in_background, node, concurrently)
             return
         index = self._applied
