@@ -597,7 +597,8 @@ class RaftNode:
     def compact(self, snapshot: Snapshot) -> int:
         """The application took ``snapshot`` of its state at ``snapshot.meta.index``
         (<= applied) and made it durable; keep it for slow followers and drop in-memory
-        entries below ``index - trailing_entries + 1``. Returns the first index kept, which
+        entries below ``index - trailing_entries + 1`` (or more: the entries kept below the
+        snapshot hold at most ``trailing_bytes`` of data). Returns the first index kept, which
         the caller passes to its storage's compact(). Raises ValidationError when the
         snapshot is beyond ``applied`` or its term or configuration do not match the log
         (label it with ``snapshot_meta``); an older snapshot than the one held changes
