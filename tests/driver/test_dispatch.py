@@ -8,6 +8,7 @@ import itertools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import attrs
 import pytest
@@ -33,6 +34,7 @@ from trickle.engine.dispatch import (
     RunnerService,
     decode,
 )
+from trickle.engine.journal import ResultJournal
 from trickle.engine.model import BusyExecution, Execution, ExecutionId, Job
 from trickle.errors import NotLeader, ValidationError
 from trickle.raft.messages import NodeId
@@ -119,7 +121,7 @@ class Cluster:
     def servers(self) -> list[str]:
         return list(self.server_names)
 
-    async def _start(self, name: str, *, server: bool) -> Node:
+    async def _start(self, name: str, *, server: bool, journal: Path | None = None) -> Node:
         transport = self.net.transport(NodeId(name))
         runner = FakeRunner()
         service = RunnerService(
@@ -128,6 +130,7 @@ class Cluster:
             runner=runner,
             servers=self.servers,
             rng=random.Random(len(self.nodes)),
+            journal=ResultJournal(journal),
         )
         dispatcher = None
         if server:
@@ -156,15 +159,15 @@ class Cluster:
 
         await self.nursery.start(run)
         self.nodes[name] = node
-        if server:
+        if server and name not in self.server_names:
             self.server_names.append(name)
         return node
 
     async def server(self, name: str) -> Node:
         return await self._start(name, server=True)
 
-    async def agent(self, name: str) -> Node:
-        return await self._start(name, server=False)
+    async def agent(self, name: str, *, journal: Path | None = None) -> Node:
+        return await self._start(name, server=False, journal=journal)
 
     async def kill(self, name: str) -> None:
         self.nodes[name].scope.cancel()
@@ -411,6 +414,35 @@ async def test_output_follows_a_newer_leader_gossip_does_not_list_yet(autojump_c
             ("s1", "before"),
             ("s2", "after"),
         ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_result_not_yet_committed_survives_a_restart_of_the_agent(
+    autojump_clock, tmp_path: Path
+):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        a1 = await cluster.agent("a1", journal=tmp_path / "results")
+        cluster.leader = "s1"
+        dispatch = cluster.dispatch("a1", leader="s1", term=1)
+        await s1.dispatcher.send("a1", dispatch)
+        cluster.net.cut(NodeId("a1"), NodeId("s1"))
+        finished = await a1.finish(dispatch.execution.id, output="ran fine")
+        await trio.sleep(1)  # the server is out of reach: nothing committed
+        assert cluster.committed == []
+        assert [p.name for p in (tmp_path / "results").iterdir()] == [
+            f"{dispatch.execution.id}.result"
+        ]
+        await cluster.kill("a1")
+        a1 = await cluster.agent("a1", journal=tmp_path / "results")  # restarted
+        assert a1.service.knows(dispatch.execution.id)  # what the leader's question sees
+        assert [r.execution_id for r in a1.service.state().pending] == [dispatch.execution.id]
+        cluster.net.heal()
+        await cluster.until(lambda: len(cluster.committed) == 1)
+        assert cluster.committed == [("s1", finished)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert list((tmp_path / "results").iterdir()) == []  # forgotten once committed
         nursery.cancel_scope.cancel()
 
 

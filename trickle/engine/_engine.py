@@ -39,6 +39,7 @@ from trickle.engine.dispatch import (
 from trickle.engine.events import EarlyOutput, Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
+from trickle.engine.journal import ResultJournal
 from trickle.engine.ledger import ProcessLedger
 from trickle.engine.membership import (
     BootstrapWaiter,
@@ -545,6 +546,9 @@ class Engine:
             servers=self._server_names,
             rng=random.Random(self._rng.getrandbits(64)),
             clock=self.clock.now,
+            journal=ResultJournal(
+                self.config.data_dir / "results" if self.config.data_dir else None
+            ),
         )
         await nursery.start(self._runner_service.run)
         if self.config.server:

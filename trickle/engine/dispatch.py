@@ -47,6 +47,7 @@ import msgpack
 import trio
 
 from trickle.engine.commands import RunFinished
+from trickle.engine.journal import ResultJournal
 from trickle.engine.model import BusyExecution, Execution, ExecutionId, Job
 from trickle.engine.wire import (
     WireError,
@@ -628,7 +629,8 @@ class RunnerService:
 
     node_name: this node. runner: its Runner (submit, is_active, busy). servers: the
     servers gossip knows (report targets besides the leader). rng: jitter of the report
-    backoff (injected, seeded in tests).
+    backoff (injected, seeded in tests). journal: where results not yet committed are kept
+    across a restart (loaded at construction); None keeps them in memory only.
     """
 
     def __init__(
@@ -642,6 +644,7 @@ class RunnerService:
         max_pending_results: int = MAX_PENDING_RESULTS,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         clock: Callable[[], datetime] | None = None,
+        journal: ResultJournal | None = None,
     ) -> None:
         self.node_name = node_name
         self._now = clock or (lambda: datetime.now(UTC))
@@ -670,6 +673,16 @@ class RunnerService:
         self._leader_news = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stats: collections.Counter[str] = collections.Counter()
+        self._journal = journal or ResultJournal(None)
+        for finished in self._journal.load():  # kept by this node before a restart
+            self._remember_finished(finished.execution_id)
+            self._add_pending(finished)
+        if self._pending:
+            logger.info(
+                "%s: %d results kept from before the restart wait for a server",
+                node_name,
+                len(self._pending),
+            )
 
     # lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -986,12 +999,19 @@ class RunnerService:
     # results (agents) --------------------------------------------------------------------
     async def report(self, finished: RunFinished) -> None:
         """Hand a finished run's result over for delivery (an agent's Runner ``report``).
-        Returns at once: the result waits in the pending map, listed by queries, until a
-        server acknowledges it committed. A full map drops its oldest result (logged,
-        counted): the leader then finds that run unknown here and records it failed."""
+        Returns at once: the result waits in the pending map, listed by queries, and in
+        the journal on disk (a restart delivers it again), until a server acknowledges it
+        committed. A full map drops its oldest result (logged, counted): the leader then
+        finds that run unknown here and records it failed."""
         ex_id = finished.execution_id
         self._origins.pop(ex_id, None)
         self._remember_finished(ex_id)
+        self._journal.save(finished)
+        self._add_pending(finished)
+        self._has_pending.set()
+
+    def _add_pending(self, finished: RunFinished) -> None:
+        ex_id = finished.execution_id
         old = self._pending.pop(ex_id, None)
         if old is not None:
             self._pending_bytes -= old.size
@@ -1004,6 +1024,7 @@ class RunnerService:
         ):
             lost_id, lost = self._pending.popitem(last=False)
             self._pending_bytes -= lost.size
+            self._journal.remove(lost_id)
             self._stats["results_dropped"] += 1
             logger.error(
                 "%s: too many results wait for a leader: dropped the result of %s (%s)",
@@ -1011,7 +1032,6 @@ class RunnerService:
                 lost_id,
                 lost.finished.job_name,
             )
-        self._has_pending.set()
 
     @property
     def pending(self) -> list[RunFinished]:
@@ -1137,12 +1157,14 @@ class RunnerService:
             entry = self._pending.pop(ex_id, None)
             if entry is not None:
                 self._pending_bytes -= entry.size
+                self._journal.remove(ex_id)
                 self._stats["results_committed"] += 1
                 settled = True
         for ex_id, reason in answer.rejected:
             entry = self._pending.pop(ex_id, None)
             if entry is not None:
                 self._pending_bytes -= entry.size
+                self._journal.remove(ex_id)
                 self._stats["results_rejected"] += 1
                 settled = True
                 logger.error("%s: result of %s rejected: %s", self.node_name, ex_id, reason)
