@@ -99,6 +99,20 @@ class RaftLog:
             end += 1
         return entries[start:end]
 
+    def over_budget_from(self, index: int, stop: int, budget: int) -> int | None:
+        """Walking back from ``index`` towards ``stop`` (offset <= stop, not included):
+        the first index at which the data of the entries from there to ``index`` adds up
+        to more than ``budget`` bytes; None if it never does."""
+        entries = self._entries
+        shift = self._offset + 1
+        pos, end = index - shift, stop - shift
+        while pos > end:
+            budget -= len(entries[pos].data)
+            if budget < 0:
+                return pos + shift
+            pos -= 1
+        return None
+
     def unstable_entries(self) -> list[Entry]:
         return self._entries[self.unstable_from - self._offset - 1 :]
 

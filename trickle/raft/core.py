@@ -630,13 +630,11 @@ class RaftNode:
         self._snapshot = snapshot
         new_offset = meta.index - self._config.trailing_entries
         # ... and no more than trailing_bytes of them (big batched entries add up)
-        budget, i = self._config.trailing_bytes, meta.index
-        while i > max(new_offset, self._log.offset):
-            budget -= len(self._log.entry(i).data)
-            if budget < 0:
-                new_offset = i
-                break
-            i -= 1
+        over = self._log.over_budget_from(
+            meta.index, max(new_offset, self._log.offset), self._config.trailing_bytes
+        )
+        if over is not None:
+            new_offset = over
         if new_offset > self._log.offset:
             self._log.compact_to(new_offset)
         return self._log.first_index
@@ -811,14 +809,17 @@ class RaftNode:
     # validation ---------------------------------------------------------------------------
     def _valid(self, m: object) -> bool:
         """Is ``m`` a well-formed message for this node? (cheap structural checks)"""
-        if not isinstance(m, Message) or m.dst != self._id or m.src == self._id:
+        if not isinstance(m, Message):
             return False
-        if not isinstance(m.src, str) or not m.src or type(m.type) is not MessageType:
+        src = m.src
+        if m.dst != self._id or src == self._id or not isinstance(src, str) or not src:
+            return False
+        t = m.type
+        if type(t) is not MessageType:
             return False
         try:
             if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0 or m.offset < 0:
                 return False
-            t = m.type
             if t is _MT_APPEND:
                 if m.log_term > m.term:
                     return False

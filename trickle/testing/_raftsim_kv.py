@@ -28,6 +28,7 @@ MEMO_ENTRIES = 1024  # results kept by chain_next and decode_command (then forgo
 MEMO_MAX_DATA = 4096  # bytes of entry data beyond which a result is not kept (memory)
 _chains: dict[tuple[bytes, int, int, int, bytes], bytes] = {}
 _commands: dict[bytes, KvCommand | None] = {}
+_UNKNOWN = object()  # not in _commands
 
 
 def chain_next(prev: bytes, entry: Entry) -> bytes:
@@ -80,10 +81,9 @@ def encode_command(cmd: KvCommand) -> bytes:
 def decode_command(data: bytes) -> KvCommand | None:
     """The command in an entry's data, or None when it is not a key-value command (a
     KvCommand is a frozen value: the last MEMO_ENTRIES decodings are shared)."""
-    try:
-        return _commands[data]
-    except KeyError:
-        pass
+    known = _commands.get(data, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known  # type: ignore[return-value]  # (a KvCommand or None)
     cmd = _decode_command(data)
     if len(data) <= MEMO_MAX_DATA:
         if len(_commands) >= MEMO_ENTRIES:
