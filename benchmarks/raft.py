@@ -4,8 +4,8 @@
         [--failover-trials 20] [--systems trickle,pysyncobj] [--sim-seconds 30] [--dir DIR]
 
 Prints ONE JSON object
-``{"trickle": {...}, "pysyncobj": {...}, "sim_speedup_5_nodes": x, "host": {...},
-"targets": {...}}``; progress goes to stderr. Each side has ``commits_per_s``,
+``{"trickle": {...}, "pysyncobj": {...}, "sim_speedup_5_nodes": x, "sim_settings": {...},
+"host": {...}, "targets": {...}}``; progress goes to stderr. Each side has ``commits_per_s``,
 ``latency_ms_p50``, ``latency_ms_p99`` and ``fsync``; trickle's also ``failover_ms_p50``
 and ``failover_ms_p99``. Nothing is asserted: ``targets`` says which targets of issue 3
 the run met.
@@ -43,7 +43,9 @@ the run): a leader deposed under load shows there.
 
 PySyncObj runs 1 and 2 in the same run, and again with ``appendEntriesUseBatch=False``
 (``pysyncobj.no_batch``), its best latency setting. ``sim_speedup_5_nodes`` comes from
-``benchmarks/raft_sim.py`` (``sim_speedup``), run after the servers are gone.
+``benchmarks/raft_sim.py`` (``headline``), run after the servers are gone: simulated
+seconds per CPU second of this process, so other processes' load does not decide it;
+``sim_settings`` gives that run (CPU and wall seconds, wall speed-up, events).
 
 Every child is in its own process group and is killed (SIGKILL to the group) and reaped
 when the benchmark ends, also on Ctrl-C, SIGTERM or an error; on Linux the kernel kills
