@@ -183,8 +183,17 @@ async def test_every_server_shows_the_output_of_every_run_live_in_order(
                     ("execution_started", ""),
                     ("execution_output", "started\n"),
                 ], (name, node)
+        for name in SERVERS:  # /v1/busy: every run in the cluster, with its output so far
+            engine = cluster.engines[name]
+            everywhere = engine.busy(cluster=True)
+            assert sorted(b.execution.node_name for b in everywhere) == ["a", "b", "c", "x"]
+            assert {b.output_tail for b in everywhere} == {"started\n"}
+            assert [b.execution.node_name for b in engine.busy()] == [name]  # its own
         cluster.release.set()
         await finished(leader, "all", count=4)
+        for name in SERVERS:
+            await cluster.engines[name].list_jobs()  # caught up
+            assert cluster.engines[name].busy(cluster=True) == []
         nursery.cancel_scope.cancel()
 
 

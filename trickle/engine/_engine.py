@@ -110,6 +110,7 @@ T = TypeVar("T")
 
 RAFT_DB = "raft.db"  # the Raft log, term/vote and snapshots, beside the store's trickle.db
 RAFT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)  # x raft_tick seconds
+OUTPUT_TAIL_CHARS = 4096  # of a remote run's output, kept for /v1/busy (as a local run's)
 RUN_JOB_METHOD = "trickle.run_job"  # a follower hands a manual run to the leader
 LAUNCH_TIMEOUT = 60.0  # seconds a launch waits for its intent to commit before giving up
 MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start sooner
@@ -290,6 +291,7 @@ class Engine:
         self._ahead_ids: set[str] = set()  # runs launched ahead, until launched or failed
         self._started_events: dict[str, Event] = {}  # of runs committed ahead, by id
         self._early_output = EarlyOutput()  # of remote runs not yet applied here
+        self._output_tails: dict[str, str] = {}  # of remote runs: /v1/busy's output so far
         self._counts = {"fires": 0, "skipped": 0, "missed": 0, "succeeded": 0, "failed": 0}
         self._retries_waiting: set[tuple[int, str, int]] = set()
         self._cm_nursery: Any = None
@@ -583,7 +585,16 @@ class Engine:
         if execution is None:
             self._early_output.hold(job_name, execution_id, chunk)
             return
+        self._keep_tail(execution.id, chunk)
         self._on_output_event(execution, chunk)
+
+    def _keep_tail(self, execution_id: str, chunk: str) -> None:
+        """The last OUTPUT_TAIL_CHARS of a remote run's output (forgotten when it ends)."""
+        tails = self._output_tails
+        tails[execution_id] = (tails.get(execution_id, "") + chunk)[-OUTPUT_TAIL_CHARS:]
+        if len(tails) > 2 * len(self._fsm.running) + 64:  # ends this server did not see
+            for ex_id in [i for i in tails if i not in self._fsm.running]:
+                del tails[ex_id]
 
     async def _commit_result(self, finished: c.RunFinished) -> None:
         """A result another node reports: return once committed (a duplicate too)."""
@@ -1496,11 +1507,22 @@ class Engine:
         job: Job = await self._propose_one(c.DeleteExecutions(job_name=job_name))
         return job
 
-    def busy(self) -> list[BusyExecution]:
-        """Executions this node runs or queues, oldest first."""
-        if self._runner is None:
-            return []
-        return self._runner.busy()
+    def busy(self, *, cluster: bool = False) -> list[BusyExecution]:
+        """Executions this node runs or queues, oldest first. ``cluster`` (a server):
+        every execution running anywhere in the cluster, as this server's state has them
+        (Dkron's ``/v1/busy``), each with the tail of its output as streamed to this
+        server so far; ``queued`` is known only for this node's runs."""
+        local = self._runner.busy() if self._runner is not None else []
+        if not cluster or not self.config.server:
+            return local
+        mine = {b.execution.id: b for b in local}
+        out = list(local)
+        for ex in self._fsm.running.values():
+            if ex.id not in mine:
+                tail = self._output_tails.get(ex.id, "")
+                out.append(BusyExecution(execution=ex, queued=False, output_tail=tail))
+        out.sort(key=lambda b: (b.execution.started_at, b.execution.id))
+        return out
 
     async def stats(self, days: int = 30) -> list[DayStats]:
         """Executions finished per UTC day over the last ``days`` days, oldest first."""
@@ -1771,9 +1793,13 @@ class Engine:
     # -- internals: reacting to applied commands ---------------------------------------------------
     def _publish(self, event: Event) -> None:
         self._hub.publish(event)
+        if event.kind == EventKind.EXECUTION_FINISHED and event.execution is not None:
+            self._output_tails.pop(event.execution.id, None)
         if self._early_output and event.execution is not None:
             if event.kind == EventKind.EXECUTION_STARTED:
                 for chunk in self._early_output.release(event.execution.id):
+                    if event.execution.node_name != self.node_name:
+                        self._keep_tail(event.execution.id, chunk)
                     self._on_output_event(event.execution, chunk)
             elif event.kind == EventKind.EXECUTION_FINISHED:
                 self._early_output.drop(event.execution.id)

@@ -445,7 +445,7 @@ class _Api:
         return _json(schemas.execution_to_json(found, timezone=timezone))
 
     async def busy(self) -> Response:
-        items = sorted(self.engine.busy(), key=lambda b: b.execution.started_at)
+        items = self.engine.busy(cluster=True)  # oldest first
         zones: dict[str, str] = {}
         out = []
         for item in items:
