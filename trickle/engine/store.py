@@ -76,6 +76,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
+def _dbapi(raw: Any) -> sqlite3.Connection:
+    """The sqlite3 connection under a pooled SQLAlchemy connection."""
+    conn = raw.driver_connection
+    assert isinstance(conn, sqlite3.Connection)
+    return conn
+
+
 def empty_image() -> bytes:
     """The image (``Store.export_image``) of an empty state at applied index 0."""
     with Store(None) as store:
@@ -727,7 +734,7 @@ class Store:
                     self._check_open()
                     raw = self._writer.raw_connection()
                     try:
-                        raw.driver_connection.execute("VACUUM INTO ?", (name,))
+                        _dbapi(raw).execute("VACUUM INTO ?", (name,))
                     finally:
                         raw.close()
             else:
@@ -768,7 +775,7 @@ class Store:
                 self._check_open()
                 raw = self._writer.raw_connection()
                 try:
-                    cur = raw.driver_connection.cursor()
+                    cur = _dbapi(raw).cursor()
                     cur.execute("ATTACH DATABASE ? AS image", (name,))
                     try:
                         cur.execute("BEGIN IMMEDIATE")
@@ -827,7 +834,7 @@ class Store:
         finally:
             conn.close()
         try:
-            version = int(meta.get(_META_SCHEMA_VERSION))
+            version = int(meta.get(_META_SCHEMA_VERSION, b""))
             applied_index = int(meta.get(_META_APPLIED_INDEX, b"0"))
         except (TypeError, ValueError):
             raise StoreError(

@@ -7,7 +7,7 @@ logs and golden interaction scripts. Their wire encoding lives in ``trickle.raft
 from __future__ import annotations
 
 import enum
-from typing import NewType
+from typing import NewType, Protocol
 
 import attrs
 
@@ -102,10 +102,21 @@ class SnapshotMeta:
         return f"snapshot {self.term}/{self.index} {self.conf.describe()}"
 
 
+class SnapshotData(Protocol):
+    """A snapshot's image as Raft reads it: its size and contiguous slices. ``bytes``, or
+    a file read by slices (``trickle.raft.storage.SnapshotFile``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> bytes: ...
+
+    def __bytes__(self) -> bytes: ...
+
+
 @attrs.frozen
 class Snapshot:
     meta: SnapshotMeta
-    data: bytes  # the application state machine's image, opaque to Raft
+    data: bytes | SnapshotData  # the application state machine's image, opaque to Raft
 
     def describe(self) -> str:
         return f"{self.meta.describe()} ({len(self.data)} bytes)"

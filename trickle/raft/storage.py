@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trickle.errors import TrickleError, ValidationError
-from trickle.raft.messages import DurableState, Entry, HardState, Snapshot
+from trickle.raft.messages import DurableState, Entry, HardState, Snapshot, SnapshotData
 
 
 class Durability(enum.Enum):
@@ -182,14 +182,13 @@ class SnapshotFile:
         return f"SnapshotFile({self._size} bytes)"
 
 
-def snapshot_chunks(data: bytes | SnapshotFile, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+def snapshot_chunks(data: bytes | SnapshotData, size: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The data of a snapshot ``size`` bytes at a time, whether in memory or on disk."""
     if isinstance(data, SnapshotFile):
         yield from data.chunks(size)
         return
-    view = memoryview(data)
-    for offset in range(0, len(view), size):
-        yield bytes(view[offset : offset + size])
+    for offset in range(0, len(data), size):
+        yield bytes(data[offset : offset + size])
 
 
 class RaftStorageError(TrickleError):

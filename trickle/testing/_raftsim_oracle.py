@@ -263,7 +263,7 @@ class Oracle:
         """The chain a snapshot stands for; checks its image against the logs."""
         meta = snapshot.meta
         try:
-            image = KvApp.decode(snapshot.data)
+            image = KvApp.decode(bytes(snapshot.data))
         except Exception as exc:
             self.fail(f"node {node}: snapshot {meta.term}/{meta.index} image unreadable: {exc}")
             raise

@@ -120,7 +120,7 @@ class StateMachine:
     _last: int = 0
 
     def restore(self, snapshot: Snapshot) -> None:
-        self.base = snapshot.data
+        self.base = bytes(snapshot.data)
         self.base_index = snapshot.meta.index
         self.applied = []
         self._last = snapshot.meta.index

@@ -1135,7 +1135,7 @@ class RaftSimulation:
                 f"node {node.id} is told to restore snapshot {meta.term}/{meta.index} "
                 f"behind its state machine at {node.app.applied}"
             )
-        node.app = KvApp.decode(snapshot.data)
+        node.app = KvApp.decode(bytes(snapshot.data))
         node.last_snapshot = meta.index
         self.oracle.on_restored(node.id, meta.index, node.app.chain)
         self._trace(f"{node.id} restore {meta.describe()}")
