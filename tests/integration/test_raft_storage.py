@@ -21,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -710,7 +711,9 @@ def test_a_snapshot_is_stored_in_chunks_and_loaded_as_a_file_never_whole(tmp_pat
         store.save(hard_state=HardState(term=1, commit=3), entries=entries(1, 1, 3))
         store.compact(snapshot(3, 1, source), keep_from=2)  # streamed from the file
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        sizes = [n for (n,) in conn.execute("SELECT length(data) FROM raft_snapshot_chunks")]
+        sizes = [
+            n for (n,) in conn.execute("SELECT length(data) FROM raft_snapshot_chunks ORDER BY seq")
+        ]
     assert sizes == [CHUNK_BYTES, CHUNK_BYTES, 123]
     with SqliteRaftStorage(path) as store:
         loaded = store.load().snapshot
@@ -719,6 +722,72 @@ def test_a_snapshot_is_stored_in_chunks_and_loaded_as_a_file_never_whole(tmp_pat
         loaded.data == image and loaded.data[5:9] == image[5:9] and len(loaded.data) == len(image)
     )
     assert [p.name for p in tmp_path.iterdir() if "snapshot" in p.name] == []  # unlinked
+
+
+class _SlowImage:
+    """Snapshot data whose second chunk is read only once ``go`` is set (a long image)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reading = threading.Event()
+        self.go = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: slice) -> bytes:
+        if key.start and key.start >= CHUNK_BYTES * sqlstore.STAGE_BATCH_CHUNKS:
+            self.reading.set()
+            assert self.go.wait(10)
+        return self.data[key]
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def test_saves_go_on_while_a_compaction_writes_a_big_image(tmp_path: Path) -> None:
+    image = random.Random(3).randbytes((sqlstore.STAGE_BATCH_CHUNKS + 2) * CHUNK_BYTES)
+    slow = _SlowImage(image)
+    path = tmp_path / "raft.db"
+    make_store(path)
+    with SqliteRaftStorage(path) as store:
+        store.load()
+        compaction = threading.Thread(
+            target=store.compact, args=(snapshot(6, 2, slow),), kwargs={"keep_from": 4}
+        )
+        compaction.start()
+        assert slow.reading.wait(10)  # the image is being written...
+        saver = threading.Thread(target=store.save, kwargs={"entries": entries(2, 11, 12)})
+        saver.start()
+        saver.join(10)
+        assert not saver.is_alive()  # ... and a save did not wait for it
+        slow.go.set()
+        compaction.join(10)
+        assert not compaction.is_alive()
+    with SqliteRaftStorage(path) as store:
+        state = store.load()
+    assert state.snapshot == snapshot(6, 2, image)
+    assert [e.index for e in state.entries] == list(range(4, 13))
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (gens,) = conn.execute("SELECT count(DISTINCT gen) FROM raft_snapshot_chunks").fetchone()
+    assert gens == 1  # the previous image's chunks are gone
+
+
+def test_chunks_of_an_image_a_crash_cut_short_are_removed_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "raft.db"
+    make_store(path)
+    with SqliteRaftStorage(path) as store:
+        store.load()
+        store.compact(snapshot(6, 2, b"state"), keep_from=4)
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # a compaction that never ended
+        conn.execute("INSERT INTO raft_snapshot_chunks (gen, seq, data) VALUES (99, 0, x'00')")
+        conn.commit()
+    with SqliteRaftStorage(path) as store:
+        assert store.load().snapshot == snapshot(6, 2, b"state")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM raft_snapshot_chunks WHERE gen = 99"
+        ).fetchone() == (0,)
 
 
 def test_a_missing_or_damaged_snapshot_chunk_raises_storage_corrupt(tmp_path: Path) -> None:
@@ -748,6 +817,12 @@ def test_a_store_of_schema_version_1_is_migrated_and_keeps_its_inline_snapshot(
     crc = sqlstore.snapshot_crc(6, 2, conf, b"old image")
     with contextlib.closing(sqlite3.connect(path)) as conn:  # what version 1 wrote
         conn.execute("DROP TABLE raft_snapshot_chunks")
+        conn.execute("DROP TABLE raft_snapshot")
+        conn.execute(
+            "CREATE TABLE raft_snapshot (id INTEGER NOT NULL CHECK (id = 1), idx INTEGER NOT"
+            " NULL, term INTEGER NOT NULL, conf BLOB NOT NULL, data BLOB NOT NULL, crc INTEGER"
+            " NOT NULL, PRIMARY KEY (id))"
+        )
         conn.execute("UPDATE raft_meta SET value = x'31' WHERE key = 'schema_version'")
         conn.execute(
             "INSERT INTO raft_snapshot (id, idx, term, conf, data, crc) VALUES (1, 6, 2, ?, ?, ?)",

@@ -111,16 +111,22 @@ snapshot_table = sa.Table(
     sa.Column("conf", sa.LargeBinary, nullable=False),  # msgpack [voters, learners]
     sa.Column("data", sa.LargeBinary, nullable=False),  # the image's start (v1: all of it)
     sa.Column("crc", sa.Integer, nullable=False),  # snapshot_crc(...) of the whole image
+    sa.Column("gen", sa.Integer, nullable=False, server_default="0"),  # its chunks' gen
 )
 
 # The rest of the snapshot's image, in order, CHUNK_BYTES a row: an image is streamed in
-# and out, never held whole (SQLite caps one blob at 1 GB, and reads a blob whole).
+# and out, never held whole (SQLite caps one blob at 1 GB, and reads a blob whole). Each
+# image written gets a new generation: compaction writes a new image's chunks in several
+# short transactions beside the current one (saves go on in between), then switches the
+# snapshot row to it; chunks of other generations are leftovers, deleted in batches.
 snapshot_chunks_table = sa.Table(
     "raft_snapshot_chunks",
     metadata,
+    sa.Column("gen", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
+STAGE_BATCH_CHUNKS = 4  # chunks (MiB) written per transaction while staging an image
 
 _META_SCHEMA_VERSION = "schema_version"
 
@@ -135,19 +141,31 @@ _PUT_HARD_STATE_SQL = (
     "INSERT OR REPLACE INTO raft_hard_state (id, term, vote, commit_index, crc)"
     " VALUES (1, ?, ?, ?, ?)"
 )
-_PUT_SNAPSHOT_SQL = "INSERT OR REPLACE INTO raft_snapshot (id, idx, term, conf, data, crc) VALUES (1, ?, ?, ?, ?, ?)"
+_PUT_SNAPSHOT_SQL = (
+    "INSERT OR REPLACE INTO raft_snapshot (id, idx, term, conf, data, crc, gen)"
+    " VALUES (1, ?, ?, ?, ?, ?, ?)"
+)
 _READ_ENTRIES_SQL = "SELECT idx, term, kind, data, crc FROM raft_entries ORDER BY idx"
 _READ_HARD_STATE_SQL = "SELECT term, vote, commit_index, crc FROM raft_hard_state WHERE id = 1"
-_READ_SNAPSHOT_SQL = "SELECT idx, term, conf, data, crc FROM raft_snapshot WHERE id = 1"
-_DELETE_SNAPSHOT_CHUNKS_SQL = "DELETE FROM raft_snapshot_chunks"
-_INSERT_SNAPSHOT_CHUNK_SQL = "INSERT INTO raft_snapshot_chunks (seq, data) VALUES (?, ?)"
-_READ_SNAPSHOT_CHUNK_SQL = "SELECT data FROM raft_snapshot_chunks WHERE seq = ?"
-_COUNT_SNAPSHOT_CHUNKS_SQL = "SELECT count(*), coalesce(max(seq), -1) FROM raft_snapshot_chunks"
+_READ_SNAPSHOT_SQL = "SELECT idx, term, conf, data, crc, gen FROM raft_snapshot WHERE id = 1"
+_INSERT_SNAPSHOT_CHUNK_SQL = "INSERT INTO raft_snapshot_chunks (gen, seq, data) VALUES (?, ?, ?)"
+_READ_SNAPSHOT_CHUNK_SQL = "SELECT data FROM raft_snapshot_chunks WHERE gen = ? AND seq = ?"
+_COUNT_SNAPSHOT_CHUNKS_SQL = (
+    "SELECT count(*), coalesce(max(seq), -1) FROM raft_snapshot_chunks WHERE gen = ?"
+)
+_MAX_GEN_SQL = "SELECT max(gen) FROM (SELECT max(gen) AS gen FROM raft_snapshot_chunks"
+_MAX_GEN_SQL += " UNION ALL SELECT max(gen) FROM raft_snapshot)"
+_STALE_CHUNKS_SQL = (
+    "SELECT gen, seq FROM raft_snapshot_chunks WHERE gen NOT IN (?, ?) ORDER BY gen, seq LIMIT ?"
+)
+_DELETE_CHUNK_SQL = "DELETE FROM raft_snapshot_chunks WHERE gen = ? AND seq = ?"
 
 # schema migrations: version -> the statements that bring a store of it to version + 1
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
-        "CREATE TABLE raft_snapshot_chunks (seq INTEGER NOT NULL PRIMARY KEY, data BLOB NOT NULL)",
+        "CREATE TABLE raft_snapshot_chunks (gen INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " data BLOB NOT NULL, PRIMARY KEY (gen, seq))",
+        "ALTER TABLE raft_snapshot ADD COLUMN gen INTEGER NOT NULL DEFAULT 0",
     ),
 }
 
@@ -234,6 +252,9 @@ class SqliteRaftStorage:
         self._snapshot_term = 0
         self._last_index = 0
         self._cursor: sqlite3.Cursor | None = None  # the open transaction's (stored_term)
+        self._gen = -1  # generation of the stored snapshot's chunks
+        self._staging = -1  # generation a compaction is writing (not to be deleted)
+        self._next_gen = -1  # unknown until first needed
 
         if self._path.exists() and self._path.is_dir():
             raise RaftStorageError(f"{self._path} is a directory, not a raft database file")
@@ -477,16 +498,17 @@ class SqliteRaftStorage:
                 self._save(hard_state, entries, snapshot)
             self.saves += 1
             self.entries_written += len(entries)
+        if snapshot is not None:
+            self._delete_stale_chunks()
 
     def _save(
         self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
     ) -> None:
         with self._transaction() as cur:
             drop = plan_save(self, hard_state=hard_state, entries=entries, snapshot=snapshot)
-            if snapshot is not None:
-                self._put_snapshot(cur, snapshot)
-                if drop:
-                    cur.execute(_DELETE_ALL_SQL)
+            gen = self._put_snapshot(cur, snapshot) if snapshot is not None else -1
+            if snapshot is not None and drop:
+                cur.execute(_DELETE_ALL_SQL)
             if entries:
                 first = entries[0].index
                 if not drop and first <= self._last_index:
@@ -510,6 +532,7 @@ class SqliteRaftStorage:
                 )
         # committed: the cache follows the file
         if snapshot is not None:
+            self._gen = gen
             self._snapshot_index, self._snapshot_term = snapshot.meta.index, snapshot.meta.term
             if drop:
                 self._last_index = 0
@@ -519,17 +542,85 @@ class SqliteRaftStorage:
             self._hard_state = hard_state
 
     def compact(self, snapshot: Snapshot, *, keep_from: int) -> None:
-        """See RaftStorage.compact: the snapshot and the deletion in one transaction."""
+        """See RaftStorage.compact. The image's chunks are written first, a few MiB per
+        transaction, so that saves go on meanwhile (an image can be hundreds of MiB:
+        written at once it held every save for seconds); then the snapshot row, which
+        makes them the snapshot, and the deletion of the log below ``keep_from`` are one
+        transaction. The previous image's chunks are deleted after, in batches."""
         with self._lock:
             self._check_writable()
-            with self._transaction() as cur:
-                plan_compact(self, snapshot, keep_from=keep_from)
-                self._put_snapshot(cur, snapshot)
-                cur.execute(_DELETE_BELOW_SQL, (keep_from,))
-            self._snapshot_index, self._snapshot_term = snapshot.meta.index, snapshot.meta.term
-            if keep_from > self._last_index:
-                self._last_index = 0
-            self.compactions += 1
+            gen = self._new_gen()
+            self._staging = gen
+        try:
+            crc, count = self._stage_chunks(gen, snapshot)
+            with self._lock:
+                self._check_writable()
+                with self._transaction() as cur:
+                    plan_compact(self, snapshot, keep_from=keep_from)
+                    staged, _ = cur.execute(_COUNT_SNAPSHOT_CHUNKS_SQL, (gen,)).fetchone()
+                    if staged != count:  # never: nothing else deletes a staging generation
+                        raise RaftStorageError(f"snapshot chunks of generation {gen} went missing")
+                    meta = snapshot.meta
+                    conf = _encode_conf(meta.conf)
+                    cur.execute(_PUT_SNAPSHOT_SQL, (meta.index, meta.term, conf, b"", crc, gen))
+                    cur.execute(_DELETE_BELOW_SQL, (keep_from,))
+                self._gen = gen
+                self._snapshot_index, self._snapshot_term = meta.index, meta.term
+                if keep_from > self._last_index:
+                    self._last_index = 0
+                self.compactions += 1
+        finally:
+            with self._lock:
+                self._staging = -1
+        self._delete_stale_chunks()
+
+    def _new_gen(self) -> int:
+        """A generation no chunk or snapshot row has used (the caller holds the lock)."""
+        if self._next_gen < 0:
+            cur = self._dbapi.cursor()
+            try:
+                (top,) = cur.execute(_MAX_GEN_SQL).fetchone()
+            finally:
+                cur.close()
+            self._next_gen = (top or 0) + 1
+        gen = self._next_gen
+        self._next_gen += 1
+        return gen
+
+    def _stage_chunks(self, gen: int, snapshot: Snapshot) -> tuple[int, int]:
+        """Write ``snapshot``'s image as chunks of generation ``gen``, STAGE_BATCH_CHUNKS
+        per transaction (the lock is let go between them); (CRC of the snapshot, chunks)."""
+        meta = snapshot.meta
+        crc = zlib.crc32(_encode_conf(meta.conf), zlib.crc32(_PAIR.pack(meta.index, meta.term)))
+        chunks = enumerate(snapshot_chunks(snapshot.data, CHUNK_BYTES))
+        count = 0
+        while True:
+            batch = list(itertools.islice(chunks, STAGE_BATCH_CHUNKS))
+            if not batch:
+                return crc, count
+            with self._lock:
+                self._check_writable()
+                with self._transaction() as cur:
+                    for seq, chunk in batch:
+                        cur.execute(_INSERT_SNAPSHOT_CHUNK_SQL, (gen, seq, chunk))
+            for _, chunk in batch:
+                crc = zlib.crc32(chunk, crc)
+            count += len(batch)
+
+    def _delete_stale_chunks(self) -> None:
+        """Delete the chunks of images that are neither the snapshot nor being staged, a
+        few per transaction (each is a MiB of pages to free)."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                with self._transaction() as cur:
+                    stale = cur.execute(
+                        _STALE_CHUNKS_SQL, (self._gen, self._staging, STAGE_BATCH_CHUNKS)
+                    ).fetchall()
+                    cur.executemany(_DELETE_CHUNK_SQL, stale)
+            if len(stale) < STAGE_BATCH_CHUNKS:
+                return
 
     def load(self) -> DurableState:
         """Everything durable, verified (see the module docstring): a damaged tail of the
@@ -548,6 +639,7 @@ class SqliteRaftStorage:
             self._loaded = True
             if cut:
                 self.recovered_cut += cut
+        self._delete_stale_chunks()  # of an image a crash cut short while it was written
         return state
 
     # -- internals -------------------------------------------------------------------------
@@ -585,18 +677,20 @@ class SqliteRaftStorage:
         if self._dbapi.in_transaction:  # a failed COMMIT may have ended it already
             cur.execute("ROLLBACK")
 
-    @staticmethod
-    def _put_snapshot(cur: sqlite3.Cursor, snapshot: Snapshot) -> None:
-        """The snapshot's row and its image's chunks (streamed: a SnapshotFile is read a
-        chunk at a time), in the caller's transaction."""
+    def _put_snapshot(self, cur: sqlite3.Cursor, snapshot: Snapshot) -> int:
+        """The snapshot's row and its image's chunks, of a new generation (streamed: a
+        SnapshotFile is read a chunk at a time), in the caller's transaction (the lock
+        held); returns the generation. The previous chunks stay until
+        ``_delete_stale_chunks``."""
         meta = snapshot.meta
         conf = _encode_conf(meta.conf)
         crc = zlib.crc32(conf, zlib.crc32(_PAIR.pack(meta.index, meta.term)))
-        cur.execute(_DELETE_SNAPSHOT_CHUNKS_SQL)
+        gen = self._new_gen()
         for seq, chunk in enumerate(snapshot_chunks(snapshot.data, CHUNK_BYTES)):
             crc = zlib.crc32(chunk, crc)
-            cur.execute(_INSERT_SNAPSHOT_CHUNK_SQL, (seq, chunk))
-        cur.execute(_PUT_SNAPSHOT_SQL, (meta.index, meta.term, conf, b"", crc))
+            cur.execute(_INSERT_SNAPSHOT_CHUNK_SQL, (gen, seq, chunk))
+        cur.execute(_PUT_SNAPSHOT_SQL, (meta.index, meta.term, conf, b"", crc, gen))
+        return gen
 
     def _verify(self, cur: sqlite3.Cursor) -> tuple[DurableState, int, int]:
         """Read and check everything; returns the state and the damaged tail to cut
@@ -690,8 +784,9 @@ class SqliteRaftStorage:
         row = cur.execute(_READ_SNAPSHOT_SQL).fetchone()
         if row is None:
             return None
-        idx, term, conf, data, crc = row
-        count, last = cur.execute(_COUNT_SNAPSHOT_CHUNKS_SQL).fetchone()
+        idx, term, conf, data, crc, gen = row
+        self._gen = gen
+        count, last = cur.execute(_COUNT_SNAPSHOT_CHUNKS_SQL, (gen,)).fetchone()
         damaged = f"{self._path}: the snapshot (row for index {idx}, term {term}) is damaged"
         if count != last + 1:
             raise StorageCorrupt(f"{damaged} (chunks of its image are missing)")
@@ -703,7 +798,7 @@ class SqliteRaftStorage:
 
                 def chunks() -> Iterator[bytes]:
                     for seq in range(count):
-                        (chunk,) = cur.execute(_READ_SNAPSHOT_CHUNK_SQL, (seq,)).fetchone()
+                        (chunk,) = cur.execute(_READ_SNAPSHOT_CHUNK_SQL, (gen, seq)).fetchone()
                         crcs[0] = zlib.crc32(chunk, crcs[0])
                         yield chunk
 
