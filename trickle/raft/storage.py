@@ -95,17 +95,6 @@ class SnapshotFile:
         return cls(fd, size)
 
     @classmethod
-    def open(cls, path: Path | str) -> SnapshotFile:
-        """The file at ``path``, which stays where it is (a store's durable snapshot)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(fd, size)
-
-    @classmethod
     def adopt(cls, path: Path | str) -> SnapshotFile:
         """The file at ``path`` (unlinked now: the object owns it)."""
         fd = os.open(path, os.O_RDONLY)
