@@ -61,11 +61,12 @@ CHUNK_BYTES = 1 << 20  # bytes per read or write when a snapshot is streamed
 
 class SnapshotFile:
     """A snapshot's data on disk, never loaded whole: the bytes the Raft core slices
-        (``len(data)``, ``data[a:b]`` reads that range) and the image stores stream.
+    (``len(data)``, ``data[a:b]`` reads that range) and the image stores stream.
 
-        It reads an open file, usually an unlinked temporary one (nothing is left behind after
-        a crash); the data stays readable for as long as someone holds it (a transfer to a
-    XX
+    It reads an open, unlinked temporary file: nothing is left behind after a crash, and
+    the data stays readable for as long as someone holds it (a transfer to a slow
+    follower) even after a newer snapshot replaced it. The descriptor is closed when the
+    object is collected, or by ``close()``. It equals any bytes of the same content.
     """
 
     __slots__ = ("__weakref__", "_fd", "_size", "_lock")
