@@ -293,6 +293,17 @@ async def test_a_stopped_runner_refuses_with_the_reason(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_a_dispatch_without_a_term_is_refused_even_by_a_fresh_node(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        s1 = await cluster.server("s1")
+        a1 = await cluster.agent("a1")  # has seen no term yet
+        with pytest.raises(DispatchRefused, match="without a leader's term"):
+            await s1.dispatcher.send("a1", cluster.dispatch("a1", leader="s1", term=0))
+        assert a1.runner.submitted == []
+        nursery.cancel_scope.cancel()
+
+
 async def test_output_chunks_arrive_batched_and_in_order(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)

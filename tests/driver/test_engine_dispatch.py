@@ -197,6 +197,48 @@ async def test_every_server_shows_the_output_of_every_run_live_in_order(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_run_the_node_refuses_is_recorded_failed_with_its_reason_once(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        service = cluster.engines["x"]._runner_service
+        assert service is not None
+        service.note_leader(10_000, "elsewhere")  # x has heard of a newer leader
+        await leader.put_job(
+            Job(name="gpu", schedule="@manually", executor="record", tags={"gpu": "1"})
+        )
+        await leader.run_job("gpu")
+        [execution] = await finished(leader, "gpu")
+        assert not execution.success and cluster.ran == []
+        assert execution.output.count("refused the run") == 1, execution.output
+        assert execution.output.startswith("node x refused the run: stale term")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_that_no_longer_leads_dispatches_nothing(
+    autojump_clock: trio.testing.MockClock,
+):
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        follower = next(e for n, e in cluster.engines.items() if n in SERVERS and e is not leader)
+        assert follower._dispatcher is not None
+        job = Job(name="gpu", schedule="@manually", executor="record", tags={"gpu": "1"})
+        execution = Execution(
+            id="20260101000000000000-x",
+            job_name="gpu",
+            node_name="x",
+            group=1,
+            started_at=START,
+        )
+        follower._dispatch(job, execution)  # as a leader deposed since the intent committed
+        await trio.testing.wait_all_tasks_blocked()
+        stats = follower._dispatcher.statistics()
+        assert stats.sent == stats.refused == stats.failed == 0  # nothing sent at all
+        assert cluster.ran == []
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_job_without_tags_runs_on_every_node(autojump_clock: trio.testing.MockClock):
     async with trio.open_nursery() as nursery:
         cluster, leader = await start_cluster(nursery)

@@ -753,7 +753,7 @@ class Engine:
             await self._dispatcher.send(node, dispatch)
             return
         except DispatchRefused as exc:
-            reason = f"node {node} refused the run: {exc.message}"
+            reason = exc.message  # "node N refused the run: why"
         except PeerUnreachable as exc:  # never sent
             reason = f"could not reach node {node}: {exc.message}"
         except RpcError as exc:
@@ -1763,6 +1763,11 @@ class Engine:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
         assert self._runner is not None
         if execution.node_name != self.node_name:
+            if not self._lead_term:
+                # deposed since the intent committed: the new leader asks the node what it
+                # runs and settles the run (a dispatch of term 0 would only be refused)
+                logger.info("not dispatching %s: no longer the leader", execution.id)
+                return
             self._nursery_start(self._send_dispatch, job, execution, self._lead_term)
             return
         if not self._runner.accepting:  # stopping: the next start records it as failed

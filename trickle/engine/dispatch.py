@@ -748,7 +748,7 @@ class RunnerService:
 
     def accept(self, dispatch: Dispatch, *, src: str | None = None) -> DispatchAnswer:
         """Take a dispatch (the DISPATCH_METHOD handler; the leader calls it directly for a
-        run on itself). Refused: a term below the highest seen, a run for another node, a
+        run on itself). Refused: no term, a term below the highest seen, a run for another node, a
         sender other than the leader it names, a dispatch past its ``expires_at`` (by this
         node's clock), a stopped runner. Accepted without running
         again: a run already active or finished here. Otherwise submitted to the runner."""
@@ -758,6 +758,8 @@ class RunnerService:
             refusal = f"sent by {src} but on behalf of {dispatch.leader}"
         elif ex.node_name != self.node_name:
             refusal = f"execution {ex.id} is for node {ex.node_name}, not {self.node_name}"
+        elif dispatch.term < 1:  # every leader's term is at least 1: no fencing without it
+            refusal = f"a dispatch from {dispatch.leader} without a leader's term"
         elif dispatch.term < self._term:
             refusal = (
                 f"stale term {dispatch.term} from {dispatch.leader}: this node has seen "
