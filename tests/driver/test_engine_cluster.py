@@ -13,6 +13,7 @@ from trickle import Engine, EngineConfig, ExecutionContext, Job
 from trickle.engine.clock import TrioClock
 from trickle.errors import JobNotFound, NotFound
 from trickle.raft.messages import NodeId
+from trickle.testing.engines import EngineGroup
 from trickle.testing.raftnet import MemoryNetwork
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -20,13 +21,10 @@ NAMES = ("a", "b", "c")
 PEERS = {name: f"{name}.invalid:6868" for name in NAMES}  # unused: the network is injected
 
 
-class Cluster:
+class Cluster(EngineGroup):
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.network = MemoryNetwork()
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
         self.runs: list[tuple[str, str, datetime | None]] = []  # (node, job, scheduled_at)
         self.ran = trio.Event()  # set at the first run
         self.clock = TrioClock(START)  # one wall clock for all, as servers share real time
@@ -44,19 +42,7 @@ class Cluster:
             self.ran.set()
 
         engine.register_executor("record", record)
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
-        return engine
+        return await self.run(name, engine)
 
     async def leader(self) -> Engine:
         while True:
@@ -64,10 +50,6 @@ class Cluster:
             if len(leaders) == 1:
                 return leaders[0]
             await trio.sleep(0.05)
-
-    async def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        await self.stopped[name].wait()
 
 
 async def test_a_write_on_a_follower_is_read_everywhere(autojump_clock: trio.testing.MockClock):

@@ -15,6 +15,7 @@ from trickle.engine.events import EventKind
 from trickle.engine.model import Execution
 from trickle.gossip.config import local
 from trickle.raft.messages import NodeId
+from trickle.testing.engines import EngineGroup
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
 from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
 
@@ -24,15 +25,12 @@ PEERS = {name: f"{name}.invalid:6868" for name in SERVERS}
 ADDRESSES = {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3", "x": "10.0.0.9"}
 
 
-class Cluster:
+class Cluster(EngineGroup):
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.raft = RaftNetwork()
         self.gossip = GossipNetwork(rng=random.Random(3))
         self.clock = TrioClock(START)
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
         self.ran: list[tuple[str, str]] = []  # (node, job)
         self.release = trio.Event()  # lets "block" runs finish
         self.blocking = trio.Event()  # set when a "block" run started
@@ -67,19 +65,7 @@ class Cluster:
 
         engine.register_executor("record", record)
         engine.register_executor("block", block)
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
-        return engine
+        return await self.run(name, engine)
 
     async def leader(self) -> Engine:
         with trio.fail_after(60):
@@ -93,10 +79,6 @@ class Cluster:
                 if len(leaders) == 1:
                     return leaders[0]
                 await trio.sleep(0.05)
-
-    async def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        await self.stopped[name].wait()
 
 
 async def wait_alive(engine: Engine, names: set[str]) -> None:

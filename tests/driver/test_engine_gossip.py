@@ -18,6 +18,7 @@ from trickle.engine.events import EventKind
 from trickle.errors import JoinFailed, NotAServer, ValidationError
 from trickle.gossip.config import local
 from trickle.raft.messages import NodeId
+from trickle.testing.engines import EngineGroup
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
 from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
 
@@ -34,14 +35,11 @@ def gossip_addr(name: str) -> tuple[str, int]:
 RECLAIMING = attrs.evolve(local(), dead_node_reclaim_time=DEAD_NODE_RECLAIM_TIME)
 
 
-class Cluster:
+class Cluster(EngineGroup):
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.raft = RaftNetwork()
         self.gossip = GossipNetwork(rng=random.Random(7))
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
         self.clock = TrioClock(START)
 
     async def start(self, name: str, *, tags: dict[str, str] | None = None) -> Engine:
@@ -54,23 +52,7 @@ class Cluster:
             gossip_transport=self.gossip.transport(gossip_addr(name)),
             gossip_config=RECLAIMING,
         )
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
-        return engine
-
-    async def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        await self.stopped[name].wait()
+        return await self.run(name, engine)
 
 
 MEMBER_EVENTS = [kind for kind in EventKind if kind.startswith("member_")]

@@ -16,6 +16,7 @@ from trickle.engine import _engine
 from trickle.engine.clock import TrioClock
 from trickle.raft.messages import NodeId
 from trickle.raft.storage import SnapshotFile
+from trickle.testing.engines import EngineGroup
 from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,14 +24,11 @@ SERVERS = ("a", "b", "c")
 PEERS = {name: f"{name}.invalid:6868" for name in SERVERS}
 
 
-class Servers:
+class Servers(EngineGroup):
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.raft = RaftNetwork()
         self.clock = TrioClock(START)
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
 
     async def start(self, name: str) -> Engine:
         engine = Engine(
@@ -46,22 +44,7 @@ class Servers:
             ctx.output.write(f"hello from {name}\n")
 
         engine.register_executor("hello", hello)
-        scope, stopped = trio.CancelScope(), trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
-        return engine
-
-    async def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        await self.stopped[name].wait()
+        return await self.run(name, engine)
 
     async def leader(self) -> Engine:
         with trio.fail_after(60):

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from trickle import Engine, EngineConfig, Job
 from trickle.cli.main import cli
+from trickle.testing.engines import EngineGroup
 
 NAMES = ("a", "b", "c")
 WAIT = 30  # seconds: elections and replication are far quicker; this only bounds a hang
@@ -44,15 +45,12 @@ async def leads(engine: Engine) -> None:
         await trio.sleep(0.02)
 
 
-class Servers:
+class Servers(EngineGroup):
     """Three servers with a Raft listener on port 0 each; peers learn the bound addresses."""
 
     def __init__(self, nursery: trio.Nursery, tmp_path: Path) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.tmp_path = tmp_path
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
 
     async def start(self, name: str) -> None:
         engine = Engine(
@@ -63,17 +61,7 @@ class Servers:
                 peers={n: "127.0.0.1:1" for n in NAMES},  # replaced once bound
             )
         )
-        scope, stopped = trio.CancelScope(), trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
+        await self.run(name, engine)
         addresses = {}
         for other, running in self.engines.items():
             if running.raft_address is not None:
@@ -91,8 +79,7 @@ class Servers:
 
     async def stop_all(self) -> None:
         for name in NAMES:
-            self.scopes[name].cancel()
-            await self.stopped[name].wait()
+            await self.stop(name)
 
 
 async def test_a_recovered_survivor_leads_alone_with_the_clusters_jobs(tmp_path: Path) -> None:

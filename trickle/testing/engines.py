@@ -1,0 +1,41 @@
+"""Engines a test runs side by side in one nursery, each stoppable on its own."""
+
+from __future__ import annotations
+
+import trio
+
+from trickle.engine._engine import Engine
+
+
+class EngineGroup:
+    """Engines run in ``nursery``, each in a cancel scope of its own: ``stop`` ends one (as
+    a crash of its process would, for an in-memory engine) and returns once it has ended.
+    Test harnesses subclass it and build their engines; ``engines`` maps names to the
+    last engine started under each."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.engines: dict[str, Engine] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._stopped: dict[str, trio.Event] = {}
+
+    async def run(self, name: str, engine: Engine) -> Engine:
+        """Start ``engine`` under ``name`` (a stopped one of that name is replaced);
+        returns it once it runs (``Engine.run``'s ``task_status``)."""
+        scope, stopped = trio.CancelScope(), trio.Event()
+
+        async def run(task_status: trio.TaskStatus[Engine]) -> None:
+            try:
+                with scope:
+                    await engine.run(task_status=task_status)
+            finally:
+                stopped.set()
+
+        await self.nursery.start(run)
+        self.engines[name], self._scopes[name], self._stopped[name] = engine, scope, stopped
+        return engine
+
+    async def stop(self, name: str) -> None:
+        """End the engine started under ``name`` and wait until it has."""
+        self._scopes[name].cancel()
+        await self._stopped[name].wait()
