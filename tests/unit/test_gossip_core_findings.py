@@ -246,3 +246,22 @@ def test_without_lifeguard_a_push_pull_suspicion_is_spread() -> None:
     pp = PushPull(False, "a", (MemberState("c", addr("c"), 0, State.DEAD),), 0)
     b.receive_stream(addr("a"), pp, now=2.0)
     assert b.statistics().broadcasts_queued == queued + 1
+
+
+# -- a suspicion at a newer incarnation (the 100-hour false-positive run, seed 5) ------------
+
+
+def test_a_suspicion_at_a_newer_incarnation_starts_over_instead_of_confirming_the_old() -> None:
+    b = thousand()
+    b.receive(addr("m1"), [Suspect(63, "m9", "m1")], now=1.0)  # m9's refutation never came
+    first = b.suspicion("m9")
+    assert first is not None
+    # 40 s later m9, alive at 64 since, is suspected again by another member: that is news
+    # of a new suspicion, not a confirmation that brings the old one's deadline to the past
+    b.receive(addr("m2"), [Suspect(64, "m9", "m2")], now=41.0)
+    view = b.suspicion("m9")
+    assert view is not None and view.since == 41.0 and view.confirmations == 0
+    assert view.deadline - view.since == first.deadline - first.since  # a fresh timer
+    b.poll(now=42.0)
+    member = b.member("m9")
+    assert member is not None and member.state is State.SUSPECT and member.incarnation == 64

@@ -1183,13 +1183,17 @@ class Membership:
             if gossip:
                 self._retell_leave(node, suspect.source)
             return
-        if node.state is _SUSPECT:
+        if node.state is _SUSPECT and suspect.incarnation == node.incarnation:
             suspicion = node.suspicion
             if gossip and suspicion is not None and suspicion.confirm(suspect.source):
                 deadline = suspicion.start + suspicion.timeout()
                 self._schedule(_SUSPICION, node.name, max(now, deadline))
                 self._queue(suspect)
             return
+        # Alive, or suspect at an older incarnation: a suspicion at a newer one means the
+        # node refuted the old one (its Alive did not reach here) and was suspected again.
+        # It starts over (memberlist confirms the old timer with it instead, whose shortened
+        # deadline may be long past: a healthy node declared dead at once).
         config = self._config
         n = self._counts[_ALIVE] + self._counts[_SUSPECT]
         shortest = config.suspicion_timeout(n)
