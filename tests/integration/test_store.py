@@ -857,6 +857,14 @@ def test_an_image_is_a_sqlite_database_in_an_unlinked_file(
         assert set(source.path.iterdir()) == before  # nothing left behind
 
 
+def test_image_files_a_crash_left_in_the_data_dir_are_removed_at_open(tmp_path: Path) -> None:
+    Store(tmp_path / "d").close()
+    (tmp_path / "d" / ".image-abc123").write_bytes(b"half an image")
+    (tmp_path / "d" / ".image-in-def456").write_bytes(b"half an image")
+    Store(tmp_path / "d").close()
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.name.startswith(".")) == []
+
+
 def test_an_image_of_the_earlier_msgpack_format_still_imports(store: Store) -> None:
     job = Job(name="old", schedule="@every 1m")
     blob = msgpack.packb(

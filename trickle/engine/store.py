@@ -460,6 +460,9 @@ class Store:
             raise StoreError(
                 f"data dir {path} is in use by another trickle store (lock {LOCK_FILENAME})"
             ) from None
+        for leftover in path.glob(".image-*"):  # an image export or import a crash cut short
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     def _release_dir(self) -> None:
         if self._lock_file is not None:
