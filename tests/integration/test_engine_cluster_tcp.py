@@ -7,6 +7,7 @@ from pathlib import Path
 import trio
 
 from trickle import Engine, EngineConfig, Job
+from trickle.testing.engines import EngineGroup
 
 NAMES = ("a", "b", "c")
 WAIT = 20  # seconds: elections and replication are far quicker; this only bounds a hang
@@ -18,15 +19,12 @@ def shell_job(name: str) -> Job:
     )
 
 
-class TcpCluster:
+class TcpCluster(EngineGroup):
     """Servers on port 0: each one's peers learn its address once it is bound."""
 
     def __init__(self, nursery: trio.Nursery, tmp_path: Path) -> None:
-        self.nursery = nursery
+        super().__init__(nursery)
         self.tmp_path = tmp_path
-        self.engines: dict[str, Engine] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
 
     async def start(self, name: str) -> Engine:
         engine = Engine(
@@ -37,18 +35,7 @@ class TcpCluster:
                 peers={n: "127.0.0.1:1" for n in NAMES},  # replaced by wire_peers()
             )
         )
-        scope = trio.CancelScope()
-        stopped = trio.Event()
-
-        async def run(task_status: trio.TaskStatus[None]) -> None:
-            try:
-                with scope:
-                    await engine.run(task_status=task_status)
-            finally:
-                stopped.set()
-
-        await self.nursery.start(run)
-        self.engines[name], self.scopes[name], self.stopped[name] = engine, scope, stopped
+        await self.run(name, engine)
         self.wire_peers()
         return engine
 
@@ -61,10 +48,6 @@ class TcpCluster:
         for name, engine in self.engines.items():
             if engine.running:
                 engine.update_peers({n: a for n, a in addresses.items() if n != name})
-
-    async def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        await self.stopped[name].wait()
 
     async def leader(self) -> Engine:
         while True:
