@@ -265,3 +265,78 @@ def test_a_suspicion_at_a_newer_incarnation_starts_over_instead_of_confirming_th
     b.poll(now=42.0)
     member = b.member("m9")
     assert member is not None and member.state is State.SUSPECT and member.incarnation == 64
+
+
+# -- a member that missed the whole refutation wave (the 100-hour run, seed 4) ---------------
+
+
+def test_a_member_that_missed_every_copy_of_the_refutation_asks_the_suspect_itself() -> None:
+    # m0 heard "m9 suspect #0" but none of the ~2,200 copies of m9's refutation (#1): each
+    # member sends an update retransmit_limit times to random members, so at N = 200 a
+    # member misses them all about once in 10^5 waves. Nothing else reaches m0 in time
+    # (no push-pull, no probe of m9 in its round), so it must ask m9 before its deadline.
+    m0 = thousand()
+    m9 = make("m9", knows=[f"m{i}" for i in range(9)])
+    m9.receive(addr("m1"), [Suspect(0, "m9", "m1")], now=1.0)  # refuted: m9#1
+    m9.take_outgoing()
+    m0.receive(addr("m1"), [Suspect(0, "m9", "m1")], now=1.0)
+    view = m0.suspicion("m9")
+    assert view is not None and view.confirmations == 0
+    deadline = view.deadline
+    asked_at: list[float] = []
+    now = 1.0
+    while now < deadline + 5.0:
+        now = m0.next_deadline()
+        m0.poll(now=now)
+        for out in m0.take_outgoing():
+            if out.to != addr("m9") or out.stream:
+                continue  # every other member is unreachable here
+            if Suspect(0, "m9", "m0") in out.messages:
+                asked_at.append(now)
+            m9.receive(addr("m0"), out.messages, now=now)
+            for back in m9.take_outgoing():
+                if back.to == addr("m0"):
+                    m0.receive(addr("m9"), back.messages, now=now)
+        member = m0.member("m9")
+        assert member is not None
+        if member.state is State.ALIVE:
+            break
+    assert (EventKind.FAIL, "m9") not in kinds(m0)
+    member = m0.member("m9")
+    assert member is not None and member.state is State.ALIVE and member.incarnation == 1
+    # asked at half the (unconfirmed) timeout, long before the deadline
+    assert asked_at and asked_at[0] == view.since + (deadline - view.since) / 2
+
+
+def test_an_unanswered_suspect_is_asked_twice_then_declared_dead() -> None:
+    m0 = thousand()
+    m0.receive(addr("m1"), [Suspect(0, "m9", "m1")], now=1.0)
+    view = m0.suspicion("m9")
+    assert view is not None
+    timeout = view.deadline - view.since
+    asks: list[float] = []
+    now = 1.0
+    while now <= view.deadline:
+        now = m0.next_deadline()
+        m0.poll(now=now)
+        for out in m0.take_outgoing():
+            if out.to == addr("m9") and Suspect(0, "m9", "m0") in out.messages:
+                asks.append(now - view.since)
+    assert asks == [timeout / 2, timeout * 3 / 4]
+    member = m0.member("m9")
+    assert member is not None and member.state is State.DEAD
+
+
+def test_without_lifeguard_a_suspicion_never_asks_the_suspect() -> None:
+    b = make("b", knows=[f"m{i}" for i in range(1, 1000)], config=lan(lifeguard=False))
+    b.receive(addr("m1"), [Suspect(0, "m9", "m1")], now=1.0)
+    now = 1.0
+    while True:
+        now = b.next_deadline()
+        b.poll(now=now)
+        sent = sent_to(b, "m9")
+        assert Suspect(0, "m9", "b") not in sent
+        member = b.member("m9")
+        assert member is not None
+        if member.state is State.DEAD:
+            break
