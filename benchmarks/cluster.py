@@ -104,11 +104,13 @@ ON_TIME = 0.050  # seconds of lateness a run may have and count as on time
 # trial saw one 3 ms after the kill start on a survivor); no new leader can exist yet
 # (elections take 250 ms or more), so skipping them biases nothing.
 OLD_LEADER_MARGIN = 0.050
+OVERLOAD_POLL_S = 0.5  # seconds between two looks at every server's leader (overload phase)
 HELD_SHARE = 0.98  # share of a step's fires that must have run for the step to hold
 KEEP_GOING_SHARE = 0.9  # --keep-going: the ramp stops once fewer fires than this ran
 HTTP_TIMEOUT = 30.0  # seconds per API request
 WRITE_RETRY_S = 30.0  # seconds a write is tried again while the cluster has no leader
 CREATE_TASKS = 4  # concurrent job writes
+OVERLOAD_CREATE_TASKS = 16  # ... in the overload phase (the writes meet a loaded leader)
 JOB_TAGS = {"bench": "node:1"}  # one of the three servers per fire, at random
 TARGETS = {
     "fires_per_s_at_p99_50ms_min": 1000,
@@ -286,8 +288,8 @@ class Bench:
             self._leader = None
             await trio.sleep(0.2)
 
-    async def put_jobs(self, jobs: Sequence[dict[str, Any]]) -> float:
-        """Create or replace ``jobs`` through the leader's API, CREATE_TASKS at a time;
+    async def put_jobs(self, jobs: Sequence[dict[str, Any]], tasks: int = CREATE_TASKS) -> float:
+        """Create or replace ``jobs`` through the leader's API, ``tasks`` at a time;
         seconds taken."""
         t0 = time.monotonic()
         todo = iter(jobs)
@@ -297,7 +299,7 @@ class Bench:
                 await self.post("/v1/jobs", job)
 
         async with trio.open_nursery() as nursery:
-            for _ in range(CREATE_TASKS):
+            for _ in range(tasks):
                 nursery.start_soon(writer)
         return time.monotonic() - t0
 
@@ -698,6 +700,123 @@ async def run_rss(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any
     }
 
 
+# -- 5: overload: does the cluster keep its leader? -------------------------------------------
+
+
+def raft_terms(cluster: Bench) -> dict[str, int]:
+    """Every server's current Raft term, from its raft.db (read once the servers are
+    stopped: raft.db is opened in exclusive locking mode)."""
+    out = {}
+    for name in NAMES:
+        path = cluster.root / name / "raft.db"
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT term FROM raft_hard_state WHERE id = 1").fetchone()
+            out[name] = int(row[0]) if row else 0
+    return out
+
+
+async def leaders_seen(cluster: Bench) -> dict[str, str | None]:
+    """What every live server names as the leader now (None: none, or no answer)."""
+    out: dict[str, str | None] = {}
+    for node in cluster.live():
+        try:
+            response = await node.request("GET", "/v1/leader", timeout=2.0)
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            body = None
+        out[node.name] = body.get("Name") if isinstance(body, dict) else None
+    return out
+
+
+async def overload_window(cluster: Bench, seconds: float, jobs: int, what: str) -> dict[str, Any]:
+    """Watch the cluster for ``seconds`` with ``jobs`` jobs @every 1s: leader changes seen
+    (polled every OVERLOAD_POLL_S on every server), runs of the window's fires, lateness,
+    missed and skipped fires, failed runs, CPU."""
+    m0, cpu0 = await cluster.all_metrics(), cluster.cpu_s()
+    load0 = os.getloadavg()
+    w0 = time.time()
+    w1 = w0 + seconds
+    changes = 0
+    leaderless_s = 0.0
+    last: str | None = None
+    while time.time() < w1:
+        seen = await leaders_seen(cluster)
+        names = {v for v in seen.values() if v is not None}
+        current = next(iter(names)) if len(names) == 1 else None
+        if current is None:
+            leaderless_s += OVERLOAD_POLL_S
+        elif current != last:
+            if last is not None:
+                changes += 1
+            last = current
+        await trio.sleep(OVERLOAD_POLL_S)
+    m1, cpu1 = await cluster.all_metrics(), cluster.cpu_s()
+    await trio.sleep(2.0)  # runs of the window's last fires, started late
+    cluster.fires.poll()
+    runs = [r for r in cluster.fires.runs if w0 <= r[1] < w1]
+    late = sorted((r[0] - r[1]) * 1000 for r in runs)
+    expected = jobs * seconds
+    cpu = {n: round(100 * (cpu1[n] - cpu0[n]) / seconds, 1) for n in cpu1 if n in cpu0}
+    return {
+        "what": what,
+        "jobs": jobs,
+        "seconds": seconds,
+        "fires_offered": round(expected),
+        "runs": len(runs),
+        "runs_per_s": round(len(runs) / seconds, 1),
+        "runs_share_of_fires": round(len(runs) / expected, 4) if expected else None,
+        "lateness_ms_p50": _r(percentile(late, 0.5), 2),
+        "lateness_ms_p99": _r(percentile(late, 0.99), 2),
+        "fires_missed": _sum(m1, "trickle_fires_missed_total")
+        - _sum(m0, "trickle_fires_missed_total"),
+        "fires_skipped": _sum(m1, "skipped") - _sum(m0, "skipped"),
+        "leader_changes_seen": changes,
+        "leaderless_s_seen": round(leaderless_s, 1),
+        "cpu_pct_by_node": cpu,
+        "loadavg_before": [round(x, 2) for x in load0],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def run_overload(clusters: Clusters, args: argparse.Namespace) -> dict[str, Any]:
+    """``--overload-jobs`` jobs @every 1s (more than the host runs) for ``--overload-s``,
+    then ``--overload-after-jobs`` of them for ``--overload-recover-s``: leader changes
+    (the Raft terms spent), runs against fires missed, and whether it recovers."""
+    names = [f"o{i:05d}" for i in range(args.overload_jobs)]
+    async with clusters.get("overload") as cluster:
+        leader = await cluster.leader()
+        t0 = time.monotonic()
+        await cluster.put_jobs([noop_job(n) for n in names], OVERLOAD_CREATE_TASKS)
+        _log(f"overload: {len(names)} jobs in {time.monotonic() - t0:.0f} s; leader {leader}")
+        hot = await overload_window(cluster, args.overload_s, len(names), "overload")
+        _log(f"overload: {hot}")
+        keep = min(args.overload_after_jobs, len(names))
+        t0 = time.monotonic()
+        await cluster.put_jobs(
+            [noop_job(n, disabled=True) for n in names[keep:]], OVERLOAD_CREATE_TASKS
+        )
+        _log(f"overload: {len(names) - keep} jobs disabled in {time.monotonic() - t0:.0f} s")
+        await trio.sleep(args.warmup)
+        calm = await overload_window(cluster, args.overload_recover_s, keep, "recovery")
+        _log(f"overload: {calm}")
+        root = cluster
+    # the servers are stopped now (not with --one-cluster: no terms then)
+    terms = {} if args.one_cluster else raft_terms(root)
+    logs = {n: root.nodes[n].stderr() for n in NAMES}
+    return {
+        "terms_under_overload": max(terms.values()) if terms else None,
+        "overload": {
+            "final_term_by_node": terms,
+            "windows": [hot, calm],
+            # the Raft driver's warnings (servers since this work; 0 before it)
+            "campaigns_by_node": {n: t.count(": campaigning in term ") for n, t in logs.items()},
+            "quorum_losses_by_node": {
+                n: t.count(": stepped down in term ") for n, t in logs.items()
+            },
+        },
+    }
+
+
 # -- host and main --------------------------------------------------------------------------
 
 
@@ -780,7 +899,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed-chunk", type=int, default=100_000, help="executions per seeding")
     parser.add_argument(
-        "--phases", default="ramp,failover,rss", help="comma-separated: ramp, failover, rss"
+        "--phases",
+        default="ramp,failover,rss",
+        help="comma-separated: ramp, failover, rss, overload (not run by default)",
+    )
+    parser.add_argument(
+        "--overload-jobs", type=int, default=1000, help="jobs @every 1s of the overload phase"
+    )
+    parser.add_argument("--overload-s", type=float, default=180.0, help="seconds of overload")
+    parser.add_argument(
+        "--overload-after-jobs",
+        type=int,
+        default=50,
+        help="jobs left enabled after the overload, to see the cluster recover",
+    )
+    parser.add_argument(
+        "--overload-recover-s", type=float, default=30.0, help="seconds watched after it"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the kill pauses")
     parser.add_argument(
@@ -815,7 +949,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.rss_executions, args.rss_jobs, args.seed_chunk = [300, 1000], 100, 500
         args.one_cluster = True
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(args.phases) - {"ramp", "failover", "rss"}
+    unknown = set(args.phases) - {"ramp", "failover", "rss", "overload"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     return args
@@ -840,7 +974,12 @@ async def run_phases(root: Path, args: argparse.Namespace, out: dict[str, Any]) 
     """Run the chosen phases, adding their figures to ``out``; their errors by phase.
     SIGTERM stops the run as Ctrl-C does (the servers are killed on the way out)."""
     errors: dict[str, str] = {}
-    phases = {"ramp": run_ramp, "failover": run_failover, "rss": run_rss}
+    phases = {
+        "ramp": run_ramp,
+        "failover": run_failover,
+        "rss": run_rss,
+        "overload": run_overload,
+    }
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_raise_on_sigterm)
         async with AsyncExitStack() as stack:
