@@ -417,12 +417,15 @@ class Clusters:
 
     @contextlib.asynccontextmanager
     async def get(self, phase: str) -> AsyncIterator[Bench]:
+        program = PROGRAM
+        if self.args.max_lateness is not None:
+            program = (*PROGRAM[:-1], "--max-lateness", str(self.args.max_lateness), "--")
         if not self.args.one_cluster:
-            async with processes.Cluster(self.root / phase, program=PROGRAM) as cluster:
+            async with processes.Cluster(self.root / phase, program=program) as cluster:
                 yield await self._start(cluster)
             return
         if self.shared is None:
-            cluster = processes.Cluster(self.root / "cluster", program=PROGRAM)
+            cluster = processes.Cluster(self.root / "cluster", program=program)
             await self.stack.enter_async_context(cluster)
             self.shared = await self._start(cluster)
         yield self.shared
@@ -813,6 +816,10 @@ async def run_overload(clusters: Clusters, args: argparse.Namespace) -> dict[str
             "quorum_losses_by_node": {
                 n: t.count(": stepped down in term ") for n, t in logs.items()
             },
+            "loop_stalls_by_node": {
+                n: t.count(": the event loop was blocked for ") for n, t in logs.items()
+            },
+            "slow_saves_by_node": {n: t.count(": a save of ") for n, t in logs.items()},
         },
     }
 
@@ -924,6 +931,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="ARG",
         help="one more argument for every server's trickle serve (repeatable), e.g. "
         "--serve-arg=--snapshot-entries --serve-arg=512",
+    )
+    parser.add_argument(
+        "--max-lateness",
+        type=float,
+        metavar="SECONDS",
+        help="the servers' scheduler admission bound under overload (Scheduler.max_lateness: "
+        "a fire reached this late, with its job's next fire due too, is recorded missed, "
+        "not run); default: the engine's",
     )
     parser.add_argument(
         "--one-cluster",

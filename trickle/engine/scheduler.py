@@ -11,6 +11,15 @@ dispatched, at its scheduled instant when that is still ahead (launch ahead). A 
 first proposes what ``catch_up(now)`` returns, then decides its late fires with
 ``catchup=True``.
 
+Admission under overload (``max_lateness``, off by default): a fire decided more than
+``max_lateness`` after its instant while the job's next fire is already due too (the
+scheduler fell a whole period behind it) is not run: one ``FiresMissed`` records it and
+the fires after it up to now, with the reason, and the job goes on from its next fire
+to come. A leader offered more fires than it can run thus runs what it can near their
+instant and records the rest, instead of committing a growing pile of late run
+intents (each a dispatch, an executor call and a result to commit) that leaves every
+run late. Catch-up runs after a failover are never shed (they are late by design).
+
 Concurrency: ``forbid`` (no second run of a job while one runs), a job's
 ``concurrency_limit`` (runs of the job at once, across the cluster) and the cluster's
 ``max_running`` (runs at once, all jobs). They count the runs the state machine holds
@@ -53,6 +62,11 @@ from trickle.errors import (
 MAX_MISSED_SCAN = 100_000  # fires enumerated when counting missed ones
 _MICRO = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _seconds(delta: timedelta | None) -> str:
+    """``delta`` in seconds, without a needless fraction (1.5, 2)."""
+    return "-" if delta is None else f"{delta.total_seconds():g}"
 
 
 class NoTargetNodes(NotFound):
@@ -149,6 +163,7 @@ class Decision:
     deferred: list[tuple[str, datetime]] = attrs.field(factory=list)
     trimmed: list[str] = attrs.field(factory=list)  # fires run on fewer targets, and why
     fires: int = 0  # fires that became runs
+    shed: int = 0  # fires not run because the scheduler was too far behind (max_lateness)
 
     def started(self, results: Sequence[Any]) -> list[tuple[Job, Execution, Any]]:
         """Each run with what the log answered to its ``RunStarted`` (``results``: one
@@ -183,12 +198,16 @@ class Scheduler:
         region: str = "",
         rng: random.Random,
         max_running: int = 0,
+        max_lateness: timedelta | None = None,
     ) -> None:
+        if max_lateness is not None and max_lateness < timedelta(0):
+            raise ValueError("max_lateness must not be negative")
         self.fsm = fsm
         self.node_name = node_name
         self.region = region
         self.rng = rng
         self.max_running = max_running  # runs at once across the cluster (0: no cap)
+        self.max_lateness = max_lateness  # see "Admission under overload" (None: off)
         self.ids = ExecutionIds()
         self.planner = Planner()
         # forbid fires held back from launching ahead (previous run active): job -> instant
@@ -366,6 +385,20 @@ class Scheduler:
             while nxt is not None and nxt <= now and len(coalesced) < MAX_MISSED_SCAN:
                 coalesced.append(nxt)  # the scheduler fell a whole period behind
                 nxt = self.fsm.next_fire(job, nxt)
+            if coalesced and not catchup and self._too_late(at, now):
+                missed = self.missed(
+                    job,
+                    [at, *coalesced],
+                    nxt,
+                    now,
+                    f"overload: the scheduler was {(now - at).total_seconds():.1f}s behind "
+                    f"(over {_seconds(self.max_lateness)}s, and the next fire was due "
+                    "too); not run",
+                )
+                out.commands.append(missed)
+                out.missed.append(missed)
+                out.shed += 1 + len(coalesced)
+                continue
             targets = self.targets(job, members)
             reason = self.skip_reason(job, at, targets)
             if reason:
@@ -410,6 +443,9 @@ class Scheduler:
             out.runs.extend(runs)
             out.fires += 1
         return out
+
+    def _too_late(self, at: datetime, now: datetime) -> bool:
+        return self.max_lateness is not None and now - at > self.max_lateness
 
     def dependents(self, due: DependentsDue, now: datetime, members: Sequence[Member]) -> Decision:
         """The runs of a parent's children after its success, and the record that they

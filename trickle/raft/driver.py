@@ -271,6 +271,9 @@ class RaftDriver:
         self.snapshots_taken = 0
         self.campaigns = 0  # election timeouts that made this follower campaign
         self.quorum_losses = 0  # times this leader stepped down (check quorum)
+        self.stalls = 0  # ticks that ran an election timeout late (a blocked event loop)
+        self.longest_tick_lag = 0.0  # seconds
+        self.slow_saves = 0  # saves that took an election timeout or more
         self._nursery: trio.Nursery | None = None
         self._snapshotting = False  # a background snapshot is being taken
 
@@ -347,8 +350,27 @@ class RaftDriver:
             # after a stall, tick once and go on: lost ticks are not replayed in a burst
             deadline = max(deadline + self.tick_seconds, trio.current_time())
             await trio.sleep_until(deadline)
+            self._tick_lag(trio.current_time() - deadline)
             node.tick()
             self._wake.set()
+
+    def _tick_lag(self, lag: float) -> None:
+        """Note how late a tick ran: the event loop was blocked (synchronous work of the
+        application, the GC) or the process waited for a CPU. A lag of an election
+        timeout on a leader is enough for its followers to campaign."""
+        if lag > self.longest_tick_lag:
+            self.longest_tick_lag = lag
+        timeout = self.config.election_ticks * self.tick_seconds
+        if lag >= timeout:
+            self.stalls += 1
+            logger.warning(
+                "%s: the event loop was blocked for %.0f ms (%s's election timeout is %.0f "
+                "ms or more)",
+                self.id,
+                lag * 1000,
+                "its followers" if self._soft.role is Role.LEADER else "this node",
+                timeout * 1000,
+            )
 
     async def _receiver(self, node: RaftNode) -> None:
         """Step what arrives and carry out its Readys in this task (no hop to the loop
@@ -527,7 +549,18 @@ class RaftDriver:
             self._storage.save, hard_state=hard_state, entries=rd.entries, snapshot=rd.snapshot
         )
         size = sum(len(e.data) for e in rd.entries) if rd.snapshot is None else INLINE_SAVE_BYTES
+        started = trio.current_time()
         await self._storage_call(save, size=size)
+        took = trio.current_time() - started
+        if took >= self.config.election_ticks * self.tick_seconds:
+            self.slow_saves += 1
+            logger.warning(
+                "%s: a save of %d entries (%d bytes) took %.0f ms",
+                self.id,
+                len(rd.entries),
+                size,
+                took * 1000,
+            )
         if hard_state is not None:  # the latest hard state: nothing is left unsaved
             self._saved_hard_state = hard_state
             self._unsaved_commit = None
