@@ -64,8 +64,9 @@ class GossipConfig:
         confirmations, telling a suspect at once, plus nacks), and trickle's guards that
         go with them: a probe end or suspicion expiry found late (a stalled member)
         waits once for the packets already received, a suspicion learnt from a push-pull
-        starts quietly (the suspect is told; it is no confirmation), and an accusation
-        is answered straight to the accuser. Off is plain SWIM with a fixed suspicion
+        starts quietly (the suspect is told; it is no confirmation), a suspect still
+        suspected at half and three quarters of the timeout is asked directly, and an
+        accusation is answered straight to the accuser. Off is plain SWIM with a fixed suspicion
         timeout (memberlist without Lifeguard); it exists to measure what Lifeguard buys.
     max_packet_bytes: UDP payload budget of one packet, encryption overhead included.
     """

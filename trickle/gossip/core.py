@@ -34,6 +34,10 @@ with `lifeguard=False`, which stays plain SWIM as memberlist runs it:
 - a suspicion read in a push-pull is not re-broadcast nor counted as a confirmation
   (the sender may only hold what it heard; counting it let push-pulls cut Lifeguard's
   timer to its minimum); the suspect is told directly so it can refute;
+- a member still suspecting X at half and three quarters of its suspicion timeout asks X
+  itself (a Suspect of its own), which answers straight back: a member that missed every
+  gossiped copy of X's refutation (about one in 10^5 per refutation at N = 200) declared
+  a healthy X dead;
 - an accusation is answered straight to the accuser too (a stale one with the last
   refutation); a member that holds X as LEFT answers news of X's failure with X's
   leave, and a leave turns a member declared DEAD into LEFT (as serf does): a member
