@@ -417,7 +417,7 @@ class Clusters:
 
     @contextlib.asynccontextmanager
     async def get(self, phase: str) -> AsyncIterator[Bench]:
-        program = PROGRAM
+        program: tuple[str, ...] = PROGRAM
         if self.args.max_lateness is not None:
             program = (*PROGRAM[:-1], "--max-lateness", str(self.args.max_lateness), "--")
         if not self.args.one_cluster:
