@@ -244,6 +244,8 @@ class Bench:
                     "dkron_job_executions_failed_total",
                 ):
                     out["finished"] = out.get("finished", 0.0) + sample.value
+                    if name == "dkron_job_executions_failed_total":
+                        out["failed"] = out.get("failed", 0.0) + sample.value
                 elif name == "trickle_fires_skipped_total":
                     out["skipped"] = out.get("skipped", 0.0) + sample.value
         return out
@@ -773,6 +775,13 @@ async def overload_window(cluster: Bench, seconds: float, jobs: int, what: str) 
         "fires_missed": _sum(m1, "trickle_fires_missed_total")
         - _sum(m0, "trickle_fires_missed_total"),
         "fires_skipped": _sum(m1, "skipped") - _sum(m0, "skipped"),
+        # results recorded failed by the leader(s) (a noop only fails when it never ran:
+        # e.g. an intent a deposed leader committed and nobody dispatched)
+        # (every server counts every result it applies: the most any server counted)
+        "runs_failed": max(
+            (m1[n].get("failed", 0.0) - m0[n].get("failed", 0.0) for n in m1 if n in m0),
+            default=None,
+        ),
         "leader_changes_seen": changes,
         "leaderless_s_seen": round(leaderless_s, 1),
         "cpu_pct_by_node": cpu,
