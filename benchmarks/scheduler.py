@@ -73,6 +73,9 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   (trickle logs "job J: K fires missed (scheduler behind)").
 * trickle only, the garbage collector during the window: ``gc_collections`` (by
   generation) and the pauses of full collections, ``gc_full_pause_ms_max`` / ``_total``.
+  ``--gc-serve`` gives the worker the collector settings ``trickle serve`` uses
+  (``trickle.tune_gc()``: freeze, young threshold 20,000); ``--gc-freeze`` and
+  ``--gc-threshold N`` set them one by one.
 
 trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
 the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
@@ -587,6 +590,10 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
                 gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
             if args.gc_freeze:
                 gc.freeze()
+            if args.gc_serve:
+                from trickle import tune_gc
+
+                tune_gc()
             window = Window(args.warmup, args.duration, every)
             await trio.sleep(max(0.0, window.start - time.time()))
             cpu_start = _cpu_s()
@@ -878,6 +885,8 @@ def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
         cmd += ["--gc-threshold", str(args.gc_threshold)]
     if args.gc_freeze:
         cmd.append("--gc-freeze")
+    if args.gc_serve:
+        cmd.append("--gc-serve")
     if system == "trickle" or args.apscheduler_store == "sqlite":
         data = tmp / system
         data.mkdir()
@@ -976,8 +985,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--gc-freeze",
         action="store_true",
-        help="trickle worker: gc.freeze() once the jobs are stored, as trickle serve "
-        "does once it has loaded its store",
+        help="trickle worker: gc.freeze() once the jobs are stored",
+    )
+    parser.add_argument(
+        "--gc-serve",
+        action="store_true",
+        help="trickle worker: trickle.tune_gc() once the jobs are stored, as trickle serve "
+        "does once it has loaded its store (freeze, young-generation threshold 20,000)",
     )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

@@ -50,6 +50,7 @@ _EXPORTS = {
     "SubmissionsPaused": "trickle.errors",
     "TrickleError": "trickle.errors",
     "ValidationError": "trickle.errors",
+    "tune_gc": "trickle.gctuning",
 }
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "Trigger",
     "ValidationError",
     "__version__",
+    "tune_gc",
 ]
 
 
@@ -149,3 +151,4 @@ if TYPE_CHECKING:
         TrickleError,
         ValidationError,
     )
+    from trickle.gctuning import tune_gc

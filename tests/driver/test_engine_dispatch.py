@@ -294,3 +294,63 @@ async def test_a_node_that_restarts_before_it_is_declared_failed_has_its_lost_ru
         assert "node x no longer knows the run" in execution.output
         assert [m.status for m in leader.members() if m.name == "x"] == ["alive"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_fire_committed_ahead_by_a_leader_gone_before_its_instant_runs_once(
+    autojump_clock: trio.testing.MockClock,
+):
+    """The leader commits a fire's intent ahead of its instant and stops before the
+    instant: the next leader asks the node, which never got it, and launches it, as the
+    same execution, once (it used to be recorded failed: a run lost to a failover)."""
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        follower = next(e for n, e in cluster.engines.items() if n in SERVERS and e is not leader)
+        held: list[Execution] = []
+        any_held = trio.Event()
+        hold = leader._hold
+
+        def note_hold(ex: Execution, term: int) -> None:
+            hold(ex, term)
+            held.append(ex)
+            any_held.set()
+
+        leader._hold = note_hold  # type: ignore[method-assign]
+        await leader.put_job(
+            Job(name="gpu", schedule="@every 10s", executor="record", tags={"gpu": "1"})
+        )
+        with trio.fail_after(60):
+            await any_held.wait()
+        [committed] = held
+        assert committed.scheduled_at is not None
+        assert leader.clock.now() < committed.scheduled_at  # committed, not yet launched
+        await cluster.stop(leader.node_name)
+        await follower.toggle_job("gpu")  # disabled: one fire is enough
+        [execution] = await finished(follower, "gpu")
+        assert execution.id == committed.id and execution.success, execution.output
+        assert cluster.ran == [("x", "gpu")]
+        assert (await cluster.leader()).statistics().runs_relaunched == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_a_newer_leader_asked_does_not_start_its_own_runs(
+    autojump_clock: trio.testing.MockClock,
+):
+    """Once a newer leader has asked this node what it runs, a run this (deposed, not yet
+    aware) leader committed for itself is that leader's to settle: not started here."""
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        service = leader._runner_service
+        assert service is not None
+        await leader.put_job(Job(name="own", schedule="@manually", executor="record"))
+        service.note_leader(leader._lead_term + 1, "elsewhere")  # as a newer leader's query
+        execution = Execution(
+            id="20260101000000000000-" + leader.node_name,
+            job_name="own",
+            node_name=leader.node_name,
+            group=1,
+            started_at=START,
+        )
+        leader._dispatch(leader._fsm.jobs["own"], execution)
+        await trio.testing.wait_all_tasks_blocked()
+        assert cluster.ran == [] and not service.knows(execution.id)
+        nursery.cancel_scope.cancel()

@@ -109,7 +109,9 @@ messages = st.one_of(
         leader=st.none() | names,
         error=texts,
     ),
-    st.builds(Query, term=terms, leader=st.just("") | names),
+    st.builds(
+        Query, term=terms, leader=st.just("") | names, ids=st.lists(ids, max_size=4).map(tuple)
+    ),
     st.builds(
         RunnerState,
         node=names,
@@ -117,6 +119,8 @@ messages = st.one_of(
         leader=st.just("") | names,
         active=st.lists(refs, max_size=4).map(tuple),
         pending=st.lists(refs, max_size=4).map(tuple),
+        since=st.none() | instants,
+        known=st.lists(ids, max_size=4).map(tuple),
     ),
 )
 
@@ -165,8 +169,10 @@ def test_decode_error_is_a_wire_error():
         (msgpack.packb([1, "7", 0, ""]), "unknown dispatch message kind"),
         (msgpack.packb([1, 7, -1, "a"]), "term must be a non-negative integer"),
         (msgpack.packb([1, 7, True, "a"]), "term must be a non-negative integer"),
-        (msgpack.packb([1, 7, 0]), "a query must be a list of 2 fields"),
-        (msgpack.packb([1, 7, 0, "a", "extra"]), "a query must be a list of 2 fields"),
+        (msgpack.packb([1, 7, 0]), "a query must be a list of 2 or 3 fields"),
+        (msgpack.packb([1, 7, 0, "a", [], "extra"]), "a query must be a list of 2 or 3 fields"),
+        (msgpack.packb([1, 7, 0, "a", "x"]), "ids must be a list"),
+        (msgpack.packb([1, 8, "n", 1, "", [], [], None]), "a runner state must be a list of 5 or 7"),
         (msgpack.packb([1, 4, "yes", ""]), "ok must be a boolean"),
         (msgpack.packb([1, 4, True, "x" * 5000]), "error is longer than 4096 characters"),
         (msgpack.packb([1, 3, [["", "job", 0, "x"]]]), "execution id is empty"),
@@ -179,6 +185,15 @@ def test_malformed_payload_is_refused_with_the_reason(payload, says):
     with pytest.raises(DispatchWireError) as info:
         decode(payload)
     assert says in str(info.value)
+
+
+def test_a_query_and_an_answer_from_a_node_before_ids_and_known_still_decode():
+    # a node of the previous version asks without ids and answers without since/known:
+    # it knows nothing it is asked about, and its start is unknown (no run is relaunched)
+    assert decode(msgpack.packb([1, int(Kind.QUERY), 3, "s1"])) == Query(term=3, leader="s1")
+    old = decode(msgpack.packb([1, int(Kind.RUNNER_STATE), "a1", 3, "s1", [], []]))
+    assert old == RunnerState(node="a1", term=3, leader="s1")
+    assert old.since is None and old.known == ()
 
 
 def test_a_payload_over_the_limit_is_refused_before_parsing():

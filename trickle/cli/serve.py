@@ -43,7 +43,6 @@ taken, data dir not writable, store unreadable), fails while running, or gives u
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import logging
 import os
@@ -76,6 +75,7 @@ from trickle.cli.config import (
     resolve,
 )
 from trickle.engine.config import parse_host_port
+from trickle.gctuning import tune_gc
 
 logger = logging.getLogger("trickle.cli.serve")
 
@@ -500,9 +500,8 @@ async def serve_node(settings: ServeSettings, *, stdout: IO[str]) -> int:
             )
             await nursery.start(partial(_supervised, "the engine", engine.run, stop))
             # The loaded jobs live as long as the process: keep them out of the collector's
-            # full passes (a 100k-job state otherwise costs long pauses at every pass).
-            gc.collect()
-            gc.freeze()
+            # full passes, and let each fire's objects die young (trickle.gctuning).
+            tune_gc()
             where = _format_hostport(settings.http_host, settings.http_port)
             binding = _Binding(http=where)
             # an agent's HTTP app serves only /health and /metrics (serve_http picks it)

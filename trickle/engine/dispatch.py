@@ -38,7 +38,7 @@ import collections
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -86,6 +86,7 @@ MAX_REASON_CHARS = 4096  # refusal and error texts
 MAX_CHUNKS_PER_BATCH = 4096
 MAX_RESULTS_PER_REPORT = 1024
 MAX_RUNS_LISTED = 100_000  # runs in one "what do you run?" answer (each list)
+MAX_IDS_ASKED = 4096  # execution ids one query asks about (``Query.ids``)
 
 # runner side
 OUTPUT_INTERVAL = 0.1  # seconds: at most one output batch per server this often
@@ -219,10 +220,13 @@ class ReportAnswer:
 
 @attrs.frozen(kw_only=True)
 class Query:
-    """ "What do you run?" from ``leader`` leading in ``term`` (0: no fencing news)."""
+    """ "What do you run?" from ``leader`` leading in ``term`` (0: no fencing news).
+    ``ids``: runs the asker asks about; the answer's ``known`` lists those this node ran,
+    runs or still reports in this process's life."""
 
     term: int = 0
     leader: str = ""
+    ids: tuple[ExecutionId, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -235,13 +239,18 @@ class RunRef:
 class RunnerState:
     """A node's answer to a query. active: runs queued or running there. pending: runs
     finished there whose results no server has acknowledged yet (they are being reported).
-    term/leader: the highest leader term the node has seen, and that leader."""
+    term/leader: the highest leader term the node has seen, and that leader. since: when
+    (the node's clock) its runner began to accept dispatches, None if it did not say (a
+    node from before this field): a run it does not know and whose intent was committed
+    after ``since`` never reached it, so a new leader may launch it (see the Engine)."""
 
     node: str
     term: int
     leader: str
     active: tuple[RunRef, ...] = ()
     pending: tuple[RunRef, ...] = ()
+    since: datetime | None = None
+    known: tuple[ExecutionId, ...] = ()
 
 
 DispatchMessage = (
@@ -296,7 +305,7 @@ def encode(message: DispatchMessage) -> bytes:
             message.error,
         )
     if isinstance(message, Query):
-        return _pack(Kind.QUERY, message.term, message.leader)
+        return _pack(Kind.QUERY, message.term, message.leader, list(message.ids))
     if isinstance(message, RunnerState):
         return _pack(
             Kind.RUNNER_STATE,
@@ -305,6 +314,8 @@ def encode(message: DispatchMessage) -> bytes:
             message.leader,
             [[r.job_name, r.execution_id] for r in message.active],
             [[r.job_name, r.execution_id] for r in message.pending],
+            None if message.since is None else _micros(message.since),
+            list(message.known),
         )
     raise TypeError(f"not a dispatch message: {type(message).__name__}")
 
@@ -490,18 +501,36 @@ def _decode_report_answer(f: list[Any]) -> ReportAnswer:
 
 
 def _decode_query(f: list[Any]) -> Query:
-    term, leader = _fields(f, "a query", 2)
-    return Query(term=_int(term, "term"), leader=_str(leader, "leader", empty=True))
+    if type(f) is not list or len(f) not in (2, 3):
+        raise DispatchWireError("a query must be a list of 2 or 3 fields")
+    if len(f) == 2:  # from a node before ``ids``
+        f = [*f, []]
+    term, leader, ids = f
+    return Query(
+        term=_int(term, "term"),
+        leader=_str(leader, "leader", empty=True),
+        ids=_ids(ids, "ids", MAX_IDS_ASKED),
+    )
+
+
+def _ids(value: Any, what: str, limit: int) -> tuple[ExecutionId, ...]:
+    return tuple(ExecutionId(_str(i, "execution id")) for i in _list(value, what, limit))
 
 
 def _decode_state(f: list[Any]) -> RunnerState:
-    node, term, leader, active, pending = _fields(f, "a runner state", 5)
+    if type(f) is not list or len(f) not in (5, 7):
+        raise DispatchWireError("a runner state must be a list of 5 or 7 fields")
+    if len(f) == 5:  # from a node before ``since`` and ``known``
+        f = [*f, None, []]
+    node, term, leader, active, pending, since, known = f
     return RunnerState(
         node=_str(node, "node"),
         term=_int(term, "term"),
         leader=_str(leader, "leader", empty=True),
         active=_refs(active, "active"),
         pending=_refs(pending, "pending"),
+        since=None if since is None else _EPOCH + _int(since, "since") * _MICRO,
+        known=_ids(known, "known", MAX_IDS_ASKED),
     )
 
 
@@ -648,6 +677,7 @@ class RunnerService:
     ) -> None:
         self.node_name = node_name
         self._now = clock or (lambda: datetime.now(UTC))
+        self._since = trio.current_time()  # dispatches reach this service from here on
         self._transport = transport
         self._runner = runner
         self._servers = servers
@@ -658,6 +688,7 @@ class RunnerService:
         self._leader = ""
         self._hint: str | None = None  # where the last report went through (or was sent)
         self._origins: dict[ExecutionId, _Origin] = {}
+        self._launched: set[ExecutionId] = set()  # see launched_here
         self._prune_at = 64
         # runs not dispatched here over RPC (a leader's own): their output's seq and job
         self._local_streams: dict[ExecutionId, _Origin] = {}
@@ -807,9 +838,26 @@ class RunnerService:
         """This node runs, queues, reports or finished the run (in this process's life)."""
         return self._known(execution_id)
 
+    @property
+    def since(self) -> datetime:
+        """When (this node's wall clock, now) this service began to accept dispatches:
+        measured on Trio's monotonic clock, so a wall-clock step does not move it."""
+        return self._now() - timedelta(seconds=trio.current_time() - self._since)
+
+    def launched_here(self, execution_id: ExecutionId) -> None:
+        """The Engine launched this run on this node itself (a server's own run: not
+        dispatched over RPC, its result reported through Raft). ``knows`` it until
+        ``settled``, so a new leader asking never takes it for a run that never came."""
+        self._launched.add(execution_id)
+
+    def settled(self, execution_id: ExecutionId) -> None:
+        """The run's end is in the replicated state: nobody asks about it any more."""
+        self._launched.discard(execution_id)
+
     def _known(self, execution_id: ExecutionId) -> bool:
         return (
-            execution_id in self._origins
+            execution_id in self._launched
+            or execution_id in self._origins
             or execution_id in self._pending
             or execution_id in self._finished
             or self._runner.is_active(execution_id)
@@ -844,10 +892,11 @@ class RunnerService:
             raise  # answered as a RemoteError: the asker sees why
         if query.term and query.leader:
             self.note_leader(query.term, query.leader)
-        return encode(self.state())
+        return encode(self.state(query.ids))
 
-    def state(self) -> RunnerState:
-        """What this node runs (queued or running) and the results it still holds."""
+    def state(self, asked: Iterable[ExecutionId] = ()) -> RunnerState:
+        """What this node runs (queued or running), the results it still holds, and which
+        of the runs ``asked`` about it knows (see ``knows``)."""
         self._prune()
         active = [
             RunRef(job_name=b.execution.job_name, execution_id=b.execution.id)
@@ -862,6 +911,8 @@ class RunnerService:
             leader=self._leader,
             active=tuple(active[:MAX_RUNS_LISTED]),
             pending=tuple(pending[:MAX_RUNS_LISTED]),
+            since=self.since,
+            known=tuple(i for i in asked if self._known(i)),
         )
 
     # output ------------------------------------------------------------------------------
@@ -1336,14 +1387,16 @@ class Dispatcher:
         run, else raise ``error``."""
         ex_id = dispatch.execution.id
         try:
-            state = await self.query(node, term=dispatch.term)
+            state = await self.query(node, term=dispatch.term, ids=(ex_id,))
         except RpcError as exc:
             logger.info(
                 "dispatch of %s to %s: outcome unknown (%s; then %s)", ex_id, node, error, exc
             )
             self._stats["failed"] += 1
             raise error from exc
-        if any(r.execution_id == ex_id for r in (*state.active, *state.pending)):
+        if ex_id in state.known or any(
+            r.execution_id == ex_id for r in (*state.active, *state.pending)
+        ):
             self._stats["sent"] += 1
             return
         self._stats["failed"] += 1
@@ -1354,17 +1407,21 @@ class Dispatcher:
         node: str,
         *,
         term: int = 0,
+        ids: Sequence[ExecutionId] = (),
         timeout: float = QUERY_TIMEOUT,  # noqa: ASYNC109
     ) -> RunnerState:
-        """Ask ``node`` what it runs and which results it still holds. ``term``: this
-        leader's term; a node that has seen a lower one adopts it, refusing dispatches
-        of older leaders from then on (pass it when reconciling as a new leader).
-        Raises the RpcError tree (RemoteError for a malformed answer)."""
-        query = Query(term=term, leader=self.node_name if term else "")
+        """Ask ``node`` what it runs and which results it still holds, and which of the
+        runs ``ids`` (at most MAX_IDS_ASKED) it knows. ``term``: this leader's term; a
+        node that has seen a lower one adopts it, refusing dispatches of older leaders
+        from then on (pass it when reconciling as a new leader). Raises the RpcError
+        tree (RemoteError for a malformed answer)."""
+        if len(ids) > MAX_IDS_ASKED:
+            raise ValueError(f"a query asks about at most {MAX_IDS_ASKED} runs, not {len(ids)}")
+        query = Query(term=term, leader=self.node_name if term else "", ids=tuple(ids))
         if node == self.node_name and self._local is not None:
             if term:
                 self._local.note_leader(term, self.node_name)
-            return self._local.state()
+            return self._local.state(query.ids)
         reply = await self._transport.call(
             NodeId(node), QUERY_METHOD, encode(query), timeout=timeout
         )
