@@ -172,7 +172,10 @@ def test_decode_error_is_a_wire_error():
         (msgpack.packb([1, 7, 0]), "a query must be a list of 2 or 3 fields"),
         (msgpack.packb([1, 7, 0, "a", [], "extra"]), "a query must be a list of 2 or 3 fields"),
         (msgpack.packb([1, 7, 0, "a", "x"]), "ids must be a list"),
-        (msgpack.packb([1, 8, "n", 1, "", [], [], None]), "a runner state must be a list of 5 or 7"),
+        (
+            msgpack.packb([1, 8, "n", 1, "", [], [], None]),
+            "a runner state must be a list of 5 or 7",
+        ),
         (msgpack.packb([1, 4, "yes", ""]), "ok must be a boolean"),
         (msgpack.packb([1, 4, True, "x" * 5000]), "error is longer than 4096 characters"),
         (msgpack.packb([1, 3, [["", "job", 0, "x"]]]), "execution id is empty"),
