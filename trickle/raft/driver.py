@@ -89,6 +89,7 @@ READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
 SLOW_SAVE_SECONDS = 0.010  # median save duration above which saves go to a worker thread
 SAVE_SAMPLES = 15  # recent save durations that median is taken over
+STALLED_SAVE_SECONDS = 0.050  # one save this long sends the saves to a worker thread
 INLINE_SAVE_BYTES = 256 * 1024  # saves with more entry data always go to a worker thread
 APPLY_BATCH_ENTRIES = 64  # committed entries the application gets in one apply() call
 APPLY_BATCH_BYTES = 256 * 1024  # ... or this many bytes of their data (one entry at least)
@@ -712,14 +713,18 @@ class RaftDriver:
         """Small saves run inline unless the median of the last SAVE_SAMPLES (inline or
         not) is above SLOW_SAVE_SECONDS (a slow disk must not stall the Trio loop); they
         come back once it is below half of that. A median, so that stalls of a busy
-        machine (the process waiting for a CPU) do not count as a slow disk. (Called
-        from a worker thread too: the decision is a bool store.)"""
+        machine (the process waiting for a CPU) do not count as a slow disk. But one save
+        of STALLED_SAVE_SECONDS or more moves them to a worker thread at once, and they
+        come back only once no such save is among the last SAVE_SAMPLES: an inline save
+        that hangs for hundreds of ms (a disk flushing under load) blocks the whole loop,
+        heartbeats included, and its followers campaign. (Called from a worker thread
+        too: the decision is a bool store.)"""
         samples = self._save_samples
         samples.append(seconds)
         median = sorted(samples)[len(samples) // 2]
-        if median > SLOW_SAVE_SECONDS:
+        if median > SLOW_SAVE_SECONDS or seconds >= STALLED_SAVE_SECONDS:
             self._inline_saves = False
-        elif median < SLOW_SAVE_SECONDS / 2:
+        elif median < SLOW_SAVE_SECONDS / 2 and max(samples) < STALLED_SAVE_SECONDS:
             self._inline_saves = True
 
     def _set_soft_state(self, soft: SoftState) -> None:
