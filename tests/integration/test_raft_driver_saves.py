@@ -46,7 +46,7 @@ class Disk(MemoryStorage):
         super().save(**writes)
 
 
-async def one_node(disk: Disk, nursery: trio.Nursery) -> RaftDriver:
+async def one_node(disk: Disk, nursery: trio.Nursery, *, inline_saves: bool = True) -> RaftDriver:
     transport = MemoryNetwork().transport(ME)
     driver = RaftDriver(
         ME,
@@ -54,6 +54,7 @@ async def one_node(disk: Disk, nursery: trio.Nursery) -> RaftDriver:
         transport=transport,
         app=App(),
         bootstrap=ConfState(voters=frozenset({ME})),
+        inline_saves=inline_saves,
     )
     await nursery.start(transport.serve)
     await nursery.start(driver.run)
@@ -82,6 +83,16 @@ async def test_quick_saves_run_on_the_trio_thread_and_slow_ones_move_to_a_worker
             disk.slow = 0.0
             quick = await proposals(driver, disk, 20)
             assert not quick[0] and all(quick[-10:])  # and back once most are quick
+            nursery.cancel_scope.cancel()
+
+
+async def test_without_inline_saves_every_save_runs_in_a_worker_thread() -> None:
+    """The Engine's setting: a quick disk still never gets a save on the event loop."""
+    disk = Disk()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            driver = await one_node(disk, nursery, inline_saves=False)
+            assert not any(await proposals(driver, disk, 20))
             nursery.cancel_scope.cancel()
 
 

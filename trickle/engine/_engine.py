@@ -415,6 +415,7 @@ class Engine:
                     rng=random.Random(self._rng.getrandbits(64)),
                     snapshot_entries=cfg.snapshot_entries,
                     storage_in_thread=cfg.data_dir is not None,
+                    inline_saves=False,  # a slow commit must not stall the loop that launches runs
                     on_soft_state=self._on_soft_state,
                 )
                 self._log.attach(self._raft)

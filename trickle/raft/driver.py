@@ -190,6 +190,11 @@ class RaftDriver:
         thread, and so do all saves while the disk is slow (see ``_save_took``); quick
         small saves run on the Trio thread. False: every call on the Trio thread
         (in-memory stores; keeps MockClock tests deterministic).
+    inline_saves: with storage_in_thread, whether quick small saves may run on the Trio
+        thread (True: the lowest commit latency, for a lone client). False: every save
+        runs in a worker thread, so a slow commit never stalls the event loop (the
+        Engine, whose timers launch runs at their instant: an inline commit taking
+        10-60 ms on a loaded host made runs that late).
     on_soft_state: called (synchronously, in the loop) when role/leader/term change.
     on_conf: called with the new membership when it changes.
     """
@@ -209,6 +214,7 @@ class RaftDriver:
         snapshot_entries: int = SNAPSHOT_ENTRIES,
         snapshot_bytes: int = SNAPSHOT_BYTES,
         storage_in_thread: bool = True,
+        inline_saves: bool = True,
         forward_timeout: float = FORWARD_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         on_soft_state: Callable[[SoftState], None] | None = None,
@@ -234,6 +240,7 @@ class RaftDriver:
         self._snapshot_bytes = snapshot_bytes
         self._bytes_since_snapshot = 0  # data of the entries applied since the last one
         self._in_thread = storage_in_thread
+        self._inline_allowed = inline_saves
         self._forward_timeout = forward_timeout
         self._read_timeout = read_timeout
         self._on_soft_state = on_soft_state
@@ -694,7 +701,7 @@ class RaftDriver:
         if size is None or size >= INLINE_SAVE_BYTES:
             with trio.CancelScope(shield=True):
                 return await trio.to_thread.run_sync(fn)
-        if self._inline_saves:
+        if self._inline_saves and self._inline_allowed:
             started = time.perf_counter()
             result = fn()
             self._save_took(time.perf_counter() - started)
