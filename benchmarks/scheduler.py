@@ -70,7 +70,7 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   the scheduler fell a period behind), ``store_mb``, ``engine_error_at_stop`` (an exception
   raised while the engine stopped, reported rather than losing the figures). Both:
   ``load`` (spread, burst or unpaced), ``log_warnings``, warnings counted by message
-  (trickle logs "job J: K fires missed (scheduler behind)").
+  (trickle logs "N fires of K jobs missed (scheduler behind), e.g. job J").
 * trickle only, the garbage collector during the window: ``gc_collections`` (by
   generation) and the pauses of full collections, ``gc_full_pause_ms_max`` / ``_total``.
   ``--gc-serve`` gives the worker the collector settings ``trickle serve`` uses

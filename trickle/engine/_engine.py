@@ -2254,9 +2254,12 @@ class Engine:
         decision = self._sched.decide(due, now, self._target_members(), catchup=catchup)
         for skip in decision.skipped:
             self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
-        for record in decision.missed:
+        if decision.missed:  # one line per decision: under overload, one per job floods
             logger.warning(
-                "job %s: %d fires missed (scheduler behind)", record.job_name, record.count
+                "%d fires of %d jobs missed (scheduler behind), e.g. job %s",
+                sum(record.count for record in decision.missed),
+                len(decision.missed),
+                decision.missed[0].job_name,
             )
         self._note_missed(decision.missed)
         self._log_trimmed(decision)

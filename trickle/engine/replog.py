@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2048  # commands in one log entry
 MAX_IN_FLIGHT = 4  # entries proposed and not yet applied, per node
+APPLY_YIELD_COMMANDS = 256  # commands applied between two yields to other tasks (see apply)
 ENTRY_VERSION = 1
 
 AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
@@ -119,10 +120,16 @@ class ReplicatedLog:
 
     # -- the driver's application ----------------------------------------------------------
     async def apply(self, entries: Sequence[Entry]) -> list[list[Applied]]:
-        """Apply committed entries in order, store their effects in one transaction."""
+        """Apply committed entries in order, store their effects in one transaction. Yields
+        to other tasks after every APPLY_YIELD_COMMANDS commands or so (an entry is never
+        cut), so that a big batch does not hold the event loop for its whole length."""
         pairs: list[tuple[Command, Applied]] = []
         results: list[list[Applied]] = []
+        since_yield = 0
         for entry in entries:
+            if since_yield >= APPLY_YIELD_COMMANDS:
+                since_yield = 0
+                await trio.lowlevel.checkpoint()
             commands: list[Command] = []
             fence = 0
             own = self._own.pop(id(entry.data), None)
@@ -141,6 +148,7 @@ class ReplicatedLog:
                 results.append([stale for _ in commands])
                 continue
             applied = self._fsm.apply_entry(entry.index, commands)
+            since_yield += len(commands)
             pairs.extend(zip(commands, applied, strict=True))
             results.append(applied)
         if entries:
