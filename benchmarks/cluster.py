@@ -63,6 +63,7 @@ stdin closes, and on Linux the kernel kills it if the benchmark dies.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import math
@@ -574,6 +575,9 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
                 f"{trial['leader_after_restart']}"
             )
             await trio.sleep(args.settle)
+        failed = await failed_runs_by_reason(
+            cluster, [f"f{i:04d}" for i in range(args.failover_jobs)]
+        )
     gaps = [t["gap_ms"] for t in trials]
     measured = sorted(g for g in gaps if g is not None)
     missing = len(gaps) - len(measured)
@@ -588,8 +592,24 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
             "gap_ms_max": measured[-1] if measured and not missing else None,
             "trials_without_on_time_run": missing,
             "jobs": args.failover_jobs,
+            # runs recorded failed over all trials (the killed leader's runs in flight,
+            # and any run a failover lost), by the first line of their output
+            "failed_runs": sum(failed.values()),
+            "failed_runs_by_reason": failed,
         },
     }
+
+
+async def failed_runs_by_reason(cluster: Bench, jobs: Sequence[str]) -> dict[str, int]:
+    """Failed executions of ``jobs`` in the history, counted by the first line of their
+    output with run-specific details (names, numbers) kept: 60 characters of it."""
+    reasons: collections.Counter[str] = collections.Counter()
+    for name in jobs:
+        for execution in await cluster.read(f"/v1/jobs/{name}/executions"):
+            if execution.get("status") == "failed":
+                line = (execution.get("output") or "").strip().splitlines()
+                reasons[line[0][:60] if line else ""] += 1
+    return dict(reasons.most_common())
 
 
 # -- 4: memory with a large history ----------------------------------------------------------
