@@ -1,5 +1,6 @@
 """Where the Raft driver runs its saves (real threads and clock): quick small saves on the
-Trio thread, slow or big ones in a worker thread, and back once the disk is quick again."""
+Trio thread, slow or big ones (and those after a stalled one) in a worker thread, and back
+once the disk is quick again."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ class App:
 
 
 class Disk(MemoryStorage):
-    """MemoryStorage that records the thread of each save and can be made slow."""
+    """MemoryStorage that records the thread of each save and can be made slow: every
+    save (``slow``), or only the next ``stalls`` saves, by ``stall`` seconds each."""
 
     def __init__(self) -> None:
         super().__init__()
         self.slow = 0.0  # seconds each save blocks
+        self.stalls = 0
+        self.stall = 0.0
         self.threads: list[bool] = []  # per save: ran on the main (Trio) thread
 
     def save(self, **writes: Any) -> None:
         self.threads.append(threading.current_thread() is threading.main_thread())
         if self.slow:
             time.sleep(self.slow)  # a slow disk, blocking whoever calls
+        if self.stalls:
+            self.stalls -= 1
+            time.sleep(self.stall)  # a disk flushing under load, once
         super().save(**writes)
 
 
@@ -106,4 +113,22 @@ async def test_a_big_save_runs_in_a_worker_thread() -> None:
             await driver.propose(big)
             assert disk.threads[first:] == [False]
             assert all(await proposals(driver, disk, 3))
+            nursery.cancel_scope.cancel()
+
+
+async def test_one_stalled_save_moves_the_next_ones_off_the_event_loop_for_a_while() -> None:
+    """A save that hangs once (a disk flushing under load) sends the next saves to a
+    worker thread, so that one more such save cannot block the event loop and heartbeats;
+    they come back to the Trio thread once the disk has been quick for a while."""
+    disk = Disk()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            driver = await one_node(disk, nursery)
+            assert all(await proposals(driver, disk, 20))  # quick: inline
+            disk.stalls, disk.stall = 1, 2 * driver_module.STALLED_SAVE_SECONDS
+            after = await proposals(driver, disk, 10)
+            assert after[0]  # the stalled one ran inline (nobody could know)...
+            assert not any(after[1:])  # ... the next ones not, though the disk is quick
+            later = await proposals(driver, disk, 2 * driver_module.SAVE_SAMPLES)
+            assert all(later[-5:])  # back inline once it left the recent samples
             nursery.cancel_scope.cancel()
