@@ -1255,12 +1255,10 @@ class Membership:
         answers straight back with its refutation (see `_accused`), whether it refuted
         already (this member missed that) or had not heard of the suspicion yet. Then
         the next ask, skipping fractions of the timeout already past."""
-        node = self._nodes.get(name)
-        if node is None or node.state is not _SUSPECT or node.suspicion is None:
+        current = self._timed_suspicion(name)
+        if current is None:
             return
-        suspicion = node.suspicion
-        if suspicion.incarnation != node.incarnation:
-            return
+        node, suspicion = current
         self._tell(name, Suspect(node.incarnation, name, self._name))
         timeout = suspicion.timeout()
         suspicion.asks += 1
@@ -1271,13 +1269,21 @@ class Membership:
             suspicion.asks += 1
         self._schedule_ask(node, suspicion, now)
 
-    def _suspicion_expired(self, name: str, now: float, late: float) -> None:
+    def _timed_suspicion(self, name: str) -> tuple[_Node, _Suspicion] | None:
+        """`name` and its suspicion, if a timer set for that suspicion still applies: the
+        member is still suspected here, at the incarnation the suspicion is about."""
         node = self._nodes.get(name)
         if node is None or node.state is not _SUSPECT or node.suspicion is None:
+            return None
+        if node.suspicion.incarnation != node.incarnation:
+            return None
+        return node, node.suspicion
+
+    def _suspicion_expired(self, name: str, now: float, late: float) -> None:
+        current = self._timed_suspicion(name)
+        if current is None:
             return
-        suspicion = node.suspicion
-        if suspicion.incarnation != node.incarnation:
-            return
+        node, suspicion = current
         config = self._config
         if config.lifeguard and late > config.probe_timeout and not suspicion.deferred:
             # this member was not running when the timer was due (a stall): a refutation
