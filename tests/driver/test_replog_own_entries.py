@@ -11,7 +11,7 @@ import trio
 
 from trickle.engine import commands as c
 from trickle.engine import replog as replog_module
-from trickle.engine.fsm import StateMachine
+from trickle.engine.fsm import StateMachine, decode_meta
 from trickle.engine.model import Execution, ExecutionId, Job
 from trickle.engine.replog import ReplicatedLog
 from trickle.engine.store import Store
@@ -85,7 +85,7 @@ def assert_same_state(a: ReplicatedLog, b: ReplicatedLog) -> None:
     fa, fb = a._fsm, b._fsm
     assert fa.jobs == fb.jobs
     assert fa.running == fb.running
-    assert fa.export_meta() == fb.export_meta()
+    assert decode_meta(fa.export_meta()) == decode_meta(fb.export_meta())
     for ex_a in fa.running.values():  # equal, and alike down to the time zones
         ex_b = fb.running[ex_a.id]
         assert ex_a.scheduled_at is None or ex_a.scheduled_at.isoformat() == (

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trickle.engine import commands as c
-from trickle.engine.fsm import StateMachine, _replace, _ts
+from trickle.engine.fsm import StateMachine, _replace, _ts, decode_meta
 from trickle.engine.model import Execution, ExecutionStatus, Job, JobStatus, execution_id
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -130,8 +130,8 @@ def random_run(seed: int, steps: int) -> None:
             )
             fsm = restored
         if rng.random() < 0.5:  # exported after some batches, not every command
-            assert fsm.export_meta() == full_export(fsm)
-    assert fsm.export_meta() == full_export(fsm)
+            assert decode_meta(fsm.export_meta()) == full_export(fsm)
+    assert decode_meta(fsm.export_meta()) == full_export(fsm)
 
 
 @settings(max_examples=60, deadline=None)

@@ -61,7 +61,7 @@ from trickle.engine.model import (
     RaftPeer,
     Trigger,
 )
-from trickle.engine.replog import ReplicatedLog, decode_meta
+from trickle.engine.replog import ReplicatedLog
 from trickle.engine.runner import Runner
 from trickle.engine.schedule import parse_schedule, upcoming
 from trickle.engine.scheduler import Decision, NoTargetNodes, Scheduler
@@ -378,7 +378,7 @@ class Engine:
                 applied_index=loaded.applied_index,
                 jobs=loaded.jobs,
                 running=loaded.running,
-                meta=decode_meta(loaded.fsm_meta),
+                meta=loaded.fsm_meta,
             )
             self._log = ReplicatedLog(
                 store,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
+import msgpack
 
 from trickle.engine import commands as c
 from trickle.engine.events import Event, EventKind
@@ -120,9 +121,9 @@ class StateMachine:
         self.running: dict[ExecutionId, Execution] = {}
         self._running_by_job: dict[str, set[ExecutionId]] = {}
         self._groups: dict[int, _Group] = {}
-        # export_meta's form of each open group, kept across calls; a group changed since
+        # each open group packed as export_meta writes it, kept across calls; a group changed since
         # (created, a node's state, closed) is in _groups_changed and exported again
-        self._group_meta: dict[int, dict[str, Any]] = {}
+        self._group_meta: dict[int, bytes] = {}
         self._groups_changed: set[int] = set()
         self._schedules: dict[str, Schedule] = {}
         self._pending_children: dict[int, DependentsDue] = {}
@@ -136,9 +137,10 @@ class StateMachine:
         applied_index: int,
         jobs: Iterable[Job],
         running: Iterable[Execution],
-        meta: dict[str, Any] | None,
+        meta: bytes | None,
     ) -> None:
         """Load state persisted by the store (``meta`` is what ``export_meta`` gave)."""
+        image = decode_meta(meta) or {}
         self.applied_index = applied_index
         self.jobs = {job.name: job for job in jobs}
         self._children = {}
@@ -153,7 +155,7 @@ class StateMachine:
         self._groups = {}
         self._group_meta = {}
         self._groups_changed = set()
-        for gid, raw in (meta or {}).get("groups", {}).items():
+        for gid, raw in image.get("groups", {}).items():
             group = _Group(
                 job_name=raw["job_name"],
                 scheduled_at=_dt(raw.get("scheduled_at")),
@@ -166,7 +168,7 @@ class StateMachine:
             self._groups[int(gid)] = group
             self._groups_changed.add(int(gid))
         self._pending_children = {}
-        for gid, raw in (meta or {}).get("children", {}).items():
+        for gid, raw in image.get("children", {}).items():
             due = DependentsDue(
                 parent=raw["parent"],
                 children=tuple(raw["children"]),
@@ -175,26 +177,36 @@ class StateMachine:
             )
             self._pending_children[int(gid)] = due
 
-    def export_meta(self) -> dict[str, Any]:
-        """The part of the state the store does not hold in tables (open groups).
+    def export_meta(self) -> bytes:
+        """The part of the state the store does not hold in tables (open groups), packed
+        (msgpack; ``restore`` reads it back, ``decode_meta`` shows it).
 
-        Called after every applied batch: only the groups changed since the last call are
-        exported again (the others' maps are reused: treat the result as read-only)."""
+        Called after every applied batch, with hundreds of groups open at 1,000 fires/s:
+        each group is packed once when it changes, and the image is those pieces joined
+        under map headers (packing the whole map each batch was a tenth of the loop's CPU)."""
         cache = self._group_meta
         for gid in self._groups_changed:
             g = self._groups.get(gid)
             if g is None:
                 cache.pop(gid, None)
             else:
-                cache[gid] = _export_group(gid, g)
+                cache[gid] = _pack_group(gid, g)
         self._groups_changed.clear()
-        return {
-            "groups": {cache[gid]["id"]: cache[gid]["meta"] for gid in self._groups},
-            "children": {
-                str(gid): {"parent": d.parent, "children": list(d.children), "at": _ts(d.at)}
-                for gid, d in self._pending_children.items()
-            },
+        children = {
+            str(gid): {"parent": d.parent, "children": list(d.children), "at": _ts(d.at)}
+            for gid, d in self._pending_children.items()
         }
+        packer = msgpack.Packer()
+        return b"".join(
+            [
+                packer.pack_map_header(2),
+                packer.pack("groups"),
+                packer.pack_map_header(len(self._groups)),
+                *[cache[gid] for gid in self._groups],
+                packer.pack("children"),
+                packer.pack(children),
+            ]
+        )
 
     # -- queries (pure, used by the engine and the planner) --------------------------------
     def schedule_of(self, job: Job) -> Schedule | None:
@@ -778,19 +790,25 @@ def _make_replacer(cls: type) -> Any:
     return namespace["replace"]
 
 
-def _export_group(gid: int, g: _Group) -> dict[str, Any]:
-    return {
-        "id": str(gid),
-        "meta": {
-            "job_name": g.job_name,
-            "scheduled_at": _ts(g.scheduled_at),
-            "trigger": g.trigger,
-            "nodes": {
-                node: {"state": n.state, "attempt": n.attempt, "retry_at": _ts(n.retry_at)}
-                for node, n in g.nodes.items()
-            },
+def decode_meta(raw: bytes | None) -> dict[str, Any] | None:
+    """An image of ``StateMachine.export_meta`` as plain maps (None: nothing stored)."""
+    if not raw:
+        return None
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+
+
+def _pack_group(gid: int, g: _Group) -> bytes:
+    """One entry of export_meta's "groups" map: the packed key and value."""
+    meta = {
+        "job_name": g.job_name,
+        "scheduled_at": _ts(g.scheduled_at),
+        "trigger": g.trigger,
+        "nodes": {
+            node: {"state": n.state, "attempt": n.attempt, "retry_at": _ts(n.retry_at)}
+            for node, n in g.nodes.items()
         },
     }
+    return msgpack.packb(str(gid)) + msgpack.packb(meta)  # type: ignore[no-any-return]
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

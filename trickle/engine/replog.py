@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 import trio
 
+from trickle._threads import run_sync_uncancellable
 from trickle.engine.commands import Command, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.store import Store
@@ -53,13 +54,6 @@ class _Proposal:
         self.done = trio.Event()
         self.results: list[Applied] = []
         self.error: BaseException | None = None
-
-
-def decode_meta(raw: bytes | None) -> dict[str, Any] | None:
-    """The state machine's own small state as the store keeps it (msgpack)."""
-    if not raw:
-        return None
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
 
 
 def encode_entry(commands: Sequence[Command], *, term: int = 0) -> bytes:
@@ -153,7 +147,7 @@ class ReplicatedLog:
             results.append(applied)
         if entries:
             effects = coalesce_effects([e for _, a in pairs for e in a.effects])
-            meta = msgpack.packb(self._fsm.export_meta(), use_bin_type=True)
+            meta = self._fsm.export_meta()
             index = entries[-1].index
             await self._call(self._store.apply, effects, applied_index=index, fsm_meta=meta)
             self.batches += 1
@@ -169,7 +163,7 @@ class ReplicatedLog:
             applied_index=index,
             jobs=loaded.jobs,
             running=loaded.running,
-            meta=decode_meta(loaded.fsm_meta),
+            meta=loaded.fsm_meta,
         )
         logger.info("state restored from a snapshot at index %d", index)
         await self._on_restored()
@@ -186,7 +180,7 @@ class ReplicatedLog:
         if self._inline:
             await trio.lowlevel.checkpoint()
             return fn(*args, **kwargs)
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        return await run_sync_uncancellable(lambda: fn(*args, **kwargs))
 
     # -- proposing -------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
