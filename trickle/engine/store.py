@@ -1,9 +1,10 @@
 """The SQLAlchemy store: the applied state (jobs, executions, daily stats) and its images.
 
 Every method is synchronous and is meant to be called from a worker thread
-(``trio.to_thread.run_sync``, never abandoned on cancellation while it writes). Writes are
-serialized (a lock here, ``BEGIN IMMEDIATE`` in SQLite); in file mode reads run on their own
-connections and never wait for the writer (WAL). The SQL tables are defined in this module
+(``trickle._threads.run_sync_uncancellable`` or ``trio.to_thread.run_sync``, never
+abandoned on cancellation while it writes). Writes are serialized (a lock here,
+``BEGIN IMMEDIATE`` in SQLite); in file mode reads run on their own connections and never
+wait for the writer (WAL). The SQL tables are defined in this module
 and nowhere else.
 
 Exceptions::

@@ -56,6 +56,7 @@ import attrs
 import msgpack
 import trio
 
+from trickle._threads import run_sync_uncancellable
 from trickle.errors import (
     ConfChangeRejected,
     EngineClosed,
@@ -700,7 +701,7 @@ class RaftDriver:
             return fn()
         if size is None or size >= INLINE_SAVE_BYTES:
             with trio.CancelScope(shield=True):
-                return await trio.to_thread.run_sync(fn)
+                return await run_sync_uncancellable(fn)
         if self._inline_saves and self._inline_allowed:
             started = time.perf_counter()
             result = fn()
@@ -714,7 +715,7 @@ class RaftDriver:
             return result
 
         with trio.CancelScope(shield=True):
-            return await trio.to_thread.run_sync(timed)
+            return await run_sync_uncancellable(timed)
 
     def _save_took(self, seconds: float) -> None:
         """Small saves run inline unless the median of the last SAVE_SAMPLES (inline or
