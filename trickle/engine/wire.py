@@ -6,14 +6,16 @@ and a format version ``v``; decoding rejects unknown tags and versions with ``Wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
+import attrs
 import cattrs
 import msgpack
 
 from trickle.engine.commands import COMMAND_TYPES, Command, RunFinished, RunStarted
-from trickle.engine.model import Execution, ExecutionStatus, Job, Trigger
+from trickle.engine.model import Execution, ExecutionId, ExecutionStatus, Job, Trigger
 
 WIRE_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # a command larger than this is refused
@@ -55,13 +57,128 @@ def _unpack(data: bytes) -> Any:
         raise WireError(
             f"unsupported payload version: {raw.get('v') if isinstance(raw, dict) else None!r}"
         )
-    cls = _BY_NAME.get(raw.get("t", ""))
+    tag = raw.get("t", "")
+    fast = _FAST_DECODERS.get(tag)
+    if fast is not None:
+        try:
+            obj = fast(raw.get("d"))
+        except (OverflowError, ValueError):  # a time out of range: cattrs says what is wrong
+            obj = None
+        if obj is not None:
+            return obj
+    cls = _BY_NAME.get(tag)
     if cls is None:
         raise WireError(f"unknown payload type: {raw.get('t')!r}")
     try:
         return _converter.structure(raw["d"], cls)
     except Exception as exc:
         raise WireError(f"invalid {cls.__name__}: {exc}") from exc
+
+
+# -- the commands of every fire, decoded without cattrs ------------------------------------
+# Every server decodes each run's RunStarted and RunFinished (the followers all of them):
+# at 700 fires/s cattrs' structuring was a quarter of a follower's applying. These read
+# exactly what _pack wrote (every field present, each of its exact type) and return None
+# for anything else, which then goes through cattrs: its result or its error, as before.
+
+_EXECUTION_FIELDS = frozenset(a.name for a in attrs.fields(Execution))
+_RUN_STARTED_FIELDS = frozenset(a.name for a in attrs.fields(RunStarted))
+_RUN_FINISHED_FIELDS = frozenset(a.name for a in attrs.fields(RunFinished))
+_STATUSES = {s.value: s for s in ExecutionStatus}
+_TRIGGERS = {t.value: t for t in Trigger}
+
+
+def _opt_time(v: Any) -> tuple[bool, datetime | None]:
+    if v is None:
+        return True, None
+    if type(v) is int:
+        return True, _EPOCH + v * _MICRO
+    return False, None
+
+
+def _fast_execution(d: Any) -> Execution | None:
+    if type(d) is not dict or d.keys() != _EXECUTION_FIELDS:
+        return None
+    ok_finished, finished_at = _opt_time(d["finished_at"])
+    ok_scheduled, scheduled_at = _opt_time(d["scheduled_at"])
+    exit_code = d["exit_code"]
+    status = _STATUSES.get(d["status"]) if type(d["status"]) is str else None
+    trigger = _TRIGGERS.get(d["trigger"]) if type(d["trigger"]) is str else None
+    if not (
+        type(d["id"]) is str
+        and type(d["job_name"]) is str
+        and type(d["node_name"]) is str
+        and type(d["group"]) is int
+        and type(d["started_at"]) is int
+        and type(d["attempt"]) is int
+        and type(d["success"]) is bool
+        and type(d["output"]) is str
+        and (exit_code is None or type(exit_code) is int)
+        and ok_finished
+        and ok_scheduled
+        and status is not None
+        and trigger is not None
+    ):
+        return None
+    return Execution(
+        id=ExecutionId(d["id"]),
+        job_name=d["job_name"],
+        node_name=d["node_name"],
+        group=d["group"],
+        started_at=_EPOCH + d["started_at"] * _MICRO,
+        attempt=d["attempt"],
+        finished_at=finished_at,
+        success=d["success"],
+        output=d["output"],
+        exit_code=exit_code,
+        status=status,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+    )
+
+
+def _fast_run_started(d: Any) -> RunStarted | None:
+    if type(d) is not dict or d.keys() != _RUN_STARTED_FIELDS:
+        return None
+    execution = _fast_execution(d["execution"])
+    ok_next, next_ = _opt_time(d["next"])
+    if (
+        execution is None
+        or not ok_next
+        or type(d["advance_next"]) is not bool
+        or type(d["cap"]) is not int
+    ):
+        return None
+    return RunStarted(execution=execution, next=next_, advance_next=d["advance_next"], cap=d["cap"])
+
+
+def _fast_run_finished(d: Any) -> RunFinished | None:
+    if type(d) is not dict or d.keys() != _RUN_FINISHED_FIELDS:
+        return None
+    exit_code = d["exit_code"]
+    if not (
+        type(d["job_name"]) is str
+        and type(d["execution_id"]) is str
+        and type(d["finished_at"]) is int
+        and type(d["success"]) is bool
+        and type(d["output"]) is str
+        and (exit_code is None or type(exit_code) is int)
+    ):
+        return None
+    return RunFinished(
+        job_name=d["job_name"],
+        execution_id=ExecutionId(d["execution_id"]),
+        finished_at=_EPOCH + d["finished_at"] * _MICRO,
+        success=d["success"],
+        output=d["output"],
+        exit_code=exit_code,
+    )
+
+
+_FAST_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "RunStarted": _fast_run_started,
+    "RunFinished": _fast_run_finished,
+}
 
 
 def encode_command(command: Command) -> bytes:
