@@ -58,11 +58,11 @@ run_finished = st.builds(
 commands = run_started | run_finished
 
 
-def decode_with_cattrs(data: bytes) -> Any:
+def decode_with_cattrs(data: bytes, decode: Any = wire.decode_command) -> Any:
     saved = dict(wire._FAST_DECODERS)
     wire._FAST_DECODERS.clear()
     try:
-        return wire.decode_command(data)
+        return decode(data)
     finally:
         wire._FAST_DECODERS.update(saved)
 
@@ -167,6 +167,11 @@ def test_any_other_payload_decodes_or_fails_as_with_cattrs(
         target[how.removeprefix("set ")] = value
     payload = msgpack.packb(raw, use_bin_type=True)
     assert outcome(wire.decode_command, payload) == outcome(decode_with_cattrs, payload)
+    if path == ("execution",):  # the execution alone, as a dispatch carries it
+        alone = msgpack.packb({"t": "Execution", "v": raw["v"], "d": target})
+        assert outcome(wire.decode_execution, alone) == outcome(
+            lambda data: decode_with_cattrs(data, wire.decode_execution), alone
+        )
 
 
 def test_a_time_out_of_range_is_a_wire_error_naming_the_command() -> None:

@@ -176,6 +176,7 @@ def _fast_run_finished(d: Any) -> RunFinished | None:
 
 
 _FAST_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "Execution": _fast_execution,  # a dispatch carries one
     "RunStarted": _fast_run_started,
     "RunFinished": _fast_run_finished,
 }
