@@ -41,13 +41,15 @@ async def test_a_sleep_cancelled_while_armed_does_not_end_the_next_sleep_early()
 
 
 async def test_concurrent_sleepers_each_get_their_own_timer() -> None:
-    woke: list[float] = []
+    slept: dict[float, float] = {}
 
     async def sleeper(seconds: float) -> None:
-        await _timerfd.sleep(seconds)
-        woke.append(seconds)
+        started = time.monotonic()
+        await _timerfd.sleep(seconds)  # one fd per sleeper: no BusyResourceError
+        slept[seconds] = time.monotonic() - started
 
     async with trio.open_nursery() as nursery:
         for seconds in (0.02, 0.005, 0.01):
             nursery.start_soon(sleeper, seconds)
-    assert woke == [0.005, 0.01, 0.02]
+    assert sorted(slept) == [0.005, 0.01, 0.02]
+    assert all(took >= seconds for seconds, took in slept.items())
