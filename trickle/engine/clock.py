@@ -11,8 +11,6 @@ from typing import Protocol
 
 import trio
 
-from trickle import _timerfd
-
 MAX_SLEEP = 30.0  # seconds: the system clock re-reads the wall time at least this often
 
 
@@ -27,9 +25,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The machine's wall clock. Sleeps in slices so a clock step is noticed, each ending
-    within the kernel's timer slack of its instant on Linux (``trickle._timerfd``: Trio's
-    own sleeps end up to a millisecond late)."""
+    """The machine's wall clock. Sleeps in slices so a clock step is noticed."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -40,7 +36,7 @@ class SystemClock:
             if delta <= 0:
                 await trio.lowlevel.checkpoint()  # a checkpoint even when already past:
                 return  # a loop that is behind must still see its cancellation
-            await _timerfd.sleep(min(delta, MAX_SLEEP))
+            await trio.sleep(min(delta, MAX_SLEEP))
 
 
 class TrioClock:
