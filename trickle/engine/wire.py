@@ -6,7 +6,7 @@ and a format version ``v``; decoding rejects unknown tags and versions with ``Wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -174,6 +174,27 @@ def _fast_run_finished(d: Any) -> RunFinished | None:
         exit_code=exit_code,
     )
 
+
+def _check_fast_decoders_cover(cls: type, handled: Iterable[str]) -> None:
+    """A field added to one of these classes must be handled by its fast decoder (else
+    the decoder would drop it silently): until it is, trickle refuses to start."""
+    mismatch = {a.name for a in attrs.fields(cls)} ^ set(handled)
+    if mismatch:
+        raise RuntimeError(f"wire: the fast decoder of {cls.__name__} misses {sorted(mismatch)}")
+
+
+_check_fast_decoders_cover(
+    Execution,
+    (
+        "id", "job_name", "node_name", "group", "started_at", "attempt", "finished_at",
+        "success", "output", "exit_code", "status", "trigger", "scheduled_at",
+    ),
+)  # fmt: skip
+_check_fast_decoders_cover(RunStarted, ("execution", "next", "advance_next", "cap"))
+_check_fast_decoders_cover(
+    RunFinished,
+    ("job_name", "execution_id", "finished_at", "success", "output", "exit_code"),
+)
 
 _FAST_DECODERS: dict[str, Callable[[Any], Any]] = {
     "Execution": _fast_execution,  # a dispatch carries one
