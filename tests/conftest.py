@@ -8,15 +8,25 @@ regenerates them after a deliberate change.
 
 Hypothesis runs without its per-example deadline: tests assert behaviour, never speed,
 and on a loaded 2-core machine one example can take 100x its usual time.
+
+A suite started in the background by a non-interactive shell (``make test &`` in a
+script, ``nohup``) inherits SIGINT ignored, and so would every process it starts: the
+tests that stop a server, a benchmark or ``trickle watch`` with Ctrl-C would wait for a
+process that cannot hear it. The suite restores Python's default handler first.
 """
 
 from __future__ import annotations
+
+import signal
 
 import pytest
 from hypothesis import settings
 
 settings.register_profile("trickle", deadline=None)
 settings.load_profile("trickle")
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DEFAULT_SIM_SEEDS = 8  # per scenario in CI; `--sim-seeds 500` for a soak
 
