@@ -121,8 +121,8 @@ class StateMachine:
         self.running: dict[ExecutionId, Execution] = {}
         self._running_by_job: dict[str, set[ExecutionId]] = {}
         self._groups: dict[int, _Group] = {}
-        # each open group packed as export_meta writes it, kept across calls; a group changed since
-        # (created, a node's state, closed) is in _groups_changed and exported again
+        # each open group packed as export_meta writes it, kept across calls; a group
+        # changed since (created, a node's state, closed) is in _groups_changed, packed again
         self._group_meta: dict[int, bytes] = {}
         self._groups_changed: set[int] = set()
         self._schedules: dict[str, Schedule] = {}
