@@ -966,8 +966,13 @@ class Membership:
                     targets.append(node)
                     if len(targets) >= k:
                         break
-        if not targets and self._counts[_ALIVE] + self._counts[_SUSPECT] <= 1:
-            self._gossip_idle = True  # alone: sleep until news (a member joining) is queued
+        # alone: no other member alive or suspect (the counts hold this one while it is
+        # alive, not once it left: a leaving member whose draws all missed the only other
+        # one is not alone, and must keep the round going to finish leaving)
+        me = self._nodes[name].state
+        others = self._counts[_ALIVE] + self._counts[_SUSPECT] - (me is _ALIVE or me is _SUSPECT)
+        if not targets and others <= 0:
+            self._gossip_idle = True  # sleep until news (a member joining) is queued
             self._cancel(_GOSSIP, None)
             return
         limit = self._retransmit_limit()
