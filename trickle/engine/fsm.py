@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import msgpack
 
 from trickle.engine import commands as c
+from trickle.engine._replace import replace as _replace
 from trickle.engine.events import Event, EventKind
 from trickle.engine.model import (
     Concurrency,
@@ -46,7 +47,6 @@ from trickle.errors import (
 )
 
 _MICRO = timedelta(microseconds=1)
-_T = TypeVar("_T")
 
 
 @attrs.frozen(kw_only=True)
@@ -744,50 +744,6 @@ _HANDLERS: dict[type, Any] = {
     c.DeleteExecutions: StateMachine._delete_executions,
     c.AbandonExecutions: StateMachine._abandon,
 }
-
-
-_REPLACERS: dict[type, Any] = {}
-
-
-def _replace(inst: _T, **changes: Any) -> _T:
-    """``attrs.evolve(inst, **changes)`` for the hot paths, a few times cheaper and with
-    fewer new objects: the changed fields go through their converters as in evolve, the
-    others are copied as they are (evolve runs every converter again, which copies the
-    job's dicts: equal values, new objects for the garbage collector to walk)."""
-    cls = type(inst)
-    replacer = _REPLACERS.get(cls)
-    if replacer is None:
-        replacer = _REPLACERS[cls] = _make_replacer(cls)
-    return replacer(inst, changes)  # type: ignore[no-any-return]
-
-
-def _make_replacer(cls: type) -> Any:
-    fields = attrs.fields(cls)
-    if any(f.validator is not None or not f.init for f in fields) or hasattr(
-        cls, "__attrs_post_init__"
-    ):
-        return lambda inst, changes: attrs.evolve(inst, **changes)
-    converters = {f.name: f.converter for f in fields if f.converter is not None}
-    names = [f.name for f in fields]
-    lines = ["def replace(inst, changes):", "    new = _new(_cls)"]
-    lines += [f"    _set(new, {n!r}, inst.{n})" for n in names]
-    lines += [
-        "    for name, value in changes.items():",
-        "        if name not in _names:",
-        "            raise TypeError(f'{_cls.__name__} has no field {name!r}')",
-        "        conv = _convs.get(name)",
-        "        _set(new, name, value if conv is None else conv(value))",
-        "    return new",
-    ]
-    namespace = {
-        "_new": object.__new__,
-        "_cls": cls,
-        "_set": object.__setattr__,
-        "_names": frozenset(names),
-        "_convs": converters,
-    }
-    exec("\n".join(lines), namespace)  # code built from the attrs field names
-    return namespace["replace"]
 
 
 def decode_meta(raw: bytes | None) -> dict[str, Any] | None:
