@@ -62,3 +62,26 @@ def _make_replacer(cls: type) -> Any:
     namespace.update({f"_set_{i}": setters[n] for i, n in enumerate(names) if slots})
     exec("\n".join(lines), namespace)  # code built from the attrs field names
     return namespace["replace"]
+
+
+def setter(cls: type[T], names: tuple[str, ...]) -> Any:
+    """``f(inst, *values)``: a copy of ``inst`` (a ``cls``) with the fields ``names`` set to
+    ``values`` as they are: no converter runs, so each value must already be what the
+    converter would make of it. For a decoder that checked its values' exact types."""
+    fields = [f.name for f in attrs.fields(cls)]  # type: ignore[arg-type]
+    unknown = set(names) - set(fields)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    args = [f"v{i}" for i in range(len(names))]
+    given = dict(zip(names, args, strict=True))
+    lines = [f"def setter(inst, {', '.join(args)}):", "    new = _new(_cls)"]
+    lines += [f"    _set(new, {n!r}, {given.get(n, f'inst.{n}')})" for n in fields]
+    lines.append("    return new")
+    namespace = {"_new": object.__new__, "_cls": cls, "_set": object.__setattr__}
+    if all(isinstance(cls.__dict__.get(n), types.MemberDescriptorType) for n in fields):
+        lines[2:-1] = [
+            f"    _set_{i}(new, {given.get(n, f'inst.{n}')})" for i, n in enumerate(fields)
+        ]
+        namespace.update({f"_set_{i}": cls.__dict__[n].__set__ for i, n in enumerate(fields)})
+    exec("\n".join(lines), namespace)  # code built from the attrs field names
+    return namespace["setter"]
