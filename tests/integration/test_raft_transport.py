@@ -227,6 +227,35 @@ async def test_malformed_frames_are_counted_and_the_connection_keeps_working():
             await stream.aclose()
 
 
+async def test_replies_written_in_part_are_finished_before_the_replies_behind_them():
+    # A reply goes straight to the socket when no other reply is being written. Against
+    # a caller that does not read, a big reply is written in part: the replies served
+    # after it wait for its rest, and every one arrives whole, none cut into another.
+    big = b"z" * (MAX_FRAME_BYTES - 1024)
+    big_answered = trio.Event()
+
+    async def reply(src: NodeId, payload: bytes) -> bytes:
+        if payload == b"big":
+            big_answered.set()  # its reply is written (in part) before any waiter runs
+            return big
+        await big_answered.wait()
+        return payload
+
+    b = TcpTransport(B)
+    b.register("reply", reply)
+    with trio.fail_after(TIMEOUT):
+        async with serving(b) as (addr_b,):
+            stream, reader = await raw_connection(addr_b)
+            await stream.send_all(encode_frame(Request(1, "reply", b"big")))
+            for i in range(2, 52):
+                await stream.send_all(encode_frame(Request(i, "reply", str(i).encode())))
+            replies = [await next_frame(stream, reader) for _ in range(51)]
+            assert replies[0] == Response(1, True, big)
+            assert sorted(r.call_id for r in replies[1:]) == list(range(2, 52))
+            assert all(r.payload == str(r.call_id).encode() for r in replies[1:])
+            await stream.aclose()
+
+
 async def test_oversized_frame_closes_that_connection_only():
     a, b = TcpTransport(A), TcpTransport(B)
     with trio.fail_after(TIMEOUT):
