@@ -19,7 +19,6 @@ deposed leader never launches a run the new one does not know about.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -41,16 +40,6 @@ MAX_BATCH = 2048  # commands in one log entry
 MAX_IN_FLIGHT = 4  # entries proposed and not yet applied, per node
 APPLY_YIELD_COMMANDS = 256  # commands applied between two yields to other tasks (see apply)
 ENTRY_VERSION = 1
-# A file store's transaction for an applied batch runs on the event loop (no worker
-# thread) while the median of the last APPLY_SAMPLES took under INLINE_APPLY_SECONDS and
-# none STALLED_APPLY_SECONDS or more; one that slow moves the next ones back to a worker
-# thread at once. A hand-off to a thread and back costs tens of microseconds of CPU on
-# each side (a futex wake, the loop's wakeup socket): with a Raft entry applied every few
-# ms on every server, 9% of the three servers' CPU at 100 fires/s (benchmarks/cluster.py).
-# The store's WAL checkpoints, which fsync, never run inside a commit (store.py).
-INLINE_APPLY_SECONDS = 0.001
-STALLED_APPLY_SECONDS = 0.005
-APPLY_SAMPLES = 16
 
 AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
 RestoredCallback = Callable[[], Awaitable[None]]
@@ -118,12 +107,6 @@ class ReplicatedLog:
         self._own: dict[int, tuple[bytes, int, list[Command]]] = {}
         self.batches = 0
         self.commands_applied = 0
-        # a file store's applies run on the event loop while they are quick: a hand-off
-        # to a worker thread and back costs more than a small transaction (see
-        # INLINE_APPLY_SECONDS); the durations of the last ones decide
-        self._apply_samples: deque[float] = deque(maxlen=APPLY_SAMPLES)
-        self._inline_applies = False
-        self.inline_applies = 0  # applies run on the event loop (file store)
 
     def attach(self, driver: Any) -> None:
         """The Raft driver this log proposes through (it calls back ``apply`` etc.)."""
@@ -166,7 +149,7 @@ class ReplicatedLog:
             effects = coalesce_effects([e for _, a in pairs for e in a.effects])
             meta = self._fsm.export_meta()
             index = entries[-1].index
-            await self._store_apply(effects, index, meta)
+            await self._call(self._store.apply, effects, applied_index=index, fsm_meta=meta)
             self.batches += 1
             self.commands_applied += len(pairs)
             self._on_applied(pairs, index <= self.replay_until)
@@ -192,39 +175,6 @@ class ReplicatedLog:
         """The store's image, taken from a read view while entries go on being applied
         (the driver then snapshots in the background), and the index it is as of."""
         return await self._call(self._store.export_image_indexed)  # type: ignore[no-any-return]
-
-    async def _store_apply(self, effects: list[Any], index: int, meta: bytes) -> None:
-        """The store's transaction for an applied batch: on the event loop while recent
-        ones were quick (see INLINE_APPLY_SECONDS), else in a worker thread."""
-        store = self._store
-
-        def timed() -> None:
-            started = time.perf_counter()
-            store.apply(effects, applied_index=index, fsm_meta=meta)
-            self._note_apply(time.perf_counter() - started)
-
-        if self._inline:
-            await trio.lowlevel.checkpoint()
-            store.apply(effects, applied_index=index, fsm_meta=meta)
-        elif self._inline_applies:
-            await trio.lowlevel.checkpoint()
-            timed()
-            self.inline_applies += 1
-        else:
-            await run_sync_uncancellable(timed)
-
-    def _note_apply(self, seconds: float) -> None:
-        """Decide where the next applies run, from how long the last APPLY_SAMPLES took
-        (called from a worker thread too: the decision is a bool store)."""
-        samples = self._apply_samples
-        samples.append(seconds)
-        if seconds >= STALLED_APPLY_SECONDS:
-            self._inline_applies = False
-        elif len(samples) == samples.maxlen:
-            median = sorted(samples)[len(samples) // 2]
-            self._inline_applies = (
-                median < INLINE_APPLY_SECONDS and max(samples) < STALLED_APPLY_SECONDS
-            )
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._inline:

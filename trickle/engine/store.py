@@ -65,12 +65,7 @@ LOCK_FILENAME = "trickle.db.lock"
 BUSY_TIMEOUT_MS = 10_000  # how long a connection waits for another one's lock
 WRITE_CACHE_KIB = 32_768  # page cache of the write connection: index pages re-touched
 READ_CACHE_KIB = 2_048  # page cache per read connection (the OS caches the file too)
-# WAL checkpoints (copying the WAL into the database file, then fsync) run in a thread
-# of their own (_Checkpointer), never inside a commit: SQLite's automatic checkpoint
-# would make one commit in ~300 wait for an fsync of the database file, on whichever
-# thread commits (the event loop itself when applies run inline: see ReplicatedLog).
-CHECKPOINT_EVERY_COMMITS = 256  # write transactions between two checkpoints (~8 MB)
-WAL_AUTOCHECKPOINT_PAGES = 0  # SQLite's own checkpoints: off on the write connection
+WAL_AUTOCHECKPOINT_PAGES = 2_000  # ~8 MB of WAL between checkpoints: short stalls, each
 WAL_SIZE_LIMIT = 64 * 2**20  # bytes the WAL file is truncated to after a checkpoint
 READ_POOL_SIZE = 8  # read connections kept open (file mode)
 READ_POOL_OVERFLOW = 32  # extra read connections opened under load, then closed
@@ -341,74 +336,6 @@ _put_meta = _ins_meta.on_conflict_do_update(
 )
 
 
-class _Checkpointer:
-    """Checkpoints the WAL of a database in a thread of its own, each when asked (by the
-    store, every CHECKPOINT_EVERY_COMMITS commits): PASSIVE, so neither the writer nor
-    the readers ever wait for one. The thread starts at the first request and ends with
-    ``stop``."""
-
-    def __init__(self, database: Path, durability: str) -> None:
-        self._database = database
-        self._synchronous = DURABILITY_LEVELS[durability]
-        self._asked = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self.checkpoints = 0  # done
-        self.failures = 0
-        self._progress = threading.Condition()
-
-    def request(self) -> None:
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None and not self._stopping:
-                    self._thread = threading.Thread(
-                        target=self._run, name="trickle store checkpoint", daemon=True
-                    )
-                    self._thread.start()
-        self._asked.set()
-
-    def stop(self) -> None:
-        """Wait for a checkpoint under way, and end the thread. Idempotent."""
-        with self._start_lock:
-            self._stopping = True
-        self._asked.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def wait_for(self, checkpoints: int, timeout: float) -> bool:
-        """Until ``checkpoints`` were done (tests); False after ``timeout`` seconds."""
-        with self._progress:
-            return self._progress.wait_for(lambda: self.checkpoints >= checkpoints, timeout)
-
-    def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self._database, isolation_level=None)
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.Error:
-            logger.warning("store: cannot open the checkpoint connection", exc_info=True)
-            return
-        try:
-            while True:
-                self._asked.wait()
-                self._asked.clear()
-                if self._stopping:
-                    return
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    done = True
-                except sqlite3.Error:
-                    done = False
-                    logger.warning("store: WAL checkpoint failed", exc_info=True)
-                with self._progress:
-                    self.checkpoints += done
-                    self.failures += not done
-                    self._progress.notify_all()
-        finally:
-            conn.close()
-
-
 @attrs.frozen(kw_only=True)
 class LoadedState:
     """What a store holds at open: the applied state and where the log stands."""
@@ -456,8 +383,6 @@ class Store:
         # per job: an upper bound of its finished records (None/absent: unknown)
         self._finished_bound: dict[str, int] = {}
         self._applied_index = 0
-        self._checkpointer: _Checkpointer | None = None  # file mode
-        self._commits = 0  # since the last checkpoint was asked for
 
         if self._path is None:
             self._memory_lock = threading.Lock()
@@ -486,8 +411,6 @@ class Store:
         except BaseException:
             self._dispose()
             raise
-        if self._path is not None:
-            self._checkpointer = _Checkpointer(self._path / DB_FILENAME, durability)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -506,8 +429,6 @@ class Store:
             return
         with self._write_lock, self._memory_guard():
             self._closed = True
-            if self._checkpointer is not None:
-                self._checkpointer.stop()
             try:
                 if self._path is not None:
                     self._reader.dispose()
@@ -565,8 +486,7 @@ class Store:
             try:
                 if not memory:
                     cur.execute("PRAGMA journal_mode=WAL")
-                    if write:
-                        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
                     cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 cur.execute(f"PRAGMA synchronous={synchronous}")
                 cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -677,11 +597,6 @@ class Store:
                     cur.close()
             finally:
                 raw.close()  # back to the pool
-            if self._checkpointer is not None:
-                self._commits += 1
-                if self._commits >= CHECKPOINT_EVERY_COMMITS:
-                    self._commits = 0
-                    self._checkpointer.request()
 
     # -- applied state ---------------------------------------------------------------------
     def apply(self, effects: list[Effect], *, applied_index: int, fsm_meta: bytes) -> None:
