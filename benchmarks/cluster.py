@@ -39,7 +39,10 @@ because its intent is committed ahead.)
    (``dkron_job_executions_succeeded`` + ``_failed`` on the leader's /metrics: results
    applied). Measured at every ramp step; the headline is the lowest rate's (the least
    batching: each entry carries the fewest fires).
-3. failover (``failover_gap_ms_p99``): ``--failover-jobs`` jobs; per trial, after a random
+3. failover (``failover_gap_ms_p99``): ``--failover-jobs`` jobs, created one every
+   1/N s so that their fires spread evenly over the second (``jobs_phase_gap_ms_max``:
+   the widest gap left; jobs created at once left half the second without a fire, which
+   the gap then counted as failover time); per trial, after a random
    0-1 s pause, the leader's process gets SIGKILL; the gap is from the kill to the first
    on-time run (lateness <= 50 ms) of a fire scheduled more than 50 ms after the kill, in
    a survivor's fire log: only a new leader can have dispatched it. The killed server is then
@@ -65,6 +68,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -305,6 +309,20 @@ class Bench:
             for _ in range(tasks):
                 nursery.start_soon(writer)
         return time.monotonic() - t0
+
+    async def put_jobs_spread(self, jobs: Sequence[dict[str, Any]], over: float = 1.0) -> float:
+        """Create ``jobs`` one after the other, one every ``over / len(jobs)`` seconds, so
+        that their ``@every`` phases (the instant each was created) spread evenly over
+        ``over`` seconds; returns the widest gap between two neighbouring phases, in s."""
+        t0 = trio.current_time()
+        phases = []
+        for i, job in enumerate(jobs):
+            await trio.sleep_until(t0 + i * over / len(jobs))
+            await self.post("/v1/jobs", job)
+            phases.append((trio.current_time() - t0) % over)
+        phases.sort()
+        gaps = [b - a for a, b in itertools.pairwise(phases)]
+        return max([*gaps, phases[0] + over - phases[-1]]) if phases else over
 
     def _process(self, node: processes.Node) -> psutil.Process:
         assert node.pid is not None
@@ -561,7 +579,11 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
     rng = random.Random(args.seed)
     trials: list[dict[str, Any]] = []
     async with clusters.get("failover") as cluster:
-        await cluster.put_jobs([noop_job(f"f{i:04d}") for i in range(args.failover_jobs)])
+        # evenly over the second: a hole in the jobs' phases would be counted as failover
+        # time (the first on-time run can only be of a fire due after the new leader is up)
+        phase_gap = await cluster.put_jobs_spread(
+            [noop_job(f"f{i:04d}") for i in range(args.failover_jobs)]
+        )
         await trio.sleep(args.warmup)
         for i in range(args.failover_trials):
             trial = await failover_trial(cluster, rng)
@@ -592,6 +614,7 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
             "gap_ms_max": measured[-1] if measured and not missing else None,
             "trials_without_on_time_run": missing,
             "jobs": args.failover_jobs,
+            "jobs_phase_gap_ms_max": _r(phase_gap * 1000),  # widest gap between two fires
             # runs recorded failed over all trials (the killed leader's runs in flight,
             # and any run a failover lost), by the first line of their output
             "failed_runs": sum(failed.values()),
