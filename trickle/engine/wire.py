@@ -317,6 +317,7 @@ _packed_definitions: dict[str, tuple[tuple[Any, ...], bytes]] = {}
 # name (UTF-8) -> (packed definition bytes, the Job decoded from them)
 _decoded_definitions: dict[bytes, tuple[bytes, Job]] = {}
 _NAME_KEY = msgpack.packb("name")  # the definition's first key
+_JOB_HEAD_NAME = _JOB_HEAD + _NAME_KEY
 _RUNTIME_MAP = _map_header(len(_JOB_RUNTIME))  # the header of a map of the rest
 _JOB_RUNTIME_SET = frozenset(_JOB_RUNTIME)
 
@@ -403,7 +404,7 @@ def _fast_job(data: bytes) -> Job | None:
     anything is unusual. What it returns, cattrs would: the map's 35 keys are the 25
     definition keys of the cached bytes and the 10 run-time keys of the rest, no more."""
     start = len(_JOB_HEAD)
-    if len(data) > MAX_PAYLOAD_BYTES or not data.startswith(_JOB_HEAD + _NAME_KEY):
+    if len(data) > MAX_PAYLOAD_BYTES or not data.startswith(_JOB_HEAD_NAME):
         return None
     name = _name_at(data, start + len(_NAME_KEY))
     cached = None if name is None else _decoded_definitions.get(name[0])
