@@ -310,7 +310,7 @@ _JOB_HEAD = (
     + _map_header(len(_JOB_FIELDS))
 )
 _DEFINITION_HEADER = len(_map_header(len(_JOB_DEFINITION)))
-_RUNTIME_HEADER = len(_map_header(len(_JOB_RUNTIME)))
+_RUNTIME_MAP = _map_header(len(_JOB_RUNTIME))  # the header of a map of the rest
 # name -> (the definition's values, their packed bytes): hit when every value is the same
 # object (the state machine's run-time updates share the definition's values)
 _packed_definitions: dict[str, tuple[tuple[Any, ...], bytes]] = {}
@@ -318,7 +318,6 @@ _packed_definitions: dict[str, tuple[tuple[Any, ...], bytes]] = {}
 _decoded_definitions: dict[bytes, tuple[bytes, Job]] = {}
 _NAME_KEY = msgpack.packb("name")  # the definition's first key
 _JOB_HEAD_NAME = _JOB_HEAD + _NAME_KEY
-_RUNTIME_MAP = _map_header(len(_JOB_RUNTIME))  # the header of a map of the rest
 _JOB_RUNTIME_SET = frozenset(_JOB_RUNTIME)
 
 
@@ -378,12 +377,12 @@ def encode_job(job: Job) -> bytes:
         },
         use_bin_type=True,
     )
-    return _JOB_HEAD + definition + runtime[_RUNTIME_HEADER:]
+    return _JOB_HEAD + definition + runtime[len(_RUNTIME_MAP) :]
 
 
-def _name_at(data: bytes, pos: int) -> tuple[bytes, int] | None:
-    """The UTF-8 bytes of the msgpack string at ``pos`` and where it ends (a job name:
-    fixstr, str8 or str16), or None."""
+def _name_at(data: bytes, pos: int) -> bytes | None:
+    """The UTF-8 bytes of the msgpack string at ``pos`` (a job name: fixstr, str8 or
+    str16), or None."""
     if pos >= len(data):
         return None
     kind = data[pos]
@@ -395,7 +394,7 @@ def _name_at(data: bytes, pos: int) -> tuple[bytes, int] | None:
         size, pos = int.from_bytes(data[pos + 1 : pos + 3]), pos + 3
     else:
         return None
-    return data[pos : pos + size], pos + size
+    return data[pos : pos + size]
 
 
 def _fast_job(data: bytes) -> Job | None:
@@ -407,7 +406,7 @@ def _fast_job(data: bytes) -> Job | None:
     if len(data) > MAX_PAYLOAD_BYTES or not data.startswith(_JOB_HEAD_NAME):
         return None
     name = _name_at(data, start + len(_NAME_KEY))
-    cached = None if name is None else _decoded_definitions.get(name[0])
+    cached = None if name is None else _decoded_definitions.get(name)
     if cached is None:
         return None
     body, template = cached
