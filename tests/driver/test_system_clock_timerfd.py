@@ -6,6 +6,7 @@ behind when cancelled, and falls back to Trio's timer without timerfds."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from datetime import timedelta
@@ -50,15 +51,56 @@ async def test_a_short_sleep_waits_on_a_timerfd_not_on_trios_timer(
 @linux_only
 async def test_cancelled_sleeps_leave_no_file_descriptor_open() -> None:
     clock = SystemClock()
+    await clock.sleep_until(clock.now())  # nothing to wait for: no descriptor yet
+    await clock.sleep_until(clock.now() + timedelta(microseconds=100))  # the clock's own
     before = _open_fds()
     for _ in range(50):
         with trio.move_on_after(0.0005):
             await clock.sleep_until(clock.now() + timedelta(seconds=10))
-    async with trio.open_nursery() as nursery:  # cancelled from another task, too
+    async with trio.open_nursery() as nursery:  # many at once, cancelled from outside
         for _ in range(20):
             nursery.start_soon(clock.sleep_until, clock.now() + timedelta(seconds=10))
         await trio.testing.wait_all_tasks_blocked()
+        assert _open_fds() == before + 19  # one on the clock's timerfd, 19 on their own
         nursery.cancel_scope.cancel()
+    assert _open_fds() == before
+
+
+@linux_only
+async def test_a_sleep_after_an_abandoned_one_waits_for_its_own_instant() -> None:
+    clock = SystemClock()
+    with trio.move_on_after(0.001):  # armed for 2 ms, abandoned after 1
+        await clock.sleep_until(clock.now() + timedelta(milliseconds=2))
+    await trio.sleep(0.005)  # its instant passes while no one waits
+    when = clock.now() + timedelta(milliseconds=20)
+    await clock.sleep_until(when)
+    assert clock.now() >= when
+
+
+@linux_only
+async def test_sleepers_sharing_a_clock_each_wake_at_their_instant() -> None:
+    clock = SystemClock()
+    woke: dict[int, bool] = {}
+
+    async def sleeper(i: int) -> None:
+        when = clock.now() + timedelta(milliseconds=1 + i)
+        await clock.sleep_until(when)
+        woke[i] = clock.now() >= when
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(sleeper, i)
+    assert woke == dict.fromkeys(range(10), True)
+
+
+@linux_only
+async def test_a_clock_closes_its_timerfd_when_it_is_dropped() -> None:
+    clock = SystemClock()
+    before = _open_fds()
+    await clock.sleep_until(clock.now() + timedelta(microseconds=100))
+    assert _open_fds() == before + 1
+    del clock
+    gc.collect()
     assert _open_fds() == before
 
 

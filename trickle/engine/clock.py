@@ -6,9 +6,11 @@ under ``trio.testing.MockClock`` a test jumps to next Tuesday 03:00 and cron fol
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -35,8 +37,13 @@ class SystemClock:
     CLOCK_REALTIME, which wakes Trio's epoll to the microsecond. Trio's own timers wake
     up to a millisecond late: epoll takes its timeout in whole milliseconds, rounded up,
     which made every launch of a run ~0.8 ms late on an idle loop (0.1 ms with the
-    timerfd). Where there is no timerfd (not Linux, or no file descriptor left), Trio's
-    timer does the wait."""
+    timerfd). The clock keeps one timerfd for the task that sleeps on it (the engine's
+    dispatcher, a thousand times a second under load), so a sleep costs one syscall more
+    than Trio's; a sleep that finds it taken uses one of its own. Where there is no
+    timerfd (not Linux, or no file descriptor left), Trio's timer does the wait."""
+
+    _timer_fd: int | None = None  # the clock's own timerfd, created on first use
+    _timer_taken = False
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -47,8 +54,53 @@ class SystemClock:
             if delta <= 0:
                 await trio.lowlevel.checkpoint()  # a checkpoint even when already past:
                 return  # a loop that is behind must still see its cancellation
-            if delta > MAX_SLEEP or not await _wait_for_wall_time(when):
+            if delta > MAX_SLEEP or not await self._wait_on_timerfd(when):
                 await trio.sleep(min(delta, MAX_SLEEP))
+
+    async def _wait_on_timerfd(self, when: datetime) -> bool:
+        """Wait until the wall clock reaches ``when`` on a timerfd; False, at once and
+        without a checkpoint, when no timerfd can be had."""
+        if _TIMERFD is None:
+            return False
+        if self._timer_taken:
+            return await _wait_on_own_timerfd(when)
+        fd = self._timer_fd
+        if fd is None:
+            try:
+                fd = self._timer_fd = _TIMERFD[0]()
+            except OSError:
+                return False
+            weakref.finalize(self, os.close, fd)
+        self._timer_taken = True
+        try:
+            return await _wait_on(fd, when)
+        finally:
+            self._timer_taken = False
+
+
+class TrioClock:
+    """Wall time = ``start`` + (Trio's current time - Trio's time at first use).
+
+    Use inside ``trio.run``; with ``MockClock(autojump_threshold=0)`` virtual hours pass in
+    real milliseconds.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        self._start = start.astimezone(UTC)
+        self._mono0: float | None = None
+
+    def _base(self) -> float:
+        if self._mono0 is None:
+            self._mono0 = trio.current_time()
+        return self._mono0
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=trio.current_time() - self._base())
+
+    async def sleep_until(self, when: datetime) -> None:
+        await trio.sleep_until(self._base() + (when - self._start).total_seconds())
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -104,50 +156,34 @@ def _timerfd_functions() -> tuple[Callable[[], int], Callable[[int, int], None]]
 _TIMERFD = _timerfd_functions()
 
 
-async def _wait_for_wall_time(when: datetime) -> bool:
-    """Wait until the wall clock reaches ``when`` on a timerfd; False, at once and without
-    a checkpoint, when no timerfd can be had (the caller then sleeps on Trio's timer)."""
-    if _TIMERFD is None:
-        return False
-    create, arm = _TIMERFD
+def _ns_since_epoch(when: datetime) -> int:
     delta = when - _EPOCH
-    at_ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+async def _wait_on(fd: int, when: datetime) -> bool:
+    """Arm the timerfd ``fd`` for ``when`` and wait until it fires (False if it cannot be
+    armed). Arming again resets a count left by an earlier, abandoned wait."""
+    assert _TIMERFD is not None
     try:
-        fd = create()
-    except OSError:  # out of file descriptors: a coarser wake is better than none
+        _TIMERFD[1](fd, _ns_since_epoch(when))
+    except OSError:
         return False
-    try:
-        try:
-            arm(fd, at_ns)
-        except OSError:
-            return False
-        await trio.lowlevel.wait_readable(fd)
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
+    await trio.lowlevel.wait_readable(fd)
+    with contextlib.suppress(BlockingIOError):
+        os.read(fd, 8)  # the expiration count
     return True
 
 
-class TrioClock:
-    """Wall time = ``start`` + (Trio's current time - Trio's time at first use).
-
-    Use inside ``trio.run``; with ``MockClock(autojump_threshold=0)`` virtual hours pass in
-    real milliseconds.
-    """
-
-    def __init__(self, start: datetime) -> None:
-        if start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
-        self._start = start.astimezone(UTC)
-        self._mono0: float | None = None
-
-    def _base(self) -> float:
-        if self._mono0 is None:
-            self._mono0 = trio.current_time()
-        return self._mono0
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=trio.current_time() - self._base())
-
-    async def sleep_until(self, when: datetime) -> None:
-        await trio.sleep_until(self._base() + (when - self._start).total_seconds())
+async def _wait_on_own_timerfd(when: datetime) -> bool:
+    """``_wait_on`` a timerfd of this wait's own, closed after it."""
+    assert _TIMERFD is not None
+    try:
+        fd = _TIMERFD[0]()
+    except OSError:  # out of file descriptors: a coarser wake is better than none
+        return False
+    try:
+        return await _wait_on(fd, when)
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
