@@ -25,7 +25,10 @@ async def test_a_batch_of_many_commands_yields_to_other_tasks_between_entries():
         Store(None), fsm, on_applied=lambda pairs, replay: None, on_restored=restored, inline=True
     )
     per_entry = 64
-    n = 4 * APPLY_YIELD_COMMANDS // per_entry
+    # 16 yields: Trio runs the two tasks of a round in either order, so with 4 the other
+    # task saw a single count inside the batch 1 time in 8 (it ran, but after the applier
+    # each time); with 16 that takes 15 unlucky rounds in a row
+    n = 16 * APPLY_YIELD_COMMANDS // per_entry
     entries = [
         Entry(
             term=1,
