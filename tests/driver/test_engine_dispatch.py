@@ -354,3 +354,31 @@ async def test_a_leader_a_newer_leader_asked_does_not_start_its_own_runs(
         await trio.testing.wait_all_tasks_blocked()
         assert cluster.ran == [] and not service.knows(execution.id)
         nursery.cancel_scope.cancel()
+
+
+async def test_any_one_server_is_a_server_the_leader_can_reach(
+    autojump_clock: trio.testing.MockClock,
+):
+    """A server the leader cannot connect to, while gossip still calls it alive (a server
+    killed a moment ago, before its failure is detected): a fire for "any one server" goes
+    to another one, where Dkron would pick it and record the run failed."""
+    async with trio.open_nursery() as nursery:
+        cluster, leader = await start_cluster(nursery)
+        lost = next(n for n in SERVERS if n != leader.node_name)
+        cluster.raft.cut(NodeId(leader.node_name), NodeId(lost))
+        assert lost in {m.name for m in leader.members() if m.status == "alive"}
+        one_server = {"server": "true:1"}
+        await leader.put_job(
+            Job(name="manual", schedule="@manually", executor="record", tags=one_server)
+        )
+        for _ in range(12):
+            await leader.run_job("manual")
+        await leader.put_job(
+            Job(name="every", schedule="@every 1s", executor="record", tags=one_server)
+        )
+        for name in ("manual", "every"):
+            executions = await finished(leader, name, count=12)
+            assert [(e.node_name, e.output) for e in executions if not e.success] == []
+            assert lost not in {e.node_name for e in executions}
+        assert lost in {m.name for m in leader.members() if m.status == "alive"}
+        nursery.cancel_scope.cancel()

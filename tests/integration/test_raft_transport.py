@@ -190,6 +190,24 @@ async def test_unreachable_peer_drops_messages_and_is_reported():
             assert "refused" in (stats.peers[B].last_error or "").lower()
 
 
+async def test_a_peer_is_unreachable_from_a_failed_dial_until_a_dial_succeeds():
+    a = TcpTransport(A)
+    port = closed_port()
+    with trio.fail_after(TIMEOUT):
+        async with serving(a):
+            a.set_peers({B: ("127.0.0.1", port)})
+            assert not a.is_unreachable(B)  # not dialled yet: nothing known
+            with pytest.raises(PeerUnreachable):
+                await a.call(B, "x", b"", timeout=5)
+            assert a.is_unreachable(B)
+            assert not a.is_unreachable(C)  # not a peer: nothing known either
+            b = TcpTransport(B, bind=("127.0.0.1", port))  # b comes up on that address
+            async with serving(b):
+                a.redial(B)
+                await a.wait_connected(B)
+                assert not a.is_unreachable(B)
+
+
 async def test_dialling_the_wrong_node_is_refused():
     a, b = TcpTransport(A), TcpTransport(B)
     with trio.fail_after(TIMEOUT):

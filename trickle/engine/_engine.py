@@ -1491,7 +1491,9 @@ class Engine:
         if not self.is_leader():
             return await self._forward_run(name)
         job = self._job(name)
-        decision = self._sched.manual(job, self.clock.now(), self._target_members())
+        decision = self._sched.manual(
+            job, self.clock.now(), self._target_members(), unreachable=self._unreachable()
+        )
         try:
             results = await self._launch(decision.commands)
         finally:
@@ -1839,6 +1841,17 @@ class Engine:
         dispatchable = self._dispatchable()
         return [m for m in self.members() if m.name in dispatchable]
 
+    def _unreachable(self) -> frozenset[str]:
+        """Other nodes this server failed to connect to just now (a node killed a moment
+        ago, before gossip declares it failed): "any N" targets them last."""
+        check = getattr(self._transport, "is_unreachable", None)
+        gossip = self._gossip
+        if check is None or gossip is None:
+            return frozenset()
+        return frozenset(
+            m.name for m in gossip.members() if m.name != self.node_name and check(NodeId(m.name))
+        )
+
     def _dispatchable(self) -> set[str]:
         """Nodes a run can be handed to: this one, and those with a known RPC address."""
         names = {self.node_name}
@@ -1992,7 +2005,9 @@ class Engine:
     async def _run_dependents(self, due: DependentsDue) -> None:
         if self._draining:
             return
-        decision = self._sched.dependents(due, self.clock.now(), self._target_members())
+        decision = self._sched.dependents(
+            due, self.clock.now(), self._target_members(), unreachable=self._unreachable()
+        )
         for skip in decision.skipped:
             self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
         self._log_trimmed(decision)
@@ -2251,7 +2266,9 @@ class Engine:
         """Launch fires: one batch of commands; each run is dispatched once committed, at
         its scheduled instant if that is still ahead (launch ahead), else at once."""
         now = self.clock.now()
-        decision = self._sched.decide(due, now, self._target_members(), catchup=catchup)
+        decision = self._sched.decide(
+            due, now, self._target_members(), catchup=catchup, unreachable=self._unreachable()
+        )
         for skip in decision.skipped:
             self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
         if decision.missed:  # one line per decision: under overload, one per job floods

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -270,9 +270,14 @@ class Scheduler:
         heapq.heappush(self._deferred_heap, (at, name))
 
     # -- where a run goes, and whether it may -------------------------------------------
-    def targets(self, job: Job, members: Sequence[Member]) -> list[Member]:
-        """The members a run of ``job`` goes to (Dkron's tag rules, this leader's region)."""
-        return select_targets(job.tags, members, region=self.region, rng=self.rng)
+    def targets(
+        self, job: Job, members: Sequence[Member], unreachable: Collection[str] = ()
+    ) -> list[Member]:
+        """The members a run of ``job`` goes to (Dkron's tag rules, this leader's region;
+        ``unreachable`` members are chosen last for "any N": see ``select_targets``)."""
+        return select_targets(
+            job.tags, members, region=self.region, rng=self.rng, unreachable=unreachable
+        )
 
     def free_slots(self, job: Job) -> tuple[int | None, str]:
         """How many more runs of ``job`` may start now (None: no limit), and when none,
@@ -355,6 +360,7 @@ class Scheduler:
         members: Sequence[Member],
         *,
         catchup: bool = False,
+        unreachable: Collection[str] = (),
     ) -> Decision:
         """Turn due fires into one batch: a ``RunStarted`` per target of each fire that
         runs, a ``FiresSkipped`` for each that does not, a ``FiresMissed`` where the
@@ -399,7 +405,7 @@ class Scheduler:
                 out.missed.append(missed)
                 out.shed += 1 + len(coalesced)
                 continue
-            targets = self.targets(job, members)
+            targets = self.targets(job, members, unreachable)
             reason = self.skip_reason(job, at, targets)
             if reason:
                 out.commands.append(
@@ -447,7 +453,14 @@ class Scheduler:
     def _too_late(self, at: datetime, now: datetime) -> bool:
         return self.max_lateness is not None and now - at > self.max_lateness
 
-    def dependents(self, due: DependentsDue, now: datetime, members: Sequence[Member]) -> Decision:
+    def dependents(
+        self,
+        due: DependentsDue,
+        now: datetime,
+        members: Sequence[Member],
+        *,
+        unreachable: Collection[str] = (),
+    ) -> Decision:
         """The runs of a parent's children after its success, and the record that they
         were launched (``DependentsLaunched``, last)."""
         out = Decision()
@@ -455,7 +468,7 @@ class Scheduler:
             child = self.fsm.jobs.get(name)
             if child is None:
                 continue
-            targets = self.targets(child, members)
+            targets = self.targets(child, members, unreachable)
             reason = self.skip_reason(child, now, targets)
             if reason:
                 out.commands.append(
@@ -478,7 +491,14 @@ class Scheduler:
         out.commands.append(c.DependentsLaunched(group=due.group))
         return out
 
-    def manual(self, job: Job, now: datetime, members: Sequence[Member]) -> Decision:
+    def manual(
+        self,
+        job: Job,
+        now: datetime,
+        members: Sequence[Member],
+        *,
+        unreachable: Collection[str] = (),
+    ) -> Decision:
         """A manual run of ``job`` on its targets, or the error refusing it:
         ``JobDisabled``, ``ConcurrencyForbidden``, ``ConcurrencyLimitReached``,
         ``ClusterAtCapacity`` (409) or ``NoTargetNodes`` (404)."""
@@ -488,7 +508,7 @@ class Scheduler:
             self.fsm.running_of(job.name) or self._in_flight.get(job.name)
         ):
             raise ConcurrencyForbidden(job.name)
-        targets = self.targets(job, members)
+        targets = self.targets(job, members, unreachable)
         if not targets:
             raise NoTargetNodes(job.name, job.tags)
         free, _ = self.free_slots(job)

@@ -267,6 +267,7 @@ class _Link:
         self.dropped = 0
         self.connects = 0
         self.last_error: str | None = None
+        self.dial_failed = False  # the last dial failed, and none succeeded since
 
     # called from the transport -------------------------------------------------------
     def enqueue_raft(self, frame: bytes) -> None:
@@ -348,6 +349,7 @@ class _Link:
                 logger.debug("%s: connected to %s at %s", self.t.node_id, self.peer, self.address)
                 if DIRECT_WRITES:
                     self.fd = stream.socket.fileno()
+                self.dial_failed = False
                 self._set_state(self.CONNECTED)
                 try:
                     await self._pump(stream, reader)
@@ -501,6 +503,7 @@ class _Link:
         log = logger.warning if isinstance(exc, _HandshakeFailed) else logger.debug
         if failures == 0 or isinstance(exc, _HandshakeFailed):
             log("%s: cannot connect to %s at %s: %s", self.t.node_id, self.peer, self.address, text)
+        self.dial_failed = True
         self._set_state(self.BACKOFF, text)
         self.t.unreachable.add(self.peer)
 
@@ -654,6 +657,13 @@ class TcpTransport:
     def is_connected(self, peer: NodeId) -> bool:
         link = self._links.get(peer)
         return link is not None and link.state == link.CONNECTED
+
+    def is_unreachable(self, peer: NodeId) -> bool:
+        """True while the last attempt to connect to ``peer`` failed (refused, timed out,
+        wrong node) and none succeeded since: a call to it now fails at once. A peer not
+        dialled yet, or redialled after a lost connection, is not known unreachable."""
+        link = self._links.get(peer)
+        return link is not None and link.dial_failed and link.state != link.CONNECTED
 
     async def wait_connected(self, peer: NodeId) -> None:
         """Return once the outbound connection to ``peer`` is up (handshake done).

@@ -180,6 +180,11 @@ class MemoryTransport:
         self.frames_received += 1
         self._net.delivered += 1
 
+    def is_unreachable(self, peer: NodeId) -> bool:
+        """As TcpTransport.is_unreachable: a call to ``peer`` would fail at once (this
+        node or the peer stopped, or the network cut between them)."""
+        return not self.serving or not self._net.can_reach(self.node_id, peer)
+
     def take_unreachable(self) -> list[NodeId]:
         out = sorted(self._unreachable)
         self._unreachable.clear()
