@@ -73,9 +73,12 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   (trickle logs "N fires of K jobs missed (scheduler behind), e.g. job J").
 * trickle only, the garbage collector during the window: ``gc_collections`` (by
   generation) and the pauses of full collections, ``gc_full_pause_ms_max`` / ``_total``.
-  ``--gc-serve`` gives the worker the collector settings ``trickle serve`` uses
-  (``trickle.tune_gc()``: freeze, young threshold 20,000); ``--gc-freeze`` and
-  ``--gc-threshold N`` set them one by one.
+  By default the worker has the collector settings ``trickle serve`` uses, which
+  docs/embedding.md advises for an embedding program (``trickle.tune_gc()`` once the jobs
+  are stored: freeze, young threshold 20,000): ``gc_mode`` "serve". ``--no-gc-serve``
+  keeps Python's settings (``gc_mode`` "python": full collections of every live object,
+  pauses of 100-200 ms at 10,000 jobs); ``--gc-freeze`` and ``--gc-threshold N`` set them
+  one by one instead (``gc_mode`` "custom").
 
 trickle runs the real Engine: an SQLite data dir in a temp directory (default durability),
 the default ``history_limit``, every fire and finish committed to the store. APScheduler 3
@@ -668,6 +671,11 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             "engine_commands_applied": stats.commands_applied,
             "engine_events_dropped": stats.events_dropped,
             "engine_error_at_stop": stop_error,
+            "gc_mode": "serve"
+            if args.gc_serve
+            else "custom"
+            if (args.gc_freeze or args.gc_threshold is not None)
+            else "python",
             "gc_threshold": list(gc.get_threshold()),
             "gc_frozen": gc.get_freeze_count(),
             **gc_pauses.report(),
@@ -885,8 +893,7 @@ def run_worker(system: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
         cmd += ["--gc-threshold", str(args.gc_threshold)]
     if args.gc_freeze:
         cmd.append("--gc-freeze")
-    if args.gc_serve:
-        cmd.append("--gc-serve")
+    cmd.append("--gc-serve" if args.gc_serve else "--no-gc-serve")
     if system == "trickle" or args.apscheduler_store == "sqlite":
         data = tmp / system
         data.mkdir()
@@ -989,13 +996,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--gc-serve",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="trickle worker: trickle.tune_gc() once the jobs are stored, as trickle serve "
-        "does once it has loaded its store (freeze, young-generation threshold 20,000)",
+        "does once it has loaded its store and docs/embedding.md advises (freeze, "
+        "young-generation threshold 20,000). The default unless --gc-threshold or "
+        "--gc-freeze is given; --no-gc-serve keeps Python's collector settings",
     )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.gc_serve is None:
+        args.gc_serve = args.gc_threshold is None and not args.gc_freeze
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     if args.apscheduler_store == "sqlite" and args.apscheduler_mode != "background":
