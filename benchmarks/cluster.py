@@ -369,10 +369,12 @@ async def measure_step(cluster: Bench, rate: int, args: argparse.Namespace) -> d
     index0 = await cluster.last_index(leader)
     load0 = os.getloadavg()[0]
     psutil.cpu_percent()
+    psutil.cpu_times_percent()
     w0 = time.time()
     w1 = w0 + args.window  # whole seconds: every job has exactly `window` fires in it
     await trio.sleep(max(0.0, w1 - time.time()))
     host_busy = psutil.cpu_percent()
+    host_steal = getattr(psutil.cpu_times_percent(), "steal", 0.0)  # counted as busy above
     index1 = await cluster.last_index(leader)
     cpu1, m1 = cluster.cpu_s(), await cluster.all_metrics()
     leader_after = await cluster.leader()
@@ -417,9 +419,14 @@ async def measure_step(cluster: Bench, rate: int, args: argparse.Namespace) -> d
         else None,
         "cpu_pct_by_node": cpu,
         "cpu_pct_nodes_total": round(sum(cpu.values()), 1),
-        "host_cpu_busy_pct": round(host_busy, 1),  # of all the host's cores
+        "host_cpu_busy_pct": round(host_busy, 1),  # of all the host's cores, steal included
+        # the time the hypervisor gave the host's cores to other guests, in % of all cores:
+        # on a shared VM the main source of noise (20-35% in some of session 9's runs)
+        "host_steal_pct": round(host_steal, 1),
         # what the other processes of the host used meanwhile, in % of one core
-        "others_cpu_pct": round(max(0.0, host_busy * (os.cpu_count() or 1) - sum(cpu.values())), 1),
+        "others_cpu_pct": round(
+            max(0.0, (host_busy - host_steal) * (os.cpu_count() or 1) - sum(cpu.values())), 1
+        ),
         "loadavg_1m_before": round(load0, 2),
         "leader": leader,
         "leader_changed": leader_after != leader,

@@ -62,6 +62,8 @@ What is measured, after registration and ``--warmup`` seconds (default ``min(S, 
   ``fires_per_s = fires / duration``.
 * ``rss_mb`` (at the end of the window), ``rss_setup_mb`` (after registration),
   ``rss_peak_mb``; ``cpu_s`` (user+system, all threads, during the window), ``cpu_pct``;
+  ``host_steal_pct`` (the host's CPU time the hypervisor gave other guests during the
+  window, in % of all cores: compare figures only between runs where it is low);
   ``setup_s`` (wall time to register everything, pacing included), ``register_s`` (time
   spent registering, pacing excluded; trickle: wall time with a ``put_job`` in flight,
   None in spread mode, where that is most of the pacing), ``cpu_setup_s``.
@@ -298,6 +300,17 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
+def _host_steal_pct() -> float | None:
+    """The share of the host's CPU time the hypervisor gave to other guests since the
+    previous call, in % of all cores (None where the OS does not count it). On a shared VM
+    the largest source of noise: with 20-35% of it, trickle's p99 went from 3 to 50-250 ms
+    in session 9, APScheduler's (a third of trickle's CPU) from 0.6 to 5-7 ms."""
+    import psutil
+
+    steal = getattr(psutil.cpu_times_percent(), "steal", None)
+    return None if steal is None else round(steal, 1)
+
+
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -384,6 +397,7 @@ def summarize(
     every: int,
     cpu_window: float,
     rss_end: float,
+    host_steal_pct: float | None = None,
 ) -> dict[str, Any]:
     """The figures of one worker from ``(scheduled, called)`` wall-clock pairs."""
     late = [called - sched for sched, called in records if window.start <= sched < window.end]
@@ -401,6 +415,7 @@ def summarize(
             "rss_peak_mb": max(_peak_rss_mb(), rss_end),
             "cpu_s": round(cpu_window, 2),
             "cpu_pct": round(100.0 * cpu_window / window.duration, 1),
+            "host_steal_pct": host_steal_pct,
         }
     )
     return out
@@ -600,9 +615,11 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             window = Window(args.warmup, args.duration, every)
             await trio.sleep(max(0.0, window.start - time.time()))
             cpu_start = _cpu_s()
+            _host_steal_pct()  # starts the host's count
             with GcPauses() as gc_pauses:
                 await trio.sleep(max(0.0, window.end - time.time()))
             cpu_window = _cpu_s() - cpu_start
+            steal = _host_steal_pct()
             rss_end = _rss_mb()
             expected = expected_fires(first_fires, every, window.start, window.end)
             seen, checked = 0, 0
@@ -658,6 +675,7 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             every=every,
             cpu_window=cpu_window,
             rss_end=rss_end,
+            host_steal_pct=steal,
         )
     )
     out.update(
@@ -747,8 +765,10 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         window = Window(args.warmup, args.duration, every)
         sleep(window.start - time.time())
         cpu_start = _cpu_s()
+        _host_steal_pct()  # starts the host's count
         sleep(window.end - time.time())
         cpu_window = _cpu_s() - cpu_start
+        steal = _host_steal_pct()
         rss_end = _rss_mb()
         expected = expected_fires(first_fires, every, window.start, window.end)
         seen, checked = 0, 0
@@ -789,6 +809,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
                 every=every,
                 cpu_window=cpu_window,
                 rss_end=rss_end,
+                host_steal_pct=steal,
             )
         )
 
