@@ -7,7 +7,7 @@ Replay one seed with its trace::
 
     from trickle.testing.clustersim import *
     cluster = ClusterConfig(fixes=ALL_FIXES - {FIX_RECONCILE_OWN_RUNS})
-    run_scenario(19, cluster=cluster)      # raises InvariantViolation, trace tail included
+    run_scenario(5, cluster=cluster)       # raises InvariantViolation, trace tail included
 """
 
 from __future__ import annotations
@@ -42,15 +42,17 @@ def pass_as_is(seeds: Sequence[int]) -> None:
 def test_a_node_that_restarts_quickly_has_the_runs_it_lost_recorded_failed() -> None:
     # seed 4: a1 crashes with a finished run's result undelivered and restarts at the
     # heal before the leader's detector declares it failed; the run stayed "running"
-    # seed 0: a1 is declared failed, its runs wait for their dispatches to expire, a1
-    # comes back meanwhile (restarted, empty): "is back: its runs are not failed"
-    caught_without(FIX_RESTART_RECONCILE, [4, 0, 7], match="which does not run it")
-    pass_as_is([4, 0, 7])
+    # (seed 0 showed a1 declared failed, its runs waiting for their dispatches to expire
+    # and a1 back meanwhile, restarted and empty; since "any N" takes unreachable nodes
+    # last, that seed draws other targets, and seed 1 shows the finding instead)
+    caught_without(FIX_RESTART_RECONCILE, [4, 1, 7], match="which does not run it")
+    pass_as_is([4, 0, 1, 7])
 
 
 def test_a_new_leader_records_its_own_undispatched_inherited_runs_failed() -> None:
-    caught_without(FIX_RECONCILE_OWN_RUNS, [19, 5, 31], match="stays running on s")
-    pass_as_is([19, 5, 31])
+    # seed 19 showed it before "any N" took unreachable nodes last; seed 9 does now
+    caught_without(FIX_RECONCILE_OWN_RUNS, [5, 9, 31], match="stays running on s")
+    pass_as_is([19, 5, 9, 31])
 
 
 def test_a_catch_up_cut_short_does_not_record_fires_missed_twice() -> None:

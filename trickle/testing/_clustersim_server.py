@@ -253,7 +253,9 @@ class ServerControl:
         assert self.scheduler is not None
         if fires:
             now = self.wall()
-            decision = self.scheduler.decide(fires, now, self._members(), catchup=True)
+            decision = self.scheduler.decide(
+                fires, now, self._members(), catchup=True, unreachable=self._unreachable()
+            )
             if decision.commands:
                 if not self._propose(
                     decision.commands, kind="decision", payload=decision, fenced=True
@@ -276,6 +278,16 @@ class ServerControl:
             if n not in self.failed
         ]
 
+    def _unreachable(self) -> frozenset[str]:
+        """Members this server cannot connect to now: "any N" takes them last, as the
+        Engine does with the nodes its transport failed to dial (``Engine._unreachable``)."""
+        sim = self.sim
+        return frozenset(
+            n
+            for n in sim.all_nodes
+            if n != self.id and n not in self.failed and not sim.reachable(self.id, n)
+        )
+
     def wall(self) -> datetime:
         return self.sim.wall(self.id)
 
@@ -297,7 +309,7 @@ class ServerControl:
                 f"{self.id} due "
                 + " ".join(f"{n}@{t.time().isoformat('milliseconds')}" for n, t in due)
             )
-            decision = sched.decide(due, now, self._members())
+            decision = sched.decide(due, now, self._members(), unreachable=self._unreachable())
             self.decisions += 1
             if decision.commands:
                 if self._propose(decision.commands, kind="decision", payload=decision, fenced=True):
