@@ -510,7 +510,8 @@ async def run_ramp(clusters: Clusters, args: argparse.Namespace) -> dict[str, An
                     f"{step['lateness_ms_p50']} ms, p99 {step['lateness_ms_p99']} ms, "
                     f"{step['raft_entries_per_run']} entries/run, nodes CPU "
                     f"{step['cpu_pct_nodes_total']}% ({step['cpu_ms_per_run']} ms/run above "
-                    f"idle), others {step['others_cpu_pct']}% "
+                    f"idle), others {step['others_cpu_pct']}%, steal "
+                    f"{step['host_steal_pct']}% "
                     f"-> {'held' if step['held'] else 'NOT held'}"
                 )
                 if step["held"]:
