@@ -660,8 +660,9 @@ class TcpTransport:
 
     def is_unreachable(self, peer: NodeId) -> bool:
         """True while the last attempt to connect to ``peer`` failed (refused, timed out,
-        wrong node) and none succeeded since: a call to it now fails at once. A peer not
-        dialled yet, or redialled after a lost connection, is not known unreachable."""
+        wrong node) and none succeeded since: a call to it now fails (at once during the
+        backoff, after the next dial otherwise). A peer not dialled yet, or redialled
+        after a lost connection, is not known unreachable."""
         link = self._links.get(peer)
         return link is not None and link.dial_failed and link.state != link.CONNECTED
 
