@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -279,4 +280,54 @@ async def test_sigterm_lets_a_running_execution_finish_within_the_grace(tmp_path
         [execution] = await wait_for_executions(n.http, "slow", 1)
         assert execution["success"] is True, execution
         assert execution["output"] == "start\ndone\n"
+        assert await n.stop() == 0, n.stderr()
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_a_run_committed_but_not_started_when_the_server_is_killed_runs_after_restart(
+    tmp_path: Path,
+) -> None:
+    """A server commits each fire's intent ~200 ms before its instant and launches it at
+    the instant. Killed -9 in between, it used to record that run failed at its restart
+    ("stopped while the execution was running"), not knowing whether it had started it.
+    Its launch journal tells: the run never started, so it runs now, late, as the same
+    execution (trigger "schedule", not a catch-up)."""
+    data = tmp_path / "data"
+    job = {**GETTING_STARTED_JOB, "name": "held", "schedule": "@every 2s"}
+    async with node(data) as n:
+        async with httpx.AsyncClient(base_url=n.http) as client:
+            held: list[datetime] = []  # the instants killed between intent and launch
+            for _attempt in range(3):
+                response = await client.post("/v1/jobs", json=job)
+                assert response.status_code in (200, 201), response.text
+                fire = _instant((await client.get("/v1/jobs/held")).json()["next"])
+                wait = (fire - datetime.now(UTC)).total_seconds() - 0.05
+                assert wait > 0.3, f"the next fire is {wait:.2f} s away"
+                await trio.sleep(wait)  # the intent commits ~200 ms before the fire
+                n.kill()
+                await n.wait()
+                await n.restart()
+                with trio.fail_after(RUN_TIMEOUT):
+                    while True:
+                        response = await client.get("/v1/jobs/held/executions")
+                        runs = [
+                            e
+                            for e in response.json()
+                            if e.get("scheduled_at") and _instant(e["scheduled_at"]) == fire
+                        ]
+                        if runs and all(e["status"] != "running" for e in runs):
+                            break
+                        await trio.sleep(POLL)
+                assert [e["status"] for e in runs] == ["success"], runs
+                if runs[0]["trigger"] == "schedule":  # its intent was committed: held
+                    held.append(fire)
+                    break
+                # killed before the intent was committed: a catch-up run, another try
+            assert held, "the kill never fell between a fire's intent and its launch"
+            executions = (await client.get("/v1/jobs/held/executions")).json()
+            failed = [e for e in executions if e["status"] == "failed"]
+            assert failed == [], failed
         assert await n.stop() == 0, n.stderr()

@@ -10,6 +10,7 @@ every command; the engine reacts to what it applied (events, the plan, retries, 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -40,7 +41,7 @@ from trickle.engine.dispatch import (
 from trickle.engine.events import EarlyOutput, Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
-from trickle.engine.journal import ResultJournal
+from trickle.engine.journal import LaunchJournal, ResultJournal
 from trickle.engine.ledger import ProcessLedger
 from trickle.engine.membership import (
     BootstrapWaiter,
@@ -566,6 +567,11 @@ class Engine:
             journal=ResultJournal(
                 self.config.data_dir / "results" if self.config.data_dir else None
             ),
+            # a server's own runs (held for their instant) are what a restart can leave
+            # never launched; an agent's orphans are settled by the leader (known: failed)
+            launches=LaunchJournal(self.config.data_dir)
+            if self.config.server and self.config.data_dir
+            else None,
         )
         await nursery.start(self._runner_service.run)
         if self.config.server:
@@ -1281,6 +1287,58 @@ class Engine:
         self._sched.replan_all()
         self._wake_scheduler()
 
+    async def _launch_never_started(self, runs: list[Execution]) -> None:
+        """Launch, here, runs committed for this node that no process of it started (the
+        launch journal says so): at their scheduled instant if still ahead, else now,
+        unless past their job's catch-up window or their job is gone (then failed with
+        the reason). A leader that asked this node meanwhile may launch them too; this
+        node runs each once (``RunnerService.knows``, checked right before starting)."""
+        service, runner = self._runner_service, self._runner
+        assert service is not None and runner is not None
+        failed: dict[str, list[tuple[str, ExecutionId]]] = {}
+        for ex in sorted(runs, key=lambda e: e.started_at):
+            if ex.scheduled_at is not None and ex.scheduled_at > self.clock.now():
+                await self.clock.sleep_until(ex.scheduled_at)
+            job = self._fsm.jobs.get(ex.job_name)
+            if ex.id not in self._fsm.running or service.knows(ex.id):
+                continue  # settled meanwhile, or launched by a leader's dispatch
+            if job is None:
+                failed.setdefault("the job was deleted before the run was launched", []).append(
+                    (ex.job_name, ex.id)
+                )
+                continue
+            if (
+                ex.scheduled_at is not None
+                and (self.clock.now() - ex.scheduled_at).total_seconds() > job.catchup_window
+            ):
+                reason = (
+                    f"node {self.node_name} restarted before the run was launched, and the "
+                    f"job's catch-up window ({job.catchup_window:g}s) has passed"
+                )
+                failed.setdefault(reason, []).append((ex.job_name, ex.id))
+                continue
+            if not runner.accepting:
+                return  # stopping: the next start sees them again
+            logger.info(
+                "%s: launching %s of job %s (committed for this node, never started before "
+                "its restart)",
+                self.node_name,
+                ex.id,
+                ex.job_name,
+            )
+            self._counts["relaunched"] += 1
+            service.launched_here(ex.id)
+            runner.submit(job, ex)
+        for reason, ids in failed.items():
+            with contextlib.suppress(NotLeader, ProposalDropped, ProposalUnknown, EngineClosed):
+                await self._propose(
+                    [
+                        c.AbandonExecutions(
+                            execution_ids=tuple(ids), finished_at=self.clock.now(), reason=reason
+                        )
+                    ]
+                )
+
     async def _abandon_orphans_when_possible(self) -> None:
         """Fail this node's executions left running by its previous life, once a leader
         takes the command (retried while there is none)."""
@@ -1884,6 +1942,10 @@ class Engine:
                     "not starting %s: a leader of term %d settles it", execution.id, service.term
                 )
                 return
+            if service.knows(execution.id):  # launched here already (after a restart, this
+                # node launches the runs committed for it that it never started)
+                logger.info("not starting %s again: this node launched it", execution.id)
+                return
             service.launched_here(execution.id)
         self._runner.submit(job, execution)
 
@@ -2087,13 +2149,31 @@ class Engine:
 
     # -- internals: scheduling ----------------------------------------------------------------
     async def _abandon_orphans(self) -> None:
-        """Executions this node ran when it stopped are failed, never left running."""
+        """Executions this node ran when it stopped are failed, never left running.
+
+        With a trusted launch journal (a restart of the process, not of the machine) the
+        runs committed for this node that it never launched are told apart: they are
+        launched now, late, within their job's catch-up window (``_launch_never_started``)
+        rather than failed. Runs it may have launched are failed as before."""
         assert self._runner is not None
-        orphans = [
-            (ex.job_name, ex.id)
+        service = self._runner_service
+        mine = [
+            ex
             for ex in self._fsm.running.values()
             if ex.node_name == self.node_name and not self._runner.is_active(ex.id)
         ]
+        never: list[Execution] = []
+        if service is not None and service.journal_trusted:
+            margin = timedelta(seconds=MAX_CLOCK_SKEW)
+            never = [
+                ex
+                for ex in mine
+                if not service.knows(ex.id) and ex.started_at > service.since + margin
+            ]
+        if never and self._nursery is not None:
+            self._nursery.start_soon(self._launch_never_started, never)
+        never_ids = {ex.id for ex in never}
+        orphans = [(ex.job_name, ex.id) for ex in mine if ex.id not in never_ids]
         if not orphans:
             return
         logger.warning("marking %d executions interrupted by a restart as failed", len(orphans))

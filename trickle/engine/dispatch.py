@@ -47,7 +47,7 @@ import msgpack
 import trio
 
 from trickle.engine.commands import RunFinished
-from trickle.engine.journal import ResultJournal
+from trickle.engine.journal import LaunchJournal, ResultJournal
 from trickle.engine.model import BusyExecution, Execution, ExecutionId, Job
 from trickle.engine.wire import (
     WireError,
@@ -674,10 +674,20 @@ class RunnerService:
         max_pending_bytes: int = MAX_PENDING_BYTES,
         clock: Callable[[], datetime] | None = None,
         journal: ResultJournal | None = None,
+        launches: LaunchJournal | None = None,
     ) -> None:
         self.node_name = node_name
         self._now = clock or (lambda: datetime.now(UTC))
         self._since = trio.current_time()  # dispatches reach this service from here on
+        # runs launched by this node's earlier processes of this boot, and since when the
+        # launch journal holds every one (None: no journal, or not trusted)
+        self._launches = launches
+        self._prior_since: datetime | None = None
+        self._prior: frozenset[ExecutionId] = frozenset()
+        if launches is not None:
+            since, prior = launches.open(self._now())
+            self._prior_since = since
+            self._prior = frozenset(ExecutionId(i) for i in prior)
         self._transport = transport
         self._runner = runner
         self._servers = servers
@@ -820,6 +830,8 @@ class RunnerService:
             refusal = f"node {self.node_name} is not running jobs (its service stopped)"
         else:
             try:
+                if self._launches is not None:  # before it starts (see LaunchJournal): a run
+                    self._launches.record(ex.id)  # recorded but refused is failed, not rerun
                 self._runner.submit(dispatch.job, ex)
             except RuntimeError as exc:
                 refusal = f"node {self.node_name} is not running jobs: {exc}"
@@ -835,19 +847,37 @@ class RunnerService:
         return DispatchAnswer(accepted=True, term=self._term)
 
     def knows(self, execution_id: ExecutionId) -> bool:
-        """This node runs, queues, reports or finished the run (in this process's life)."""
+        """This node runs, queues, reports or finished the run (in this process's life),
+        or launched it in an earlier process of this boot (the launch journal)."""
         return self._known(execution_id)
 
     @property
     def since(self) -> datetime:
-        """When (this node's wall clock, now) this service began to accept dispatches:
-        measured on Trio's monotonic clock, so a wall-clock step does not move it."""
+        """Every run launched on this node after this instant is one it ``knows``: when
+        (this node's wall clock, now) this service began to accept dispatches, measured
+        on Trio's monotonic clock so that a wall-clock step does not move it; or, with a
+        trusted launch journal, the instant since which the journal holds every launch,
+        earlier processes of this boot included."""
+        if self._prior_since is not None:
+            return self._prior_since
         return self._now() - timedelta(seconds=trio.current_time() - self._since)
 
+    def launched_before_restart(self, execution_id: ExecutionId) -> bool:
+        """An earlier process of this node launched the run (the launch journal)."""
+        return execution_id in self._prior
+
+    @property
+    def journal_trusted(self) -> bool:
+        """The launch journal tells which runs earlier processes launched (see ``since``)."""
+        return self._prior_since is not None
+
     def launched_here(self, execution_id: ExecutionId) -> None:
-        """The Engine launched this run on this node itself (a server's own run: not
-        dispatched over RPC, its result reported through Raft). ``knows`` it until
-        ``settled``, so a new leader asking never takes it for a run that never came."""
+        """The Engine launches this run on this node itself (a server's own run: not
+        dispatched over RPC, its result reported through Raft), right after this call.
+        ``knows`` it until ``settled``, so a new leader asking never takes it for a run
+        that never came; the launch journal keeps it across a restart."""
+        if self._launches is not None:
+            self._launches.record(execution_id)
         self._launched.add(execution_id)
 
     def settled(self, execution_id: ExecutionId) -> None:
@@ -857,6 +887,7 @@ class RunnerService:
     def _known(self, execution_id: ExecutionId) -> bool:
         return (
             execution_id in self._launched
+            or execution_id in self._prior
             or execution_id in self._origins
             or execution_id in self._pending
             or execution_id in self._finished
