@@ -605,7 +605,7 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
                 f"{trial['leader_after_restart']}"
             )
             await trio.sleep(args.settle)
-        failed = await failed_runs_by_reason(
+        failed, twice = await history_checks(
             cluster, [f"f{i:04d}" for i in range(args.failover_jobs)]
         )
     gaps = [t["gap_ms"] for t in trials]
@@ -627,20 +627,27 @@ async def run_failover(clusters: Clusters, args: argparse.Namespace) -> dict[str
             # and any run a failover lost), by the first line of their output
             "failed_runs": sum(failed.values()),
             "failed_runs_by_reason": failed,
+            # (job, scheduled time, node) with more than one first attempt: must be 0
+            "runs_twice": twice,
         },
     }
 
 
-async def failed_runs_by_reason(cluster: Bench, jobs: Sequence[str]) -> dict[str, int]:
-    """Failed executions of ``jobs`` in the history, counted by the first line of their
-    output with run-specific details (names, numbers) kept: 60 characters of it."""
+async def history_checks(cluster: Bench, jobs: Sequence[str]) -> tuple[dict[str, int], int]:
+    """From the whole history of ``jobs``: the failed executions counted by the first line
+    of their output with run-specific details (names, numbers) kept, 60 characters of it;
+    and how many (job, scheduled time, node) have more than one first attempt (a fire run
+    twice on a node)."""
     reasons: collections.Counter[str] = collections.Counter()
+    runs: collections.Counter[tuple[str, str, str]] = collections.Counter()
     for name in jobs:
-        for execution in await cluster.read(f"/v1/jobs/{name}/executions"):
+        for execution in await cluster.read(f"/v1/jobs/{name}/executions?_end=100000"):
             if execution.get("status") == "failed":
                 line = (execution.get("output") or "").strip().splitlines()
                 reasons[line[0][:60] if line else ""] += 1
-    return dict(reasons.most_common())
+            if execution.get("attempt", 1) == 1 and execution.get("scheduled_at"):
+                runs[(name, execution["scheduled_at"], execution.get("node_name", ""))] += 1
+    return dict(reasons.most_common()), sum(1 for n in runs.values() if n > 1)
 
 
 # -- 4: memory with a large history ----------------------------------------------------------

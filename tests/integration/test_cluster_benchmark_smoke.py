@@ -73,6 +73,7 @@ def test_quick_run_prints_one_json_object_with_every_key_and_leaves_no_process(
     assert _is_number(result["failover_gap_ms_p99"]) and result["failover_gap_ms_p99"] > 0
     # the jobs' fires spread over the second (10 jobs: 100 ms apart when the API keeps up)
     assert 0 < result["failover"]["jobs_phase_gap_ms_max"] < 1000
+    assert result["failover"]["runs_twice"] == 0  # no fire ran twice on a node
 
     rss = result["rss"]
     assert rss["executions"] == [300, 1000]
