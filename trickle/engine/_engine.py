@@ -2157,13 +2157,19 @@ class Engine:
         rather than failed. Runs it may have launched are failed as before."""
         assert self._runner is not None
         service = self._runner_service
+        trusted = service is not None and service.journal_trusted
+        if trusted and self._raft is not None:
+            # every intent committed before the restart applied first: a run the journal
+            # says was launched must be found here and failed, as no leader fails a run
+            # its node says it knows (NotLeader: retried by the caller)
+            await self._raft.read_barrier()
         mine = [
             ex
             for ex in self._fsm.running.values()
             if ex.node_name == self.node_name and not self._runner.is_active(ex.id)
         ]
         never: list[Execution] = []
-        if service is not None and service.journal_trusted:
+        if service is not None and trusted:
             margin = timedelta(seconds=MAX_CLOCK_SKEW)
             never = [
                 ex
