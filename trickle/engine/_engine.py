@@ -1299,6 +1299,11 @@ class Engine:
         for ex in sorted(runs, key=lambda e: e.started_at):
             if ex.scheduled_at is not None and ex.scheduled_at > self.clock.now():
                 await self.clock.sleep_until(ex.scheduled_at)
+            if self._raft is not None:
+                try:  # a leader may have settled it meanwhile (failed, or dispatched here)
+                    await self._raft.read_barrier()
+                except (NotLeader, EngineClosed):
+                    return  # the next leader asks this node (a new boot) and settles them
             job = self._fsm.jobs.get(ex.job_name)
             if ex.id not in self._fsm.running or service.knows(ex.id):
                 continue  # settled meanwhile, or launched by a leader's dispatch
