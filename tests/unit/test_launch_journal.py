@@ -62,7 +62,10 @@ def test_after_a_reboot_nothing_earlier_is_trusted(tmp_path: Path) -> None:
 
 
 def test_without_a_boot_id_or_a_data_dir_nothing_is_kept(tmp_path: Path) -> None:
-    no_boot = journal(tmp_path, boot=None)
+    earlier = journal(tmp_path)  # a process that could read the boot id
+    earlier.open(T0)
+    earlier.record(run_id(1))
+    no_boot = journal(tmp_path, boot=None)  # it would not journal: the file must go
     assert no_boot.open(T0) == (None, set())
     no_boot.record(run_id(1))
     assert no_boot.since is None

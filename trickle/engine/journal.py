@@ -170,6 +170,9 @@ class LaunchJournal:
         self._drop_older_than_kept(launched)
         if self._path is not None and self._boot is not None:
             self._rewrite()
+        elif self._path is not None:  # no boot id: an older file would lack this life's runs
+            with contextlib.suppress(OSError):
+                self._path.unlink(missing_ok=True)
         return (since if since is None else _from_micros(self._since_micros)), set(self._ids)
 
     @property
