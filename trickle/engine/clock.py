@@ -17,6 +17,8 @@ from typing import Protocol
 
 import trio
 
+from trickle.engine.model import unix_nanos
+
 MAX_SLEEP = 30.0  # seconds: the system clock re-reads the wall time at least this often
 
 
@@ -104,7 +106,6 @@ class TrioClock:
         await trio.sleep_until(self._base() + (when - self._start).total_seconds())
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLOCK_REALTIME = 0
 _TFD_TIMER_ABSTIME = 1
 
@@ -157,17 +158,12 @@ def _timerfd_functions() -> tuple[Callable[[], int], Callable[[int, int], None]]
 _TIMERFD = _timerfd_functions()
 
 
-def _ns_since_epoch(when: datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
 async def _wait_on(fd: int, when: datetime) -> bool:
     """Arm the timerfd ``fd`` for ``when`` and wait until it fires (False if it cannot be
     armed). Arming again resets a count left by an earlier, abandoned wait."""
     assert _TIMERFD is not None
     try:
-        _TIMERFD[1](fd, _ns_since_epoch(when))
+        _TIMERFD[1](fd, unix_nanos(when))
     except OSError:
         return False
     await trio.lowlevel.wait_readable(fd)

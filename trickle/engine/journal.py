@@ -22,17 +22,17 @@ import logging
 import os
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from trickle.engine.commands import RunFinished
+from trickle.engine.model import EPOCH, unix_nanos
 from trickle.engine.wire import WireError, decode_command, encode_command
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".result"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ResultJournal:
@@ -290,9 +290,8 @@ class LaunchJournal:
 
 
 def _micros(at: datetime) -> int:
-    delta = at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return unix_nanos(at) // 1000
 
 
 def _from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    return EPOCH + timedelta(microseconds=micros)

@@ -135,17 +135,20 @@ class Execution:
         return self.finished_at is None
 
 
+def unix_nanos(at: datetime) -> int:
+    """An aware instant in Unix nanoseconds, exactly (no float on the way)."""
+    delta = at - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
 def execution_id(started_at: datetime, node_name: str) -> ExecutionId:
     """Dkron's execution key: ``<started_at in Unix nanoseconds>-<node name>``."""
-    delta = started_at - EPOCH
-    nanos = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-    return ExecutionId(f"{nanos}-{node_name}")
+    return ExecutionId(f"{unix_nanos(started_at)}-{node_name}")
 
 
 def group_id(at: datetime) -> int:
     """Dkron's execution group: the dispatch time in Unix nanoseconds."""
-    delta = at - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return unix_nanos(at)
 
 
 @attrs.frozen(kw_only=True)
