@@ -280,6 +280,9 @@ class Engine:
         self._boots: dict[str, str] = {}  # the life each member last gossiped
         # dispatches sent and not yet answered: execution id -> the dispatch's expiry
         self._dispatch_pending: dict[ExecutionId, datetime] = {}
+        # runs committed for this node that its earlier process never started, being
+        # launched late after a restart (see _abandon_orphans)
+        self._never_started: set[ExecutionId] = set()
         self._led = trio.Event()  # set once this node acts as leader (single server: start)
         self._runner: Runner | None = None
         self._nursery: trio.Nursery | None = None
@@ -2160,29 +2163,42 @@ class Engine:
         runs committed for this node that it never launched are told apart: they are
         launched now, late, within their job's catch-up window (``_launch_never_started``)
         rather than failed. Runs it may have launched are failed as before."""
+        await self._settle_orphans()
+        service = self._runner_service
+        if service is not None and service.journal_trusted and self._raft is not None:
+            # and once more when every intent committed before the restart is applied: a
+            # run the journal says was launched must be found here and failed, as no leader
+            # fails a run its node says it knows (NotLeader: retried by the caller)
+            await self._raft.read_barrier()
+            await self._settle_orphans()
+
+    async def _settle_orphans(self) -> None:
+        """One pass of ``_abandon_orphans`` over the state applied so far."""
         assert self._runner is not None
         service = self._runner_service
-        trusted = service is not None and service.journal_trusted
-        if trusted and self._raft is not None:
-            # every intent committed before the restart applied first: a run the journal
-            # says was launched must be found here and failed, as no leader fails a run
-            # its node says it knows (NotLeader: retried by the caller)
-            await self._raft.read_barrier()
         mine = [
             ex
             for ex in self._fsm.running.values()
             if ex.node_name == self.node_name and not self._runner.is_active(ex.id)
         ]
         never: list[Execution] = []
-        if service is not None and trusted:
+        if service is not None and service.journal_trusted:
+            # launched in this process: its result is on its way, not an orphan
+            mine = [
+                ex
+                for ex in mine
+                if service.launched_before_restart(ex.id) or not service.knows(ex.id)
+            ]
             margin = timedelta(seconds=MAX_CLOCK_SKEW)
             never = [
                 ex
                 for ex in mine
                 if not service.knows(ex.id) and ex.started_at > service.since + margin
             ]
-        if never and self._nursery is not None:
-            self._nursery.start_soon(self._launch_never_started, never)
+        fresh = [ex for ex in never if ex.id not in self._never_started]
+        if fresh and self._nursery is not None:
+            self._never_started.update(ex.id for ex in fresh)
+            self._nursery.start_soon(self._launch_never_started, fresh)
         never_ids = {ex.id for ex in never}
         orphans = [(ex.job_name, ex.id) for ex in mine if ex.id not in never_ids]
         if not orphans:
