@@ -10,7 +10,6 @@ every command; the engine reacts to what it applied (events, the plan, retries, 
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import os
@@ -759,18 +758,8 @@ class Engine:
             if ex.id not in self._fsm.running:  # settled meanwhile
                 continue
             job = self._fsm.jobs.get(ex.job_name)
-            if job is None:
-                reason = "the job was deleted before the run was launched"
-                failed.setdefault(reason, []).append((ex.job_name, ex.id))
-                continue
-            if (
-                ex.scheduled_at is not None
-                and (now - ex.scheduled_at).total_seconds() > job.catchup_window
-            ):
-                reason = (
-                    "the leader changed before the run was launched, and the job's catch-up "
-                    f"window ({job.catchup_window:g}s) has passed"
-                )
+            reason = _late_launch_refusal(ex, job, now, "the leader changed")
+            if reason or job is None:
                 failed.setdefault(reason, []).append((ex.job_name, ex.id))
                 continue
             logger.info(
@@ -785,6 +774,11 @@ class Engine:
                 self._hold(ex, term)
             else:
                 self._dispatch(job, ex)
+        await self._fail_unlaunched(failed)
+
+    async def _fail_unlaunched(self, failed: dict[str, list[tuple[str, ExecutionId]]]) -> None:
+        """Record committed runs that will not be launched as failed, one command per
+        reason (``failed``: reason -> runs); without a leader, left to the next one."""
         for reason, ids in failed.items():
             try:
                 await self._propose(
@@ -1310,19 +1304,9 @@ class Engine:
             job = self._fsm.jobs.get(ex.job_name)
             if ex.id not in self._fsm.running or service.knows(ex.id):
                 continue  # settled meanwhile, or launched by a leader's dispatch
-            if job is None:
-                failed.setdefault("the job was deleted before the run was launched", []).append(
-                    (ex.job_name, ex.id)
-                )
-                continue
-            if (
-                ex.scheduled_at is not None
-                and (self.clock.now() - ex.scheduled_at).total_seconds() > job.catchup_window
-            ):
-                reason = (
-                    f"node {self.node_name} restarted before the run was launched, and the "
-                    f"job's catch-up window ({job.catchup_window:g}s) has passed"
-                )
+            restarted = f"node {self.node_name} restarted"
+            reason = _late_launch_refusal(ex, job, self.clock.now(), restarted)
+            if reason or job is None:
                 failed.setdefault(reason, []).append((ex.job_name, ex.id))
                 continue
             if not runner.accepting:
@@ -1337,15 +1321,7 @@ class Engine:
             self._counts["relaunched"] += 1
             service.launched_here(ex.id)
             runner.submit(job, ex)
-        for reason, ids in failed.items():
-            with contextlib.suppress(NotLeader, ProposalDropped, ProposalUnknown, EngineClosed):
-                await self._propose(
-                    [
-                        c.AbandonExecutions(
-                            execution_ids=tuple(ids), finished_at=self.clock.now(), reason=reason
-                        )
-                    ]
-                )
+        await self._fail_unlaunched(failed)
 
     async def _abandon_orphans_when_possible(self) -> None:
         """Fail this node's executions left running by its previous life, once a leader
@@ -2486,6 +2462,20 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     if value is None:
         return (0, 0)
     return (1, value)
+
+
+def _late_launch_refusal(ex: Execution, job: Job | None, now: datetime, why: str) -> str:
+    """Why a committed run that was never launched is not launched now, late ("" if it
+    is): its job is gone, or its scheduled instant is past the job's catch-up window
+    (``why``: what kept it from its launch, e.g. "the leader changed")."""
+    if job is None:
+        return "the job was deleted before the run was launched"
+    if ex.scheduled_at is not None and (now - ex.scheduled_at).total_seconds() > job.catchup_window:
+        return (
+            f"{why} before the run was launched, and the job's catch-up window "
+            f"({job.catchup_window:g}s) has passed"
+        )
+    return ""
 
 
 def _parents_first(jobs: list[Job]) -> list[Job]:

@@ -162,12 +162,9 @@ class LaunchJournal:
         since: datetime | None = None
         launched: list[str] = []
         if self._path is not None and self._boot is not None:
-            since, launched = self._load()
-        if since is None:
-            launched = []
+            since, launched = self._load()  # no ids without a since
         self._since_micros = _micros(since if since is not None else now)
-        self._ids = launched[-self._max_kept // 2 :] if launched else []
-        self._drop_older_than_kept(launched)
+        self._keep_newest(launched, self._max_kept // 2)
         if self._path is not None and self._boot is not None:
             self._rewrite()
         elif self._path is not None:  # no boot id: an older file would lack this life's runs
@@ -186,9 +183,7 @@ class LaunchJournal:
         if self._fd < 0:
             return
         if len(self._ids) >= self._max_kept:
-            dropped = self._ids[: -self._max_kept // 2]
-            self._ids = self._ids[-self._max_kept // 2 :]
-            self._drop_older_than_kept(dropped)
+            self._keep_newest(self._ids, self._max_kept // 2)
             self._rewrite()
             if self._fd < 0:
                 return
@@ -238,15 +233,15 @@ class LaunchJournal:
         ids = [line.decode() for line in lines[1:-1] if line]
         return _from_micros(header["since"]), ids
 
-    def _drop_older_than_kept(self, all_ids: list[str]) -> None:
-        """``since`` moves past the start of every id not kept."""
-        kept = set(self._ids)
-        for execution_id in all_ids:
-            if execution_id in kept:
-                continue
+    def _keep_newest(self, ids: list[str], count: int) -> None:
+        """Keep the last ``count`` of ``ids`` (in launch order); ``since`` moves past the
+        start of every id dropped, so no launch after ``since`` is missing."""
+        cut = max(0, len(ids) - count)
+        for execution_id in ids[:cut]:
             nanos = _started_nanos(execution_id)
             if nanos is not None:
                 self._since_micros = max(self._since_micros, -(-nanos // 1000))
+        self._ids = ids[cut:]
 
     def _rewrite(self) -> None:
         """Write the header and the kept ids to a new file, renamed over the old one, and
