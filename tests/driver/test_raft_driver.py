@@ -489,6 +489,32 @@ async def test_lagging_follower_catches_up_from_a_snapshot(autojump_clock):
         nursery.cancel_scope.cancel()
 
 
+async def test_lagging_follower_catches_up_from_entries_read_back_from_storage(autojump_clock):
+    # Every applied entry is cold on the leader (hot_log_bytes=0): the entries a follower
+    # missed are read from the leader's storage, not held in its memory, and no snapshot
+    # is needed while the log still holds them.
+    config = RaftConfig(election_ticks=10, heartbeat_ticks=4, hot_log_bytes=0)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, config=config)
+        await cluster.start_all()
+        with trio.fail_after(5):
+            leader = await cluster.leader()
+        lagging = cluster.followers(leader)[0]
+        cluster.stop(lagging)
+        with trio.fail_after(10):
+            for i in range(30):
+                await cluster.drivers[leader].propose(f"k{i}={i}".encode())
+        reads = cluster.drivers[leader].cold_reads
+        with trio.fail_after(10):
+            await cluster.start(lagging)
+            await cluster.drivers[lagging].read_barrier()
+        assert cluster.drivers[leader].cold_reads > reads
+        assert cluster.apps[lagging].restores == 0
+        assert cluster.apps[lagging].state == cluster.apps[leader].state
+        assert cluster.apps[lagging].state[b"k29"] == b"29"
+        nursery.cancel_scope.cancel()
+
+
 async def test_leadership_transfer(autojump_clock):
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)

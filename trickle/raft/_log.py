@@ -1,5 +1,10 @@
 """One node's in-memory Raft log: entries after a compaction point, what is durable, and
-the membership as of each index (a conf change counts from the moment it is appended)."""
+the membership as of each index (a conf change counts from the moment it is appended).
+
+The oldest entries may be *cold*: applied and durable, their data dropped from memory
+and only their term and size kept (``cool``); a slice over them yields ColdEntry values
+the driver reads back from storage. The log's memory is then bounded by the hot entries,
+not by how many entries compaction keeps for slow followers."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import bisect
 from collections.abc import Sequence
 
 from trickle.raft._conf import apply_entry_data
-from trickle.raft.messages import ConfState, Entry, EntryKind, SnapshotMeta
+from trickle.raft.messages import ColdEntry, ConfState, Entry, EntryKind, SnapshotMeta
 
 ENTRY_OVERHEAD_BYTES = 16  # counted per entry on top of its data when sizing batches
 EMPTY_CONF = ConfState()
@@ -20,19 +25,24 @@ def entry_size(entry: Entry) -> int:
 
 class RaftLog:
     """Entries (offset, last]; the term of ``offset`` itself is known (the compaction
-    point or the snapshot index). Entries at ``unstable_from`` and above have not yet been
-    reported durable. ``conf(i)`` is known for i >= the conf base index (the snapshot or
-    compaction point): the base configuration plus the conf-change entries after it.
+    point or the snapshot index). Entries (offset, hot_offset] are cold (term and size
+    only), the rest are held whole. Entries at ``unstable_from`` and above have not yet
+    been reported durable. ``conf(i)`` is known for i >= the conf base index (the snapshot
+    or compaction point): the base configuration plus the conf-change entries after it.
     """
 
     __slots__ = (
+        "_cold_sizes",
+        "_cold_terms",
         "_conf_base",
         "_conf_base_index",
         "_conf_idx",
         "_conf_val",
         "_entries",
+        "_hot_offset",
         "_offset",
         "_offset_term",
+        "hot_bytes",
         "last_index",
         "unstable_from",
     )
@@ -48,7 +58,11 @@ class RaftLog:
     ) -> None:
         self._offset = offset
         self._offset_term = offset_term
-        self._entries: list[Entry] = list(entries)
+        self._cold_terms: list[int] = []  # of entries offset + 1 .. hot_offset
+        self._cold_sizes: list[int] = []  # ... and the bytes of their data
+        self._hot_offset = offset
+        self._entries: list[Entry] = list(entries)  # hot_offset + 1 .. last_index
+        self.hot_bytes = sum(len(e.data) for e in self._entries)  # data held in memory
         # offset + len(entries), kept by every change (read on every step: no property)
         self.last_index = offset + len(self._entries)
         self._conf_base_index = conf_base_index
@@ -68,25 +82,48 @@ class RaftLog:
         return self._offset + 1
 
     def last_term(self) -> int:
-        return self._entries[-1].term if self._entries else self._offset_term
+        if self._entries:
+            return self._entries[-1].term
+        return self._cold_terms[-1] if self._cold_terms else self._offset_term
+
+    @property
+    def hot_offset(self) -> int:
+        """Entries up to here are cold (their data is not in memory)."""
+        return self._hot_offset
 
     def term(self, index: int) -> int | None:
         """Term of the entry at ``index``; None if compacted away or beyond the end."""
+        pos = index - self._hot_offset - 1
+        if 0 <= pos < len(self._entries):
+            return self._entries[pos].term
         offset = self._offset
         if index == offset:
             return self._offset_term
         pos = index - offset - 1
-        if 0 <= pos < len(self._entries):
-            return self._entries[pos].term
+        if 0 <= pos < len(self._cold_terms):
+            return self._cold_terms[pos]
         return None
 
     def entry(self, index: int) -> Entry:
-        return self._entries[index - self._offset - 1]
+        """The entry at ``index``, which must be hot."""
+        if index <= self._hot_offset:
+            raise KeyError(f"entry {index} is cold (its data is in storage only)")
+        return self._entries[index - self._hot_offset - 1]
 
-    def slice(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
-        """Entries lo..hi (inclusive, lo > offset), at most ``max_bytes`` (>= one entry)."""
-        start = lo - self._offset - 1
-        stop = hi - self._offset
+    def slice(self, lo: int, hi: int, max_bytes: int) -> list[Entry | ColdEntry]:
+        """Entries lo..hi (inclusive, lo > offset), at most ``max_bytes`` (>= one entry);
+        cold ones as ColdEntry."""
+        if lo <= self._hot_offset and lo <= hi:
+            return self._slice_cold(lo, hi, max_bytes)
+        return self.hot_slice(lo, hi, max_bytes)  # type: ignore[return-value]  # invariant
+
+    def hot_slice(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        """As slice, of hot entries only (lo > hot_offset: the committed entries not yet
+        applied, for one)."""
+        start = lo - self._hot_offset - 1
+        if start < 0:
+            raise KeyError(f"entry {lo} is cold (its data is in storage only)")
+        stop = hi - self._hot_offset
         entries = self._entries
         if stop <= start:
             return []
@@ -99,22 +136,46 @@ class RaftLog:
             end += 1
         return entries[start:end]
 
+    def _slice_cold(self, lo: int, hi: int, max_bytes: int) -> list[Entry | ColdEntry]:
+        out: list[Entry | ColdEntry] = []
+        size = 0
+        offset, hot_offset = self._offset, self._hot_offset
+        terms, sizes = self._cold_terms, self._cold_sizes
+        index = lo
+        while index <= hi:
+            if index <= hot_offset:
+                pos = index - offset - 1
+                data_size = sizes[pos]
+                entry: Entry | ColdEntry = ColdEntry(terms[pos], index, data_size)
+            else:
+                entry = self._entries[index - hot_offset - 1]
+                data_size = len(entry.data)
+            size += data_size + ENTRY_OVERHEAD_BYTES
+            if size > max_bytes and out:
+                break
+            out.append(entry)
+            index += 1
+        return out
+
+    def _size(self, index: int) -> int:
+        if index > self._hot_offset:
+            return len(self._entries[index - self._hot_offset - 1].data)
+        return self._cold_sizes[index - self._offset - 1]
+
     def over_budget_from(self, index: int, stop: int, budget: int) -> int | None:
         """Walking back from ``index`` towards ``stop`` (offset <= stop, not included):
         the first index at which the data of the entries from there to ``index`` adds up
         to more than ``budget`` bytes; None if it never does."""
-        entries = self._entries
-        shift = self._offset + 1
-        pos, end = index - shift, stop - shift
-        while pos > end:
-            budget -= len(entries[pos].data)
+        size = self._size
+        while index > stop:
+            budget -= size(index)
             if budget < 0:
-                return pos + shift
-            pos -= 1
+                return index
+            index -= 1
         return None
 
     def unstable_entries(self) -> list[Entry]:
-        return self._entries[self.unstable_from - self._offset - 1 :]
+        return self._entries[self.unstable_from - self._hot_offset - 1 :]
 
     def has_unstable(self) -> bool:
         return self.unstable_from <= self.last_index
@@ -172,8 +233,11 @@ class RaftLog:
         """Append ``entries`` (contiguous, the first in (offset, last + 1]), replacing the
         suffix from the first one's index; the configuration reverts accordingly."""
         first = entries[0].index
-        pos = first - self._offset - 1
+        if first <= self._hot_offset:  # only applied (committed) entries are cold
+            raise AssertionError(f"entry {first} would replace a cold (applied) entry")
+        pos = first - self._hot_offset - 1
         if pos < len(self._entries):
+            self.hot_bytes -= sum(len(e.data) for e in self._entries[pos:])
             del self._entries[pos:]
             cut = bisect.bisect_left(self._conf_idx, first)
             del self._conf_idx[cut:]
@@ -181,8 +245,31 @@ class RaftLog:
             if first < self.unstable_from:
                 self.unstable_from = first
         self._entries.extend(entries)
+        self.hot_bytes += sum(len(e.data) for e in entries)
         self.last_index = entries[-1].index
         self._index_confs(entries)
+
+    def cool(self, upto: int, keep_bytes: int) -> None:
+        """Drop from memory the data of the oldest hot entries up to ``upto`` (applied
+        and durable: the caller's promise) while the hot entries hold more than
+        ``keep_bytes`` of data. Their terms and sizes stay."""
+        entries = self._entries
+        n = min(upto - self._hot_offset, len(entries))
+        excess = self.hot_bytes - keep_bytes
+        if n <= 0 or excess <= 0:
+            return
+        terms, sizes = self._cold_terms, self._cold_sizes
+        count = dropped = 0
+        while count < n and dropped < excess:
+            e = entries[count]
+            size = len(e.data)
+            terms.append(e.term)
+            sizes.append(size)
+            dropped += size
+            count += 1
+        del entries[:count]
+        self._hot_offset += count
+        self.hot_bytes -= dropped
 
     def stable_to(self, index: int, term: int) -> None:
         """Entries up to (index, term) are durable, if that entry is still in the log."""
@@ -193,7 +280,11 @@ class RaftLog:
         """Replace the whole log by a snapshot's point."""
         self._offset = meta.index
         self._offset_term = meta.term
+        self._hot_offset = meta.index
+        self._cold_terms = []
+        self._cold_sizes = []
         self._entries = []
+        self.hot_bytes = 0
         self._conf_base_index = meta.index
         self._conf_base = meta.conf
         self._conf_idx = []
@@ -213,6 +304,13 @@ class RaftLog:
             del self._conf_val[:cut]
             self._conf_base_index = index
             self._conf_base = base
-        del self._entries[: index - self._offset]
+        cold = min(index, self._hot_offset) - self._offset
+        del self._cold_terms[:cold]
+        del self._cold_sizes[:cold]
+        if index > self._hot_offset:
+            hot = index - self._hot_offset
+            self.hot_bytes -= sum(len(e.data) for e in self._entries[:hot])
+            del self._entries[:hot]
+            self._hot_offset = index
         self._offset = index
         self._offset_term = term

@@ -13,6 +13,7 @@ MAX_INFLIGHT = 256  # APPENDs in flight to one follower in replicate state
 SNAPSHOT_CHUNK_BYTES = 1 << 20  # bytes of snapshot image in one SNAPSHOT message
 TRAILING_ENTRIES = 10_240  # entries kept after a compaction for slow followers
 TRAILING_BYTES = 16 << 20  # ... but no more than this many bytes of their data
+HOT_LOG_BYTES = 4 << 20  # data of applied, durable entries kept in memory; older from storage
 
 
 @attrs.frozen(kw_only=True)
@@ -34,7 +35,12 @@ class RaftConfig:
     trailing_entries: entries kept below a snapshot so slow followers catch up from the
         log, not a snapshot.
     trailing_bytes: ... as long as their data holds no more than this many bytes (the
-        log in memory stays bounded however many commands an entry batches).
+        log stays bounded however many commands an entry batches).
+    hot_log_bytes: of the applied and durable entries, only the newest holding this many
+        bytes of data keep it in memory; the older ones are cold (term and size only) and
+        an APPEND that carries them holds ColdEntry values the driver reads back from
+        storage (``RaftStorage.entries``). None keeps every entry's data in memory (what a
+        harness that does not read storage back needs).
     """
 
     election_ticks: int = ELECTION_TICKS
@@ -46,6 +52,7 @@ class RaftConfig:
     snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
     trailing_entries: int = TRAILING_ENTRIES
     trailing_bytes: int = TRAILING_BYTES
+    hot_log_bytes: int | None = HOT_LOG_BYTES
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_ticks < 1:
@@ -61,3 +68,5 @@ class RaftConfig:
             raise ValidationError("trailing_entries must not be negative", field="trailing_entries")
         if self.trailing_bytes < 0:
             raise ValidationError("trailing_bytes must not be negative", field="trailing_bytes")
+        if self.hot_log_bytes is not None and self.hot_log_bytes < 0:
+            raise ValidationError("hot_log_bytes must not be negative", field="hot_log_bytes")

@@ -42,6 +42,7 @@ import enum
 import heapq
 import random
 from collections.abc import Callable
+from typing import cast
 
 import attrs
 
@@ -337,6 +338,7 @@ class RaftNode:
         if self._snapshot is not None and applied < self._log.offset:
             # The state machine is behind the log's start: restore it from the snapshot.
             self._unstable_snapshot = self._snapshot
+        self._cool()
 
         # Ready bookkeeping
         self._prev_hs = prev_hs  # hard state as last handed out
@@ -639,6 +641,13 @@ class RaftNode:
             self._log.compact_to(new_offset)
         return self._log.first_index
 
+    def _cool(self) -> None:
+        """Keep the data of at most hot_log_bytes of applied, durable entries in memory."""
+        keep = self._config.hot_log_bytes
+        log = self._log
+        if keep is not None and log.hot_bytes > keep:
+            log.cool(min(self._applied, log.unstable_from - 1), keep)
+
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Term and configuration as of applied ``index`` (to label a snapshot taken there).
         Raises ValidationError if ``index`` is not applied or no longer known."""
@@ -755,6 +764,9 @@ class RaftNode:
             self._log.stable_to(last.index, last.term)
         if ready.committed_entries:
             self._applied = max(self._applied, ready.committed_entries[-1].index)
+        hot = self._config.hot_log_bytes
+        if hot is not None and self._log.hot_bytes > hot:
+            self._cool()
         if self._role is _ROLE_LEADER:
             pr = self._prs.get(self._id)
             if pr is not None and pr.maybe_update(self._log.unstable_from - 1):
@@ -1126,13 +1138,14 @@ class RaftNode:
             self._send(_MT_APPEND_RESP, m.src, index=self._commit)
             return
         if log.term(m.index) == m.log_term:
-            last_new = m.index + len(m.entries)
-            conflict = log.find_conflict(m.entries) if m.entries else 0
+            entries = cast("tuple[Entry, ...]", m.entries)  # _valid: no ColdEntry
+            last_new = m.index + len(entries)
+            conflict = log.find_conflict(entries) if entries else 0
             if conflict:
                 if conflict <= self._commit:
                     self._dropped += 1  # would rewrite a committed entry: not from a true leader
                     return
-                log.append(m.entries[conflict - m.index - 1 :])
+                log.append(entries[conflict - m.index - 1 :])
                 self._check_conf()
             commit = min(m.commit, last_new)
             if commit > self._commit:  # self._commit_to(commit), inlined
@@ -1588,4 +1601,4 @@ class RaftNode:
         if hi < lo:
             return []
         budget = self._config.max_msg_bytes * COMMITTED_BYTES_FACTOR
-        return self._log.slice(lo, hi, max(budget, ENTRY_OVERHEAD_BYTES))
+        return self._log.hot_slice(lo, hi, max(budget, ENTRY_OVERHEAD_BYTES))

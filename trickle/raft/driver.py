@@ -67,8 +67,17 @@ from trickle.errors import (
 )
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, SoftState, Status
-from trickle.raft.messages import ConfChange, ConfState, Entry, HardState, NodeId, Snapshot
-from trickle.raft.storage import RaftStorage
+from trickle.raft.messages import (
+    ColdEntry,
+    ConfChange,
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    NodeId,
+    Snapshot,
+)
+from trickle.raft.storage import EntriesCompacted, RaftStorage, fill_cold_entries
 from trickle.raft.transport import (
     ConnectionLost,
     PeerUnreachable,
@@ -283,6 +292,8 @@ class RaftDriver:
         self.stalls = 0  # ticks that ran an election timeout late (a blocked event loop)
         self.longest_tick_lag = 0.0  # seconds
         self.slow_saves = 0  # saves that took an election timeout or more
+        self.cold_reads = 0  # APPENDs whose entries were read back from storage
+        self.cold_compacted = 0  # ... dropped: a snapshot had compacted them meanwhile
         self._nursery: trio.Nursery | None = None
         self._snapshotting = False  # a background snapshot is being taken
 
@@ -313,6 +324,7 @@ class RaftDriver:
             raise
         self._snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
         self._saved_hard_state = durable.hard_state
+        del durable  # its entries: the core keeps those it needs (this frame lives on)
         self._unsaved_commit = None
         self._commit_flushed_at = trio.current_time()
         status = node.status()
@@ -453,6 +465,11 @@ class RaftDriver:
         if rd.soft_state is not None:
             self._set_soft_state(rd.soft_state)
         for message in rd.leader_messages:
+            if message.entries and type(message.entries[0]) is ColdEntry:
+                filled = await self._fill_cold(node, message)
+                if filled is None:
+                    continue
+                message = filled
             send(message)
         committed = rd.committed_entries
         if committed:
@@ -472,6 +489,11 @@ class RaftDriver:
         if rd.must_sync:
             await self._save(rd)
         for message in rd.messages:
+            if message.entries and type(message.entries[0]) is ColdEntry:
+                filled = await self._fill_cold(node, message)
+                if filled is None:
+                    continue
+                message = filled
             send(message)
         if rd.snapshot is not None:
             self._hand_to_applier("snapshot", rd.snapshot)
@@ -488,6 +510,21 @@ class RaftDriver:
             if self._on_conf is not None:
                 self._call_back(self._on_conf, rd.conf)
         node.advance(rd)
+
+    async def _fill_cold(self, node: RaftNode, message: Message) -> Message | None:
+        """An APPEND to a slow follower carries entries whose data the core no longer
+        holds (RaftConfig.hot_log_bytes): read them back from storage, in a worker thread.
+        None if a snapshot compacted them meanwhile: the message is dropped and the
+        follower probed again (it gets the snapshot)."""
+        read = self._storage.entries
+        self.cold_reads += 1
+        try:
+            filled: Message = await self._storage_call(lambda: fill_cold_entries(message, read))
+        except EntriesCompacted:
+            self.cold_compacted += 1
+            node.report_unreachable(message.dst)
+            return None
+        return filled
 
     # applying ---------------------------------------------------------------------------
     def _hand_to_applier(self, kind: str, item: Any) -> None:

@@ -44,6 +44,22 @@ class Entry:
         return f"{self.term}/{self.index} {body}"
 
 
+@attrs.frozen
+class ColdEntry:
+    """An applied entry whose data the core no longer holds in memory (``RaftConfig.
+    hot_log_bytes``): it is read back from the node's storage when a slow follower needs
+    it. Only ever in the ``entries`` of an APPEND a Ready hands out: the driver replaces
+    each one by the stored Entry (``fill_cold_entries``) before the message leaves, and a
+    node stepping a message with one rejects it."""
+
+    term: int
+    index: int
+    size: int  # bytes of its data (what batching counts)
+
+    def describe(self) -> str:
+        return f"{self.term}/{self.index} cold:{self.size}B"
+
+
 @fast_frozen_init
 @attrs.frozen
 class HardState:
@@ -158,7 +174,7 @@ class Message:
     term: int
     log_term: int = 0
     index: int = 0
-    entries: tuple[Entry, ...] = ()
+    entries: tuple[Entry | ColdEntry, ...] = ()  # ColdEntry: see there
     commit: int = 0
     reject: bool = False
     reject_hint: int = 0

@@ -53,6 +53,7 @@ from trickle.raft.messages import (
 from trickle.raft.storage import (
     CHUNK_BYTES,
     Durability,
+    EntriesCompacted,
     RaftStorageError,
     SnapshotFile,
     plan_compact,
@@ -146,6 +147,9 @@ _PUT_SNAPSHOT_SQL = (
     " VALUES (1, ?, ?, ?, ?, ?, ?)"
 )
 _READ_ENTRIES_SQL = "SELECT idx, term, kind, data, crc FROM raft_entries ORDER BY idx"
+_READ_RANGE_SQL = (
+    "SELECT idx, term, kind, data, crc FROM raft_entries WHERE idx BETWEEN ? AND ? ORDER BY idx"
+)
 _READ_HARD_STATE_SQL = "SELECT term, vote, commit_index, crc FROM raft_hard_state WHERE id = 1"
 _READ_SNAPSHOT_SQL = "SELECT idx, term, conf, data, crc, gen FROM raft_snapshot WHERE id = 1"
 _INSERT_SNAPSHOT_CHUNK_SQL = "INSERT INTO raft_snapshot_chunks (gen, seq, data) VALUES (?, ?, ?)"
@@ -621,6 +625,41 @@ class SqliteRaftStorage:
                     cur.executemany(_DELETE_CHUNK_SQL, stale)
             if len(stale) < STAGE_BATCH_CHUNKS:
                 return
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """See RaftStorage.entries (one SELECT, each row's CRC checked)."""
+        if hi < lo:
+            return []
+        with self._lock:
+            self._check_open()
+            snapshot_index = self._snapshot_index
+            cur = self._dbapi.cursor()
+            try:
+                rows = cur.execute(_READ_RANGE_SQL, (lo, hi)).fetchall()
+            finally:
+                cur.close()
+        out: list[Entry] = []
+        crc32, pack, kinds = zlib.crc32, _ENTRY_HEAD.pack, _KINDS
+        for expected, (idx, term, kind, data, crc) in enumerate(rows, start=lo):
+            if idx != expected:
+                break
+            try:
+                intact = crc32(data, crc32(pack(idx, term, kind))) == crc and kind in kinds
+            except (TypeError, struct.error):
+                intact = False
+            if not intact:
+                raise StorageCorrupt(f"{self._path}: log entry {idx} is damaged (CRC mismatch)")
+            out.append(Entry(term, idx, kinds[kind], data))
+        if len(out) != hi - lo + 1:
+            if (not rows or rows[0][0] != lo) and lo <= snapshot_index:
+                raise EntriesCompacted(
+                    f"{self._path}: entries from {lo} are compacted (snapshot at {snapshot_index})"
+                )
+            raise StorageCorrupt(
+                f"{self._path}: log entries {lo}..{hi} are not all stored"
+                f" ({len(out)} of them from {lo})"
+            )
+        return out
 
     def load(self) -> DurableState:
         """Everything durable, verified (see the module docstring): a damaged tail of the

@@ -13,12 +13,22 @@ import enum
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from trickle.errors import TrickleError, ValidationError
-from trickle.raft.messages import DurableState, Entry, HardState, Snapshot, SnapshotData
+import attrs
+
+from trickle.errors import StorageCorrupt, TrickleError, ValidationError
+from trickle.raft.messages import (
+    ColdEntry,
+    DurableState,
+    Entry,
+    HardState,
+    Message,
+    Snapshot,
+    SnapshotData,
+)
 
 
 class Durability(enum.Enum):
@@ -53,7 +63,35 @@ class RaftStorage(Protocol):
         log at its index, or ``keep_from`` is beyond ``snapshot.meta.index + 1``."""
         ...
 
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """The stored entries lo..hi (inclusive), each checked: what a node reads back for
+        the cold entries of an APPEND (``fill_cold_entries``). EntriesCompacted if ``lo``
+        is below the stored log (a compaction deleted it); StorageCorrupt if one of them
+        is missing or damaged otherwise."""
+        ...
+
     def close(self) -> None: ...
+
+
+def fill_cold_entries(message: Message, read: Callable[[int, int], list[Entry]]) -> Message:
+    """``message`` with its ColdEntry values replaced by the stored entries ``read(lo, hi)``
+    returns (cold entries lead an APPEND's entries: RaftLog.slice). StorageCorrupt if
+    what is stored does not have the terms the log has."""
+    entries = message.entries
+    cold = 0
+    while cold < len(entries) and isinstance(entries[cold], ColdEntry):
+        cold += 1
+    if not cold:
+        return message
+    stored = read(entries[0].index, entries[cold - 1].index)
+    if len(stored) != cold or any(
+        s.index != c.index or s.term != c.term for s, c in zip(stored, entries, strict=False)
+    ):
+        raise StorageCorrupt(
+            f"the stored entries {entries[0].index}..{entries[cold - 1].index} do not match"
+            " the terms of the log in memory"
+        )
+    return attrs.evolve(message, entries=(*stored, *entries[cold:]))
 
 
 CHUNK_BYTES = 1 << 20  # bytes per read or write when a snapshot is streamed
@@ -184,6 +222,12 @@ def snapshot_chunks(data: bytes | SnapshotData, size: int = CHUNK_BYTES) -> Iter
 class RaftStorageError(TrickleError):
     """The store cannot do what was asked: it is closed, not loaded yet, or its file is in
     use by another store (in this process or another)."""
+
+
+class EntriesCompacted(RaftStorageError):
+    """``entries`` was asked for entries a compaction deleted meanwhile (a snapshot taken
+    while the APPEND that carries them waited for its Ready's save): the message is
+    dropped and the follower is caught up by a snapshot."""
 
 
 # -- the contract's rules, shared by every store ------------------------------------------
@@ -412,6 +456,18 @@ class MemoryStorage:
         if self._entries:
             del self._entries[: max(0, keep_from - self._entries[0].index)]
         self.compactions += 1
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        self._check_open()
+        if hi < lo:
+            return []
+        first = self._entries[0].index if self._entries else self.snapshot_index + 1
+        if lo < first:
+            raise EntriesCompacted(f"entries from {lo} are compacted (the log starts at {first})")
+        out = self._entries[lo - first : hi - first + 1]
+        if not out or out[0].index != lo or out[-1].index != hi:
+            raise StorageCorrupt(f"entries {lo}..{hi} are not all stored")
+        return out
 
     def close(self) -> None:
         """Idempotent; the durable state stays readable through ``snapshot_copy()``."""

@@ -25,6 +25,7 @@ import msgpack
 
 from trickle.errors import ValidationError
 from trickle.raft.messages import (
+    ColdEntry,
     ConfChange,
     ConfChangeOp,
     ConfState,
@@ -117,12 +118,14 @@ def decode_conf_change(data: bytes) -> ConfChange:
 _DEFAULTS: tuple[Any, ...] = (0, 0, 0, None, False, 0, b"", None, 0, b"", False)
 
 
-def _pack_entries(entries: tuple[Entry, ...]) -> list[Any] | None:
+def _pack_entries(entries: tuple[Entry | ColdEntry, ...]) -> list[Any] | None:
     if not entries:
         return None
     first = entries[0].index
     out: list[Any] = [first]
     for i, e in enumerate(entries):
+        if isinstance(e, ColdEntry):
+            raise TypeError(f"entry {e.index} is cold: read it from storage before sending")
         if e.index != first + i:
             raise ValueError(f"entries of one message must be contiguous: {e.index} after {first}")
         out.append(

@@ -13,7 +13,7 @@ import random
 import attrs
 
 from trickle.errors import ValidationError
-from trickle.raft.messages import Message, MessageType
+from trickle.raft.messages import ColdEntry, Message, MessageType
 
 RESPONSES = frozenset(
     {
@@ -37,7 +37,7 @@ def message_bytes(msg: Message) -> int:
     if entries:
         size += ENTRY_OVERHEAD_BYTES * len(entries)
         for e in entries:
-            size += len(e.data)
+            size += e.size if isinstance(e, ColdEntry) else len(e.data)
     if msg.snapshot is not None:
         conf = msg.snapshot.conf
         size += 16 + sum(len(n) + 2 for n in (*conf.voters, *conf.learners))

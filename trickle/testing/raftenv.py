@@ -45,6 +45,7 @@ from trickle.raft.messages import (
     NodeId,
     Snapshot,
 )
+from trickle.raft.storage import fill_cold_entries
 from trickle.raft.wire import decode_conf_change
 
 _SEP = b"|"  # joins applied data in the state machine image
@@ -64,7 +65,7 @@ def describe_message(m: Message) -> str:
     """Message.describe with conf-change entries decoded and control bytes escaped."""
     line = m.describe()
     for e in m.entries:
-        if e.kind == EntryKind.CONF_CHANGE:
+        if type(e) is Entry and e.kind == EntryKind.CONF_CHANGE:
             line = line.replace(e.describe(), describe_entry(e), 1)
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
 
@@ -103,6 +104,9 @@ class MemStore:
         return DurableState(
             hard_state=self.hard_state, snapshot=self.snapshot, entries=tuple(self.entries)
         )
+
+    def entries_between(self, lo: int, hi: int) -> list[Entry]:
+        return [e for e in self.entries if lo <= e.index <= hi]
 
 
 @attrs.define
@@ -201,7 +205,7 @@ class InteractionEnv:
         out = [f"> {node_id} handling {rd.describe()}"]
         for m in rd.leader_messages:
             out.append(f"  send {describe_message(m)}")
-            self.network.append(m)
+            self.network.append(fill_cold_entries(m, node.store.entries_between))
         if rd.snapshot is not None:
             out.append(f"  persist {rd.snapshot.describe()}")
         for e in rd.entries:
@@ -209,7 +213,7 @@ class InteractionEnv:
         node.store.save(rd)
         for m in rd.messages:
             out.append(f"  send-after-persist {describe_message(m)}")
-            self.network.append(m)
+            self.network.append(fill_cold_entries(m, node.store.entries_between))
         if rd.snapshot is not None:
             node.fsm.restore(rd.snapshot)
             out.append(f"  restore {rd.snapshot.describe()}")

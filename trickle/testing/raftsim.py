@@ -67,6 +67,7 @@ from trickle.raft._fastinit import fast_frozen_init, frozen_factory
 from trickle.raft.config import RaftConfig
 from trickle.raft.core import RaftNode, Ready, Role, Status
 from trickle.raft.messages import (
+    ColdEntry,
     ConfChange,
     ConfState,
     Entry,
@@ -76,6 +77,7 @@ from trickle.raft.messages import (
     NodeId,
     Snapshot,
 )
+from trickle.raft.storage import EntriesCompacted, fill_cold_entries
 from trickle.raft.wire import encode_message
 from trickle.testing._raftsim_kv import KvApp, KvCommand, encode_command, new_command
 from trickle.testing._raftsim_net import (
@@ -104,6 +106,7 @@ __all__ = [
 ]
 
 TICK_MS = 10.0  # virtual milliseconds per tick
+SIM_HOT_LOG_BYTES = 0  # RaftConfig.hot_log_bytes of the scenarios (see sim_raft_config)
 HEARTBEAT_TICKS = 10  # 100 ms: 10 heartbeats per second (6.824's limit)
 ELECTION_TICKS = 20  # elections after 200-400 ms without a leader
 ELECTION_TIMEOUT_MS = 1000.0  # 6.824's RaftElectionTimeout: the time allowed for an election
@@ -122,7 +125,13 @@ _FOLLOWER = Role.FOLLOWER
 def sim_raft_config(**overrides: Any) -> RaftConfig:
     """The RaftConfig of the 6.824-style scenarios: 10 heartbeats/s, 200-400 ms elections
     (with the default ``tick_ms``). Keyword arguments override fields."""
-    fields: dict[str, Any] = {"election_ticks": ELECTION_TICKS, "heartbeat_ticks": HEARTBEAT_TICKS}
+    fields: dict[str, Any] = {
+        "election_ticks": ELECTION_TICKS,
+        "heartbeat_ticks": HEARTBEAT_TICKS,
+        # every applied, durable entry is cold: every APPEND to a follower behind reads
+        # its entries back from the store, as the driver does for a slow follower
+        "hot_log_bytes": SIM_HOT_LOG_BYTES,
+    }
     fields.update(overrides)
     return RaftConfig(**fields)
 
@@ -254,6 +263,8 @@ class SimStats:
     crashes: int = 0
     restarts: int = 0
     events: int = 0
+    cold_fills: int = 0  # APPENDs whose cold entries were read back from the store
+    cold_compacted: int = 0  # ... not sent: compacted since their Ready (the driver drops them)
     sent_by_type: dict[MessageType, int] = attrs.field(factory=dict)
 
 
@@ -827,6 +838,16 @@ class RaftSimulation:
         self._trace(f"network {network}")
 
     def _send(self, src: SimNode, msg: Message) -> None:
+        entries = msg.entries
+        if entries and type(entries[0]) is ColdEntry:
+            self.stats.cold_fills += 1
+            try:
+                msg = fill_cold_entries(msg, src.store.memory.entries)
+            except EntriesCompacted:  # a snapshot since the Ready: dropped (the driver's rule)
+                self.stats.cold_compacted += 1
+                if src.raft is not None:
+                    src.raft.report_unreachable(msg.dst)
+                return
         stats = self.stats
         stats.messages_sent += 1
         if self._wire_bytes:
