@@ -118,3 +118,31 @@ async def test_disabled_job_does_not_count_fires_missed_while_disabled(tmp_path)
         assert job.next is not None and job.next > clock.now()
         _, total = await engine.list_executions("d")
         assert total == 0
+
+
+def _open_files_under(directory) -> list[str]:
+    """Files under ``directory`` this process holds open (Linux: /proc/self/fd)."""
+    import os
+
+    root = str(directory)
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        if target.startswith(root):
+            held.append(target)
+    return held
+
+
+async def test_a_stopped_engine_holds_no_file_of_its_data_dir_open(tmp_path):
+    clock = ManualClock(T0)
+    engine = engine_at(tmp_path, clock)
+    async with engine:
+        await engine.put_job(Job(name="a", schedule="@manually", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_FINISHED]) as sub:
+            await engine.run_job("a")
+            await sub.receive()
+        assert _open_files_under(tmp_path)  # the store, raft.db, the launch journal, ...
+    assert _open_files_under(tmp_path) == []  # the engine object is still referenced

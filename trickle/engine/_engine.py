@@ -451,6 +451,8 @@ class Engine:
             self._lead_term = 0
             self._metrics.is_leader.set(0)
             self._hub.close_all()
+            if self._runner_service is not None:
+                self._runner_service.close()
             with trio.CancelScope(shield=True):
                 await self._blocking(store.close)  # inline in memory: no MockClock race
                 if raft_storage is not None:

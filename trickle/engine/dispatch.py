@@ -753,6 +753,12 @@ class RunnerService:
             self._transport.unregister(DISPATCH_METHOD)
             self._transport.unregister(QUERY_METHOD)
 
+    def close(self) -> None:
+        """The node stops: its launch journal's file is closed (it stays valid for the
+        next start). Nothing is launched after this."""
+        if self._launches is not None:
+            self._launches.close()
+
     # fencing -----------------------------------------------------------------------------
     @property
     def term(self) -> int:
