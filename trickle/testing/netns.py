@@ -67,6 +67,7 @@ NAME_PREFIX = "trickle"  # every namespace is <prefix>-<token>-<suffix>
 FORWARD_BUFFER = 65536  # bytes read at once by a port forward
 CONNECT_TIMEOUT = 5.0  # seconds for a forwarded connection to reach its node
 KILL_TIMEOUT = 5.0  # seconds for a process left in a namespace to die at teardown
+IP_TIMEOUT = 30.0  # seconds for one `ip` command to exit (it takes milliseconds)
 _CLONE_NEWNET = 0x40000000  # <sched.h>: setns() into a network namespace
 _NETNS_DIR = "/run/netns"  # where `ip netns add` mounts a namespace's handle
 
@@ -103,12 +104,17 @@ class NetnsNode:
 
 
 async def _ip(ip: str, *args: str, error: type[NetnsError] = NetnsError) -> str:
-    """Run ``ip args``; its stdout. Raises ``error`` with the command and its stderr."""
+    """Run ``ip args``; its stdout. Raises ``error`` with the command and its stderr, or
+    when it has not exited after IP_TIMEOUT seconds (it is killed: a test fails, it does
+    not hang)."""
     command = [ip, *args]
     try:
-        done = await trio.run_process(
-            command, capture_stdout=True, capture_stderr=True, check=False
-        )
+        with trio.fail_after(IP_TIMEOUT):
+            done = await trio.run_process(
+                command, capture_stdout=True, capture_stderr=True, check=False
+            )
+    except trio.TooSlowError:
+        raise error(f"{' '.join(command)} did not exit within {IP_TIMEOUT} s") from None
     except OSError as exc:
         raise error(f"{' '.join(command)}: {exc}") from None
     if done.returncode != 0:
