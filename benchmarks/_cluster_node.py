@@ -71,19 +71,15 @@ class FireLog:
         os.write(self._fd, f"{started:.6f} {scheduled} {job} {node}\n".encode())
 
 
-def make_engine_class(fire_log: FireLog, max_lateness: float | None = None) -> type:
+def make_engine_class(fire_log: FireLog) -> type:
     """The Engine subclass ``trickle serve`` constructs in this process: the product's
-    Engine with ``noop`` and ``seed`` registered, and with ``max_lateness`` (seconds) its
-    scheduler's admission bound under overload (``Scheduler.max_lateness``; the engine
-    has no setting for it yet)."""
+    Engine with ``noop`` and ``seed`` registered."""
     from trickle.engine._engine import Engine
 
     class BenchEngine(Engine):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             engine = self
-            if max_lateness is not None:
-                self._sched.max_lateness = timedelta(seconds=max_lateness)
 
             async def noop(ctx: Any) -> None:
                 ex = ctx.execution
@@ -239,12 +235,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--node-tag", action="store_true", help="add the tag node=<node name>")
     parser.add_argument("--death-pipe", action="store_true", help="exit when stdin closes")
-    parser.add_argument(
-        "--max-lateness",
-        type=float,
-        metavar="SECONDS",
-        help="the scheduler's admission bound under overload (Scheduler.max_lateness)",
-    )
     args = parser.parse_args(own)
     die_with_parent(args.death_pipe)
     if args.fire_log == "auto":
@@ -261,9 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import trickle.engine._engine as engine_module
     from trickle.cli.serve import serve
 
-    engine_module.Engine = make_engine_class(  # type: ignore[assignment, misc]
-        FireLog(args.fire_log), args.max_lateness
-    )
+    engine_module.Engine = make_engine_class(FireLog(args.fire_log))  # type: ignore[misc]
     serve.main(args=serve_args, prog_name="trickle serve")
 
 

@@ -447,7 +447,7 @@ class Clusters:
     async def get(self, phase: str) -> AsyncIterator[Bench]:
         program: tuple[str, ...] = PROGRAM
         if self.args.max_lateness is not None:
-            program = (*PROGRAM[:-1], "--max-lateness", str(self.args.max_lateness), "--")
+            program = (*PROGRAM, "--max-lateness", str(self.args.max_lateness))  # a serve flag
         if not self.args.one_cluster:
             async with processes.Cluster(self.root / phase, program=program) as cluster:
                 yield await self._start(cluster)
@@ -1003,9 +1003,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-lateness",
         type=float,
         metavar="SECONDS",
-        help="the servers' scheduler admission bound under overload (Scheduler.max_lateness: "
+        help="the servers' admission bound under overload (trickle serve --max-lateness: "
         "a fire reached this late, with its job's next fire due too, is recorded missed, "
-        "not run); default: the engine's",
+        "not run); default: off",
     )
     parser.add_argument(
         "--one-cluster",

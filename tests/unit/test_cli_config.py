@@ -376,3 +376,30 @@ def test_cluster_max_running_comes_from_the_environment_and_refuses_a_negative()
     assert settings.engine.cluster_max_running == 12
     with pytest.raises(ConfigError, match="cluster-max-running"):
         resolve({"cluster-max-running": "-1"}, {})
+
+
+# --- max-lateness -------------------------------------------------------------------------------
+
+
+def test_max_lateness_is_off_by_default_and_takes_a_duration_from_any_source(
+    tmp_path: Path,
+) -> None:
+    assert resolve({}, {}).engine.max_lateness is None
+    assert resolve({"max-lateness": "1m30s"}, {}).engine.max_lateness == 90.0
+    assert resolve({}, {"TRICKLE_MAX_LATENESS": "2.5"}).engine.max_lateness == 2.5
+    path = write(tmp_path, 'max-lateness = "30s"\n')
+    assert resolve({"config": str(path)}, {}).engine.max_lateness == 30.0
+    assert resolve({"config": str(path), "max-lateness": "0"}, {}).engine.max_lateness is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("soon", "--max-lateness: expected a duration such as 30s, got 'soon'"),
+        ("-5s", "--max-lateness: cannot be negative"),
+    ],
+)
+def test_a_bad_max_lateness_names_the_flag(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"max-lateness": text}, {})
+    assert message in str(info.value)

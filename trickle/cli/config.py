@@ -465,6 +465,13 @@ def _grace(text: str, *, where: str) -> float:
     return _duration(text, where=where)
 
 
+def parse_max_lateness(text: str, *, where: str = "--max-lateness") -> float | None:
+    """The scheduler's admission bound under overload: a duration (``30s``; a bare number
+    is seconds); 0 turns it off. -> seconds, or None (off)."""
+    seconds = _duration(text, where=where, example="30s")
+    return seconds or None
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
     def parse(text: str, *, where: str) -> str:
         lowered = text.strip().lower()
@@ -542,6 +549,7 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("log-level", "str", _choice(LOG_LEVELS), DEFAULT_LOG_LEVEL),
         _Setting("max-concurrent", "int", _nonnegative_int, 0),
         _Setting("cluster-max-running", "int", _nonnegative_int, 0),
+        _Setting("max-lateness", "str", parse_max_lateness, None),  # None: off
         _Setting("executor-limits", "limits", _executor_limit_list, {}),
         _Setting("history-limit", "int", _positive_int, DEFAULT_HISTORY_LIMIT),
         _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
@@ -776,6 +784,7 @@ def resolve(
         "output_limit": values["output-limit"],
         "max_concurrent": values["max-concurrent"],
         "cluster_max_running": values["cluster-max-running"],
+        "max_lateness": values["max-lateness"],
         "executor_limits": values["executor-limits"],
         "durability": values["durability"],
         "peers": values["peers"],

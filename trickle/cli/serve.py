@@ -99,6 +99,7 @@ _FLAG_SETTINGS = {
     "log_level": "log-level",
     "max_concurrent": "max-concurrent",
     "cluster_max_running": "cluster-max-running",
+    "max_lateness": "max-lateness",
     "executor_limits": "executor-limits",
     "history_limit": "history-limit",
     "output_limit": "output-limit",
@@ -189,6 +190,13 @@ class StartupError(Exception):
     help="Executions running at once across the cluster, all jobs; fires beyond it are "
     "recorded skipped (0: no cap; the leader's value applies).  "
     "[default: 0; env: TRICKLE_CLUSTER_MAX_RUNNING]",
+)
+@click.option(
+    "--max-lateness",
+    metavar="DURATION",
+    help="Under overload, a fire the leader reaches this late while the job's next fire "
+    "is due too is recorded missed instead of run late, e.g. 30s (0: off; the leader's "
+    "value applies).  [default: off; env: TRICKLE_MAX_LATENESS]",
 )
 @click.option(
     "--executor-limit",

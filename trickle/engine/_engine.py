@@ -255,6 +255,9 @@ class Engine:
             region=self.config.region,
             rng=self._rng,
             max_running=self.config.cluster_max_running,
+            max_lateness=None
+            if self.config.max_lateness is None
+            else timedelta(seconds=self.config.max_lateness),
         )
         self._store: Store | None = None
         self._log: ReplicatedLog | None = None

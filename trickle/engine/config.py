@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
@@ -67,6 +68,11 @@ class EngineConfig:
         (0: no cap). The leader enforces it when it launches runs: a fire beyond it is
         recorded skipped with the reason, a manual run is refused (409). Give every
         server the same value: the leader's applies.
+    max_lateness: seconds (None: off). Admission under overload: a scheduled fire the
+        leader reaches more than this late, while the job's next fire is due as well (it
+        fell a whole period behind), is not run but recorded missed with the reason, and
+        the job goes on from its next fire to come; without it the fire runs late. Fires
+        caught up after a failover are never shed. Give every server the same value.
     durability: SQLite ``synchronous`` for the applied-state store: "full", "normal"
         (default) or "off". The Raft log is what must survive a power loss (see
         raft_durability); the store is rebuilt from the log after its last commit.
@@ -118,6 +124,7 @@ class EngineConfig:
     max_concurrent: int = 0
     executor_limits: dict[str, int] = attrs.field(factory=dict, converter=dict)
     cluster_max_running: int = 0
+    max_lateness: float | None = None
     durability: str = "normal"
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER
     peers: dict[str, str] = attrs.field(factory=dict, converter=dict)
@@ -151,6 +158,13 @@ class EngineConfig:
         if self.cluster_max_running < 0:
             raise ValidationError(
                 "cluster_max_running cannot be negative", field="cluster_max_running"
+            )
+        if self.max_lateness is not None and not (
+            math.isfinite(self.max_lateness) and self.max_lateness > 0
+        ):
+            raise ValidationError(
+                "max_lateness must be a positive number of seconds (None: off)",
+                field="max_lateness",
             )
         for name, limit in self.executor_limits.items():
             if limit < 0:
