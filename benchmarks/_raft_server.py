@@ -169,7 +169,8 @@ class CounterApp:
         return out
 
     async def restore(self, snapshot: Any) -> None:
-        self.count = int(snapshot.data.decode() or 0)
+        # bytes, or a SnapshotFile when read back from raft.db at a restart
+        self.count = int(bytes(snapshot.data).decode() or 0)
 
     async def snapshot(self) -> bytes:
         return str(self.count).encode()

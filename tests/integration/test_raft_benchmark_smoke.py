@@ -129,3 +129,30 @@ def test_interrupted_run_kills_every_server(tmp_path):
     assert proc.returncode == 130, err
     assert out == ""
     assert _servers_under(tmp_path) == []
+
+
+async def test_a_benchmark_server_restores_its_counter_from_a_stored_snapshot(
+    tmp_path: Path,
+) -> None:
+    # A restarted server restores a snapshot read back from raft.db: a SnapshotFile, not
+    # bytes (every failover trial after the first snapshot crashed the restarted server).
+    import importlib.util
+
+    from trickle.raft.messages import ConfState, Snapshot, SnapshotMeta
+    from trickle.raft.storage import SnapshotFile
+
+    spec = importlib.util.spec_from_file_location(
+        "_raft_server", BENCH.with_name("_raft_server.py")
+    )
+    assert spec is not None and spec.loader is not None
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    app = server.CounterApp()
+    app.count = 41
+    image = SnapshotFile.write([await app.snapshot()], dir=tmp_path)
+    restored = server.CounterApp()
+    await restored.restore(
+        Snapshot(meta=SnapshotMeta(index=9, term=2, conf=ConfState()), data=image)
+    )
+    assert restored.count == 41
+    image.close()
