@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from trickle.errors import ValidationError
 from trickle.raft.config import RaftConfig
-from trickle.raft.core import ProgressState, Role
+from trickle.raft.core import ProgressState, RaftNode, Role
 from trickle.raft.messages import (
     ConfState,
     DurableState,
@@ -17,7 +19,15 @@ from trickle.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from trickle.testing.raftenv import InteractionEnv, drain, make_node, msg, sent
+from trickle.testing.raftenv import (
+    InteractionEnv,
+    MemStore,
+    StateMachine,
+    drain,
+    make_node,
+    msg,
+    sent,
+)
 
 MT = MessageType
 VOTERS = ConfState(voters=frozenset({NodeId("1"), NodeId("2"), NodeId("3")}))
@@ -315,3 +325,28 @@ def test_new_leader_after_compaction_serves_snapshots_from_its_own() -> None:
     env.tick("2", 2)
     env.stabilize()
     assert env.nodes[NodeId("3")].fsm.applied_index == st(env, "2").applied
+
+
+def test_a_follower_that_lost_its_log_is_caught_up_not_sent_the_same_append_forever() -> None:
+    # Node 3's data is wiped and it comes back under the same id, while the leader's log
+    # starts exactly where node 3 had acknowledged. Its rejections were read as stale
+    # (below its match) and the leader sent the same APPEND forever.
+    env = cluster(trailing=0)
+    for i in range(5):
+        env.propose("1", b"v%d" % i)
+    env.stabilize()
+    env.tick("1")
+    env.stabilize()
+    applied = st(env, "1").applied
+    assert st(env, "1").progress[NodeId("3")].match == applied
+    env.compact("1", applied)
+    node3 = env.nodes[NodeId("3")]
+    node3.store, node3.fsm = MemStore(), StateMachine()
+    node3.raft = RaftNode(node3.id, config=node3.config, rng=random.Random(3), bootstrap=VOTERS)
+    env.nodes[NodeId("1")].raft.report_unreachable(NodeId("3"))  # it was down: probe it
+    env.propose("1", b"after")
+    for _ in range(3):  # heartbeats find it, a snapshot follows
+        env.tick("1", 2)
+        env.stabilize()  # raised "did not converge" before
+    assert node3.fsm.applied_index == applied + 1  # the snapshot, then "after"
+    assert node3.store.snapshot is not None

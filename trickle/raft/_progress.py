@@ -105,6 +105,12 @@ class PeerProgress:
             return True
         if self.next - 1 != rejected:
             return False
+        if rejected <= self.match:
+            # The follower rejects an entry it acknowledged: it lost its log (a server
+            # whose data was wiped, back under the same id). Raft's promise does not hold
+            # for it; at least resume from what it says it holds instead of sending the
+            # same APPEND forever (a snapshot follows when that is compacted).
+            self.match = min(self.match, hint)
         self.next = max(min(rejected, hint + 1), self.match + 1)
         self.probe_sent = False
         return True
