@@ -424,6 +424,32 @@ async def test_a_snapshot_is_taken_by_bytes_of_applied_entries_before_their_coun
         nursery.cancel_scope.cancel()
 
 
+async def test_a_large_image_is_not_copied_again_before_a_quarter_of_its_size_is_applied(
+    autojump_clock,
+):
+    # A snapshot copies the whole state: with a big state and small entries, taking one
+    # every snapshot_entries entries would write the state over and over for little log.
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, snapshot_entries=4, snapshot_bytes=1_000_000)
+        await cluster.start_all()
+        with trio.fail_after(10):
+            leader = await cluster.leader()
+            driver = cluster.drivers[leader]
+            await driver.propose(b"big=" + b"x" * 40_000)
+            for i in range(4):
+                await driver.propose(f"a{i}=1".encode())
+            taken = driver.snapshots_taken  # one of them holds the 40 KB value
+            for i in range(40):  # 10 times snapshot_entries, ~300 bytes
+                await driver.propose(f"s{i:02}=1".encode())
+            after_small = driver.snapshots_taken
+            for i in range(10):  # ~10 KB: a quarter of the image
+                await driver.propose(f"m{i}=".encode() + b"y" * 1000)
+        assert taken >= 1
+        assert after_small == taken
+        assert driver.snapshots_taken == taken + 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_an_application_that_snapshots_concurrently_is_never_paused_by_a_snapshot(
     autojump_clock,
 ):

@@ -27,7 +27,10 @@ answer to a proposal does not wait for a second fsync, and a save writes one row
 Messages that arrive while a save is in flight are stepped at once and their writes go
 in the next save (group commit). Every ``snapshot_entries`` applied entries, or
 ``snapshot_bytes`` of applied entry data, whichever comes first, the application's image
-is taken and the log compacted: the log kept in memory stays bounded in entries and bytes.
+is taken and the log compacted, but not before the entries since the last image carry a
+quarter of its size (SNAPSHOT_IMAGE_SHARE): the state is copied at most once per a
+quarter of its size of new log. The log on disk is thus bounded by the larger of the two;
+in memory only its newest entries keep their data (RaftConfig.hot_log_bytes).
 
 Defaults (``DEFAULT_TICK_SECONDS`` x ``DEFAULT_CONFIG``): tick 25 ms, election timeout
 10-20 ticks (250-500 ms), heartbeat every 4 ticks (100 ms): a 3-node LAN cluster elects a
@@ -94,6 +97,9 @@ DEFAULT_TICK_SECONDS = 0.025  # one core tick
 DEFAULT_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=4)
 SNAPSHOT_ENTRIES = 10_000  # applied entries between two snapshots (and log compactions)
 SNAPSHOT_BYTES = 32 * 2**20  # or this much applied entry data, whichever comes first
+SNAPSHOT_IMAGE_SHARE = 0.25  # ... but not before the entries applied since the last one
+# carry this share of its image's bytes: an image copies the whole state, which a big
+# state and small entries would otherwise rewrite every snapshot_entries entries
 FORWARD_TIMEOUT = 5.0  # seconds for the leader to answer a forwarded proposal
 READ_TIMEOUT = 5.0  # seconds a read barrier retries across leader changes
 COMMIT_FLUSH_SECONDS = 1.0  # a commit index with nothing else to save is saved this often
@@ -195,7 +201,8 @@ class RaftDriver:
         applied again).
     snapshot_entries: take a snapshot and compact every this many applied entries.
     snapshot_bytes: ... or once the entries applied since the last snapshot carry this many
-        bytes of data, whichever comes first.
+        bytes of data, whichever comes first; in both cases only once they carry at least
+        SNAPSHOT_IMAGE_SHARE of the last image's bytes (an image copies the whole state).
     storage_in_thread: True (SQLite): load, compaction and big saves run in a worker
         thread, and so do all saves while the disk is slow (see ``_save_took``); quick
         small saves run on the Trio thread. False: every call on the Trio thread
@@ -249,6 +256,7 @@ class RaftDriver:
         self._snapshot_entries = snapshot_entries
         self._snapshot_bytes = snapshot_bytes
         self._bytes_since_snapshot = 0  # data of the entries applied since the last one
+        self._image_bytes = 0  # size of the latest snapshot's image (SNAPSHOT_IMAGE_SHARE)
         self._in_thread = storage_in_thread
         self._inline_allowed = inline_saves
         self._forward_timeout = forward_timeout
@@ -323,6 +331,7 @@ class RaftDriver:
             self._started = False
             raise
         self._snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
+        self._image_bytes = len(durable.snapshot.data) if durable.snapshot else 0
         self._saved_hard_state = durable.hard_state
         del durable  # its entries: the core keeps those it needs (this frame lives on)
         self._unsaved_commit = None
@@ -561,6 +570,7 @@ class RaftDriver:
                 queue.popleft()
                 await self._app.restore(item)
                 self._restored(item.meta.index)
+                self._image_bytes = len(item.data)
             else:
                 batch = _apply_batch(item)
                 if len(batch) == len(item):
@@ -699,6 +709,7 @@ class RaftDriver:
             keep_from = node.compact(snapshot)
             await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
             self._snapshot_index = max(self._snapshot_index, index)
+            self._image_bytes = len(data)
             self.snapshots_taken += 1
             logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
         finally:
@@ -706,9 +717,13 @@ class RaftDriver:
 
     async def _maybe_snapshot(self, node: RaftNode) -> None:
         if (
-            self._applied - self._snapshot_index < self._snapshot_entries
-            and self._bytes_since_snapshot < self._snapshot_bytes
-        ) or self._applied <= self._snapshot_index:
+            (
+                self._applied - self._snapshot_index < self._snapshot_entries
+                and self._bytes_since_snapshot < self._snapshot_bytes
+            )
+            or self._applied <= self._snapshot_index
+            or self._bytes_since_snapshot < self._image_bytes * SNAPSHOT_IMAGE_SHARE
+        ):
             return
         concurrently = getattr(self._app, "snapshot_concurrently", None)
         if concurrently is not None and self._nursery is not None:
@@ -724,6 +739,7 @@ class RaftDriver:
         await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
         self._snapshot_index = index
         self._bytes_since_snapshot = 0
+        self._image_bytes = len(data)
         self.snapshots_taken += 1
         logger.debug("%s: snapshot at %d, log kept from %d", self.id, index, keep_from)
 
