@@ -285,7 +285,8 @@ class StartupError(Exception):
     "--snapshot-entries",
     metavar="N",
     help="Applied Raft entries between two snapshots of the state (each lets the log "
-    "be compacted).  [default: 8192; env: TRICKLE_SNAPSHOT_ENTRIES]",
+    "be compacted), once they carry a quarter of the last snapshot's size.  "
+    "[default: 8192; env: TRICKLE_SNAPSHOT_ENTRIES]",
 )
 @click.option(
     "--bind-addr",

@@ -92,7 +92,8 @@ class EngineConfig:
         committed write (Raft's ReadIndex); False reads the local state, which may be
         slightly behind on a follower.
     snapshot_entries: applied log entries between two snapshots of the state (each
-        snapshot lets the Raft log be compacted).
+        snapshot lets the Raft log be compacted), once they carry a quarter of the last
+        snapshot's size at least (a snapshot copies the whole state).
     gossip_bind: "host:port" where this node's gossip (SWIM membership, UDP and TCP on
         the same port; Dkron's --bind-addr, port 8946) listens; port 0 picks one. None
         (and no ``join``): no gossip, the node knows only itself and its Raft peers.
