@@ -9,6 +9,7 @@ not by how many entries compaction keeps for slow followers."""
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Sequence
 
 from trickle.raft._conf import apply_entry_data
@@ -58,8 +59,10 @@ class RaftLog:
     ) -> None:
         self._offset = offset
         self._offset_term = offset_term
-        self._cold_terms: list[int] = []  # of entries offset + 1 .. hot_offset
-        self._cold_sizes: list[int] = []  # ... and the bytes of their data
+        # of entries offset + 1 .. hot_offset, and the bytes of their data: machine ints,
+        # 16 bytes an entry (the log between two snapshots can hold hundreds of thousands)
+        self._cold_terms = array("q")
+        self._cold_sizes = array("q")
         self._hot_offset = offset
         self._entries: list[Entry] = list(entries)  # hot_offset + 1 .. last_index
         self.hot_bytes = sum(len(e.data) for e in self._entries)  # data held in memory
@@ -281,8 +284,8 @@ class RaftLog:
         self._offset = meta.index
         self._offset_term = meta.term
         self._hot_offset = meta.index
-        self._cold_terms = []
-        self._cold_sizes = []
+        self._cold_terms = array("q")
+        self._cold_sizes = array("q")
         self._entries = []
         self.hot_bytes = 0
         self._conf_base_index = meta.index
