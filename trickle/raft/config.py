@@ -37,7 +37,8 @@ class RaftConfig:
     trailing_bytes: ... as long as their data holds no more than this many bytes (the
         log stays bounded however many commands an entry batches).
     hot_log_bytes: of the applied and durable entries, only the newest holding this many
-        bytes of data keep it in memory; the older ones are cold (term and size only) and
+        bytes of data keep it in memory (once over it, the oldest are cooled down to three
+        quarters of it); the older ones are cold (term and size only) and
         an APPEND that carries them holds ColdEntry values the driver reads back from
         storage (``RaftStorage.entries``). None keeps every entry's data in memory (what a
         harness that does not read storage back needs).

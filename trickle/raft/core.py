@@ -642,11 +642,13 @@ class RaftNode:
         return self._log.first_index
 
     def _cool(self) -> None:
-        """Keep the data of at most hot_log_bytes of applied, durable entries in memory."""
+        """Keep the data of at most hot_log_bytes of applied, durable entries in memory:
+        once over, down to three quarters of it (cooling moves the list of hot entries,
+        so it is done in steps, not at every Ready)."""
         keep = self._config.hot_log_bytes
         log = self._log
         if keep is not None and log.hot_bytes > keep:
-            log.cool(min(self._applied, log.unstable_from - 1), keep)
+            log.cool(min(self._applied, log.unstable_from - 1), keep - keep // 4)
 
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Term and configuration as of applied ``index`` (to label a snapshot taken there).
