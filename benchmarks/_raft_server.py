@@ -196,6 +196,10 @@ class TimedStorage:
     def compact(self, snapshot: Any, *, keep_from: int) -> None:
         self._storage.compact(snapshot, keep_from=keep_from)
 
+    def entries(self, lo: int, hi: int) -> Any:
+        """Entries read back for a follower behind (RaftStorage.entries)."""
+        return self._storage.entries(lo, hi)
+
     def close(self) -> None:
         self._storage.close()
 

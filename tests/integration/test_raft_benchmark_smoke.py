@@ -156,3 +156,21 @@ async def test_a_benchmark_server_restores_its_counter_from_a_stored_snapshot(
     )
     assert restored.count == 41
     image.close()
+
+
+def test_the_benchmark_servers_storage_reads_entries_back_for_a_slow_follower() -> None:
+    # the driver reads cold entries back through it (RaftStorage.entries)
+    import importlib.util
+
+    from trickle.raft.messages import Entry
+    from trickle.raft.storage import MemoryStorage
+
+    spec = importlib.util.spec_from_file_location(
+        "_raft_server", BENCH.with_name("_raft_server.py")
+    )
+    assert spec is not None and spec.loader is not None
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    storage = server.TimedStorage(MemoryStorage())
+    storage.save(entries=[Entry(1, i, data=b"x") for i in range(1, 6)])
+    assert [e.index for e in storage.entries(2, 4)] == [2, 3, 4]
