@@ -733,8 +733,18 @@ class RaftDriver:
                 self._nursery.start_soon(self._snapshot_in_background, node, concurrently)
             return
         index = self._applied
+        try:
+            node.snapshot_meta(index)
+        except ValidationError:
+            # Entries handed to the applier before their Ready was carried out (already
+            # durable: see _handle) can be applied before the core hears of it in
+            # advance(): it does not count them applied yet. The next batch tries again.
+            return
         data = await self._app.snapshot()  # nothing is applied meanwhile: it is as of index
-        snapshot = Snapshot(meta=node.snapshot_meta(index), data=data)
+        try:
+            snapshot = Snapshot(meta=node.snapshot_meta(index), data=data)
+        except ValidationError:  # replaced by a snapshot from the leader meanwhile
+            return
         keep_from = node.compact(snapshot)
         await self._storage_call(partial(self._storage.compact, snapshot, keep_from=keep_from))
         self._snapshot_index = index
