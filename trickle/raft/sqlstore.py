@@ -185,6 +185,14 @@ def entry_crc(index: int, term: int, kind: int, data: bytes) -> int:
     return zlib.crc32(data, zlib.crc32(_ENTRY_HEAD.pack(index, term, kind)))
 
 
+def _row_intact(idx: int, term: int, kind: int, data: bytes, crc: int) -> bool:
+    """Whether a stored entry row is what was written (its CRC and kind check out)."""
+    try:
+        return entry_crc(idx, term, kind, data) == crc and kind in _KINDS
+    except (TypeError, struct.error):
+        return False
+
+
 def hard_state_crc(term: int, vote: str | None, commit: int) -> int:
     """CRC32 of the hard state row (a None vote and an empty one differ)."""
     tail = b"\x00" if vote is None else b"\x01" + vote.encode("utf-8")
@@ -639,17 +647,12 @@ class SqliteRaftStorage:
             finally:
                 cur.close()
         out: list[Entry] = []
-        crc32, pack, kinds = zlib.crc32, _ENTRY_HEAD.pack, _KINDS
         for expected, (idx, term, kind, data, crc) in enumerate(rows, start=lo):
             if idx != expected:
                 break
-            try:
-                intact = crc32(data, crc32(pack(idx, term, kind))) == crc and kind in kinds
-            except (TypeError, struct.error):
-                intact = False
-            if not intact:
+            if not _row_intact(idx, term, kind, data, crc):
                 raise StorageCorrupt(f"{self._path}: log entry {idx} is damaged (CRC mismatch)")
-            out.append(Entry(term, idx, kinds[kind], data))
+            out.append(Entry(term, idx, _KINDS[kind], data))
         if len(out) != hi - lo + 1:
             if (not rows or rows[0][0] != lo) and lo <= snapshot_index:
                 raise EntriesCompacted(
@@ -757,11 +760,7 @@ class SqliteRaftStorage:
                 )
             append(Entry(term, idx, kinds[kind], data))
         for idx, term, kind, data, crc in rows[bad + 1 :]:
-            try:
-                intact = entry_crc(idx, term, kind, data) == crc and kind in kinds
-            except (TypeError, struct.error):
-                intact = False
-            if intact:
+            if _row_intact(idx, term, kind, data, crc):
                 raise StorageCorrupt(
                     f"{self._path}: log entry {rows[bad][0]} is damaged (CRC mismatch) but"
                     f" entry {idx} after it is intact: the damage is not a torn tail"
