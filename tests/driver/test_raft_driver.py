@@ -672,3 +672,40 @@ async def test_a_snapshot_waits_while_the_core_has_not_counted_the_applied_entri
     driver._applied = 5  # applied here, not yet advanced in the core
     await driver._maybe_snapshot(Behind())  # type: ignore[arg-type]
     assert driver.snapshots_taken == 0  # and no exception: the next batch tries again
+
+
+async def test_the_applications_pace_holds_readys_and_applies_back_until_it_lets_go(
+    autojump_clock,
+):
+    # The Engine holds its Raft driver back for a moment before each launch of a run
+    # (trickle.engine.guard); while held, nothing is carried out or applied.
+    held = trio.Event()
+    paced = 0
+
+    async def pace() -> None:
+        nonlocal paced
+        paced += 1
+        await held.wait()
+
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, [IDS[0]], pace=pace)
+        await cluster.start_all()
+        driver = cluster.drivers[IDS[0]]
+        app = cluster.apps[IDS[0]]
+        applied_before = list(app.applied)
+        result: list[object] = []
+        committed = trio.Event()
+
+        async def propose() -> None:
+            result.append(await driver.propose(b"k=v"))
+            committed.set()
+
+        nursery.start_soon(propose)
+        await trio.sleep(1.0)
+        assert result == [] and app.applied == applied_before and paced >= 1
+        assert b"k" not in app.state
+        held.set()  # the launch happened
+        with trio.fail_after(1.0):
+            await committed.wait()
+        assert app.state[b"k"] == b"v"
+        nursery.cancel_scope.cancel()

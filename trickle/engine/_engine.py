@@ -40,6 +40,7 @@ from trickle.engine.dispatch import (
 from trickle.engine.events import EarlyOutput, Event, EventHub, EventKind, Subscription
 from trickle.engine.executors.base import PythonExecutorFn, PythonProcessorFn
 from trickle.engine.fsm import Applied, DependentsDue, Reaction, RetryDue, StateMachine
+from trickle.engine.guard import LaunchGuard
 from trickle.engine.journal import LaunchJournal, ResultJournal
 from trickle.engine.ledger import ProcessLedger
 from trickle.engine.membership import (
@@ -115,6 +116,7 @@ OUTPUT_TAIL_CHARS = 4096  # of a remote run's output, kept for /v1/busy (as a lo
 RUN_JOB_METHOD = "trickle.run_job"  # a follower hands a manual run to the leader
 LAUNCH_TIMEOUT = 60.0  # seconds a launch waits for its intent to commit before giving up
 MAX_FIRES_PER_BATCH = 256  # due fires proposed in one batch: the first start sooner
+DECIDE_CHUNK = 16  # due fires decided in one step of the event loop (see _fire)
 # Launch ahead: the scheduler commits the intents of the fires due in the next LAUNCH_AHEAD
 # once the earliest is LAUNCH_AHEAD_MIN away, and the dispatcher launches each at its instant.
 # The lead hides the commit's latency from the run's lateness: a batch's commit (propose,
@@ -301,6 +303,12 @@ class Engine:
         self._ahead_seq = 0
         self._dispatch_scope: trio.CancelScope | None = None
         self._dispatch_at: datetime | None = None
+        self._guard = LaunchGuard()  # background work stands aside before launches
+        # runs are launched this much before their instant and start on it, on a clock
+        # that can busy-wait (SystemClock.spin_until; not a test clock)
+        spins = hasattr(self.clock, "spin_until")
+        self._spin_lead = timedelta(seconds=self.config.launch_spin if spins else 0.0)
+        self._batches_counted = 0  # of the log's applied batches, in the metrics
         self._ahead_ids: set[str] = set()  # runs launched ahead, until launched or failed
         self._started_events: dict[str, Event] = {}  # of runs committed ahead, by id
         self._early_output = EarlyOutput()  # of remote runs not yet applied here
@@ -386,12 +394,14 @@ class Engine:
                 running=loaded.running,
                 meta=loaded.fsm_meta,
             )
+            self._batches_counted = 0
             self._log = ReplicatedLog(
                 store,
                 self._fsm,
                 on_applied=self._on_applied,
                 on_restored=self._on_restored,
                 inline=cfg.data_dir is None,
+                guard=self._guard,
             )
             stored = _stored_conf(durable)
             if stored is not None and self.node_name not in stored.voters | stored.learners:
@@ -423,6 +433,7 @@ class Engine:
                     storage_in_thread=cfg.data_dir is not None,
                     inline_saves=False,  # a slow commit must not stall the loop that launches runs
                     on_soft_state=self._on_soft_state,
+                    pace=self._guard.stand_aside,
                 )
                 self._log.attach(self._raft)
                 transport.register(RUN_JOB_METHOD, self._serve_run_job)
@@ -626,7 +637,7 @@ class Engine:
 
     async def _commit_result(self, finished: c.RunFinished) -> None:
         """A result another node reports: return once committed (a duplicate too)."""
-        [applied] = await self._propose([finished])
+        [applied] = await self._propose([finished], linger=True)
         if applied.error is not None:
             logger.info("result of %s refused: %s", finished.execution_id, applied.error.message)
 
@@ -1420,11 +1431,16 @@ class Engine:
             raise EngineClosed()
 
     async def _propose(
-        self, commands: list[c.Command], *, urgent: bool = False, fence: int | None = None
+        self,
+        commands: list[c.Command],
+        *,
+        urgent: bool = False,
+        fence: int | None = None,
+        linger: bool = False,
     ) -> list[Applied]:
         self._check_open()
         assert self._log is not None
-        return await self._log.propose(commands, urgent=urgent, fence=fence)
+        return await self._log.propose(commands, urgent=urgent, fence=fence, linger=linger)
 
     async def _propose_one(self, command: c.Command) -> Any:
         [applied] = await self._propose([command])
@@ -1908,7 +1924,9 @@ class Engine:
             names.update(m.name for m in gossip.members() if by_name or m.tags.get("rpc_addr"))
         return names
 
-    def _dispatch(self, job: Job, execution: Execution) -> None:
+    def _dispatch(
+        self, job: Job, execution: Execution, *, start_at: datetime | None = None
+    ) -> None:
         """Hand a committed run to the runner: once its intent is in the log, it runs."""
         assert self._runner is not None
         if execution.node_name != self.node_name:
@@ -1936,7 +1954,7 @@ class Engine:
                 logger.info("not starting %s again: this node launched it", execution.id)
                 return
             service.launched_here(execution.id)
-        self._runner.submit(job, execution)
+        self._runner.submit(job, execution, start_at=start_at)
 
     async def _launch(self, commands: list[c.Command], *, term: int | None = None) -> list[Applied]:
         """Propose run intents, fenced by this leader's term (``term``: the one the caller
@@ -1975,7 +1993,10 @@ class Engine:
     def _on_applied(self, pairs: list[tuple[c.Command, Applied]], replay: bool) -> None:
         m = self._metrics
         m.commands.inc(len(pairs))
-        m.log_batches.inc()
+        log = self._log
+        if log is not None and log.batches != self._batches_counted:  # a batch may come in
+            m.log_batches.inc(log.batches - self._batches_counted)  # several calls
+            self._batches_counted = log.batches
         for _command, applied in pairs:
             for effect in applied.effects:
                 if isinstance(effect, c.JobSaved):
@@ -2124,7 +2145,7 @@ class Engine:
         takes it (a result committed twice is refused the second time, harmlessly)."""
         while True:
             try:
-                [applied] = await self._propose([finished])
+                [applied] = await self._propose([finished], linger=True)
                 break
             except (NotLeader, ProposalDropped, ProposalUnknown) as exc:
                 logger.info("result of %s waits for a leader: %s", finished.execution_id, exc)
@@ -2240,47 +2261,78 @@ class Engine:
 
     async def _dispatch_forever(self) -> None:
         """Launch committed runs at their scheduled instants (all those due at once)."""
-        while True:
-            at = self._ahead[0][0] if self._ahead else None
-            self._dispatch_at = at
-            with trio.CancelScope() as scope:
-                self._dispatch_scope = scope
-                if at is None:
-                    await trio.sleep_forever()
-                else:
-                    await self.clock.sleep_until(at)
-            self._dispatch_scope = None
-            now = self.clock.now()
-            gone: list[Execution] = []
-            moved: list[Execution] = []
-            while self._ahead and self._ahead[0][0] <= now:
-                _at, _seq, name, ex, term = heapq.heappop(self._ahead)
-                job = self._fsm.jobs.get(name)
-                if term != self._lead_term:  # committed by an earlier leadership of ours
-                    moved.append(ex)
-                elif job is None:
-                    gone.append(ex)
-                else:
-                    self._launch_now(job, ex)
-            if moved:
-                self._leave_intents(moved)
-            if gone:
-                self._nursery_start(
-                    self._fail_intents,
-                    gone,
-                    "the job was deleted before the run's scheduled launch",
-                )
+        guard = self._guard
+        try:
+            while True:
+                await self._dispatch_due(guard)
+        finally:
+            guard.expect(None)
+            guard.launched()
+
+    async def _dispatch_due(self, guard: LaunchGuard) -> None:
+        """Sleep until the earliest held run's instant (or until an earlier one is held),
+        then launch every run due."""
+        at = self._ahead[0][0] if self._ahead else None
+        self._dispatch_at = at
+        with trio.CancelScope() as scope:
+            self._dispatch_scope = scope
+            if at is None:
+                guard.expect(None)
+                await trio.sleep_forever()
+            else:
+                wake = at - self._spin_lead
+                guard.expect(trio.current_time() + (wake - self.clock.now()).total_seconds())
+                await self.clock.sleep_until(wake)
+        self._dispatch_scope = None
+        try:
+            self._launch_due()
+        finally:
+            guard.launched()
+
+    def _launch_due(self) -> None:
+        """Launch the held runs due by now, and those due within the clock's spin lead:
+        those start at their instant (see ``Runner.submit``)."""
+        now = self.clock.now()
+        horizon = now + self._spin_lead
+        gone: list[Execution] = []
+        moved: list[Execution] = []
+        while self._ahead and self._ahead[0][0] <= horizon:
+            at, _seq, name, ex, term = heapq.heappop(self._ahead)
+            job = self._fsm.jobs.get(name)
+            if term != self._lead_term:  # committed by an earlier leadership of ours
+                moved.append(ex)
+            elif job is None:
+                gone.append(ex)
+            else:
+                self._launch_now(job, ex, start_at=at if at > now else None)
+        if moved:
+            self._leave_intents(moved)
+        if gone:
+            self._nursery_start(
+                self._fail_intents,
+                gone,
+                "the job was deleted before the run's scheduled launch",
+            )
 
     def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
-    def _launch_now(self, job: Job, ex: Execution) -> None:
-        """Dispatch a committed run, publishing its held-back start event first."""
+    def _launch_now(self, job: Job, ex: Execution, *, start_at: datetime | None = None) -> None:
+        """Dispatch a committed run, publishing its held-back start event first.
+        ``start_at``: its instant, a moment ahead (within the clock's spin lead): a run of
+        this node starts then; another node's is sent then."""
         self._ahead_ids.discard(ex.id)
         event = self._started_events.pop(ex.id, None)
         if event is not None:
             self._publish(event)
+        if start_at is not None and ex.node_name != self.node_name:
+            self._nursery_start(self._dispatch_at_instant, job, ex, start_at)
+            return
+        self._dispatch(job, ex, start_at=start_at)
+
+    async def _dispatch_at_instant(self, job: Job, ex: Execution, at: datetime) -> None:
+        await self.clock.sleep_until(at)
         self._dispatch(job, ex)
 
     def _hold(self, ex: Execution, term: int) -> None:
@@ -2353,10 +2405,24 @@ class Engine:
     ) -> None:
         """Launch fires: one batch of commands; each run is dispatched once committed, at
         its scheduled instant if that is still ahead (launch ahead), else at once."""
-        now = self.clock.now()
-        decision = self._sched.decide(
-            due, now, self._target_members(), catchup=catchup, unreachable=self._unreachable()
-        )
+        decision = Decision()
+        try:
+            for i in range(0, len(due), DECIDE_CHUNK):
+                # in slices, standing aside for launches: a slice is one step of the loop
+                await self._guard.stand_aside()
+                now = self.clock.now()
+                decision.extend(
+                    self._sched.decide(
+                        due[i : i + DECIDE_CHUNK],
+                        now,
+                        self._target_members(),
+                        catchup=catchup,
+                        unreachable=self._unreachable(),
+                    )
+                )
+        except BaseException:  # cancelled between slices: nothing decided is launched
+            self._sched.settle(decision.runs)
+            raise
         for skip in decision.skipped:
             self._note_skip(skip.job_name, skip.scheduled_at, skip.reason)
         if decision.missed:  # one line per decision: under overload, one per job floods

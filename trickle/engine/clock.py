@@ -6,10 +6,10 @@ under ``trio.testing.MockClock`` a test jumps to next Tuesday 03:00 and cron fol
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ import trio
 
 from trickle.engine.model import unix_nanos
 
+MAX_SPIN = 0.01  # seconds: spin_until never busy-waits longer
 MAX_SLEEP = 30.0  # seconds: the system clock re-reads the wall time at least this often
 
 
@@ -51,14 +52,29 @@ class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def spin_until(self, when: datetime) -> None:
+        """Busy-wait, without giving the event loop or the GIL away, until the wall clock
+        reaches ``when``: for a run launched a moment early (``EngineConfig.launch_spin``),
+        so that its executor starts at its instant rather than a wake-up later. Returns
+        at once if ``when`` is more than MAX_SPIN away (a clock step: never a long spin)."""
+        target = when.timestamp()
+        now = time.time
+        if target - now() > MAX_SPIN:
+            return
+        while now() < target:
+            pass
+
     async def sleep_until(self, when: datetime) -> None:
+        waited = False
         while True:
             delta = (when - self.now()).total_seconds()
             if delta <= 0:
-                await trio.lowlevel.checkpoint()  # a checkpoint even when already past:
-                return  # a loop that is behind must still see its cancellation
+                if not waited:  # a checkpoint even when already past: a loop that is
+                    await trio.lowlevel.checkpoint()  # behind must still see its cancellation
+                return  # (after a wait, none: the launch it waited for would wait a turn)
             if delta > MAX_SLEEP or not await self._wait_on_timerfd(when):
                 await trio.sleep(min(delta, MAX_SLEEP))
+            waited = True
 
     async def _wait_on_timerfd(self, when: datetime) -> bool:
         """Wait until the wall clock reaches ``when`` on a timerfd; False, at once and
@@ -134,7 +150,10 @@ def _timerfd_functions() -> tuple[Callable[[], int], Callable[[int, int], None]]
 
         return create, arm
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        # PyDLL: the call keeps the GIL (a syscall of a microsecond). Released, a worker
+        # thread waiting for it took it, and the event loop, about to launch a run, waited
+        # for that thread's next release.
+        libc = ctypes.PyDLL(None, use_errno=True)
         timerfd_create, timerfd_settime = libc.timerfd_create, libc.timerfd_settime
     except (OSError, AttributeError):
         return None
@@ -167,8 +186,8 @@ async def _wait_on(fd: int, when: datetime) -> bool:
     except OSError:
         return False
     await trio.lowlevel.wait_readable(fd)
-    with contextlib.suppress(BlockingIOError):
-        os.read(fd, 8)  # the expiration count
+    # the expiration count is not read: the next wait arms the timer again, which resets
+    # it (one syscall less, and one GIL release less, between the wake and the launch)
     return True
 
 

@@ -290,10 +290,20 @@ class StateMachine:
     def apply_entry(self, index: int, commands: Sequence[c.Command]) -> list[Applied]:
         """Apply the commands of one replicated log entry at ``index``, in order (none for
         a no-op or membership entry, which still advances ``applied_index``)."""
+        self.begin_entry(index)
+        return [self._apply_one(command) for command in commands]
+
+    def begin_entry(self, index: int) -> None:
+        """Start applying the entry at ``index``: its commands follow, in order, through
+        ``apply_command`` (``apply_entry`` in pieces, for a caller that lets other tasks
+        run between two commands of a long entry)."""
         if index <= self.applied_index:
             raise ValueError(f"entry {index} already applied (at {self.applied_index})")
         self.applied_index = index
-        return [self._apply_one(command) for command in commands]
+
+    def apply_command(self, command: c.Command) -> Applied:
+        """Apply the next command of the entry begun by ``begin_entry``."""
+        return self._apply_one(command)
 
     def _apply_one(self, command: c.Command) -> Applied:
         handler = _HANDLERS[type(command)]

@@ -29,6 +29,7 @@ import trio
 from trickle._threads import run_sync_uncancellable
 from trickle.engine.commands import Command, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
+from trickle.engine.guard import LaunchGuard
 from trickle.engine.store import Store
 from trickle.engine.wire import decode_command, encode_command, is_canonical
 from trickle.errors import EngineClosed, NotLeader, ProposalDropped, TrickleError
@@ -38,7 +39,16 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 2048  # commands in one log entry
 MAX_IN_FLIGHT = 4  # entries proposed and not yet applied, per node
+# Proposals that may wait (run results) go at once when no entry of such proposals is in
+# flight; otherwise they wait for it to be applied (as Nagle's algorithm waits for an
+# ack), at most LINGER seconds, and go together, at once when LINGER_COMMANDS are
+# pending. At 1,000 fires/s each result went in an entry of its own, and an entry's fixed
+# cost (encoding, the Raft round, the store's transaction, the notifications) was most
+# of the event loop's work per fire.
+LINGER = 0.004
+LINGER_COMMANDS = 64
 APPLY_YIELD_COMMANDS = 256  # commands applied between two yields to other tasks (see apply)
+NOTIFY_SLICE = 16  # applied commands reported to on_applied at once when a launch is near
 ENTRY_VERSION = 1
 
 AppliedCallback = Callable[[list[tuple[Command, Applied]], bool], None]
@@ -46,11 +56,13 @@ RestoredCallback = Callable[[], Awaitable[None]]
 
 
 class _Proposal:
-    __slots__ = ("commands", "fence", "done", "results", "error")
+    __slots__ = ("commands", "fence", "linger", "since", "done", "results", "error")
 
-    def __init__(self, commands: Sequence[Command], fence: int) -> None:
+    def __init__(self, commands: Sequence[Command], fence: int, linger: bool = False) -> None:
         self.commands = list(commands)
         self.fence = fence
+        self.linger = linger
+        self.since = trio.current_time()
         self.done = trio.Event()
         self.results: list[Applied] = []
         self.error: BaseException | None = None
@@ -75,7 +87,9 @@ class ReplicatedLog:
     It is the driver's application (``apply``/``restore``/``snapshot``). ``on_applied(pairs,
     replay)`` is called after each applied batch is stored (``replay`` while catching up
     on entries committed before this node started); ``on_restored()`` after the state was
-    replaced by a snapshot.
+    replaced by a snapshot; for one batch, it may be called several times with
+    consecutive slices of its pairs (see ``apply``). With a ``guard`` (the Engine's
+    launch guard), batching and applying stand aside just before a run's launch.
     """
 
     def __init__(
@@ -86,14 +100,19 @@ class ReplicatedLog:
         on_applied: AppliedCallback,
         on_restored: RestoredCallback,
         inline: bool = False,
+        guard: LaunchGuard | None = None,
     ) -> None:
         self._store = store
         self._fsm = fsm
         self._on_applied = on_applied
         self._on_restored = on_restored
         self._inline = inline
+        self._guard = guard  # stood aside for before each batch proposed and while applying
         self._driver: Any = None
         self._pending: deque[_Proposal] = deque()
+        self._pending_eager = 0  # pending proposals that do not linger
+        self._lingering_in_flight = 0  # entries in flight holding proposals that linger
+        self._pending_commands = 0
         self._urgent: deque[_Proposal] = deque()
         self._wakeup = trio.Event()
         self._closed = True
@@ -115,8 +134,11 @@ class ReplicatedLog:
     # -- the driver's application ----------------------------------------------------------
     async def apply(self, entries: Sequence[Entry]) -> list[list[Applied]]:
         """Apply committed entries in order, store their effects in one transaction. Yields
-        to other tasks after every APPLY_YIELD_COMMANDS commands or so (an entry is never
-        cut), so that a big batch does not hold the event loop for its whole length."""
+        to other tasks after every APPLY_YIELD_COMMANDS commands or so, so that a big batch
+        does not hold the event loop for its whole length; with a launch guard, also
+        between two commands (of one entry too) and between two slices of the
+        notifications when a launch is imminent."""
+        guard = self._guard
         pairs: list[tuple[Command, Applied]] = []
         results: list[list[Applied]] = []
         since_yield = 0
@@ -141,7 +163,15 @@ class ReplicatedLog:
                 stale = Applied(error=ProposalDropped("leadership changed before the launch"))
                 results.append([stale for _ in commands])
                 continue
-            applied = self._fsm.apply_entry(entry.index, commands)
+            if guard is None:
+                applied = self._fsm.apply_entry(entry.index, commands)
+            else:
+                self._fsm.begin_entry(entry.index)
+                applied = []
+                for command in commands:
+                    if guard.imminent():
+                        await guard.stand_aside()
+                    applied.append(self._fsm.apply_command(command))
             since_yield += len(commands)
             pairs.extend(zip(commands, applied, strict=True))
             results.append(applied)
@@ -152,7 +182,14 @@ class ReplicatedLog:
             await self._call(self._store.apply, effects, applied_index=index, fsm_meta=meta)
             self.batches += 1
             self.commands_applied += len(pairs)
-            self._on_applied(pairs, index <= self.replay_until)
+            replay = index <= self.replay_until
+            if guard is None:
+                self._on_applied(pairs, replay)
+            else:  # in slices, standing aside for a launch (before the first too: the
+                for i in range(0, max(1, len(pairs)), NOTIFY_SLICE):  # store's thread
+                    if guard.imminent():  # returned at any moment)
+                        await guard.stand_aside()
+                    self._on_applied(pairs[i : i + NOTIFY_SLICE], replay)
         return results
 
     async def restore(self, snapshot: Snapshot) -> None:
@@ -193,7 +230,16 @@ class ReplicatedLog:
                     if not self._pending and not self._urgent:
                         self._wakeup = trio.Event()
                         await self._wakeup.wait()
+                        continue
+                    linger_until = self._linger_until()
+                    if linger_until is not None:
+                        self._wakeup = trio.Event()
+                        with trio.move_on_at(linger_until):
+                            await self._wakeup.wait()
+                        continue
                     await self._in_flight.acquire()
+                    if self._guard is not None:
+                        await self._guard.stand_aside()
                     nursery.start_soon(self._propose_batch, self._take_batch())
         finally:
             self._closed = True
@@ -202,6 +248,20 @@ class ReplicatedLog:
                 proposal.done.set()
             self._urgent.clear()
             self._pending.clear()
+            self._pending_eager = self._pending_commands = 0
+
+    def _linger_until(self) -> float | None:
+        """When to take the pending proposals if they all may linger, are few, and an
+        entry of lingering ones is in flight; None to take them now."""
+        if (
+            self._urgent
+            or self._pending_eager
+            or not self._lingering_in_flight
+            or self._pending_commands >= LINGER_COMMANDS
+        ):
+            return None
+        until = self._pending[0].since + LINGER
+        return until if until > trio.current_time() else None
 
     def _take_batch(self) -> list[_Proposal]:
         # Launches first, up to MAX_BATCH commands, in entries of their own: a burst of
@@ -223,10 +283,16 @@ class ReplicatedLog:
             proposal = self._pending.popleft()
             batch.append(proposal)
             size += len(proposal.commands)
+            self._pending_commands -= len(proposal.commands)
+            if not proposal.linger:
+                self._pending_eager -= 1
         return batch
 
     async def _propose_batch(self, batch: list[_Proposal]) -> None:
         data: bytes | None = None
+        lingering = any(p.linger for p in batch)
+        if lingering:
+            self._lingering_in_flight += 1
         try:
             commands = [cmd for p in batch for cmd in p.commands]
             fence = batch[0].fence
@@ -256,6 +322,9 @@ class ReplicatedLog:
             if data is not None:
                 self._own.pop(id(data), None)
             self._in_flight.release()
+            if lingering:
+                self._lingering_in_flight -= 1
+                self._wakeup.set()  # the proposals lingering behind it may go
 
     @staticmethod
     def _fail(batch: list[_Proposal], exc: BaseException) -> None:
@@ -264,13 +333,20 @@ class ReplicatedLog:
             p.done.set()
 
     async def propose(
-        self, commands: Sequence[Command], *, urgent: bool = False, fence: int | None = None
+        self,
+        commands: Sequence[Command],
+        *,
+        urgent: bool = False,
+        fence: int | None = None,
+        linger: bool = False,
     ) -> list[Applied]:
         """Commit and apply ``commands`` in order; returns one ``Applied`` per command.
 
         ``urgent`` proposals (run launches) go first and are fenced by the term in which
         this node leads: ``fence``, the term the caller decided in (default: the current
-        one); NotLeader at once if this node does not lead in that term.
+        one); NotLeader at once if this node does not lead in that term. ``linger``
+        proposals (run results) may wait, up to LINGER seconds, for an entry of such
+        proposals in flight, and share the next one.
         Raises NotLeader / ProposalDropped when the cluster could not take them (nothing
         was applied), EngineClosed when the log stopped."""
         if self._closed:
@@ -283,8 +359,14 @@ class ReplicatedLog:
                 raise NotLeader(None)
         else:
             fence = 0
-        proposal = _Proposal(commands, fence=fence)
-        (self._urgent if urgent else self._pending).append(proposal)
+        proposal = _Proposal(commands, fence=fence, linger=linger and not urgent)
+        if urgent:
+            self._urgent.append(proposal)
+        else:
+            self._pending.append(proposal)
+            self._pending_commands += len(proposal.commands)
+            if not proposal.linger:
+                self._pending_eager += 1
         self._wakeup.set()
         await proposal.done.wait()
         if proposal.error is not None:

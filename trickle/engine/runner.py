@@ -36,6 +36,7 @@ class _Active:
     output: OutputBuffer
     queued: bool = True
     started_running: datetime | None = None
+    start_at: datetime | None = None  # launched early: the executor starts at this instant
 
 
 class Runner:
@@ -85,11 +86,18 @@ class Runner:
         """False once the runner stops (its nursery is gone)."""
         return self._nursery is not None
 
-    def submit(self, job: Job, execution: Execution) -> None:
-        """Queue ``execution`` of ``job`` (the job as of the fire). Never blocks."""
+    def submit(self, job: Job, execution: Execution, *, start_at: datetime | None = None) -> None:
+        """Queue ``execution`` of ``job`` (the job as of the fire). Never blocks.
+        ``start_at``: the run was launched a moment before its instant (the engine's
+        ``launch_spin``); its executor starts at that instant, not before."""
         if self._nursery is None:
             raise RuntimeError("the runner is not running")
-        active = _Active(job=job, execution=execution, output=OutputBuffer(self._output_limit))
+        active = _Active(
+            job=job,
+            execution=execution,
+            output=OutputBuffer(self._output_limit),
+            start_at=start_at,
+        )
         self._active[execution.id] = active
         if self._idle.is_set():
             self._idle = trio.Event()
@@ -136,6 +144,8 @@ class Runner:
                 for limiter in (self._limiter(job.executor), self._overall):
                     if limiter is not None:
                         await stack.enter_async_context(limiter)
+                if active.start_at is not None:
+                    await self._start_at(active.start_at)
                 active.queued = False
                 active.started_running = self._clock.now()
                 self._on_start(ex, active.started_running)
@@ -167,6 +177,15 @@ class Runner:
             self._active.pop(ex.id, None)
             if not self._active:
                 self._idle.set()
+
+    async def _start_at(self, when: datetime) -> None:
+        """Wait for ``when`` (a run launched a moment early): spinning on a clock that
+        can (the system clock: no wake-up to wait for), else sleeping."""
+        spin = getattr(self._clock, "spin_until", None)
+        if spin is not None:
+            spin(when)
+        if self._clock.now() < when:
+            await self._clock.sleep_until(when)
 
     async def wait_idle(self) -> None:
         """Return once no execution is running or queued on this node."""

@@ -165,6 +165,17 @@ class Decision:
     fires: int = 0  # fires that became runs
     shed: int = 0  # fires not run because the scheduler was too far behind (max_lateness)
 
+    def extend(self, other: Decision) -> None:
+        """Append what ``other`` (a later round) decided: one batch for both."""
+        self.commands.extend(other.commands)
+        self.runs.extend(other.runs)
+        self.skipped.extend(other.skipped)
+        self.missed.extend(other.missed)
+        self.deferred.extend(other.deferred)
+        self.trimmed.extend(other.trimmed)
+        self.fires += other.fires
+        self.shed += other.shed
+
     def started(self, results: Sequence[Any]) -> list[tuple[Job, Execution, Any]]:
         """Each run with what the log answered to its ``RunStarted`` (``results``: one
         per command, as the log returns them)."""

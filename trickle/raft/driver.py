@@ -214,6 +214,9 @@ class RaftDriver:
         10-60 ms on a loaded host made runs that late).
     on_soft_state: called (synchronously, in the loop) when role/leader/term change.
     on_conf: called with the new membership when it changes.
+    pace: awaited before each piece of work the driver's tasks start (a Ready carried
+        out, a batch applied): the application may hold them back for a moment (the
+        Engine, just before it launches a run: see ``trickle.engine.guard``).
     """
 
     def __init__(
@@ -236,6 +239,7 @@ class RaftDriver:
         read_timeout: float = READ_TIMEOUT,
         on_soft_state: Callable[[SoftState], None] | None = None,
         on_conf: Callable[[ConfState], None] | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if tick_seconds <= 0:
             raise ValidationError("tick_seconds must be positive", field="tick_seconds")
@@ -263,6 +267,7 @@ class RaftDriver:
         self._read_timeout = read_timeout
         self._on_soft_state = on_soft_state
         self._on_conf = on_conf
+        self._pace = pace or _no_pace
         # a leader is normally known within two election timeouts
         self._leader_wait = 4 * config.election_ticks * tick_seconds
         self._node: RaftNode | None = None
@@ -458,7 +463,10 @@ class RaftDriver:
             while True:
                 self._drain(node)
                 if node.has_ready():
-                    await self._handle(node, node.ready())
+                    await self._pace()
+                    self._drain(node)  # what arrived meanwhile goes in the same Ready
+                    if node.has_ready():
+                        await self._handle(node, node.ready())
                     continue
                 if await self._flush_commit():
                     continue
@@ -565,6 +573,7 @@ class RaftDriver:
             while not queue:
                 self._apply_wake = trio.Event()
                 await self._apply_wake.wait()
+            await self._pace()
             kind, item = queue[0]
             if kind == "snapshot":
                 queue.popleft()
@@ -1115,3 +1124,7 @@ def _unpack_reply(reply: bytes) -> list[Any]:
     except Exception:
         pass
     raise ProposalUnknown(f"the leader answered a forwarded proposal with garbage: {reply[:40]!r}")
+
+
+async def _no_pace() -> None:
+    """The default ``pace``: never holds the driver back (and does not checkpoint)."""

@@ -1,0 +1,91 @@
+"""A run launched a moment before its instant (``start_at``) starts its executor at that
+instant, never before: spinning on the system clock, sleeping on a test clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import trio
+import trio.testing
+
+from trickle.engine.clock import SystemClock, TrioClock
+from trickle.engine.commands import RunFinished
+from trickle.engine.executors.base import ExecutionContext
+from trickle.engine.executors.registry import ExecutorRegistry
+from trickle.engine.model import Execution, ExecutionId, Job
+from trickle.engine.processors import ProcessorRegistry
+from trickle.engine.runner import Runner
+
+
+def make_runner(clock: SystemClock | TrioClock, started: list[datetime]) -> Runner:
+    executors = ExecutorRegistry()
+
+    async def record(ctx: ExecutionContext) -> None:
+        started.append(clock.now())
+
+    executors.register_python("record", record)
+
+    async def report(finished: RunFinished) -> None:
+        pass
+
+    return Runner(
+        node_name="n1",
+        executors=executors,
+        processors=ProcessorRegistry(),
+        clock=clock,
+        output_limit=1000,
+        max_concurrent=0,
+        executor_limits={},
+        on_output=lambda ex, text: None,
+        on_start=lambda ex, at: None,
+        report=report,
+    )
+
+
+def execution(at: datetime) -> Execution:
+    return Execution(
+        id=ExecutionId(f"{int(at.timestamp() * 1e9)}-n1"),
+        job_name="j",
+        node_name="n1",
+        group=1,
+        started_at=at,
+        scheduled_at=at,
+    )
+
+
+JOB = Job(name="j", schedule="@every 1m", executor="record")
+
+
+async def test_on_the_system_clock_the_executor_starts_at_the_instant_not_before() -> None:
+    clock = SystemClock()
+    started: list[datetime] = []
+    runner = make_runner(clock, started)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        at = clock.now() + timedelta(seconds=0.0003)
+        runner.submit(JOB, execution(at), start_at=at)
+        await runner.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert len(started) == 1 and started[0] >= at
+
+
+async def test_on_a_clock_that_cannot_spin_the_run_sleeps_until_its_instant(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clock = TrioClock(datetime(2026, 1, 1, tzinfo=UTC))
+    started: list[datetime] = []
+    runner = make_runner(clock, started)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        at = clock.now() + timedelta(seconds=5)
+        runner.submit(JOB, execution(at), start_at=at)
+        await runner.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert started == [at]
+
+
+def test_the_system_clock_never_spins_long_for_a_far_instant() -> None:
+    clock = SystemClock()
+    far = clock.now() + timedelta(seconds=60)
+    clock.spin_until(far)  # returns at once (a clock step, not a launch a moment early)
+    assert clock.now() < far
