@@ -403,3 +403,40 @@ def test_a_bad_max_lateness_names_the_flag(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve({"max-lateness": text}, {})
     assert message in str(info.value)
+
+
+# --- launch-spin --------------------------------------------------------------------------------
+
+
+def test_launch_spin_is_300us_by_default_and_takes_a_duration_from_any_source(
+    tmp_path: Path,
+) -> None:
+    assert resolve({}, {}).engine.launch_spin == 0.0003
+    assert resolve({"launch-spin": "1ms"}, {}).engine.launch_spin == 0.001
+    assert resolve({}, {"TRICKLE_LAUNCH_SPIN": "0.0005"}).engine.launch_spin == 0.0005
+    path = write(tmp_path, 'launch-spin = "200us"\n')
+    assert resolve({"config": str(path)}, {}).engine.launch_spin == 0.0002
+    assert resolve({"config": str(path), "launch-spin": "0"}, {}).engine.launch_spin == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("soon", "--launch-spin: expected a duration such as 300us, got 'soon'"),
+        ("-5us", "--launch-spin: cannot be negative"),
+        ("10ms", "--launch-spin: at most 5ms, got '10ms'"),
+    ],
+)
+def test_a_bad_launch_spin_names_the_flag(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve({"launch-spin": text}, {})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-0.001, 0.006, float("nan")])
+def test_an_engine_launch_spin_out_of_range_is_refused(bad: float) -> None:
+    from trickle.engine.config import EngineConfig
+    from trickle.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="launch_spin"):
+        EngineConfig(data_dir=None, launch_spin=bad)

@@ -44,8 +44,10 @@ from trickle.engine.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_JOIN_RETRY_INTERVAL,
+    DEFAULT_LAUNCH_SPIN,
     DEFAULT_RAFT_TICK,
     DEFAULT_SNAPSHOT_ENTRIES,
+    MAX_LAUNCH_SPIN,
     EngineConfig,
     parse_host_port,
 )
@@ -472,6 +474,15 @@ def parse_max_lateness(text: str, *, where: str = "--max-lateness") -> float | N
     return seconds or None
 
 
+def parse_launch_spin(text: str, *, where: str = "--launch-spin") -> float:
+    """How long before its instant a run is launched to start on it (``300us``; a bare
+    number is seconds); 0 turns it off. -> seconds, at most MAX_LAUNCH_SPIN."""
+    seconds = _duration(text, where=where, example="300us")
+    if seconds > MAX_LAUNCH_SPIN:
+        raise ConfigError(f"{where}: at most {MAX_LAUNCH_SPIN * 1000:g}ms, got {text!r}")
+    return seconds
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
     def parse(text: str, *, where: str) -> str:
         lowered = text.strip().lower()
@@ -550,6 +561,7 @@ SETTINGS: dict[str, _Setting] = {
         _Setting("max-concurrent", "int", _nonnegative_int, 0),
         _Setting("cluster-max-running", "int", _nonnegative_int, 0),
         _Setting("max-lateness", "str", parse_max_lateness, None),  # None: off
+        _Setting("launch-spin", "str", parse_launch_spin, DEFAULT_LAUNCH_SPIN),
         _Setting("executor-limits", "limits", _executor_limit_list, {}),
         _Setting("history-limit", "int", _positive_int, DEFAULT_HISTORY_LIMIT),
         _Setting("output-limit", "int", _positive_int, DEFAULT_OUTPUT_LIMIT),
@@ -785,6 +797,7 @@ def resolve(
         "max_concurrent": values["max-concurrent"],
         "cluster_max_running": values["cluster-max-running"],
         "max_lateness": values["max-lateness"],
+        "launch_spin": values["launch-spin"],
         "executor_limits": values["executor-limits"],
         "durability": values["durability"],
         "peers": values["peers"],

@@ -100,6 +100,7 @@ _FLAG_SETTINGS = {
     "max_concurrent": "max-concurrent",
     "cluster_max_running": "cluster-max-running",
     "max_lateness": "max-lateness",
+    "launch_spin": "launch-spin",
     "executor_limits": "executor-limits",
     "history_limit": "history-limit",
     "output_limit": "output-limit",
@@ -197,6 +198,13 @@ class StartupError(Exception):
     help="Under overload, a fire the leader reaches this late while the job's next fire "
     "is due too is recorded missed instead of run late, e.g. 30s (0: off; the leader's "
     "value applies).  [default: off; env: TRICKLE_MAX_LATENESS]",
+)
+@click.option(
+    "--launch-spin",
+    metavar="DURATION",
+    help="A run is launched this much before its instant and starts on it, the event "
+    "loop busy-waiting meanwhile (no wake-up delay), e.g. 300us (0: off).  "
+    "[default: 300us; env: TRICKLE_LAUNCH_SPIN]",
 )
 @click.option(
     "--executor-limit",
