@@ -905,3 +905,30 @@ def test_reset_applied_index_keeps_the_state(store: Store) -> None:
     loaded = store.load()
     assert loaded.applied_index == 0
     assert [j.name for j in loaded.jobs] == ["kept"]
+
+
+# -- many rows in one apply (multi-row statements) ------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 65, 150])
+def test_an_apply_of_many_runs_and_jobs_stores_every_row(store: Store, n: int) -> None:
+    apply = Applier(store)
+    jobs = [Job(name=f"j{i}", schedule="@every 1h", executor="shell") for i in range(n)]
+    apply(*[JobSaved(job) for job in jobs])
+    runs = [run(f"j{i}", i, finished=False) for i in range(n)]
+    apply(*saved(*runs))
+    loaded = store.load()
+    assert sorted(j.name for j in loaded.jobs) == sorted(j.name for j in jobs)
+    assert sorted(e.id for e in loaded.running) == sorted(e.id for e in runs)
+
+
+def test_a_row_saved_twice_in_one_apply_ends_as_the_later_one(store: Store) -> None:
+    apply = Applier(store)
+    first = run("j", 1, finished=False)
+    done = run("j", 1)  # the same execution, finished
+    jobs = [Job(name="j", schedule="@every 1h", executor="shell", success_count=k) for k in (1, 2)]
+    apply(JobSaved(jobs[0]), JobSaved(jobs[1]), *saved(first, done))
+    [job] = store.load().jobs
+    assert job.success_count == 2
+    [stored] = history(store, "j")
+    assert stored.finished_at == done.finished_at and stored.output == done.output

@@ -2447,6 +2447,8 @@ class Engine:
             return
         finally:
             self._sched.settle(decision.runs)
+        with trio.CancelScope(shield=True):  # what committed is held or dispatched below
+            await self._guard.stand_aside()  # (50 runs to hold: a step of its own)
         unlaunched: list[Execution] = []
         for job, ex, applied in decision.started(results):
             if applied.error is None:

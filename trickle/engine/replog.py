@@ -30,7 +30,7 @@ from trickle._threads import run_sync_uncancellable
 from trickle.engine.commands import Command, coalesce_effects
 from trickle.engine.fsm import Applied, StateMachine
 from trickle.engine.guard import LaunchGuard
-from trickle.engine.store import Store
+from trickle.engine.store import Store, encode_rows
 from trickle.engine.wire import decode_command, encode_command, is_canonical
 from trickle.errors import EngineClosed, NotLeader, ProposalDropped, TrickleError
 from trickle.raft.messages import Entry, EntryKind, Snapshot
@@ -48,6 +48,7 @@ MAX_IN_FLIGHT = 4  # entries proposed and not yet applied, per node
 LINGER = 0.004
 LINGER_COMMANDS = 64
 APPLY_YIELD_COMMANDS = 256  # commands applied between two yields to other tasks (see apply)
+ENCODE_SLICE = 32  # effects encoded to rows between two looks at the launch guard
 NOTIFY_SLICE = 16  # applied commands reported to on_applied at once when a launch is near
 ENTRY_VERSION = 1
 
@@ -179,7 +180,16 @@ class ReplicatedLog:
             effects = coalesce_effects([e for _, a in pairs for e in a.effects])
             meta = self._fsm.export_meta()
             index = entries[-1].index
-            await self._call(self._store.apply, effects, applied_index=index, fsm_meta=meta)
+            rows = None
+            if not self._inline:  # encoded here, not in the writer thread (Store.apply)
+                rows = []
+                for i in range(0, len(effects), ENCODE_SLICE):
+                    if guard is not None and guard.imminent():
+                        await guard.stand_aside()
+                    rows += encode_rows(effects[i : i + ENCODE_SLICE])
+            await self._call(
+                self._store.apply, effects, applied_index=index, fsm_meta=meta, rows=rows
+            )
             self.batches += 1
             self.commands_applied += len(pairs)
             replay = index <= self.replay_until
@@ -294,6 +304,8 @@ class ReplicatedLog:
         if lingering:
             self._lingering_in_flight += 1
         try:
+            if self._guard is not None:  # encoding a launch batch takes a few hundred us
+                await self._guard.stand_aside()
             commands = [cmd for p in batch for cmd in p.commands]
             fence = batch[0].fence
             try:

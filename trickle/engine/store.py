@@ -20,6 +20,7 @@ Bad arguments (an unknown sort, a negative slice index, a naive datetime) raise
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -293,6 +294,11 @@ _UPSERT_EXECUTION_SQL = (
     )
 )
 # Count on ix_executions_finished alone (covering): cheap, no table row is read.
+_UPSERT_EXECUTION = (
+    f"INSERT INTO executions ({_EXEC_NAMES})",
+    _UPSERT_EXECUTION_SQL[_UPSERT_EXECUTION_SQL.index(" ON CONFLICT") :],
+    len(_EXECUTION_COLUMNS),
+)
 _COUNT_FINISHED_SQL = (
     "SELECT count(*) FROM executions WHERE job_name = ? AND finished_at IS NOT NULL"
 )
@@ -308,6 +314,11 @@ _UPSERT_JOB_SQL = (
     "INSERT INTO jobs (name, payload) VALUES (?, ?)"
     " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload"
 )
+_UPSERT_JOB = (
+    "INSERT INTO jobs (name, payload)",
+    " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload",
+    2,
+)
 _DELETE_JOB_SQL = "DELETE FROM jobs WHERE name = ?"
 _DELETE_JOB_EXECUTIONS_SQL = "DELETE FROM executions WHERE job_name = ?"
 _ADD_STATS_SQL = (
@@ -320,6 +331,62 @@ _PUT_META_SQL = (
     "INSERT INTO meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+_ADD_STATS = (
+    "INSERT INTO stats (day, success_count, failed_count)",
+    _ADD_STATS_SQL[_ADD_STATS_SQL.index(" ON CONFLICT") :],
+    3,
+)
+_PUT_META = (
+    "INSERT INTO meta (key, value)",
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    2,
+)
+MULTI_ROW_MAX = 64  # rows in one multi-row statement (13 columns: 832 parameters)
+
+
+def encode_rows(effects: Sequence[Effect]) -> list[Any]:
+    """The row each effect writes (None for those that delete), in order, for
+    ``Store.apply(rows=...)``. Pure: may run on any thread, in slices."""
+    return [encode_row(e) for e in effects]
+
+
+def encode_row(effect: Effect) -> Any:
+    """The row one effect writes (see ``encode_rows``); TypeError for a non-effect."""
+    kind = type(effect)
+    if kind is ExecutionSaved:
+        return _execution_row(effect.execution)  # type: ignore[union-attr]
+    if kind is JobSaved:
+        return (effect.job.name, encode_job(effect.job))  # type: ignore[union-attr]
+    if kind is StatsAdded:
+        return (_utc_day(effect.day).isoformat(), effect.success, effect.failed)  # type: ignore[union-attr]
+    if kind in (JobRemoved, ExecutionsRemoved):
+        return None
+    raise TypeError(f"not a store effect: {effect!r}")
+
+
+@functools.cache
+def _multi_row_sql(head: str, tail: str, width: int, rows: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES {', '.join([one] * rows)}{tail}"
+
+
+def _insert_rows(cur: Any, statement: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert (or upsert) ``rows`` with multi-row statements: a few statements where
+    ``executemany`` ran one per row. Each statement SQLite runs releases the GIL and takes
+    it back; the event loop thread, waking to launch a run, waited behind a worker thread
+    that took the GIL back a hundred times (an entry of 50 launches: 100 rows). Chunks of
+    powers of two (at most MULTI_ROW_MAX rows) keep the distinct statements few, for the
+    statement cache. Rows later in ``rows`` come later, as with ``executemany``, so a row
+    that conflicts with an earlier one of the same call updates it."""
+    head, tail, width = statement
+    i, n = 0, len(rows)
+    while i < n:
+        k = min(MULTI_ROW_MAX, 1 << ((n - i).bit_length() - 1))
+        cur.execute(
+            _multi_row_sql(head, tail, width, k), [v for row in rows[i : i + k] for v in row]
+        )
+        i += k
+
 
 _ins_stats = sqlite_insert(stats_table)
 _add_stats = _ins_stats.on_conflict_do_update(
@@ -599,23 +666,38 @@ class Store:
                 raw.close()  # back to the pool
 
     # -- applied state ---------------------------------------------------------------------
-    def apply(self, effects: list[Effect], *, applied_index: int, fsm_meta: bytes) -> None:
+    def apply(
+        self,
+        effects: list[Effect],
+        *,
+        applied_index: int,
+        fsm_meta: bytes,
+        rows: Sequence[Any] | None = None,
+    ) -> None:
         """Persist effects in order, with applied_index and fsm_meta, in one transaction.
 
         All or nothing: if any effect fails (``ValueError`` for a naive datetime,
         ``TypeError`` for an object that is not an Effect, a database error), nothing of
         the call is stored and applied_index stays where it was. ``applied_index`` may not
-        go backwards (``ValueError``).
+        go backwards (``ValueError``). ``rows``: what ``encode_rows(effects)`` gave, if the
+        caller encoded them already (the engine does, on its event loop, in slices: the
+        encoding is Python work that, done in the writer thread, held the GIL the event
+        loop needed to launch runs on time).
         """
+        if rows is None:
+            rows = encode_rows(effects)
+        elif len(rows) != len(effects):
+            raise ValueError(f"{len(rows)} rows for {len(effects)} effects")
         bounds: dict[str, int] = {}  # this transaction's view of _finished_bound
         with self._raw_write() as cur:
-            self._apply_effects(cur, effects, applied_index, fsm_meta, bounds)
+            self._apply_effects(cur, effects, rows, applied_index, fsm_meta, bounds)
         self._publish_applied(applied_index, bounds)
 
     def _apply_effects(
         self,
         cur: Any,
         effects: list[Effect],
+        rows: Sequence[Any],
         applied_index: int,
         fsm_meta: bytes,
         bounds: dict[str, int],
@@ -632,9 +714,9 @@ class Store:
                 j += 1
             run: list[Any] = effects[i:j]
             if kind is ExecutionSaved:
-                self._save_executions(cur, run, bounds)
+                self._save_executions(cur, run, rows[i:j], bounds)
             elif kind is JobSaved:
-                cur.executemany(_UPSERT_JOB_SQL, [(e.job.name, encode_job(e.job)) for e in run])
+                _insert_rows(cur, _UPSERT_JOB, rows[i:j])
             elif kind is JobRemoved:
                 names = [(e.name,) for e in run]
                 cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
@@ -645,15 +727,13 @@ class Store:
                 cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
                 bounds.update((e.job_name, 0) for e in run)
             elif kind is StatsAdded:
-                cur.executemany(
-                    _ADD_STATS_SQL,
-                    [(_utc_day(e.day).isoformat(), e.success, e.failed) for e in run],
-                )
+                _insert_rows(cur, _ADD_STATS, rows[i:j])
             else:
                 raise TypeError(f"not a store effect: {effects[i]!r}")
             i = j
-        cur.executemany(
-            _PUT_META_SQL,
+        _insert_rows(
+            cur,
+            _PUT_META,
             [
                 (_META_APPLIED_INDEX, _int_bytes(applied_index)),
                 (_META_FSM, bytes(fsm_meta)),
@@ -670,9 +750,13 @@ class Store:
                 self._finished_bound.pop(job, None)
 
     def _save_executions(
-        self, cursor: Any, run: list[ExecutionSaved], bounds: dict[str, int]
+        self,
+        cursor: Any,
+        run: list[ExecutionSaved],
+        rows: Sequence[Any],
+        bounds: dict[str, int],
     ) -> None:
-        cursor.executemany(_UPSERT_EXECUTION_SQL, [_execution_row(e.execution) for e in run])
+        _insert_rows(cursor, _UPSERT_EXECUTION, rows)
         finished = Counter(e.execution.job_name for e in run if e.execution.finished_at is not None)
         limit = self._history_limit
         prune: list[tuple[str, int]] = []
