@@ -80,3 +80,35 @@ async def test_a_task_is_held_for_one_launch_at_most_however_dense_they_are() ->
 def test_a_negative_lead_is_refused() -> None:
     with pytest.raises(ValueError, match="lead"):
         LaunchGuard(lead=-1)
+
+
+async def test_a_hold_keeps_tasks_aside_until_a_launched_run_starts() -> None:
+    guard = LaunchGuard(lead=0.001)
+    guard.hold(trio.current_time() + 10.0)  # runs launched, spinning to their instant
+    assert guard.imminent()
+    order: list[str] = []
+
+    async def background() -> None:
+        await guard.stand_aside()
+        order.append("background")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(background)
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == []
+        order.append("run")
+        guard.started()
+    assert order == ["run", "background"]
+    assert not guard.imminent()
+
+
+async def test_a_hold_ends_by_itself_when_no_run_starts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    guard = LaunchGuard(lead=0.001)
+    guard.hold(trio.current_time() + 0.01)  # a run queued behind a concurrency limit
+    assert guard.imminent()
+    await trio.sleep(0.02)
+    assert not guard.imminent()
+    with trio.testing.assert_no_checkpoints():
+        await guard.stand_aside()

@@ -2132,6 +2132,7 @@ class Engine:
         )
 
     def _on_run_start(self, execution: Execution, at: datetime) -> None:
+        self._guard.started()
         if execution.scheduled_at is not None and execution.trigger in (
             Trigger.SCHEDULE,
             Trigger.CATCHUP,
@@ -2285,17 +2286,21 @@ class Engine:
                 await self.clock.sleep_until(wake)
         self._dispatch_scope = None
         try:
-            self._launch_due()
+            latest = self._launch_due()
+            if latest is not None:  # held until one of them starts (_on_run_start)
+                guard.hold(trio.current_time() + (latest - self.clock.now()).total_seconds())
         finally:
             guard.launched()
 
-    def _launch_due(self) -> None:
+    def _launch_due(self) -> datetime | None:
         """Launch the held runs due by now, and those due within the clock's spin lead:
-        those start at their instant (see ``Runner.submit``)."""
+        those start at their instant (see ``Runner.submit``). Returns the latest such
+        instant of a run of this node (None: none)."""
         now = self.clock.now()
         horizon = now + self._spin_lead
         gone: list[Execution] = []
         moved: list[Execution] = []
+        latest: datetime | None = None
         while self._ahead and self._ahead[0][0] <= horizon:
             at, _seq, name, ex, term = heapq.heappop(self._ahead)
             job = self._fsm.jobs.get(name)
@@ -2304,7 +2309,10 @@ class Engine:
             elif job is None:
                 gone.append(ex)
             else:
-                self._launch_now(job, ex, start_at=at if at > now else None)
+                start_at = at if at > now else None
+                self._launch_now(job, ex, start_at=start_at)
+                if start_at is not None and ex.node_name == self.node_name:
+                    latest = start_at
         if moved:
             self._leave_intents(moved)
         if gone:
@@ -2313,6 +2321,7 @@ class Engine:
                 gone,
                 "the job was deleted before the run's scheduled launch",
             )
+        return latest
 
     def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:

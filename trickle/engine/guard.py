@@ -31,6 +31,7 @@ class LaunchGuard:
             raise ValueError("lead must not be negative")
         self.lead = lead
         self._next: float | None = None  # Trio time of the next launch (None: none held)
+        self._hold_until: float | None = None  # launched runs not started yet (see hold)
         self._launched = trio.Event()
         self.waits = 0  # times a task stood aside
 
@@ -43,10 +44,32 @@ class LaunchGuard:
         self._launched.set()
         self._launched = trio.Event()
 
+    def hold(self, until: float) -> None:
+        """Runs were launched that start a moment later (launch spin), at the latest at
+        Trio time ``until``: background work goes on standing aside until one of them
+        starts (``started``) or ``until`` passes (a run queued behind a concurrency
+        limit does not start then). Without it, a task already due to run (a worker
+        thread's result came in) ran its step before the launched runs had theirs."""
+        if self._hold_until is None or until > self._hold_until:
+            self._hold_until = until
+
+    def started(self) -> None:
+        """A launched run started: release the held tasks (after it, see stand_aside)."""
+        if self._hold_until is not None:
+            self._hold_until = None
+            self.launched()
+
     def imminent(self) -> bool:
-        """Whether a launch is due within ``lead`` seconds (or overdue)."""
+        """Whether a launch is due within ``lead`` seconds (or overdue), or launched runs
+        are about to start."""
+        now = trio.current_time()
+        hold = self._hold_until
+        if hold is not None:
+            if now < hold:
+                return True
+            self._hold_until = None
         at = self._next
-        return at is not None and at - trio.current_time() <= self.lead
+        return at is not None and at - now <= self.lead
 
     async def stand_aside(self) -> None:
         """Return at once unless a launch is imminent; then once it has happened and the
