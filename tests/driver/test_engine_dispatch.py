@@ -382,3 +382,36 @@ async def test_any_one_server_is_a_server_the_leader_can_reach(
             assert lost not in {e.node_name for e in executions}
         assert lost in {m.name for m in leader.members() if m.status == "alive"}
         nursery.cancel_scope.cancel()
+
+
+async def test_with_launch_spin_a_run_of_another_node_is_sent_at_its_instant_not_early(
+    autojump_clock: trio.testing.MockClock,
+):
+    class SpinningClock(TrioClock):
+        def spin_until(self, when: datetime) -> None:
+            pass  # the engine launches its own runs early; another node's are not
+
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery)
+        cluster.clock = SpinningClock(START)
+        for name in SERVERS:
+            await cluster.start(name)
+        x = await cluster.start("x", tags={"gpu": "1"})
+        leader = await cluster.leader()
+        await wait_alive(leader, {*SERVERS, "x"})
+        called: list[datetime] = []
+
+        async def when(ctx: ExecutionContext) -> None:
+            called.append(cluster.clock.now())
+
+        x.register_executor("when", when)
+        for engine in cluster.engines.values():
+            if engine is not x:
+                engine.register_executor("when", when)
+        await leader.put_job(
+            Job(name="gpu", schedule="@every 10s", executor="when", tags={"gpu": "1"})
+        )
+        [execution] = await finished(leader, "gpu")
+        assert execution.node_name == "x"
+        assert called == [execution.scheduled_at]  # not launch_spin before it
+        nursery.cancel_scope.cancel()

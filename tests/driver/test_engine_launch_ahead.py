@@ -195,3 +195,47 @@ async def test_fires_far_apart_are_not_committed_before_the_lead_window(autojump
         await engine.put_job(Job(name="t", schedule="@every 10s", executor="noop"))
         await until(engine, FIRST - LAUNCH_AHEAD - timedelta(milliseconds=1))
         assert (await engine.list_executions("t"))[1] == 0
+
+
+class SpinningClock(TrioClock):
+    """A test clock that says it can busy-wait (as the system clock does), so that the
+    engine launches its runs ``launch_spin`` early; the runner then sleeps to the
+    instant (MockClock time cannot pass in a busy loop)."""
+
+    def spin_until(self, when: datetime) -> None:
+        pass
+
+
+async def test_with_launch_spin_a_run_is_launched_early_and_starts_on_its_instant(
+    autojump_clock,
+):
+    engine = Engine(
+        EngineConfig(data_dir=None, node_name="node1", launch_spin=0.002),
+        clock=SpinningClock(START),
+    )
+    async with engine:
+        calls = Calls(engine)
+        engine.register_executor("noop", calls)
+        await engine.put_job(Job(name="tick", schedule="@every 10s", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
+            await sub.receive()  # published at the launch
+            assert engine.clock.now() == FIRST - timedelta(seconds=0.002)
+            assert calls.at == []
+        await until(engine, FIRST + timedelta(seconds=1))
+    assert calls.at == [FIRST]
+
+
+async def test_without_launch_spin_the_run_is_launched_at_its_instant(autojump_clock):
+    engine = Engine(
+        EngineConfig(data_dir=None, node_name="node1", launch_spin=0),
+        clock=SpinningClock(START),
+    )
+    async with engine:
+        calls = Calls(engine)
+        engine.register_executor("noop", calls)
+        await engine.put_job(Job(name="tick", schedule="@every 10s", executor="noop"))
+        with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
+            await sub.receive()
+            assert engine.clock.now() == FIRST
+        await until(engine, FIRST + timedelta(seconds=1))
+    assert calls.at == [FIRST]

@@ -2280,8 +2280,9 @@ class Engine:
             if at is None:
                 guard.expect(None)
                 await trio.sleep_forever()
-            else:
-                wake = at - self._spin_lead
+            else:  # a run of this node is launched spin_lead early, another's on time
+                remote = False
+                wake = at if remote else at - self._spin_lead
                 guard.expect(trio.current_time() + (wake - self.clock.now()).total_seconds())
                 await self.clock.sleep_until(wake)
         self._dispatch_scope = None
@@ -2302,7 +2303,10 @@ class Engine:
         moved: list[Execution] = []
         latest: datetime | None = None
         while self._ahead and self._ahead[0][0] <= horizon:
-            at, _seq, name, ex, term = heapq.heappop(self._ahead)
+            at, _seq, name, ex, term = self._ahead[0]
+            if at > now and ex.node_name != self.node_name:
+                break  # another node's run is sent at its instant (the next wake)
+            heapq.heappop(self._ahead)
             job = self._fsm.jobs.get(name)
             if term != self._lead_term:  # committed by an earlier leadership of ours
                 moved.append(ex)
@@ -2311,7 +2315,7 @@ class Engine:
             else:
                 start_at = at if at > now else None
                 self._launch_now(job, ex, start_at=start_at)
-                if start_at is not None and ex.node_name == self.node_name:
+                if start_at is not None:
                     latest = start_at
         if moved:
             self._leave_intents(moved)
@@ -2329,20 +2333,13 @@ class Engine:
 
     def _launch_now(self, job: Job, ex: Execution, *, start_at: datetime | None = None) -> None:
         """Dispatch a committed run, publishing its held-back start event first.
-        ``start_at``: its instant, a moment ahead (within the clock's spin lead): a run of
-        this node starts then; another node's is sent then."""
+        ``start_at``: its instant, a moment ahead (within the spin lead; a run of this
+        node only): the run starts then."""
         self._ahead_ids.discard(ex.id)
         event = self._started_events.pop(ex.id, None)
         if event is not None:
             self._publish(event)
-        if start_at is not None and ex.node_name != self.node_name:
-            self._nursery_start(self._dispatch_at_instant, job, ex, start_at)
-            return
         self._dispatch(job, ex, start_at=start_at)
-
-    async def _dispatch_at_instant(self, job: Job, ex: Execution, at: datetime) -> None:
-        await self.clock.sleep_until(at)
-        self._dispatch(job, ex)
 
     def _hold(self, ex: Execution, term: int) -> None:
         """Give the dispatcher a run committed in ``term`` to launch at its instant."""
