@@ -2281,7 +2281,7 @@ class Engine:
                 guard.expect(None)
                 await trio.sleep_forever()
             else:  # a run of this node is launched spin_lead early, another's on time
-                remote = False
+                remote = self._ahead[0][3].node_name != self.node_name
                 wake = at if remote else at - self._spin_lead
                 guard.expect(trio.current_time() + (wake - self.clock.now()).total_seconds())
                 await self.clock.sleep_until(wake)
