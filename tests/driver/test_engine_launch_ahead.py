@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import trio
 import trio.testing
 
@@ -206,11 +207,12 @@ class SpinningClock(TrioClock):
         pass
 
 
-async def test_with_launch_spin_a_run_is_launched_early_and_starts_on_its_instant(
-    autojump_clock,
+@pytest.mark.parametrize("spin", [0.002, 0.0])
+async def test_with_launch_spin_a_run_is_launched_that_early_and_starts_on_its_instant(
+    autojump_clock, spin: float
 ):
     engine = Engine(
-        EngineConfig(data_dir=None, node_name="node1", launch_spin=0.002),
+        EngineConfig(data_dir=None, node_name="node1", launch_spin=spin),
         clock=SpinningClock(START),
     )
     async with engine:
@@ -219,23 +221,8 @@ async def test_with_launch_spin_a_run_is_launched_early_and_starts_on_its_instan
         await engine.put_job(Job(name="tick", schedule="@every 10s", executor="noop"))
         with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
             await sub.receive()  # published at the launch
-            assert engine.clock.now() == FIRST - timedelta(seconds=0.002)
-            assert calls.at == []
-        await until(engine, FIRST + timedelta(seconds=1))
-    assert calls.at == [FIRST]
-
-
-async def test_without_launch_spin_the_run_is_launched_at_its_instant(autojump_clock):
-    engine = Engine(
-        EngineConfig(data_dir=None, node_name="node1", launch_spin=0),
-        clock=SpinningClock(START),
-    )
-    async with engine:
-        calls = Calls(engine)
-        engine.register_executor("noop", calls)
-        await engine.put_job(Job(name="tick", schedule="@every 10s", executor="noop"))
-        with engine.subscribe(kinds=[EventKind.EXECUTION_STARTED]) as sub:
-            await sub.receive()
-            assert engine.clock.now() == FIRST
+            assert engine.clock.now() == FIRST - timedelta(seconds=spin)
+            if spin:
+                assert calls.at == []  # launched, not started (without spin: both now)
         await until(engine, FIRST + timedelta(seconds=1))
     assert calls.at == [FIRST]

@@ -3,6 +3,7 @@ aside for an imminent launch, between two commands of one entry too."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 
@@ -75,51 +76,64 @@ def make_log(
     )
 
 
-async def test_a_result_on_an_idle_log_goes_at_once(autojump_clock: trio.testing.MockClock) -> None:
+Script = Callable[[ReplicatedLog, trio.Nursery], Awaitable[None]]
+
+
+async def run_proposals(delay: float, script: Script) -> tuple[CommitAfter, float]:
+    """Run a log whose driver commits ``delay`` s after each proposal; ``script`` starts
+    proposals in the nursery it is given. -> (the driver, the Trio time it started)."""
     log = make_log()
-    driver = CommitAfter(log)
+    driver = CommitAfter(log, delay=delay)
     log.attach(driver)
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run)
         start = trio.current_time()
-        await log.propose([put("j")], linger=True)
+        async with trio.open_nursery() as proposers:
+            await script(log, proposers)
         nursery.cancel_scope.cancel()
+    return driver, start
+
+
+def result(log: ReplicatedLog, name: str) -> Callable[[], Awaitable[object]]:
+    """A run result's proposal (it may linger)."""
+    return partial(log.propose, [put(name)], linger=True)
+
+
+async def test_a_result_on_an_idle_log_goes_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    async def script(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+        await result(log, "j")()
+
+    driver, start = await run_proposals(0.0, script)
     assert driver.entries == [1] and driver.at == [start]
 
 
 async def test_results_behind_one_in_flight_wait_for_it_and_share_the_next_entry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = make_log()
-    driver = CommitAfter(log, delay=LINGER / 2)
-    log.attach(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
-        start = trio.current_time()
-        async with trio.open_nursery() as proposers:
-            proposers.start_soon(partial(log.propose, [put("first")], linger=True))
-            await trio.sleep(LINGER / 10)
-            for i in range(4):
-                proposers.start_soon(partial(log.propose, [put(f"j{i}")], linger=True))
-        nursery.cancel_scope.cancel()
+    async def script(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+        proposers.start_soon(result(log, "first"))
+        await trio.sleep(LINGER / 10)
+        for i in range(4):
+            proposers.start_soon(result(log, f"j{i}"))
+
+    driver, start = await run_proposals(LINGER / 2, script)
     assert driver.entries == [1, 4]
     assert driver.at == [start, start + LINGER / 2]  # as soon as the first was applied
+
+
+async def behind_a_slow_one(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+    proposers.start_soon(result(log, "first"))
+    await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_a_result_lingers_no_longer_than_the_linger_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = make_log()
-    driver = CommitAfter(log, delay=100 * LINGER)  # a slow commit
-    log.attach(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
-        start = trio.current_time()
-        async with trio.open_nursery() as proposers:
-            proposers.start_soon(partial(log.propose, [put("first")], linger=True))
-            await trio.testing.wait_all_tasks_blocked()
-            proposers.start_soon(partial(log.propose, [put("second")], linger=True))
-        nursery.cancel_scope.cancel()
+    async def script(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+        await behind_a_slow_one(log, proposers)
+        proposers.start_soon(result(log, "second"))
+
+    driver, start = await run_proposals(100 * LINGER, script)  # a slow commit
     assert driver.entries == [1, 1]
     assert driver.at == [start, start + LINGER]
 
@@ -127,19 +141,13 @@ async def test_a_result_lingers_no_longer_than_the_linger_time(
 async def test_an_eager_proposal_takes_the_lingering_ones_along_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = make_log()
-    driver = CommitAfter(log, delay=100 * LINGER)
-    log.attach(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
-        start = trio.current_time()
-        async with trio.open_nursery() as proposers:
-            proposers.start_soon(partial(log.propose, [put("first")], linger=True))
-            await trio.testing.wait_all_tasks_blocked()
-            proposers.start_soon(partial(log.propose, [put("result")], linger=True))
-            await trio.testing.wait_all_tasks_blocked()
-            proposers.start_soon(log.propose, [put("api-write")])  # does not linger
-        nursery.cancel_scope.cancel()
+    async def script(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+        await behind_a_slow_one(log, proposers)
+        proposers.start_soon(result(log, "result"))
+        await trio.testing.wait_all_tasks_blocked()
+        proposers.start_soon(log.propose, [put("api-write")])  # does not linger
+
+    driver, start = await run_proposals(100 * LINGER, script)
     assert driver.entries == [1, 2]
     assert driver.at == [start, start]  # no time passed
 
@@ -147,18 +155,12 @@ async def test_an_eager_proposal_takes_the_lingering_ones_along_at_once(
 async def test_enough_lingering_commands_go_without_waiting(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log = make_log()
-    driver = CommitAfter(log, delay=100 * LINGER)
-    log.attach(driver)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
-        start = trio.current_time()
-        async with trio.open_nursery() as proposers:
-            proposers.start_soon(partial(log.propose, [put("first")], linger=True))
-            await trio.testing.wait_all_tasks_blocked()
-            many = [put(f"j{i}") for i in range(LINGER_COMMANDS)]
-            proposers.start_soon(partial(log.propose, many, linger=True))
-        nursery.cancel_scope.cancel()
+    async def script(log: ReplicatedLog, proposers: trio.Nursery) -> None:
+        await behind_a_slow_one(log, proposers)
+        many = [put(f"j{i}") for i in range(LINGER_COMMANDS)]
+        proposers.start_soon(partial(log.propose, many, linger=True))
+
+    driver, start = await run_proposals(100 * LINGER, script)
     assert driver.entries == [1, LINGER_COMMANDS]
     assert driver.at == [start, start]
 
