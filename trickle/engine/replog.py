@@ -248,8 +248,6 @@ class ReplicatedLog:
                             await self._wakeup.wait()
                         continue
                     await self._in_flight.acquire()
-                    if self._guard is not None:
-                        await self._guard.stand_aside()
                     nursery.start_soon(self._propose_batch, self._take_batch())
         finally:
             self._closed = True
@@ -305,7 +303,11 @@ class ReplicatedLog:
             self._lingering_in_flight += 1
         try:
             if self._guard is not None:  # encoding a launch batch takes a few hundred us
-                await self._guard.stand_aside()
+                try:
+                    await self._guard.stand_aside()
+                except BaseException:  # cancelled (the log stops): its waiters hear of it
+                    self._fail(batch, EngineClosed())
+                    raise
             commands = [cmd for p in batch for cmd in p.commands]
             fence = batch[0].fence
             try:
