@@ -56,31 +56,31 @@ def execution(at: datetime) -> Execution:
 JOB = Job(name="j", schedule="@every 1m", executor="record")
 
 
-async def test_on_the_system_clock_the_executor_starts_at_the_instant_not_before() -> None:
-    clock = SystemClock()
+async def run_launched_early(
+    clock: SystemClock | TrioClock, early: float
+) -> tuple[datetime, list[datetime]]:
+    """Submit a run whose instant is ``early`` seconds away, launched now; wait for it.
+    -> (its instant, when its executor started)."""
     started: list[datetime] = []
     runner = make_runner(clock, started)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
-        at = clock.now() + timedelta(seconds=0.0003)
+        at = clock.now() + timedelta(seconds=early)
         runner.submit(JOB, execution(at), start_at=at)
         await runner.wait_idle()
         nursery.cancel_scope.cancel()
+    return at, started
+
+
+async def test_on_the_system_clock_the_executor_starts_at_the_instant_not_before() -> None:
+    at, started = await run_launched_early(SystemClock(), 0.0003)
     assert len(started) == 1 and started[0] >= at
 
 
 async def test_on_a_clock_that_cannot_spin_the_run_sleeps_until_its_instant(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    clock = TrioClock(datetime(2026, 1, 1, tzinfo=UTC))
-    started: list[datetime] = []
-    runner = make_runner(clock, started)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(runner.run)
-        at = clock.now() + timedelta(seconds=5)
-        runner.submit(JOB, execution(at), start_at=at)
-        await runner.wait_idle()
-        nursery.cancel_scope.cancel()
+    at, started = await run_launched_early(TrioClock(datetime(2026, 1, 1, tzinfo=UTC)), 5)
     assert started == [at]
 
 

@@ -294,11 +294,6 @@ _UPSERT_EXECUTION_SQL = (
     )
 )
 # Count on ix_executions_finished alone (covering): cheap, no table row is read.
-_UPSERT_EXECUTION = (
-    f"INSERT INTO executions ({_EXEC_NAMES})",
-    _UPSERT_EXECUTION_SQL[_UPSERT_EXECUTION_SQL.index(" ON CONFLICT") :],
-    len(_EXECUTION_COLUMNS),
-)
 _COUNT_FINISHED_SQL = (
     "SELECT count(*) FROM executions WHERE job_name = ? AND finished_at IS NOT NULL"
 )
@@ -314,11 +309,6 @@ _UPSERT_JOB_SQL = (
     "INSERT INTO jobs (name, payload) VALUES (?, ?)"
     " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload"
 )
-_UPSERT_JOB = (
-    "INSERT INTO jobs (name, payload)",
-    " ON CONFLICT (name) DO UPDATE SET payload = excluded.payload",
-    2,
-)
 _DELETE_JOB_SQL = "DELETE FROM jobs WHERE name = ?"
 _DELETE_JOB_EXECUTIONS_SQL = "DELETE FROM executions WHERE job_name = ?"
 _ADD_STATS_SQL = (
@@ -331,17 +321,19 @@ _PUT_META_SQL = (
     "INSERT INTO meta (key, value) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-_ADD_STATS = (
-    "INSERT INTO stats (day, success_count, failed_count)",
-    _ADD_STATS_SQL[_ADD_STATS_SQL.index(" ON CONFLICT") :],
-    3,
-)
-_PUT_META = (
-    "INSERT INTO meta (key, value)",
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    2,
-)
 MULTI_ROW_MAX = 64  # rows in one multi-row statement (13 columns: 832 parameters)
+
+
+def _multi_row(sql: str) -> tuple[str, str, int]:
+    """A one-row ``INSERT ... VALUES (?, ...) ON CONFLICT ...`` as (the part before
+    VALUES, the part from ON CONFLICT, values per row), for ``_insert_rows``."""
+    return sql[: sql.index(" VALUES")], sql[sql.index(" ON CONFLICT") :], sql.count("?")
+
+
+_UPSERT_EXECUTION = _multi_row(_UPSERT_EXECUTION_SQL)
+_UPSERT_JOB = _multi_row(_UPSERT_JOB_SQL)
+_ADD_STATS = _multi_row(_ADD_STATS_SQL)
+_PUT_META = _multi_row(_PUT_META_SQL)
 
 
 def encode_rows(effects: Sequence[Effect]) -> list[Any]:
