@@ -269,7 +269,7 @@ async def test_cluster_survives_leader_and_agent_kill_9_without_duplicates_or_lo
             # kill -9 the agent a2 while it runs SLOW: those runs end failed, not running
             a2 = cluster.nodes["a2"]
             running = await cluster.wait_for(
-                lambda: running_on(cluster, SLOW, "a2"),
+                lambda: running_on(cluster, SLOW, "a2", launched_for=1.0),
                 timeout=WAIT,
                 what=f"{SLOW} running on a2",
             )
@@ -345,12 +345,21 @@ async def ran_on(cluster: Cluster, names: list[str], node: str, after: datetime)
     return True
 
 
-async def running_on(cluster: Cluster, job: str, node: str) -> set[str] | None:
-    """The ids of ``job``'s runs on ``node`` that are running (None if none)."""
+async def running_on(
+    cluster: Cluster, job: str, node: str, *, launched_for: float = 0.0
+) -> set[str] | None:
+    """The ids of ``job``'s runs on ``node`` that are running (None if none); with
+    ``launched_for``, only those whose instant passed that many seconds ago. A scheduled
+    run is recorded running from its commit, up to a quarter of a second before its
+    instant (launch ahead): if its node dies before then, the run is failed as never
+    delivered ("could not reach node"), not as cut short."""
+    before = datetime.now().astimezone() - timedelta(seconds=launched_for)
     ids = {
         r["id"]
         for r in await executions(cluster, job)
-        if r["node_name"] == node and r["status"] == "running"
+        if r["node_name"] == node
+        and r["status"] == "running"
+        and (not launched_for or when(r["started_at"]) <= before)
     }
     return ids or None
 
