@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trickle.engine import planner
 from trickle.engine.planner import Planner
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,3 +77,58 @@ def test_due_matches_the_last_setting_of_each_job(ops):
     got = p.due(at(1000))
     assert sorted((t, n) for n, t in got) == expected
     assert [t for _, t in got] == sorted(t for _, t in got)
+
+
+def test_fires_at_one_instant_come_out_in_the_order_they_were_set():
+    p = Planner()
+    for name in ("c", "a", "b"):
+        p.set(name, at(10))
+    p.set("a", at(10))  # the same instant again: its place is kept
+    assert p.due(at(10)) == [("c", at(10)), ("a", at(10)), ("b", at(10))]
+
+
+def test_a_fire_time_comes_back_as_it_was_set_whatever_its_zone():
+    p = Planner()
+    paris = datetime(2026, 1, 1, 1, 0, 0, 5, tzinfo=ZoneInfo("Europe/Paris"))  # T0 + 5us
+    p.set("paris", paris)
+    p.set("utc", at(0))
+    assert p.next_wakeup() == at(0)
+    assert p.due(at(0)) == [("utc", at(0))]
+    assert p.due(at(0.000004)) == []
+    (got,) = p.due(at(0.000005))
+    assert got == ("paris", paris) and got[1].tzinfo is paris.tzinfo
+
+
+def test_planning_a_job_gives_the_garbage_collector_nothing_to_walk():
+    names = [f"job-{i}" for i in range(2000)]
+    times = [at(i) for i in range(2000)]
+    p = Planner()
+    gc.collect()
+    before = len(gc.get_objects())
+    for name, when in zip(names, times, strict=True):
+        p.set(name, when)
+    assert len(gc.get_objects()) - before < 10  # the heap list: no tuple per job
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 5) | st.none()), max_size=60))
+def test_sequence_numbers_renumbered_before_they_wrap_keep_the_order(ops):
+    saved = planner.SEQ_BITS
+    planner.SEQ_BITS = 3  # wraps after 7 settings
+    try:
+        p = Planner()
+        order: dict[str, tuple[int, int]] = {}  # job -> (second, when it was set)
+        for step, (name, sec) in enumerate(ops):
+            p.set(name, None if sec is None else at(sec))
+            if sec is None:
+                order.pop(name, None)
+            elif name not in order or order[name][0] != sec:
+                order[name] = (sec, step)
+        expected = [(n, at(sec)) for n, (sec, _) in sorted(order.items(), key=lambda kv: kv[1])]
+        assert p.due(at(1000)) == expected
+    finally:
+        planner.SEQ_BITS = saved
+
+
+def test_a_naive_fire_time_is_refused():
+    with pytest.raises(TypeError):
+        Planner().set("a", datetime(2026, 1, 1))
