@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -82,9 +84,9 @@ def test_a_negative_lead_is_refused() -> None:
         LaunchGuard(lead=-1)
 
 
-async def test_a_hold_keeps_tasks_aside_until_a_launched_run_starts() -> None:
+async def test_a_hold_keeps_tasks_aside_until_the_last_launched_run_starts() -> None:
     guard = LaunchGuard(lead=0.001)
-    guard.hold(trio.current_time() + 10.0)  # runs launched, spinning to their instant
+    guard.hold(trio.current_time() + 10.0, ["r1", "r2"])  # a burst, spinning to its instants
     assert guard.imminent()
     order: list[str] = []
 
@@ -95,10 +97,14 @@ async def test_a_hold_keeps_tasks_aside_until_a_launched_run_starts() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(background)
         await trio.testing.wait_all_tasks_blocked()
-        assert order == []
-        order.append("run")
-        guard.started()
-    assert order == ["run", "background"]
+        order.append("r1")
+        guard.started("r1")
+        guard.started("manual")  # a run that was not held changes nothing
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == ["r1"] and guard.imminent()  # r2 has still to start
+        order.append("r2")
+        guard.started("r2")
+    assert order == ["r1", "r2", "background"]
     assert not guard.imminent()
 
 
@@ -106,9 +112,36 @@ async def test_a_hold_ends_by_itself_when_no_run_starts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     guard = LaunchGuard(lead=0.001)
-    guard.hold(trio.current_time() + 0.01)  # a run queued behind a concurrency limit
+    guard.hold(trio.current_time() + 0.01, ["queued"])  # behind a concurrency limit
     assert guard.imminent()
     await trio.sleep(0.02)
     assert not guard.imminent()
     with trio.testing.assert_no_checkpoints():
         await guard.stand_aside()
+    guard.hold(trio.current_time() + 0.01, ["next"])
+    guard.started("queued")  # starts at last: the new hold is not released by it
+    assert guard.imminent()
+
+
+async def test_a_worker_thread_pauses_near_a_launch_and_not_otherwise() -> None:
+    guard = LaunchGuard(lead=0.05)
+    guard.pause()  # nothing expected: returns at once
+    assert guard.thread_pauses == 0
+    guard.expect(trio.current_time() + 10.0)  # far: no pause
+    await trio.to_thread.run_sync(guard.pause)
+    assert guard.thread_pauses == 0
+    guard.expect(trio.current_time() + 0.02)  # within the lead
+    started = time.perf_counter()
+    await trio.to_thread.run_sync(guard.pause)
+    assert guard.thread_pauses == 1
+    assert time.perf_counter() - started <= 0.5  # MAX_THREAD_PAUSE at most, with slack
+    guard.expect(trio.current_time() - 1.0)  # overdue: the loop is behind, nobody waits
+    await trio.to_thread.run_sync(guard.pause)
+    assert guard.thread_pauses == 1
+    guard.expect(None)
+    guard.hold(trio.current_time() + 10.0, ["r"])  # a launched run has not started
+    await trio.to_thread.run_sync(guard.pause)
+    assert guard.thread_pauses == 2
+    guard.started("r")
+    await trio.to_thread.run_sync(guard.pause)
+    assert guard.thread_pauses == 2

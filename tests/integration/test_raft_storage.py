@@ -936,3 +936,14 @@ async def test_a_store_opened_on_the_trio_thread_is_used_from_worker_threads(
         store.close()
     log = tuple(entry for i in range(1, 9) for entry in entries(i, i, i))
     assert loaded == [DurableState(hard_state=HardState(term=8), entries=log)] * 4
+
+
+def test_a_sqlite_save_calls_pace_before_each_statement(tmp_path: Path) -> None:
+    calls: list[int] = []
+    with SqliteRaftStorage(tmp_path / "raft.db") as store:
+        store.load()
+        store.pace = lambda: calls.append(1)
+        hard = HardState(term=1, vote=NodeId("n1"), commit=1)
+        store.save(hard_state=hard, entries=entries(1, 1, 3))
+        assert len(calls) == 4  # BEGIN, the entries, the hard state, COMMIT
+        assert store.load() == DurableState(hard_state=hard, entries=tuple(entries(1, 1, 3)))

@@ -932,3 +932,16 @@ def test_a_row_saved_twice_in_one_apply_ends_as_the_later_one(store: Store) -> N
     assert job.success_count == 2
     [stored] = history(store, "j")
     assert stored.finished_at == done.finished_at and stored.output == done.output
+
+
+def test_a_write_calls_pace_before_each_statement_and_stores_the_same(store: Store) -> None:
+    # the engine's launch guard makes the writing thread wait there (never inline)
+    calls: list[int] = []
+    store.pace = lambda: calls.append(1)
+    apply = Applier(store)
+    executions = [run("a", n) for n in range(1, 6)]
+    apply(JobSaved(Job(name="a")), *saved(*executions))
+    # BEGIN, the job, the executions (4 + 1 rows), the meta, COMMIT
+    assert len(calls) >= 6
+    page, total = store.list_executions("a")
+    assert total == 5 and {e.id for e in page} == {e.id for e in executions}

@@ -177,6 +177,8 @@ class ReplicatedLog:
             pairs.extend(zip(commands, applied, strict=True))
             results.append(applied)
         if entries:
+            if guard is not None and guard.imminent():  # (the meta: up to 0.4 ms)
+                await guard.stand_aside()
             effects = coalesce_effects([e for _, a in pairs for e in a.effects])
             meta = self._fsm.export_meta()
             index = entries[-1].index

@@ -27,7 +27,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -362,7 +362,16 @@ def _multi_row_sql(head: str, tail: str, width: int, rows: int) -> str:
     return f"{head} VALUES {', '.join([one] * rows)}{tail}"
 
 
-def _insert_rows(cur: Any, statement: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> None:
+def _no_pace() -> None:
+    pass
+
+
+def _insert_rows(
+    cur: Any,
+    statement: tuple[str, str, int],
+    rows: Sequence[Sequence[Any]],
+    pace: Callable[[], None] = _no_pace,
+) -> None:
     """Insert (or upsert) ``rows`` with multi-row statements: a few statements where
     ``executemany`` ran one per row. Each statement SQLite runs releases the GIL and takes
     it back; the event loop thread, waking to launch a run, waited behind a worker thread
@@ -374,6 +383,7 @@ def _insert_rows(cur: Any, statement: tuple[str, str, int], rows: Sequence[Seque
     i, n = 0, len(rows)
     while i < n:
         k = min(MULTI_ROW_MAX, 1 << ((n - i).bit_length() - 1))
+        pace()
         cur.execute(
             _multi_row_sql(head, tail, width, k), [v for row in rows[i : i + k] for v in row]
         )
@@ -442,6 +452,9 @@ class Store:
         # per job: an upper bound of its finished records (None/absent: unknown)
         self._finished_bound: dict[str, int] = {}
         self._applied_index = 0
+        # called by the writing thread before each statement of a write (the Engine's
+        # launch guard: the thread waits, the GIL released, while a run is launched)
+        self.pace: Callable[[], None] = _no_pace
 
         if self._path is None:
             self._memory_lock = threading.Lock()
@@ -645,12 +658,14 @@ class Store:
             try:
                 cur = raw.cursor()
                 try:
+                    self.pace()
                     cur.execute("BEGIN IMMEDIATE")
                     try:
                         yield cur
                     except BaseException:
                         cur.execute("ROLLBACK")
                         raise
+                    self.pace()
                     cur.execute("COMMIT")
                 finally:
                     cur.close()
@@ -708,7 +723,7 @@ class Store:
             if kind is ExecutionSaved:
                 self._save_executions(cur, run, rows[i:j], bounds)
             elif kind is JobSaved:
-                _insert_rows(cur, _UPSERT_JOB, rows[i:j])
+                _insert_rows(cur, _UPSERT_JOB, rows[i:j], self.pace)
             elif kind is JobRemoved:
                 names = [(e.name,) for e in run]
                 cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
@@ -719,7 +734,7 @@ class Store:
                 cur.executemany(_DELETE_JOB_EXECUTIONS_SQL, names)
                 bounds.update((e.job_name, 0) for e in run)
             elif kind is StatsAdded:
-                _insert_rows(cur, _ADD_STATS, rows[i:j])
+                _insert_rows(cur, _ADD_STATS, rows[i:j], self.pace)
             else:
                 raise TypeError(f"not a store effect: {effects[i]!r}")
             i = j
@@ -730,6 +745,7 @@ class Store:
                 (_META_APPLIED_INDEX, _int_bytes(applied_index)),
                 (_META_FSM, bytes(fsm_meta)),
             ],
+            self.pace,
         )
 
     def _publish_applied(self, applied_index: int, bounds: dict[str, int]) -> None:
@@ -748,7 +764,7 @@ class Store:
         rows: Sequence[Any],
         bounds: dict[str, int],
     ) -> None:
-        _insert_rows(cursor, _UPSERT_EXECUTION, rows)
+        _insert_rows(cursor, _UPSERT_EXECUTION, rows, self.pace)
         finished = Counter(e.execution.job_name for e in run if e.execution.finished_at is not None)
         limit = self._history_limit
         prune: list[tuple[str, int]] = []

@@ -31,7 +31,7 @@ import sqlite3
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -180,6 +180,10 @@ _PAIR = struct.Struct(">QQ")
 _KINDS = {int(kind): kind for kind in EntryKind}
 
 
+def _no_pace() -> None:
+    pass
+
+
 def entry_crc(index: int, term: int, kind: int, data: bytes) -> int:
     """CRC32 of an entry row: its index, term, kind and data."""
     return zlib.crc32(data, zlib.crc32(_ENTRY_HEAD.pack(index, term, kind)))
@@ -264,6 +268,10 @@ class SqliteRaftStorage:
         self._snapshot_term = 0
         self._last_index = 0
         self._cursor: sqlite3.Cursor | None = None  # the open transaction's (stored_term)
+        # called by the writing thread before each statement of a save: a host whose
+        # event loop must not wait for the GIL at some instants makes it wait (the
+        # Engine's launch guard; see trickle/engine/guard.py)
+        self.pace: Callable[[], None] = _no_pace
         self._gen = -1  # generation of the stored snapshot's chunks
         self._staging = -1  # generation a compaction is writing (not to be deleted)
         self._next_gen = -1  # unknown until first needed
@@ -536,8 +544,10 @@ class SqliteRaftStorage:
                     )
                     for e in entries
                 ]  # the CRC is entry_crc, inlined: this loop is the hot path of a big batch
+                self.pace()
                 cur.executemany(_INSERT_ENTRY_SQL, rows)
             if hard_state is not None:
+                self.pace()
                 term, vote, commit = hard_state.term, hard_state.vote, hard_state.commit
                 cur.execute(
                     _PUT_HARD_STATE_SQL, (term, vote, commit, hard_state_crc(term, vote, commit))
@@ -703,10 +713,12 @@ class SqliteRaftStorage:
         The caller holds ``self._lock``."""
         cur = self._dbapi.cursor()
         try:
+            self.pace()
             cur.execute("BEGIN IMMEDIATE")
             self._cursor = cur
             try:
                 yield cur
+                self.pace()
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback(cur)
