@@ -116,6 +116,7 @@ import sys
 import tempfile
 import time
 import traceback
+from array import array
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -389,6 +390,29 @@ class Window:
         self.duration = duration
 
 
+class Records:
+    """The (scheduled, called) wall-clock pairs of the fires, interleaved in one float
+    array. A tuple per fire was an object for the measured process's garbage collector to
+    walk, not freed until the end: at 1,000 fires/s it drove a young collection every ~20
+    s that walked the 18,000 tuples (and the system's own young objects) in a 20 ms
+    pause. ``add`` is one C call under the GIL: pairs from several threads stay whole."""
+
+    def __init__(self) -> None:
+        self._data = array("d")
+        self.add = self._data.extend  # add((scheduled, called))
+
+    def __len__(self) -> int:
+        return len(self._data) // 2
+
+    def count_in(self, start: float, end: float, lo: int, hi: int) -> int:
+        """How many of the pairs ``lo:hi`` were scheduled in ``[start, end)``."""
+        return sum(1 for s in self._data[2 * lo : 2 * hi : 2] if start <= s < end)
+
+    def pairs(self) -> list[tuple[float, float]]:
+        data = self._data
+        return list(zip(data[0::2], data[1::2], strict=True))
+
+
 def summarize(
     *,
     records: list[tuple[float, float]],
@@ -479,12 +503,15 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
     every: int = args.every
     spread = args.load == "spread"
     specs = plan_jobs(args.jobs, every, args.mix, spread)
-    records: list[tuple[Any, float]] = []
-    append = records.append
+    records = Records()
+    add = records.add
     clock = time.time
 
     async def noop(ctx: ExecutionContext) -> None:
-        append((ctx.execution.scheduled_at, clock()))
+        called = clock()
+        scheduled = ctx.execution.scheduled_at
+        assert scheduled is not None
+        add((scheduled.timestamp(), called))
 
     def job_of(spec: JobSpec) -> Job:
         return Job(
@@ -625,17 +652,13 @@ async def _trickle_main(args: argparse.Namespace, data_dir: Path) -> dict[str, A
             seen, checked = 0, 0
             while time.time() < window.drain_until:
                 upto = len(records)
-                seen += sum(
-                    1
-                    for s, _ in records[checked:upto]
-                    if window.start <= s.timestamp() < window.end
-                )
+                seen += records.count_in(window.start, window.end, checked, upto)
                 checked = upto
                 if seen >= expected:
                     break
                 await trio.sleep(0.2)
             stats = engine.statistics()
-            pairs = [(s.timestamp(), called) for s, called in records]
+            pairs = records.pairs()
             done = True
     except Exception as exc:  # a failure while stopping still reports the figures
         if not done:
@@ -746,13 +769,13 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
     specs = plan_jobs(args.jobs, every, args.mix, args.load == "spread")
     n = len(specs)
     called = [0.0] * n
-    records: list[tuple[float, float]] = []
-    append = records.append
+    records = Records()
+    add = records.add
     clock = time.time
     job_defaults = {"coalesce": False, "misfire_grace_time": 3600, "max_instances": 100}
 
     def on_executed(event: Any) -> None:
-        append((event.scheduled_run_time.timestamp(), called[int(event.job_id)]))
+        add((event.scheduled_run_time.timestamp(), called[int(event.job_id)]))
 
     result: dict[str, Any] = {}
 
@@ -774,7 +797,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         seen, checked = 0, 0
         while time.time() < window.drain_until:
             upto = len(records)
-            seen += sum(1 for s, _ in records[checked:upto] if window.start <= s < window.end)
+            seen += records.count_in(window.start, window.end, checked, upto)
             checked = upto
             if seen >= expected:
                 break
@@ -803,7 +826,7 @@ def run_apscheduler_worker(args: argparse.Namespace) -> dict[str, Any]:
         )
         result.update(
             summarize(
-                records=list(records),
+                records=records.pairs(),
                 window=window,
                 first_fires=first_fires,
                 every=every,
