@@ -123,6 +123,19 @@ async def test_a_hold_ends_by_itself_when_no_run_starts(
     assert guard.imminent()
 
 
+async def test_a_hold_outlasts_its_instant_for_a_run_that_has_still_to_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # the loop woke late: the run was launched a moment before its instant and the
+    # instant passed before its task had its first step
+    guard = LaunchGuard(lead=0.0003)
+    guard.hold(trio.current_time() + 0.00001, ["late"])
+    await trio.sleep(0.001)
+    assert guard.imminent()
+    guard.started("late")
+    assert not guard.imminent()
+
+
 async def test_a_worker_thread_pauses_near_a_launch_and_not_otherwise() -> None:
     guard = LaunchGuard(lead=0.05)
     guard.pause()  # nothing expected: returns at once

@@ -34,6 +34,7 @@ import trio
 LAUNCH_GUARD_SECONDS = 0.0003  # work that could still be running at a launch stands aside
 THREAD_LINGER_SECONDS = 0.0001  # worker threads go on standing aside after a launch
 MAX_THREAD_PAUSE = 0.002  # seconds one ``pause`` waits at most
+HOLD_GRACE_SECONDS = 0.002  # a hold outlasts its runs' instant by this much at most
 
 
 class LaunchGuard:
@@ -72,12 +73,15 @@ class LaunchGuard:
     def hold(self, until: float, runs: Iterable[str]) -> None:
         """Runs (``runs``: execution ids) were launched that start a moment later (launch
         spin), at the latest at Trio time ``until``: background work goes on standing
-        aside until the last of them starts (``started``) or ``until`` passes (a run
-        queued behind a concurrency limit does not start then). Without it, a task
-        already due to run (a worker thread's result came in) ran its step before the
-        launched runs had theirs; released at the first run's start, the scheduler
-        decided 50 fires while the other runs of a burst waited."""
+        aside until the last of them starts (``started``), or HOLD_GRACE_SECONDS after
+        ``until`` (a run queued behind a concurrency limit does not start then). Without
+        it, a task already due to run (a worker thread's result came in) ran its step
+        before the launched runs had theirs; released at the first run's start, the
+        scheduler decided 50 fires while the other runs of a burst waited; ended at
+        ``until`` itself, it let a 0.4 ms step in before a run launched late (the loop
+        woke late) that had still to take its first step."""
         self._held.update(runs)
+        until += HOLD_GRACE_SECONDS
         if self._hold_until is None or until > self._hold_until:
             self._hold_until = until
             self._held_perf = self._perf(until)
