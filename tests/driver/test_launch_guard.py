@@ -155,6 +155,8 @@ async def test_a_worker_thread_pauses_near_a_launch_and_not_otherwise() -> None:
     guard.hold(trio.current_time() + 10.0, ["r"])  # a launched run has not started
     await trio.to_thread.run_sync(guard.pause)
     assert guard.thread_pauses == 2
+    guard.pause()  # on the loop's own thread: never
+    assert guard.thread_pauses == 2
     guard.started("r")
     await trio.to_thread.run_sync(guard.pause)
     assert guard.thread_pauses == 2

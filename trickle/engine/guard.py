@@ -128,7 +128,11 @@ class LaunchGuard:
         """In a worker thread, before a piece of work that holds the GIL: sleep (the GIL
         released) while a launch is near, from ``lead`` before it to THREAD_LINGER_SECONDS
         after, and while launched runs have not started; MAX_THREAD_PAUSE at most. An
-        overdue launch (the loop is behind) holds nobody. Thread-safe: it only reads."""
+        overdue launch (the loop is behind) holds nobody. On a Trio thread (a store
+        written inline) it returns at once: the loop itself never waits here.
+        Thread-safe: it only reads."""
+        if trio.lowlevel.in_trio_run():
+            return
         now = time.perf_counter()
         until = self._held_perf
         upcoming = self._next_perf
