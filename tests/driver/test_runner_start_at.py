@@ -89,3 +89,84 @@ def test_the_system_clock_never_spins_long_for_a_far_instant() -> None:
     far = clock.now() + timedelta(seconds=60)
     clock.spin_until(far)  # returns at once (a clock step, not a launch a moment early)
     assert clock.now() < far
+
+
+def id_recording_runner(clock: SystemClock, order: list[str]) -> Runner:
+    runner = make_runner(clock, [])
+    executors = ExecutorRegistry()
+
+    async def record(ctx: ExecutionContext) -> None:
+        order.append(ctx.execution.id)
+
+    executors.register_python("record", record)
+    runner._executors = executors
+    return runner
+
+
+async def test_runs_launched_together_start_in_the_order_of_their_instants() -> None:
+    # Trio runs the launched tasks in its own order; a run spinning to a later instant
+    # must not hold an earlier one back. Submitted latest first, several times over.
+    clock = SystemClock()
+    for _ in range(5):
+        order: list[str] = []
+        runner = id_recording_runner(clock, order)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            base = clock.now() + timedelta(seconds=0.0005)
+            instants = [base + timedelta(microseconds=100 * i) for i in range(4)]
+            for at in reversed(instants):
+                runner.submit(JOB, execution(at), start_at=at)
+            await runner.wait_idle()
+            nursery.cancel_scope.cancel()
+        assert order == [execution(at).id for at in instants]
+
+
+async def test_a_run_queued_behind_a_limit_does_not_hold_back_a_later_run() -> None:
+    clock = SystemClock()
+    release, recorded = trio.Event(), trio.Event()
+    started: list[str] = []
+    executors = ExecutorRegistry()
+
+    async def block(ctx: ExecutionContext) -> None:
+        started.append(ctx.execution.id)
+        await release.wait()
+
+    async def record(ctx: ExecutionContext) -> None:
+        started.append(ctx.execution.id)
+        recorded.set()
+
+    executors.register_python("block", block)
+    executors.register_python("record", record)
+
+    async def report(finished: RunFinished) -> None:
+        pass
+
+    runner = Runner(
+        node_name="n1",
+        executors=executors,
+        processors=ProcessorRegistry(),
+        clock=clock,
+        output_limit=1000,
+        max_concurrent=0,
+        executor_limits={"block": 1},
+        on_output=lambda ex, text: None,
+        on_start=lambda ex, at: None,
+        report=report,
+    )
+    blocking = Job(name="b", schedule="@every 1m", executor="block")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        first = clock.now()
+        runner.submit(blocking, execution(first))  # holds the limit
+        await trio.testing.wait_all_tasks_blocked()
+        queued_at = clock.now() + timedelta(seconds=0.0002)
+        later = queued_at + timedelta(seconds=0.0002)
+        runner.submit(blocking, execution(queued_at), start_at=queued_at)  # queued
+        runner.submit(JOB, execution(later), start_at=later)
+        with trio.fail_after(5):
+            await recorded.wait()
+        assert started == [execution(first).id, execution(later).id]
+        release.set()
+        await runner.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert started[-1] == execution(queued_at).id

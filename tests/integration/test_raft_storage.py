@@ -945,5 +945,5 @@ def test_a_sqlite_save_calls_pace_before_each_statement(tmp_path: Path) -> None:
         store.pace = lambda: calls.append(1)
         hard = HardState(term=1, vote=NodeId("n1"), commit=1)
         store.save(hard_state=hard, entries=entries(1, 1, 3))
-        assert len(calls) == 4  # BEGIN, the entries, the hard state, COMMIT
+        assert len(calls) == 6  # on entry, BEGIN, the entries, the hard state, COMMIT, after it
         assert store.load() == DurableState(hard_state=hard, entries=tuple(entries(1, 1, 3)))

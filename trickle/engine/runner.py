@@ -8,6 +8,7 @@ limit have room (runs are never dropped), then its executor runs, its output str
 from __future__ import annotations
 
 import codecs
+import heapq
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ from trickle.engine.model import BusyExecution, Execution, Job
 from trickle.engine.processors import ProcessorRegistry, run_processors
 from trickle.errors import TrickleError
 
+# turns a run launched early lets the others have while one launched with it is due before
+START_ORDER_TURNS = 8
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +40,7 @@ class _Active:
     queued: bool = True
     started_running: datetime | None = None
     start_at: datetime | None = None  # launched early: the executor starts at this instant
+    in_starting: bool = False  # start_at is in Runner._starting
 
 
 class Runner:
@@ -70,6 +74,9 @@ class Runner:
         self._active: dict[str, _Active] = {}
         self._nursery: trio.Nursery | None = None
         self._idle = trio.Event()
+        # start_at of the runs launched early that have not begun to spin (a heap: see
+        # _start_at)
+        self._starting: list[datetime] = []
         self._idle.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,6 +106,9 @@ class Runner:
             start_at=start_at,
         )
         self._active[execution.id] = active
+        if start_at is not None:
+            heapq.heappush(self._starting, start_at)
+            active.in_starting = True
         if self._idle.is_set():
             self._idle = trio.Event()
         self._nursery.start_soon(self._run_one, active, name=f"run {execution.id}")
@@ -145,7 +155,7 @@ class Runner:
                     if limiter is not None:
                         await stack.enter_async_context(limiter)
                 if active.start_at is not None:
-                    await self._start_at(active.start_at)
+                    await self._start_at(active)
                 active.queued = False
                 active.started_running = self._clock.now()
                 self._on_start(ex, active.started_running)
@@ -174,18 +184,40 @@ class Runner:
         except TrickleError as exc:  # the engine closed under us: the next start cleans up
             logger.warning("could not report execution %s: %s", ex.id, exc)
         finally:
+            self._starting_done(active)
             self._active.pop(ex.id, None)
             if not self._active:
                 self._idle.set()
 
-    async def _start_at(self, when: datetime) -> None:
-        """Wait for ``when`` (a run launched a moment early): spinning on a clock that
-        can (the system clock: no wake-up to wait for), else sleeping."""
+    async def _start_at(self, active: _Active) -> None:
+        """Wait for the run's ``start_at`` (it was launched a moment early): spinning on a
+        clock that can (the system clock: no wake-up to wait for), else sleeping.
+
+        Runs launched together (a burst of instants within the spin) take their turns in
+        Trio's order, which is not theirs: a run spinning to a later instant held an
+        earlier one back for the difference. So a run lets the others go first while one
+        launched with it is due earlier (START_ORDER_TURNS turns at most: that one may be
+        queued behind a concurrency limit)."""
+        when = active.start_at
+        assert when is not None
         spin = getattr(self._clock, "spin_until", None)
         if spin is not None:
+            starting = self._starting
+            turns = 0
+            while starting[0] < when and turns < START_ORDER_TURNS and self._clock.now() < when:
+                turns += 1
+                await trio.lowlevel.checkpoint()
+            self._starting_done(active)
             spin(when)
+        self._starting_done(active)
         if self._clock.now() < when:
             await self._clock.sleep_until(when)
+
+    def _starting_done(self, active: _Active) -> None:
+        if active.in_starting and active.start_at is not None:
+            active.in_starting = False
+            self._starting.remove(active.start_at)  # a few entries at most
+            heapq.heapify(self._starting)
 
     async def wait_idle(self) -> None:
         """Return once no execution is running or queued on this node."""

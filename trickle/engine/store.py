@@ -667,6 +667,7 @@ class Store:
                         raise
                     self.pace()
                     cur.execute("COMMIT")
+                    self.pace()  # before the Python after it (the fsync released the GIL)
                 finally:
                     cur.close()
             finally:
@@ -691,6 +692,7 @@ class Store:
         encoding is Python work that, done in the writer thread, held the GIL the event
         loop needed to launch runs on time).
         """
+        self.pace()  # a worker thread, just woken: before any of its Python
         if rows is None:
             rows = encode_rows(effects)
         elif len(rows) != len(effects):

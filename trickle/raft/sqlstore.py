@@ -510,6 +510,7 @@ class SqliteRaftStorage:
         snapshot: Snapshot | None = None,
     ) -> None:
         """See RaftStorage.save: one transaction, one fsync with Durability.FSYNC."""
+        self.pace()  # a worker thread, just woken: before any of its Python
         with self._lock:
             self._check_writable()
             if hard_state is not None and hard_state == self._hard_state:
@@ -720,6 +721,7 @@ class SqliteRaftStorage:
                 yield cur
                 self.pace()
                 cur.execute("COMMIT")
+                self.pace()  # before the Python after it (the fsync released the GIL)
             except BaseException:
                 self._rollback(cur)
                 raise
