@@ -17,14 +17,11 @@ from trickle.engine.processors import ProcessorRegistry
 from trickle.engine.runner import Runner
 
 
-def make_runner(clock: SystemClock | TrioClock, started: list[datetime]) -> Runner:
-    executors = ExecutorRegistry()
-
-    async def record(ctx: ExecutionContext) -> None:
-        started.append(clock.now())
-
-    executors.register_python("record", record)
-
+def make_runner(
+    clock: SystemClock | TrioClock,
+    executors: ExecutorRegistry,
+    executor_limits: dict[str, int] | None = None,
+) -> Runner:
     async def report(finished: RunFinished) -> None:
         pass
 
@@ -35,11 +32,22 @@ def make_runner(clock: SystemClock | TrioClock, started: list[datetime]) -> Runn
         clock=clock,
         output_limit=1000,
         max_concurrent=0,
-        executor_limits={},
+        executor_limits=executor_limits or {},
         on_output=lambda ex, text: None,
         on_start=lambda ex, at: None,
         report=report,
     )
+
+
+def time_recording_runner(clock: SystemClock | TrioClock, started: list[datetime]) -> Runner:
+    """A runner whose "record" executor notes when it started."""
+    executors = ExecutorRegistry()
+
+    async def record(ctx: ExecutionContext) -> None:
+        started.append(clock.now())
+
+    executors.register_python("record", record)
+    return make_runner(clock, executors)
 
 
 def execution(at: datetime) -> Execution:
@@ -62,7 +70,7 @@ async def run_launched_early(
     """Submit a run whose instant is ``early`` seconds away, launched now; wait for it.
     -> (its instant, when its executor started)."""
     started: list[datetime] = []
-    runner = make_runner(clock, started)
+    runner = time_recording_runner(clock, started)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         at = clock.now() + timedelta(seconds=early)
@@ -92,15 +100,14 @@ def test_the_system_clock_never_spins_long_for_a_far_instant() -> None:
 
 
 def id_recording_runner(clock: SystemClock, order: list[str]) -> Runner:
-    runner = make_runner(clock, [])
+    """A runner whose "record" executor notes which run started."""
     executors = ExecutorRegistry()
 
     async def record(ctx: ExecutionContext) -> None:
         order.append(ctx.execution.id)
 
     executors.register_python("record", record)
-    runner._executors = executors
-    return runner
+    return make_runner(clock, executors)
 
 
 async def test_runs_launched_together_start_in_the_order_of_their_instants() -> None:
@@ -137,22 +144,7 @@ async def test_a_run_queued_behind_a_limit_does_not_hold_back_a_later_run() -> N
 
     executors.register_python("block", block)
     executors.register_python("record", record)
-
-    async def report(finished: RunFinished) -> None:
-        pass
-
-    runner = Runner(
-        node_name="n1",
-        executors=executors,
-        processors=ProcessorRegistry(),
-        clock=clock,
-        output_limit=1000,
-        max_concurrent=0,
-        executor_limits={"block": 1},
-        on_output=lambda ex, text: None,
-        on_start=lambda ex, at: None,
-        report=report,
-    )
+    runner = make_runner(clock, executors, {"block": 1})
     blocking = Job(name="b", schedule="@every 1m", executor="block")
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
