@@ -207,9 +207,9 @@ class Runner:
             while starting[0] < when and turns < START_ORDER_TURNS and self._clock.now() < when:
                 turns += 1
                 await trio.lowlevel.checkpoint()
-            self._starting_done(active)
-            spin(when)
         self._starting_done(active)
+        if spin is not None:
+            spin(when)
         if self._clock.now() < when:
             await self._clock.sleep_until(when)
 
