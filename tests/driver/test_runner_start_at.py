@@ -99,6 +99,17 @@ def test_the_system_clock_never_spins_long_for_a_far_instant() -> None:
     assert clock.now() < far
 
 
+def test_after_a_spin_the_clock_reads_the_instant_or_later() -> None:
+    # The spin compared time.time() with when.timestamp(), floats, while now() floors
+    # the time to the microsecond: a third of spins ended a hair before the instant by
+    # now(), and the run then slept on a timer for it.
+    clock = SystemClock()
+    for _ in range(2000):
+        when = clock.now() + timedelta(microseconds=3)
+        clock.spin_until(when)
+        assert clock.now() >= when
+
+
 def id_recording_runner(clock: SystemClock, order: list[str]) -> Runner:
     """A runner whose "record" executor notes which run started."""
     executors = ExecutorRegistry()

@@ -56,10 +56,14 @@ class SystemClock:
         """Busy-wait, without giving the event loop or the GIL away, until the wall clock
         reaches ``when``: for a run launched a moment early (``EngineConfig.launch_spin``),
         so that its executor starts at its instant rather than a wake-up later. Returns
-        at once if ``when`` is more than MAX_SPIN away (a clock step: never a long spin)."""
-        target = when.timestamp()
-        now = time.time
-        if target - now() > MAX_SPIN:
+        at once if ``when`` is more than MAX_SPIN away (a clock step: never a long spin).
+
+        In integer nanoseconds: ``now()`` floors the time to the microsecond, and a float
+        ``time.time() >= when.timestamp()`` held a third of the time while ``now()``
+        still read a microsecond before ``when`` (the run then slept on a timer for it)."""
+        target = unix_nanos(when)
+        now = time.time_ns
+        if target - now() > MAX_SPIN * 1e9:
             return
         while now() < target:
             pass
