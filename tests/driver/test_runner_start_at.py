@@ -139,6 +139,24 @@ async def test_runs_launched_together_start_in_the_order_of_their_instants() -> 
         assert order == [execution(at).id for at in instants]
 
 
+async def test_runs_launched_late_still_start_in_the_order_of_their_instants() -> None:
+    # A loop that woke late launches a burst already past its instants: the earliest is
+    # the latest of all, so it goes first.
+    clock = SystemClock()
+    for _ in range(5):
+        order: list[str] = []
+        runner = id_recording_runner(clock, order)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            base = clock.now() - timedelta(seconds=0.001)
+            instants = [base + timedelta(microseconds=100 * i) for i in range(4)]
+            for at in reversed(instants):
+                runner.submit(JOB, execution(at), start_at=at)
+            await runner.wait_idle()
+            nursery.cancel_scope.cancel()
+        assert order == [execution(at).id for at in instants]
+
+
 async def test_a_run_queued_behind_a_limit_does_not_hold_back_a_later_run() -> None:
     clock = SystemClock()
     release, recorded = trio.Event(), trio.Event()

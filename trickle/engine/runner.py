@@ -153,6 +153,8 @@ class Runner:
             async with AsyncExitStack() as stack:
                 for limiter in (self._limiter(job.executor), self._overall):
                     if limiter is not None:
+                        if limiter.available_tokens < 1:  # it waits its turn: it must not
+                            self._starting_done(active)  # hold back the runs launched with it
                         await stack.enter_async_context(limiter)
                 if active.start_at is not None:
                     await self._start_at(active)
@@ -196,15 +198,16 @@ class Runner:
         Runs launched together (a burst of instants within the spin) take their turns in
         Trio's order, which is not theirs: a run spinning to a later instant held an
         earlier one back for the difference. So a run lets the others go first while one
-        launched with it is due earlier (START_ORDER_TURNS turns at most: that one may be
-        queued behind a concurrency limit)."""
+        launched with it is due earlier, late or not (the earlier one is later still).
+        A run that waits on a concurrency limit has left ``_starting``; START_ORDER_TURNS
+        bounds the wait all the same."""
         when = active.start_at
         assert when is not None
         spin = getattr(self._clock, "spin_until", None)
         if spin is not None:
             starting = self._starting
             turns = 0
-            while starting[0] < when and turns < START_ORDER_TURNS and self._clock.now() < when:
+            while starting and starting[0] < when and turns < START_ORDER_TURNS:
                 turns += 1
                 await trio.lowlevel.checkpoint()
         self._starting_done(active)
