@@ -304,6 +304,7 @@ class Engine:
         self._dispatch_scope: trio.CancelScope | None = None
         self._dispatch_at: datetime | None = None
         self._guard = LaunchGuard()  # background work stands aside before launches
+        self._metrics.watch_guard(self._guard)
         # runs are launched this much before their instant and start on it, on a clock
         # that can busy-wait (SystemClock.spin_until; not a test clock)
         spins = hasattr(self.clock, "spin_until")

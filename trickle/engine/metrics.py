@@ -88,6 +88,34 @@ class EngineMetrics:
         while gossip is off) at each scrape."""
         self.registry.register(_GossipCollector(stats))
 
+    def watch_guard(self, guard: Any) -> None:
+        """Export the launch guard's ``waits`` and ``thread_pauses`` at each scrape."""
+        self.registry.register(_GuardCollector(guard))
+
+
+class _GuardCollector(Collector):
+    """The launch guard's counts (``trickle.engine.guard.LaunchGuard``), read at each
+    scrape: plain ints on the guard, so its hot paths stay free of metric objects."""
+
+    def __init__(self, guard: Any) -> None:
+        self._guard = guard
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "trickle_launch_guard_waits",
+            "Times a background task (scheduler, applier, replication) stood aside for a "
+            "launch due within the guard's lead.",
+            value=self._guard.waits,
+        )
+        yield CounterMetricFamily(
+            "trickle_launch_guard_thread_pauses",
+            "Times a store worker thread paused, GIL released, for a launch.",
+            value=self._guard.thread_pauses,
+        )
+
 
 class JobCounter(Collector):
     """A counter per job (label ``job_name``), exported as prometheus_client's ``Counter``
