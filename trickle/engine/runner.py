@@ -198,7 +198,10 @@ class Runner:
         Runs launched together (a burst of instants within the spin) take their turns in
         Trio's order, which is not theirs: a run spinning to a later instant held an
         earlier one back for the difference. So a run lets the others go first while one
-        launched with it is due earlier, late or not (the earlier one is later still).
+        launched with it is due earlier and its own instant has not come. A run already
+        late goes at once: a turn is a whole round of the loop (other runs finishing and
+        reporting among it), and waiting one made the tail longer (p99 0.20-0.57 ms
+        against 0.17-0.41 in six alternated benchmark runs) for an order among late runs.
         A run that waits on a concurrency limit has left ``_starting``; START_ORDER_TURNS
         bounds the wait all the same."""
         when = active.start_at
@@ -207,7 +210,12 @@ class Runner:
         if spin is not None:
             starting = self._starting
             turns = 0
-            while starting and starting[0] < when and turns < START_ORDER_TURNS:
+            while (
+                starting
+                and starting[0] < when
+                and turns < START_ORDER_TURNS
+                and self._clock.now() < when
+            ):
                 turns += 1
                 await trio.lowlevel.checkpoint()
         self._starting_done(active)
