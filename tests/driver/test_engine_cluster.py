@@ -44,13 +44,6 @@ class Cluster(EngineGroup):
         engine.register_executor("record", record)
         return await self.run(name, engine)
 
-    async def leader(self) -> Engine:
-        while True:
-            leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
-            if len(leaders) == 1:
-                return leaders[0]
-            await trio.sleep(0.05)
-
 
 async def test_a_write_on_a_follower_is_read_everywhere(autojump_clock: trio.testing.MockClock):
     async with trio.open_nursery() as nursery:

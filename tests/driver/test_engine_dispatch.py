@@ -67,19 +67,6 @@ class Cluster(EngineGroup):
         engine.register_executor("block", block)
         return await self.run(name, engine)
 
-    async def leader(self) -> Engine:
-        with trio.fail_after(60):
-            while True:
-                leaders = [
-                    self.engines[n]
-                    for n in SERVERS
-                    if n in self.engines and self.engines[n].running
-                ]
-                leaders = [e for e in leaders if e.is_leader()]
-                if len(leaders) == 1:
-                    return leaders[0]
-                await trio.sleep(0.05)
-
 
 async def wait_alive(engine: Engine, names: set[str]) -> None:
     kinds = [kind for kind in EventKind if kind.startswith("member_")]

@@ -46,15 +46,6 @@ class Servers(EngineGroup):
         engine.register_executor("hello", hello)
         return await self.run(name, engine)
 
-    async def leader(self) -> Engine:
-        with trio.fail_after(60):
-            while True:
-                running = [self.engines[n] for n in SERVERS if self.engines[n].running]
-                leaders = [e for e in running if e.is_leader()]
-                if len(leaders) == 1:
-                    return leaders[0]
-                await trio.sleep(0.05)
-
 
 async def test_a_server_behind_a_compacted_log_catches_up_from_a_snapshot(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch

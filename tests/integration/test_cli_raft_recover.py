@@ -70,13 +70,6 @@ class Servers(EngineGroup):
         for other, running in self.engines.items():
             running.update_peers({n: a for n, a in addresses.items() if n != other})
 
-    async def leader(self) -> Engine:
-        while True:
-            leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
-            if len(leaders) == 1:
-                return leaders[0]
-            await trio.sleep(0.02)
-
     async def stop_all(self) -> None:
         for name in NAMES:
             await self.stop(name)

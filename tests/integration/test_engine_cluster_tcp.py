@@ -49,13 +49,6 @@ class TcpCluster(EngineGroup):
             if engine.running:
                 engine.update_peers({n: a for n, a in addresses.items() if n != name})
 
-    async def leader(self) -> Engine:
-        while True:
-            leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
-            if len(leaders) == 1:
-                return leaders[0]
-            await trio.sleep(0.02)
-
 
 async def test_a_cluster_survives_its_leader_and_the_leader_catches_up_after(tmp_path: Path):
     with trio.fail_after(WAIT):

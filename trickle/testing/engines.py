@@ -6,6 +6,8 @@ import trio
 
 from trickle.engine._engine import Engine
 
+LEADER_WAIT = 60.0  # seconds (virtual ones on a MockClock) ``leader`` waits at most
+
 
 class EngineGroup:
     """Engines run in ``nursery``, each in a cancel scope of its own: ``stop`` ends one (as
@@ -39,3 +41,13 @@ class EngineGroup:
         """End the engine started under ``name`` and wait until it has."""
         self._scopes[name].cancel()
         await self._stopped[name].wait()
+
+    async def leader(self) -> Engine:
+        """The one running engine that leads, once there is exactly one (TooSlowError
+        after LEADER_WAIT seconds). Polls: leadership is a fact across engines."""
+        with trio.fail_after(LEADER_WAIT):
+            while True:
+                leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
+                if len(leaders) == 1:
+                    return leaders[0]
+                await trio.sleep(0.02)
