@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from trickle.engine.guard import LaunchGuard
+
 _GOSSIP_COUNTERS = (  # GossipDriverStats field -> help
     ("packets_sent", "UDP packets sent."),
     ("packets_received", "UDP packets received."),
@@ -88,7 +90,7 @@ class EngineMetrics:
         while gossip is off) at each scrape."""
         self.registry.register(_GossipCollector(stats))
 
-    def watch_guard(self, guard: Any) -> None:
+    def watch_guard(self, guard: LaunchGuard) -> None:
         """Export the launch guard's ``waits`` and ``thread_pauses`` at each scrape."""
         self.registry.register(_GuardCollector(guard))
 
@@ -97,7 +99,7 @@ class _GuardCollector(Collector):
     """The launch guard's counts (``trickle.engine.guard.LaunchGuard``), read at each
     scrape: plain ints on the guard, so its hot paths stay free of metric objects."""
 
-    def __init__(self, guard: Any) -> None:
+    def __init__(self, guard: LaunchGuard) -> None:
         self._guard = guard
 
     def describe(self) -> list[Metric]:
