@@ -11,11 +11,10 @@ import trio.testing
 
 from trickle import Engine, EngineConfig, ExecutionContext, Job
 from trickle.engine.clock import TrioClock
-from trickle.engine.events import EventKind
 from trickle.engine.model import Execution
 from trickle.gossip.config import local
 from trickle.raft.messages import NodeId
-from trickle.testing.engines import EngineGroup
+from trickle.testing.engines import EngineGroup, wait_alive
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
 from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
 
@@ -66,13 +65,6 @@ class Cluster(EngineGroup):
         engine.register_executor("record", record)
         engine.register_executor("block", block)
         return await self.run(name, engine)
-
-
-async def wait_alive(engine: Engine, names: set[str]) -> None:
-    kinds = [kind for kind in EventKind if kind.startswith("member_")]
-    with trio.fail_after(60), engine.subscribe(kinds=kinds) as events:
-        while not names <= {m.name for m in engine.members() if m.status == "alive"}:
-            await events.receive()
 
 
 async def finished(engine: Engine, job: str, count: int = 1) -> list[Execution]:

@@ -15,10 +15,9 @@ from pathlib import Path
 import trio
 
 from trickle import Engine, EngineConfig, ExecutionContext, Job
-from trickle.engine.events import EventKind
 from trickle.gossip.config import local
 from trickle.raft.messages import Message, NodeId
-from trickle.testing.engines import EngineGroup
+from trickle.testing.engines import EngineGroup, wait_alive
 from trickle.testing.gossipnet import MemoryNetwork as GossipNetwork
 from trickle.testing.raftnet import MemoryNetwork as RaftNetwork
 from trickle.testing.raftnet import MemoryTransport
@@ -73,13 +72,6 @@ class Cluster(EngineGroup):
 
         engine.register_executor("hang", hang)
         return await self.run(name, engine)
-
-
-async def wait_alive(engine: Engine, names: set[str]) -> None:
-    kinds = [kind for kind in EventKind if kind.startswith("member_")]
-    with engine.subscribe(kinds=kinds) as events:
-        while not names <= {m.name for m in engine.members() if m.status == "alive"}:
-            await events.receive()
 
 
 async def run_on_a_lagging_follower_then_restart_it(tmp_path: Path) -> tuple[str, str]:

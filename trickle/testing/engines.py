@@ -5,8 +5,9 @@ from __future__ import annotations
 import trio
 
 from trickle.engine._engine import Engine
+from trickle.engine.events import EventKind
 
-LEADER_WAIT = 60.0  # seconds (virtual ones on a MockClock) ``leader`` waits at most
+CLUSTER_WAIT = 60.0  # seconds (virtual ones on a MockClock) ``leader``, ``wait_alive`` wait at most
 
 
 class EngineGroup:
@@ -44,10 +45,19 @@ class EngineGroup:
 
     async def leader(self) -> Engine:
         """The one running engine that leads, once there is exactly one (TooSlowError
-        after LEADER_WAIT seconds). Polls: leadership is a fact across engines."""
-        with trio.fail_after(LEADER_WAIT):
+        after CLUSTER_WAIT seconds). Polls: leadership is a fact across engines."""
+        with trio.fail_after(CLUSTER_WAIT):
             while True:
                 leaders = [e for e in self.engines.values() if e.running and e.is_leader()]
                 if len(leaders) == 1:
                     return leaders[0]
                 await trio.sleep(0.02)
+
+
+async def wait_alive(engine: Engine, names: set[str]) -> None:
+    """Until gossip on ``engine`` counts every one of ``names`` alive (others may be too),
+    checked after every membership event; TooSlowError after CLUSTER_WAIT seconds."""
+    kinds = [kind for kind in EventKind if kind.startswith("member_")]
+    with trio.fail_after(CLUSTER_WAIT), engine.subscribe(kinds=kinds) as events:
+        while not names <= {m.name for m in engine.members() if m.status == "alive"}:
+            await events.receive()
